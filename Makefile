@@ -1,0 +1,64 @@
+# vmon build. `make` builds build/vmon; `make test` runs the whole suite; `make run` sets
+# everything up and boots the default guest. See README.md.
+
+CC      ?= cc
+CFLAGS_COMMON := -std=gnu11 -Wall -Wextra -Werror -D_GNU_SOURCE -Isrc -g -MMD -MP
+LIBS    := -lpthread -lz -llzma -llz4 -lzstd
+
+CFLAGS_RELEASE := $(CFLAGS_COMMON) -O2
+CFLAGS_SAN     := $(CFLAGS_COMMON) -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+LDFLAGS_SAN    := -fsanitize=address,undefined
+
+SRCS     := $(shell find src -name '*.c' | sort)
+LIB_SRCS := $(filter-out src/main.c,$(SRCS))
+UNIT_SRCS := $(wildcard tests/unit/test_*.c)
+
+REL_OBJS := $(SRCS:%.c=build/release/%.o)
+SAN_OBJS := $(SRCS:%.c=build/san/%.o)
+SAN_LIB_OBJS := $(LIB_SRCS:%.c=build/san/%.o)
+UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=build/san/tests/unit/%)
+
+.PHONY: all san unit-tests guests test run guest deps clean
+all: build/vmon
+
+build/vmon: $(REL_OBJS)
+	$(CC) -o $@ $^ $(LIBS)
+
+build/vmon-san: $(SAN_OBJS)
+	$(CC) $(LDFLAGS_SAN) -o $@ $^ $(LIBS)
+
+build/release/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_RELEASE) -c -o $@ $<
+
+build/san/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_SAN) -c -o $@ $<
+
+build/san/tests/unit/%: tests/unit/%.c $(SAN_LIB_OBJS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_SAN) -Itests -o $@ $< $(SAN_LIB_OBJS) $(LDFLAGS_SAN) $(LIBS) -lcmocka
+
+san: build/vmon-san
+unit-tests: $(UNIT_BINS)
+
+# Tiny freestanding test guests (tests/guests/*.S and *.c), booted by the tests as ELF kernels.
+include tests/guests/guests.mk
+
+# The default guest: a small Linux kernel and a busybox initramfs, cached outside the clone.
+guest:
+	scripts/build-guest.sh
+
+deps:
+	scripts/install-deps.sh
+
+test: deps build/vmon build/vmon-san unit-tests guests
+	scripts/run-tests.sh
+
+run: deps build/vmon guest
+	scripts/run-default-guest.sh
+
+clean:
+	rm -rf build
+
+-include $(REL_OBJS:.o=.d) $(SAN_OBJS:.o=.d)

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs the Debian packages vmon needs to build, test and build its default guest.
+# Safe to run repeatedly: packages already present are skipped.
+set -euo pipefail
+
+PKGS=(
+  build-essential pkg-config git
+  # libraries linked into vmon
+  zlib1g-dev liblzma-dev liblz4-dev libzstd-dev
+  liburing-dev libslirp-dev libjansson-dev libmicrohttpd-dev libseccomp-dev
+  # tests
+  libcmocka-dev clang curl
+  # default guest: kernel source, its build tools, busybox for the initramfs
+  linux-source-6.1 flex bison bc libelf-dev libssl-dev cpio xz-utils busybox-static
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all packages present"
+  exit 0
+fi
+
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null 2>&1; then SUDO=sudo; else
+    echo "install-deps: missing packages (${missing[*]}) and not root; run this script as root" >&2
+    exit 1
+  fi
+else
+  SUDO=
+fi
+
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -q
+$SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Runs vmon's whole test suite and prints one closing line: "N passed, N failed, N skipped".
+#   unit         cmocka unit tests, built with AddressSanitizer and UBSan
+#   guests       the vmon binary (ASan/UBSan build) booting tiny test guests
+#   linux        the vmon binary booting the default Linux guest (builds it first if needed)
+# Usage: scripts/run-tests.sh [unit|guests|linux ...]   (default: all)
+set -u
+cd "$(dirname "$0")/.."
+
+suites=("$@")
+[ ${#suites[@]} -eq 0 ] && suites=(unit guests linux)
+
+passed=0 failed=0 skipped=0
+failures=()
+log_dir=build/test-logs
+mkdir -p "$log_dir"
+
+record() { # record STATUS NAME
+	case "$1" in
+	PASS) passed=$((passed + 1)) ;;
+	FAIL) failed=$((failed + 1)); failures+=("$2") ;;
+	SKIP) skipped=$((skipped + 1)) ;;
+	esac
+}
+
+# ASan's leak checker needs to see a clean shutdown; abort on the first UBSan report.
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+
+run_unit() {
+	for bin in build/san/tests/unit/test_*; do
+		[ -x "$bin" ] || continue
+		name=$(basename "$bin")
+		out="$log_dir/$name.log"
+		start=$(date +%s)
+		"$bin" >"$out" 2>&1
+		rc=$?
+		ok=$(grep -c '^\[       OK \]' "$out")
+		bad=$(grep -c '^\[  FAILED  \] [a-z_]' "$out")
+		skip=$(grep -c '^\[  SKIPPED \] [a-z_]' "$out")
+		passed=$((passed + ok))
+		skipped=$((skipped + skip))
+		if [ "$bad" -gt 0 ] || [ $rc -ne 0 ]; then
+			failed=$((failed + (bad > 0 ? bad : 1)))
+			failures+=("$name (see $out)")
+			echo "FAIL: unit/$name ($ok ok, $bad failed, exit $rc, $(($(date +%s) - start))s)"
+			grep -E '^\[  FAILED  \]|ERROR|error:|runtime error' "$out" | head -20 | sed 's/^/    /'
+		else
+			echo "PASS: unit/$name ($ok tests, $skip skipped, $(($(date +%s) - start))s)"
+		fi
+	done
+}
+
+run_script_suite() { # run_script_suite SCRIPT
+	local script=$1 line
+	while IFS= read -r line; do
+		echo "$line"
+		case "$line" in
+		PASS:*) record PASS "${line#PASS: }" ;;
+		FAIL:*) record FAIL "${line#FAIL: }" ;;
+		SKIP:*) record SKIP "${line#SKIP: }" ;;
+		esac
+	done < <(bash "$script" 2>&1)
+}
+
+t0=$(date +%s)
+for s in "${suites[@]}"; do
+	echo "== $s tests"
+	case "$s" in
+	unit) run_unit ;;
+	guests) run_script_suite tests/integration/test_guests.sh ;;
+	linux) run_script_suite tests/integration/test_linux.sh ;;
+	*) echo "unknown suite '$s' (unit, guests, linux)"; exit 2 ;;
+	esac
+done
+
+echo "== test suite took $(($(date +%s) - t0))s"
+if [ ${#failures[@]} -gt 0 ]; then
+	echo "failed:"
+	printf '  %s\n' "${failures[@]}"
+fi
+echo "$passed passed, $failed failed, $skipped skipped"
+[ "$failed" -eq 0 ]

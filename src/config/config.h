@@ -1,0 +1,38 @@
+/*
+ * The VM configuration model. The command line (and later the JSON config file, the API and
+ * the snapshot header) are views of this one struct, validated in one place.
+ */
+#ifndef VMON_CONFIG_CONFIG_H
+#define VMON_CONFIG_CONFIG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define CONFIG_MAX_CPUS 254 /* APIC IDs 0..254 without x2APIC; 255 is broadcast */
+
+enum host_workarounds {
+	HOST_WORKAROUNDS_AUTO = 0, /* probe the host at start-up and apply what it needs */
+	HOST_WORKAROUNDS_ON,
+	HOST_WORKAROUNDS_OFF,
+};
+
+struct vm_config {
+	char *kernel_path;
+	char *initrd_path;
+	char *cmdline;          /* as given by the user; vmon may append host-specific options */
+	unsigned int cpus;
+	uint64_t memory;        /* bytes */
+	enum host_workarounds workarounds;
+	char *log_level;
+};
+
+void config_init_defaults(struct vm_config *cfg);
+void config_free(struct vm_config *cfg);
+
+/*
+ * Checks the configuration; on error writes one human-readable sentence (what is wrong and
+ * how to fix it) into err and returns -EINVAL.
+ */
+int config_validate(const struct vm_config *cfg, char *err, unsigned long errlen);
+
+#endif

@@ -1,0 +1,30 @@
+/* Small helpers used everywhere. */
+#ifndef VMON_LIB_UTIL_H
+#define VMON_LIB_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
+#define MAX(a, b) ((a) > (b) ? (a) : (b))
+#define ALIGN_UP(x, a) (((x) + ((a)-1)) & ~((uint64_t)(a)-1))
+#define ALIGN_DOWN(x, a) ((x) & ~((uint64_t)(a)-1))
+
+#define KiB (1024ULL)
+#define MiB (1024ULL * KiB)
+#define GiB (1024ULL * MiB)
+
+/*
+ * Parses a size such as "512", "256M", "2G", "64k" (binary units, bytes if no suffix).
+ * Returns 0 and stores bytes in *out, or -EINVAL / -ERANGE.
+ */
+int parse_size(const char *s, uint64_t *out);
+
+/* Reads a whole file into a malloc'ed buffer. Returns 0 or a negative errno. */
+int read_file(const char *path, uint8_t **data, size_t *len);
+
+/* Monotonic clock in nanoseconds. */
+uint64_t monotonic_ns(void);
+
+#endif

@@ -1,0 +1,38 @@
+/* vmon: a virtual machine monitor for Linux/KVM. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/cli.h"
+
+#define VMON_VERSION "0.1.0"
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: vmon COMMAND [options]\n"
+		   "\n"
+		   "commands:\n"
+		   "  run        boot a kernel in a new VM (vmon run --help)\n"
+		   "  version    print the version\n");
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2) {
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	const char *cmd = argv[1];
+	if (!strcmp(cmd, "run"))
+		return cli_run(argc - 1, argv + 1);
+	if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
+		printf("vmon %s\n", VMON_VERSION);
+		return 0;
+	}
+	if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
+		usage(stdout);
+		return 0;
+	}
+	fprintf(stderr, "vmon: unknown command '%s'\n", cmd);
+	usage(stderr);
+	return EXIT_USAGE;
+}

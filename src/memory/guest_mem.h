@@ -1,0 +1,49 @@
+/*
+ * Guest RAM and the one translation from guest-physical addresses to host pointers.
+ * Everything that touches guest memory on behalf of the guest goes through gpa_to_host(),
+ * which refuses any range that is not entirely inside one RAM region.
+ */
+#ifndef VMON_MEMORY_GUEST_MEM_H
+#define VMON_MEMORY_GUEST_MEM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* RAM above this address is placed above 4 GiB, leaving a hole for MMIO (PCI, IOAPIC, LAPIC). */
+#define GUEST_MEM_LOW_LIMIT 0xC0000000ULL
+#define GUEST_MEM_HIGH_BASE 0x100000000ULL
+#define GUEST_MEM_MAX_REGIONS 2
+
+struct guest_mem_region {
+	uint64_t gpa;
+	uint64_t size;
+	uint8_t *host;     /* mapping of this region */
+	uint64_t fd_offset; /* offset of this region in the backing memfd */
+};
+
+struct guest_mem {
+	struct guest_mem_region regions[GUEST_MEM_MAX_REGIONS];
+	int nregions;
+	uint64_t ram_size; /* total bytes of RAM, all regions */
+	int fd;            /* memfd backing all of RAM, or -1 */
+};
+
+/*
+ * Allocates ram_size bytes of guest RAM backed by a memfd and lays it out below and above
+ * the MMIO hole. Returns 0 or a negative errno (-ENOMEM when the host cannot give it).
+ */
+int guest_mem_init(struct guest_mem *mem, uint64_t ram_size);
+void guest_mem_destroy(struct guest_mem *mem);
+
+/* Host pointer for [gpa, gpa+len), or NULL if any byte is outside guest RAM or len is 0. */
+void *gpa_to_host(const struct guest_mem *mem, uint64_t gpa, uint64_t len);
+
+/* Copies between guest RAM and host buffers; 0 or -EFAULT when out of range. */
+int guest_mem_read(const struct guest_mem *mem, uint64_t gpa, void *dst, uint64_t len);
+int guest_mem_write(const struct guest_mem *mem, uint64_t gpa, const void *src, uint64_t len);
+
+/* End of the RAM region that starts at 0 (the usable low memory). */
+uint64_t guest_mem_low_end(const struct guest_mem *mem);
+
+#endif

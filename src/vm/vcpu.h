@@ -1,0 +1,48 @@
+/* A vCPU: a thread running KVM_RUN and dispatching every exit. */
+#ifndef VMON_VM_VCPU_H
+#define VMON_VM_VCPU_H
+
+#include <linux/kvm.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+struct vm;
+
+/* Exit reasons counted per vCPU; the metrics and the cost of a VMM are read from these. */
+enum vcpu_exit_kind {
+	VCPU_EXIT_IO = 0,
+	VCPU_EXIT_MMIO,
+	VCPU_EXIT_HLT,
+	VCPU_EXIT_SHUTDOWN,
+	VCPU_EXIT_INTERNAL_ERROR,
+	VCPU_EXIT_SYSTEM_EVENT,
+	VCPU_EXIT_INTR,      /* KVM_RUN interrupted by a signal */
+	VCPU_EXIT_OTHER,
+	VCPU_EXIT_KIND_COUNT
+};
+
+struct vcpu {
+	struct vm *vm;
+	unsigned int id;
+	int fd;
+	struct kvm_run *run;
+	pthread_t thread;
+	_Atomic bool started;
+	_Atomic uint64_t exits[VCPU_EXIT_KIND_COUNT];
+	void *arch; /* per-vCPU state of the x86 emulation-failure and SYSCALL handling */
+};
+
+int vcpu_create(struct vm *vm, unsigned int id, struct vcpu **out);
+void vcpu_destroy(struct vcpu *vcpu);
+
+/* Starts the vCPU thread; it runs until the VM stops. */
+int vcpu_start(struct vcpu *vcpu);
+/* Interrupts KVM_RUN so the thread notices a stop or pause request. */
+void vcpu_kick(struct vcpu *vcpu);
+void vcpu_join(struct vcpu *vcpu);
+
+const char *vcpu_exit_kind_name(enum vcpu_exit_kind k);
+
+#endif

@@ -1,0 +1,302 @@
+#include "vm/vm.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/kvm.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/sysinfo.h>
+#include <unistd.h>
+
+#include "arch/x86/cpuid.h"
+#include "arch/x86/vcpu_arch.h"
+#include "lib/log.h"
+#include "lib/util.h"
+#include "vm/vcpu.h"
+
+/* Below the MMIO hole; KVM needs three pages for the VMX real-mode TSS and one for the identity map. */
+#define KVM_TSS_ADDR 0xfffbd000ULL
+#define KVM_IDENTITY_MAP_ADDR 0xfffbc000ULL
+
+static int open_kvm(void)
+{
+	int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	if (fd < 0) {
+		int e = errno;
+		if (e == ENOENT)
+			log_error("vm", "/dev/kvm does not exist: this host has no KVM. Load the kvm_intel or "
+					"kvm_amd module, or enable nested virtualization for this machine");
+		else if (e == EACCES || e == EPERM)
+			log_error("vm", "no permission to open /dev/kvm: add your user to the 'kvm' group "
+					"(sudo usermod -aG kvm $USER, then log in again) or run vmon as root");
+		else
+			log_error("vm", "cannot open /dev/kvm: %s", strerror(e));
+		return -e;
+	}
+	int api = ioctl(fd, KVM_GET_API_VERSION, 0);
+	if (api != KVM_API_VERSION) {
+		log_error("vm", "/dev/kvm speaks KVM API version %d, vmon needs %d", api, KVM_API_VERSION);
+		close(fd);
+		return -ENOTSUP;
+	}
+	return fd;
+}
+
+static int check_host_memory(uint64_t want)
+{
+	struct sysinfo si;
+	if (sysinfo(&si) != 0)
+		return 0;
+	uint64_t total = ((uint64_t)si.totalram + (uint64_t)si.totalswap) * si.mem_unit;
+	if (want > total) {
+		log_error("vm", "--memory %llu MiB is more than this host has (%llu MiB of RAM and swap): "
+				"give a smaller --memory",
+			  (unsigned long long)(want / MiB), (unsigned long long)(total / MiB));
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+static int setup_memory(struct vm *vm)
+{
+	int rc = check_host_memory(vm->cfg->memory);
+	if (rc)
+		return rc;
+	rc = guest_mem_init(&vm->mem, vm->cfg->memory);
+	if (rc) {
+		log_error("vm", "cannot allocate %llu MiB of guest memory: %s",
+			  (unsigned long long)(vm->cfg->memory / MiB), strerror(-rc));
+		return rc;
+	}
+	for (int i = 0; i < vm->mem.nregions; i++) {
+		const struct guest_mem_region *r = &vm->mem.regions[i];
+		struct kvm_userspace_memory_region kr = {
+			.slot = (uint32_t)i,
+			.guest_phys_addr = r->gpa,
+			.memory_size = r->size,
+			.userspace_addr = (uint64_t)(uintptr_t)r->host,
+		};
+		if (ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &kr) < 0) {
+			rc = -errno;
+			log_error("vm", "KVM refused guest memory region %d (%llu MiB at 0x%llx): %s", i,
+				  (unsigned long long)(r->size / MiB), (unsigned long long)r->gpa, strerror(-rc));
+			return rc;
+		}
+	}
+	return 0;
+}
+
+static int setup_gsi_routing(struct vm *vm);
+
+static int setup_irqchip(struct vm *vm)
+{
+	if (ioctl(vm->vm_fd, KVM_SET_TSS_ADDR, KVM_TSS_ADDR) < 0) {
+		log_error("vm", "KVM_SET_TSS_ADDR failed: %s", strerror(errno));
+		return -errno;
+	}
+	uint64_t idmap = KVM_IDENTITY_MAP_ADDR;
+	if (ioctl(vm->vm_fd, KVM_SET_IDENTITY_MAP_ADDR, &idmap) < 0) {
+		log_error("vm", "KVM_SET_IDENTITY_MAP_ADDR failed: %s", strerror(errno));
+		return -errno;
+	}
+	if (ioctl(vm->vm_fd, KVM_CREATE_IRQCHIP, 0) < 0) {
+		log_error("vm", "cannot create the in-kernel interrupt controllers (KVM_CREATE_IRQCHIP): %s",
+			  strerror(errno));
+		return -errno;
+	}
+	struct kvm_pit_config pit = { .flags = KVM_PIT_SPEAKER_DUMMY };
+	if (ioctl(vm->vm_fd, KVM_CREATE_PIT2, &pit) < 0) {
+		log_error("vm", "cannot create the in-kernel PIT (KVM_CREATE_PIT2): %s", strerror(errno));
+		return -errno;
+	}
+	return setup_gsi_routing(vm);
+}
+
+/*
+ * KVM's default routing sends GSI n to I/O APIC pin n, but on PC chipsets (and in vmon's ACPI
+ * MADT and MP table) the PIT's IRQ 0 arrives on pin 2. Route as a PC does: GSI 0-15 to the
+ * 8259s, GSI 0 to pin 2, every other GSI to its own pin; pin 2's own GSI (the cascade) goes nowhere.
+ */
+static int setup_gsi_routing(struct vm *vm)
+{
+	enum { IOAPIC_PINS = 24 };
+	struct {
+		struct kvm_irq_routing hdr;
+		struct kvm_irq_routing_entry e[16 + IOAPIC_PINS];
+	} r;
+	memset(&r, 0, sizeof(r));
+	unsigned int n = 0;
+	for (unsigned int gsi = 0; gsi < 16; gsi++) {
+		if (gsi == 2)
+			continue;
+		r.e[n].gsi = gsi;
+		r.e[n].type = KVM_IRQ_ROUTING_IRQCHIP;
+		r.e[n].u.irqchip.irqchip = gsi < 8 ? KVM_IRQCHIP_PIC_MASTER : KVM_IRQCHIP_PIC_SLAVE;
+		r.e[n].u.irqchip.pin = gsi % 8;
+		n++;
+	}
+	for (unsigned int gsi = 0; gsi < IOAPIC_PINS; gsi++) {
+		if (gsi == 2)
+			continue;
+		r.e[n].gsi = gsi;
+		r.e[n].type = KVM_IRQ_ROUTING_IRQCHIP;
+		r.e[n].u.irqchip.irqchip = KVM_IRQCHIP_IOAPIC;
+		r.e[n].u.irqchip.pin = gsi == 0 ? 2 : gsi;
+		n++;
+	}
+	r.hdr.nr = n;
+	if (ioctl(vm->vm_fd, KVM_SET_GSI_ROUTING, &r) < 0) {
+		log_error("vm", "cannot set the interrupt routing (KVM_SET_GSI_ROUTING): %s", strerror(errno));
+		return -errno;
+	}
+	return 0;
+}
+
+static int probe_host(struct vm *vm)
+{
+	memset(&vm->host, 0, sizeof(vm->host));
+	if (vm->cfg->workarounds == HOST_WORKAROUNDS_OFF)
+		return 0;
+	int rc = host_probe_run(vm->kvm_fd, &vm->host);
+	if (rc) {
+		log_error("vm", "probing the host's KVM failed: %s", strerror(-rc));
+		return rc;
+	}
+	if (vm->cfg->workarounds == HOST_WORKAROUNDS_ON) {
+		vm->host.emulator_limited = true;
+		vm->host.syscall_broken = true;
+		vm->host.hypercall_broken = true;
+	}
+	return 0;
+}
+
+int vm_create(struct vm *vm, const struct vm_config *cfg)
+{
+	memset(vm, 0, sizeof(*vm));
+	vm->cfg = cfg;
+	vm->kvm_fd = vm->vm_fd = -1;
+	vm->mem.fd = -1;
+	pthread_mutex_init(&vm->lock, NULL);
+	pthread_cond_init(&vm->cond, NULL);
+	bus_init(&vm->pio, "pio");
+	bus_init(&vm->mmio, "mmio");
+	atomic_store(&vm->state, VM_CREATED);
+
+	int rc = open_kvm();
+	if (rc < 0)
+		return rc;
+	vm->kvm_fd = rc;
+
+	vm->vcpu_mmap_size = ioctl(vm->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
+	if (vm->vcpu_mmap_size <= 0) {
+		log_error("vm", "KVM_GET_VCPU_MMAP_SIZE failed: %s", strerror(errno));
+		return -errno;
+	}
+	if ((rc = probe_host(vm)))
+		return rc;
+
+	vm->vm_fd = ioctl(vm->kvm_fd, KVM_CREATE_VM, 0);
+	if (vm->vm_fd < 0) {
+		rc = -errno;
+		log_error("vm", "KVM_CREATE_VM failed: %s", strerror(-rc));
+		return rc;
+	}
+	if ((rc = setup_irqchip(vm)) || (rc = setup_memory(vm)))
+		return rc;
+
+	struct kvm_cpuid2 *supported = cpuid_get_supported(vm->kvm_fd);
+	if (!supported) {
+		rc = -errno;
+		log_error("vm", "KVM_GET_SUPPORTED_CPUID failed: %s", strerror(-rc));
+		return rc;
+	}
+	vm->cpuid = cpuid_policy_build(supported, cfg->cpus, &vm->host);
+	free(supported);
+	if (!vm->cpuid)
+		return -ENOMEM;
+
+	if ((rc = x86_vm_arch_init(vm)))
+		return rc;
+
+	vm->vcpus = calloc(cfg->cpus, sizeof(*vm->vcpus));
+	if (!vm->vcpus)
+		return -ENOMEM;
+	for (unsigned int i = 0; i < cfg->cpus; i++) {
+		if ((rc = vcpu_create(vm, i, &vm->vcpus[i])))
+			return rc;
+		vm->ncpus++;
+	}
+	return 0;
+}
+
+void vm_destroy(struct vm *vm)
+{
+	for (unsigned int i = 0; i < vm->ncpus; i++)
+		vcpu_destroy(vm->vcpus[i]);
+	free(vm->vcpus);
+	vm->vcpus = NULL;
+	vm->ncpus = 0;
+	if (vm->arch)
+		x86_vm_arch_free(vm);
+	free(vm->cpuid);
+	vm->cpuid = NULL;
+	guest_mem_destroy(&vm->mem);
+	bus_destroy(&vm->pio);
+	bus_destroy(&vm->mmio);
+	if (vm->vm_fd >= 0)
+		close(vm->vm_fd);
+	if (vm->kvm_fd >= 0)
+		close(vm->kvm_fd);
+	vm->vm_fd = vm->kvm_fd = -1;
+	pthread_cond_destroy(&vm->cond);
+	pthread_mutex_destroy(&vm->lock);
+}
+
+void vm_request_stop(struct vm *vm, enum vm_stop_reason reason, const char *fmt, ...)
+{
+	pthread_mutex_lock(&vm->lock);
+	bool first = atomic_load(&vm->stop_reason) == VM_STOP_NONE;
+	if (first) {
+		atomic_store(&vm->stop_reason, reason);
+		if (fmt) {
+			va_list ap;
+			va_start(ap, fmt);
+			vsnprintf(vm->stop_message, sizeof(vm->stop_message), fmt, ap);
+			va_end(ap);
+		}
+		atomic_store(&vm->state, VM_STOPPED);
+		pthread_cond_broadcast(&vm->cond);
+	}
+	pthread_mutex_unlock(&vm->lock);
+	if (!first)
+		return;
+	for (unsigned int i = 0; i < vm->ncpus; i++)
+		vcpu_kick(vm->vcpus[i]);
+}
+
+void vm_irq_set(void *opaque, unsigned int gsi, int level)
+{
+	struct vm *vm = opaque;
+	struct kvm_irq_level irq = { .irq = gsi, .level = (uint32_t)level };
+	if (ioctl(vm->vm_fd, KVM_IRQ_LINE, &irq) < 0) {
+		static struct log_ratelimit rl;
+		log_warn_ratelimited(&rl, "vm", "KVM_IRQ_LINE gsi %u failed: %s", gsi, strerror(errno));
+	}
+}
+
+const char *vm_stop_reason_name(enum vm_stop_reason r)
+{
+	switch (r) {
+	case VM_STOP_NONE: return "none";
+	case VM_STOP_POWEROFF: return "poweroff";
+	case VM_STOP_REBOOT: return "reboot";
+	case VM_STOP_SIGNAL: return "signal";
+	case VM_STOP_TRIPLE_FAULT: return "triple-fault";
+	case VM_STOP_PANIC: return "panic";
+	case VM_STOP_ERROR: return "error";
+	}
+	return "unknown";
+}

@@ -1,0 +1,77 @@
+/*
+ * The VM object: KVM handles, guest memory, buses, vCPUs, and the lifecycle state machine
+ * (created -> running <-> paused -> stopped).
+ */
+#ifndef VMON_VM_VM_H
+#define VMON_VM_VM_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "arch/x86/host_probe.h"
+#include "bus/bus.h"
+#include "config/config.h"
+#include "memory/guest_mem.h"
+
+struct vcpu;
+struct kvm_cpuid2;
+
+enum vm_state { VM_CREATED = 0, VM_RUNNING, VM_PAUSED, VM_STOPPED };
+
+/* Why the VM stopped; decides vmon's exit status and final message. */
+enum vm_stop_reason {
+	VM_STOP_NONE = 0,
+	VM_STOP_POWEROFF,    /* guest powered off: exit 0 */
+	VM_STOP_REBOOT,      /* guest asked to reboot: exit 0, with a message */
+	VM_STOP_SIGNAL,      /* SIGINT/SIGTERM or the console escape: exit 0 */
+	VM_STOP_TRIPLE_FAULT,/* exit 1 */
+	VM_STOP_PANIC,       /* guest kernel panic reported through pvpanic: exit 1 */
+	VM_STOP_ERROR,       /* vmon could not continue (unhandled exit, emulation failure): exit 1 */
+};
+
+struct vm {
+	int kvm_fd;
+	int vm_fd;
+	int vcpu_mmap_size;
+
+	const struct vm_config *cfg;
+	struct host_caps host;
+	struct kvm_cpuid2 *cpuid; /* the CPUID policy all vCPUs start from */
+
+	struct guest_mem mem;
+	struct bus pio;
+	struct bus mmio;
+
+	unsigned int ncpus;
+	struct vcpu **vcpus;
+
+	/* Lifecycle; state and stop_reason change under lock, waiters use cond. */
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	_Atomic int state;        /* enum vm_state */
+	_Atomic int stop_reason;  /* enum vm_stop_reason */
+	char stop_message[512];
+
+	void *platform; /* the x86 platform devices (serial, i8042, rtc, acpi), owned by src/vm/platform.c */
+	void *arch;     /* per-VM x86 state (emulation-failure and SYSCALL handling), owned by src/arch/x86 */
+};
+
+/* Opens /dev/kvm, probes the host, creates the VM with in-kernel irqchip and PIT and its memory. */
+int vm_create(struct vm *vm, const struct vm_config *cfg);
+void vm_destroy(struct vm *vm);
+
+/*
+ * Asks the VM to stop for the given reason (the first reason wins) and wakes every vCPU.
+ * msg is what the user is told; may be NULL. Safe to call from any thread, including vCPUs.
+ */
+void vm_request_stop(struct vm *vm, enum vm_stop_reason reason, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* Raises or lowers a GSI on the in-kernel irqchip (opaque is the struct vm). */
+void vm_irq_set(void *opaque, unsigned int gsi, int level);
+
+const char *vm_stop_reason_name(enum vm_stop_reason r);
+
+#endif

@@ -1,0 +1,32 @@
+# Helpers for the integration tests: each check prints "PASS: name", "FAIL: name: why" or "SKIP: name: why".
+VMON=${VMON:-build/vmon-san}
+GUESTS=build/guests
+TEST_TMP=$(mktemp -d /tmp/vmon-test.XXXXXX)
+trap 'rm -rf "$TEST_TMP"' EXIT
+
+pass() { echo "PASS: $1"; }
+fail() { echo "FAIL: $1: $2"; }
+skip() { echo "SKIP: $1: $2"; }
+
+# run_vmon NAME TIMEOUT ARGS...: runs vmon with stdin closed; sets OUT (stdout), ERR (stderr), RC.
+run_vmon() {
+	local name=$1 timeout_s=$2
+	shift 2
+	OUT=$TEST_TMP/$name.out
+	ERR=$TEST_TMP/$name.err
+	timeout --signal=KILL "$timeout_s" "$VMON" "$@" </dev/null >"$OUT" 2>"$ERR"
+	RC=$?
+}
+
+# expect NAME CONDITION-DESCRIPTION COMMAND...: PASS if COMMAND succeeds, else FAIL with context.
+expect() {
+	local name=$1 what=$2
+	shift 2
+	if "$@"; then
+		pass "$name"
+	else
+		fail "$name" "$what (exit $RC); stdout: $(tail -c 400 "$OUT" | tr '\r\n' '  '); stderr: $(tail -c 600 "$ERR" | tr '\n' ' ')"
+	fi
+}
+
+have_kvm() { [ -r /dev/kvm ] && [ -w /dev/kvm ]; }
