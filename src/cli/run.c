@@ -171,8 +171,10 @@ static int run_vm(struct vm *vm, const struct vm_config *cfg)
 		rc = vcpu_start(vm->vcpus[i]);
 	if (rc)
 		vm_request_stop(vm, VM_STOP_ERROR, "could not start all vCPUs");
-	else
+	else {
+		vm->started_ns = monotonic_ns();
 		atomic_store(&vm->state, VM_RUNNING);
+	}
 	/* A stop requested before RUNNING was stored must not be overwritten; recheck under the lock. */
 	pthread_mutex_lock(&vm->lock);
 	if (atomic_load(&vm->stop_reason) != VM_STOP_NONE)

@@ -12,6 +12,7 @@
 #include "arch/x86/emulate.h"
 #include "arch/x86/msr.h"
 #include "arch/x86/vcpu_arch.h"
+#include "lib/util.h"
 #include "lib/log.h"
 #include "vm/vm.h"
 
@@ -204,6 +205,20 @@ static bool handle_exit(struct vcpu *v)
 	return true;
 }
 
+uint64_t vcpu_hist_bucket_le_ns(unsigned int i)
+{
+	return i + 1 >= VCPU_HIST_BUCKETS ? UINT64_MAX : VCPU_HIST_BASE_NS << i;
+}
+
+static void record_handling_time(struct vcpu *v, uint64_t ns)
+{
+	unsigned int b = 0;
+	while (b + 1 < VCPU_HIST_BUCKETS && ns >= vcpu_hist_bucket_le_ns(b))
+		b++;
+	atomic_fetch_add_explicit(&v->handle_hist[b], 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&v->handle_ns, ns, memory_order_relaxed);
+}
+
 static void *vcpu_thread(void *arg)
 {
 	struct vcpu *v = arg;
@@ -215,7 +230,14 @@ static void *vcpu_thread(void *arg)
 	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
 
 	while (atomic_load(&vm->state) != VM_STOPPED) {
-		if (ioctl(v->fd, KVM_RUN, 0) < 0) {
+		vm_vcpu_park_if_paused(vm);
+		if (atomic_load(&vm->state) == VM_STOPPED)
+			break;
+		uint64_t t0 = monotonic_ns();
+		int r = ioctl(v->fd, KVM_RUN, 0);
+		uint64_t t1 = monotonic_ns();
+		atomic_fetch_add_explicit(&v->run_ns, t1 - t0, memory_order_relaxed);
+		if (r < 0) {
 			if (errno == EINTR || errno == EAGAIN) {
 				v->run->immediate_exit = 0;
 				count(v, VCPU_EXIT_INTR);
@@ -224,9 +246,12 @@ static void *vcpu_thread(void *arg)
 			vm_request_stop(vm, VM_STOP_ERROR, "vCPU %u: KVM_RUN failed: %s", v->id, strerror(errno));
 			break;
 		}
-		if (!handle_exit(v))
+		bool go_on = handle_exit(v);
+		if (go_on)
+			x86_vcpu_after_exit(v);
+		record_handling_time(v, monotonic_ns() - t1);
+		if (!go_on)
 			break;
-		x86_vcpu_after_exit(v);
 	}
 	return NULL;
 }

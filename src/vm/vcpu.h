@@ -23,6 +23,13 @@ enum vcpu_exit_kind {
 	VCPU_EXIT_KIND_COUNT
 };
 
+/*
+ * Exit handling time histogram: bucket i counts exits handled in under VCPU_HIST_BASE_NS << i
+ * nanoseconds; the last bucket counts the rest.
+ */
+#define VCPU_HIST_BUCKETS 16
+#define VCPU_HIST_BASE_NS 250ULL
+
 struct vcpu {
 	struct vm *vm;
 	unsigned int id;
@@ -31,6 +38,9 @@ struct vcpu {
 	pthread_t thread;
 	_Atomic bool started;
 	_Atomic uint64_t exits[VCPU_EXIT_KIND_COUNT];
+	_Atomic uint64_t run_ns;     /* wall time spent inside KVM_RUN */
+	_Atomic uint64_t handle_ns;  /* wall time spent handling exits in vmon */
+	_Atomic uint64_t handle_hist[VCPU_HIST_BUCKETS];
 	void *arch; /* per-vCPU state of the x86 emulation-failure and SYSCALL handling */
 };
 
@@ -44,5 +54,7 @@ void vcpu_kick(struct vcpu *vcpu);
 void vcpu_join(struct vcpu *vcpu);
 
 const char *vcpu_exit_kind_name(enum vcpu_exit_kind k);
+/* Upper bound in ns of histogram bucket i (UINT64_MAX for the last). */
+uint64_t vcpu_hist_bucket_le_ns(unsigned int i);
 
 #endif

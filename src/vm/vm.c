@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/sysinfo.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "arch/x86/cpuid.h"
@@ -180,6 +181,7 @@ int vm_create(struct vm *vm, const struct vm_config *cfg)
 	vm->kvm_fd = vm->vm_fd = -1;
 	vm->mem.fd = -1;
 	pthread_mutex_init(&vm->lock, NULL);
+	pthread_mutex_init(&vm->control_lock, NULL);
 	pthread_cond_init(&vm->cond, NULL);
 	bus_init(&vm->pio, "pio");
 	bus_init(&vm->mmio, "mmio");
@@ -253,6 +255,7 @@ void vm_destroy(struct vm *vm)
 	vm->vm_fd = vm->kvm_fd = -1;
 	pthread_cond_destroy(&vm->cond);
 	pthread_mutex_destroy(&vm->lock);
+	pthread_mutex_destroy(&vm->control_lock);
 }
 
 void vm_request_stop(struct vm *vm, enum vm_stop_reason reason, const char *fmt, ...)
@@ -275,6 +278,106 @@ void vm_request_stop(struct vm *vm, enum vm_stop_reason reason, const char *fmt,
 		return;
 	for (unsigned int i = 0; i < vm->ncpus; i++)
 		vcpu_kick(vm->vcpus[i]);
+}
+
+/* A vCPU in a long emulated stretch may take a while to reach an exit on slow hosts. */
+#define PAUSE_TIMEOUT_S 10
+
+void vm_vcpu_park_if_paused(struct vm *vm)
+{
+	if (!atomic_load(&vm->pause_requested))
+		return;
+	pthread_mutex_lock(&vm->lock);
+	vm->parked++;
+	pthread_cond_broadcast(&vm->cond);
+	while (atomic_load(&vm->pause_requested) && atomic_load(&vm->state) != VM_STOPPED)
+		pthread_cond_wait(&vm->cond, &vm->lock);
+	vm->parked--;
+	pthread_mutex_unlock(&vm->lock);
+}
+
+static void save_clock(struct vm *vm)
+{
+	struct kvm_clock_data clock = { 0 };
+	vm->clock_saved = ioctl(vm->vm_fd, KVM_GET_CLOCK, &clock) == 0;
+	vm->paused_clock = clock.clock;
+}
+
+static void restore_clock(struct vm *vm)
+{
+	if (!vm->clock_saved)
+		return;
+	struct kvm_clock_data clock = { .clock = vm->paused_clock };
+	if (ioctl(vm->vm_fd, KVM_SET_CLOCK, &clock) < 0)
+		log_warn("vm", "cannot restore the guest clock after a pause: %s", strerror(errno));
+	vm->clock_saved = false;
+}
+
+int vm_pause(struct vm *vm)
+{
+	pthread_mutex_lock(&vm->control_lock);
+	pthread_mutex_lock(&vm->lock);
+	if (atomic_load(&vm->state) != VM_RUNNING) {
+		pthread_mutex_unlock(&vm->lock);
+		pthread_mutex_unlock(&vm->control_lock);
+		return -EBUSY;
+	}
+	atomic_store(&vm->pause_requested, true);
+	pthread_mutex_unlock(&vm->lock);
+	for (unsigned int i = 0; i < vm->ncpus; i++)
+		vcpu_kick(vm->vcpus[i]);
+
+	struct timespec deadline;
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += PAUSE_TIMEOUT_S;
+	int rc = 0;
+	pthread_mutex_lock(&vm->lock);
+	while (vm->parked < vm->ncpus && atomic_load(&vm->state) != VM_STOPPED && rc == 0)
+		rc = pthread_cond_timedwait(&vm->cond, &vm->lock, &deadline);
+	if (atomic_load(&vm->state) == VM_STOPPED) {
+		rc = -EBUSY;
+	} else if (vm->parked < vm->ncpus) {
+		atomic_store(&vm->pause_requested, false);
+		pthread_cond_broadcast(&vm->cond);
+		log_warn("vm", "pause timed out: %u of %u vCPUs stopped within %d s; the VM keeps running",
+			 vm->parked, vm->ncpus, PAUSE_TIMEOUT_S);
+		rc = -ETIMEDOUT;
+	} else {
+		save_clock(vm);
+		atomic_store(&vm->state, VM_PAUSED);
+		rc = 0;
+	}
+	pthread_mutex_unlock(&vm->lock);
+	pthread_mutex_unlock(&vm->control_lock);
+	return rc;
+}
+
+int vm_resume(struct vm *vm)
+{
+	pthread_mutex_lock(&vm->control_lock);
+	pthread_mutex_lock(&vm->lock);
+	int rc = -EBUSY;
+	if (atomic_load(&vm->state) == VM_PAUSED) {
+		restore_clock(vm);
+		atomic_store(&vm->state, VM_RUNNING);
+		atomic_store(&vm->pause_requested, false);
+		pthread_cond_broadcast(&vm->cond);
+		rc = 0;
+	}
+	pthread_mutex_unlock(&vm->lock);
+	pthread_mutex_unlock(&vm->control_lock);
+	return rc;
+}
+
+const char *vm_state_name(enum vm_state s)
+{
+	switch (s) {
+	case VM_CREATED: return "created";
+	case VM_RUNNING: return "running";
+	case VM_PAUSED: return "paused";
+	case VM_STOPPED: return "stopped";
+	}
+	return "unknown";
 }
 
 void vm_irq_set(void *opaque, unsigned int gsi, int level)

@@ -54,6 +54,14 @@ struct vm {
 	_Atomic int stop_reason;  /* enum vm_stop_reason */
 	char stop_message[512];
 
+	/* Pause: vCPU threads park themselves outside KVM_RUN while pause_requested is set. */
+	pthread_mutex_t control_lock; /* serialises pause/resume/snapshot requests from any thread */
+	_Atomic bool pause_requested;
+	unsigned int parked;          /* vCPUs parked, under lock */
+	bool clock_saved;
+	uint64_t paused_clock;        /* kvmclock at pause, restored at resume so guest time does not jump */
+	uint64_t started_ns;          /* monotonic time the vCPUs started, for uptime */
+
 	void *platform; /* the x86 platform devices (serial, i8042, rtc, acpi), owned by src/vm/platform.c */
 	void *arch;     /* per-VM x86 state (emulation-failure and SYSCALL handling), owned by src/arch/x86 */
 };
@@ -68,6 +76,19 @@ void vm_destroy(struct vm *vm);
  */
 void vm_request_stop(struct vm *vm, enum vm_stop_reason reason, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+
+/*
+ * Stops every vCPU at an instruction boundary (outside KVM_RUN) and freezes the guest clock.
+ * Returns 0, -EBUSY if the VM is not running, or -ETIMEDOUT if a vCPU did not stop in time
+ * (the VM is then resumed). Safe from any thread except a vCPU thread.
+ */
+int vm_pause(struct vm *vm);
+/* Resumes a paused VM; -EBUSY if it is not paused. */
+int vm_resume(struct vm *vm);
+/* Called by a vCPU thread between exits: parks it while a pause is requested. */
+void vm_vcpu_park_if_paused(struct vm *vm);
+
+const char *vm_state_name(enum vm_state s);
 
 /* Raises or lowers a GSI on the in-kernel irqchip (opaque is the struct vm). */
 void vm_irq_set(void *opaque, unsigned int gsi, int level);
