@@ -114,8 +114,13 @@ fi
 # --- Kernel ----------------------------------------------------------------------------
 say "compiling the kernel with make -j$jobs (log: $log)"
 (
-  # A heartbeat, so a 15-minute compile does not look like a hang.
-  while sleep 60; do
+  # A heartbeat, so a long compile does not look like a hang. The sleep runs in the
+  # background so that killing this subshell ends it at once instead of leaving a
+  # `sleep` holding our stdout open (a caller reading it through a pipe would wait).
+  trap 'kill "$nap" 2>/dev/null; exit 0' TERM
+  while :; do
+    sleep 60 & nap=$!
+    wait "$nap"
     n=$(find "$obj" -name '*.o' -newer "$obj/.config" 2>/dev/null | wc -l)
     say "  still compiling: $n objects built so far"
   done
@@ -124,7 +129,7 @@ ticker=$!
 if ! make "${make_args[@]}" -j"$jobs" bzImage vmlinux >>"$log" 2>&1; then
   kill "$ticker" 2>/dev/null || true
   tail -n 30 "$log" >&2
-  die "kernel build failed; full log in $log"
+  die "kernel build failed; full log in $log (if a killed earlier build left a damaged object, VMON_GUEST_CLEAN=1 rebuilds from scratch)"
 fi
 kill "$ticker" 2>/dev/null || true
 wait "$ticker" 2>/dev/null || true
@@ -134,7 +139,10 @@ stage=$(mktemp -d "$cache/guest-tmp.XXXXXX")
 say "creating the initramfs (uncompressed newc cpio)"
 # The kernel's own gen_init_cpio writes newc archives from a list, including the
 # /dev/console node the kernel needs before /init runs, without needing root.
+# Its list format cannot quote paths, so inputs are copied next to it first.
 gcc -O2 -o "$stage/gen_init_cpio" "$src/linux-source-6.1/usr/gen_init_cpio.c"
+cp "$busybox" "$stage/busybox"
+cp "$init_script" "$stage/init"
 cat >"$stage/initramfs.list" <<EOF
 dir /dev 0755 0 0
 nod /dev/console 0600 0 0 c 5 1
@@ -150,20 +158,12 @@ dir /sys 0555 0 0
 dir /tmp 1777 0 0
 dir /root 0700 0 0
 dir /mnt 0755 0 0
-file /bin/busybox $busybox 0755 0 0
-file /init $init_script 0755 0 0
+file /bin/busybox busybox 0755 0 0
+file /init init 0755 0 0
+slink /bin/sh /bin/busybox 0777 0 0
 EOF
-# The applet symlinks `busybox --install -s` would create, made here instead: at
-# boot, each of the ~270 symlinks is a system call that is slow where the guest
-# kernel is emulated.
-"$busybox" --list-full | while IFS= read -r applet; do
-  case "$applet" in
-    */busybox|"") ;;
-    *) printf 'slink /%s /bin/busybox 0777 0 0\n' "$applet" ;;
-  esac
-done >>"$stage/initramfs.list"
-"$stage/gen_init_cpio" -t 0 "$stage/initramfs.list" >"$stage/initramfs.cpio"
-rm "$stage/gen_init_cpio" "$stage/initramfs.list"
+(cd "$stage" && ./gen_init_cpio -t 0 initramfs.list >initramfs.cpio)
+rm "$stage/gen_init_cpio" "$stage/initramfs.list" "$stage/busybox" "$stage/init"
 
 cp "$obj/arch/x86/boot/bzImage" "$obj/vmlinux" "$stage/"
 cp "$obj/.config" "$stage/kernel.config.full"
@@ -179,4 +179,4 @@ mv "$stage" "$dir"
 stage=
 
 say "done: $dir"
-ls -l "$dir" | sed 's/^/    /'
+for f in "$dir"/*; do printf "    %10d  %s\n" "$(stat -c %s "$f")" "$(basename "$f")"; done

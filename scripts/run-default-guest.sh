@@ -9,7 +9,7 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-vmon=$root/build/vmon
+vmon=${VMON:-$root/build/vmon}
 
 # Why each option (all cheap on hardware KVM, and each saves work where the guest
 # kernel is emulated):
@@ -18,8 +18,10 @@ vmon=$root/build/vmon
 #   mitigations=off  no speculation-mitigation set-up or per-switch barriers in a test guest
 #   no_timer_check   skip the IO-APIC timer probe, which waits for timer ticks
 #   tsc=reliable     skip the TSC watchdog and its periodic cross-checks
+#   i8042.noaux      no PS/2 mouse port to probe (saves a timeout at boot)
 # Host-specific options (clearcpuid=..., noxsave) are appended by vmon itself.
-cmdline="console=ttyS0 panic=-1 mitigations=off no_timer_check tsc=reliable"
+# The options live in guest/cmdline so the tests boot the guest the same way.
+cmdline=$(cat "$root/guest/cmdline")
 
 "$root/scripts/build-guest.sh" >&2
 eval "$("$root/scripts/guest-paths.sh")"

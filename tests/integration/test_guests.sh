@@ -19,6 +19,15 @@ run_vmon triple 120 run --kernel $GUESTS/triple_fault.elf --memory 32M
 expect guest/triple-fault "exit 1 and a triple-fault message" \
 	sh -c "[ $RC -eq 1 ] && grep -q 'triple-faulted' $ERR"
 
+# A reboot request stops the VM with exit 0 and says so.
+run_vmon reboot 120 run --kernel $GUESTS/reboot.elf --memory 32M
+expect guest/reboot "exit 0 and a message that the guest asked to reboot" \
+	sh -c "[ $RC -eq 0 ] && grep -q 'asked to reboot' $ERR"
+
+# A guest kernel panic reported through pvpanic: exit 1 and a message.
+run_vmon panic 120 run --kernel $GUESTS/panic.elf --memory 32M
+expect guest/panic "exit 1 and a panic message" sh -c "[ $RC -eq 1 ] && grep -q 'panicked' $ERR"
+
 # SMP bring-up through INIT-SIPI-SIPI: every vCPU comes up.
 for n in 1 2 4; do
 	run_vmon smp$n 180 run --kernel $GUESTS/smp.elf --memory 32M --cpus $n --cmdline "smp.expect=$n"
