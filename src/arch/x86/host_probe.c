@@ -18,8 +18,13 @@
 #define STR_(x) #x
 #define STR(x) STR_(x)
 
-/* Long enough for a hardware VMCALL round trip many times over, short enough to keep start-up fast. */
-#define PROBE_TIMEOUT_MS 50
+/*
+ * Probes that end by themselves get a generous limit so a loaded machine is not mistaken for a
+ * defect; the VMCALL probe hangs on a broken host, so its limit is what start-up pays there
+ * (still thousands of times a hardware VMCALL round trip).
+ */
+#define PROBE_TIMEOUT_MS 1000
+#define VMCALL_TIMEOUT_MS 100
 #define PROBE_LSTAR (PROBE_VM_KCODE + 0x800)
 
 /* lock cmpxchg16b on an aligned, matching operand: hardware just runs it. */
@@ -187,7 +192,7 @@ static int probe_vmcall(int kvm_fd, struct host_caps *caps)
 	int rc = start_probe(&pv, kvm_fd, vmon_probe_vmcall_start, PROBE_BLOB_SIZE(vmon_probe_vmcall));
 	if (rc)
 		return rc;
-	int r = probe_vm_run(&pv, PROBE_TIMEOUT_MS);
+	int r = probe_vm_run(&pv, VMCALL_TIMEOUT_MS);
 	log_debug("host-probe", "vmcall at CPL0: %s", exit_name(r));
 	caps->hypercall_broken = r != KVM_EXIT_HLT;
 	probe_vm_destroy(&pv);

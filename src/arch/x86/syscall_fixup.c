@@ -45,7 +45,7 @@ static int int3_reaches_vmm(int kvm_fd, bool *yes)
 		return rc;
 	rc = probe_vm_load(&pv, PROBE_VM_KCODE, vmon_probe_int3_start, PROBE_BLOB_SIZE(vmon_probe_int3));
 	if (rc == 0) {
-		int r = probe_vm_run(&pv, 50);
+		int r = probe_vm_run(&pv, 1000);
 		*yes = r == KVM_EXIT_INTERNAL_ERROR && pv.run->internal.suberror == KVM_INTERNAL_ERROR_EMULATION;
 		log_debug("syscall-fix", "int3 at CPL0: exit %d", r);
 	}
