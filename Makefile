@@ -3,7 +3,7 @@
 
 CC      ?= cc
 CFLAGS_COMMON := -std=gnu11 -Wall -Wextra -Werror -D_GNU_SOURCE -Isrc -g -MMD -MP
-LIBS    := -lpthread -lz -llzma -llz4 -lzstd
+LIBS    := -lpthread -lz -llzma -llz4 -lzstd $(shell pkg-config --libs jansson libmicrohttpd)
 
 CFLAGS_RELEASE := $(CFLAGS_COMMON) -O2
 CFLAGS_SAN     := $(CFLAGS_COMMON) -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
@@ -18,7 +18,7 @@ SAN_OBJS := $(SRCS:%.c=build/san/%.o)
 SAN_LIB_OBJS := $(LIB_SRCS:%.c=build/san/%.o)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=build/san/tests/unit/%)
 
-.PHONY: all san unit-tests guests test run guest deps clean
+.PHONY: all san unit-tests guests test run guest deps clean fuzz
 all: build/vmon
 
 build/vmon: $(REL_OBJS)
@@ -41,6 +41,17 @@ build/san/tests/unit/%: tests/unit/%.c $(SAN_LIB_OBJS)
 
 san: build/vmon-san
 unit-tests: $(UNIT_BINS)
+
+# libFuzzer targets (clang): `make fuzz`; `scripts/run-tests.sh fuzz` runs each for a bounded time.
+FUZZ_CC     ?= clang
+FUZZ_CFLAGS := -std=gnu11 -Wall -Wextra -Werror -D_GNU_SOURCE -Isrc -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
+FUZZ_BINS   := build/fuzz/fuzz_virtqueue
+
+build/fuzz/fuzz_virtqueue: tests/fuzz/fuzz_virtqueue.c src/virtio/virtqueue.c src/virtio/virtqueue.h src/memory/guest_mem.c src/lib/util.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $(filter %.c,$^)
+
+fuzz: $(FUZZ_BINS)
 
 # Tiny freestanding test guests (tests/guests/*.S and *.c), booted by the tests as ELF kernels.
 include tests/guests/guests.mk

@@ -2,13 +2,16 @@
 # Runs vmon's whole test suite and prints one closing line: "N passed, N failed, N skipped".
 #   unit         cmocka unit tests, built with AddressSanitizer and UBSan
 #   guests       the vmon binary (ASan/UBSan build) booting tiny test guests
+#   api          the control API, vmon ctl/ps and the config file, against running test guests
 #   linux        the vmon binary booting the default Linux guest (builds it first if needed)
-# Usage: scripts/run-tests.sh [unit|guests|linux ...]   (default: all)
+#   virtio       the default Linux guest using vmon's virtio devices (PCI enumeration, /dev/hwrng)
+#   fuzz         libFuzzer targets (clang), each for VMON_FUZZ_SECONDS (default 60)
+# Usage: scripts/run-tests.sh [unit|guests|api|linux|virtio|fuzz ...]   (default: all)
 set -u
 cd "$(dirname "$0")/.."
 
 suites=("$@")
-[ ${#suites[@]} -eq 0 ] && suites=(unit guests linux)
+[ ${#suites[@]} -eq 0 ] && suites=(unit guests api fuzz linux virtio)
 
 passed=0 failed=0 skipped=0
 failures=()
@@ -69,8 +72,11 @@ for s in "${suites[@]}"; do
 	case "$s" in
 	unit) run_unit ;;
 	guests) run_script_suite tests/integration/test_guests.sh ;;
+	api) run_script_suite tests/integration/test_api.sh ;;
 	linux) run_script_suite tests/integration/test_linux.sh ;;
-	*) echo "unknown suite '$s' (unit, guests, linux)"; exit 2 ;;
+	virtio) run_script_suite tests/integration/test_virtio.sh ;;
+	fuzz) run_script_suite tests/fuzz/run-fuzz.sh ;;
+	*) echo "unknown suite '$s' (unit, guests, api, linux, virtio, fuzz)"; exit 2 ;;
 	esac
 done
 

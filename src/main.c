@@ -12,6 +12,9 @@ static void usage(FILE *f)
 		   "\n"
 		   "commands:\n"
 		   "  run        boot a kernel in a new VM (vmon run --help)\n"
+		   "  restore    continue a VM from a snapshot directory (vmon restore --help)\n"
+		   "  ctl        control a running VM through its API (vmon ctl --help)\n"
+		   "  ps         list the VMs running on this host (vmon ps --help)\n"
 		   "  version    print the version\n");
 }
 
@@ -24,6 +27,12 @@ int main(int argc, char **argv)
 	const char *cmd = argv[1];
 	if (!strcmp(cmd, "run"))
 		return cli_run(argc - 1, argv + 1);
+	if (!strcmp(cmd, "restore"))
+		return cli_restore(argc - 1, argv + 1);
+	if (!strcmp(cmd, "ctl"))
+		return cli_ctl(argc - 1, argv + 1);
+	if (!strcmp(cmd, "ps"))
+		return cli_ps(argc - 1, argv + 1);
 	if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
 		printf("vmon %s\n", VMON_VERSION);
 		return 0;

@@ -50,6 +50,22 @@ int bus_register(struct bus *bus, uint64_t base, uint64_t len, const struct devi
 	return 0;
 }
 
+int bus_unregister(struct bus *bus, uint64_t base)
+{
+	pthread_rwlock_wrlock(&bus->lock);
+	int pos = 0;
+	while (pos < bus->nranges && bus->ranges[pos].base != base)
+		pos++;
+	if (pos == bus->nranges) {
+		pthread_rwlock_unlock(&bus->lock);
+		return -ENOENT;
+	}
+	memmove(&bus->ranges[pos], &bus->ranges[pos + 1], (size_t)(bus->nranges - pos - 1) * sizeof(bus->ranges[0]));
+	bus->nranges--;
+	pthread_rwlock_unlock(&bus->lock);
+	return 0;
+}
+
 /* Caller holds the read lock. Binary search over the sorted, disjoint ranges. */
 static const struct bus_range *find(const struct bus *bus, uint64_t addr)
 {

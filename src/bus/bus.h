@@ -33,6 +33,13 @@ void bus_destroy(struct bus *bus);
 int bus_register(struct bus *bus, uint64_t base, uint64_t len, const struct device_ops *ops, void *dev);
 
 /*
+ * Removes the range registered at exactly base (e.g. a PCI BAR the guest moved or disabled).
+ * Returns 0 or -ENOENT. Waits for accesses in flight on the bus to finish, so it must not be
+ * called from a handler of this same bus.
+ */
+int bus_unregister(struct bus *bus, uint64_t base);
+
+/*
  * Dispatches an access. Returns true if a device claimed addr. Reads from unclaimed addresses
  * return all ones, like an empty bus; writes there are dropped.
  */

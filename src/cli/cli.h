@@ -7,6 +7,17 @@
 #define EXIT_GUEST_FAILED 1 /* guest crashed (triple fault, panic) or vmon hit an error while running it */
 #define EXIT_USAGE 2      /* bad command line or configuration: nothing was started */
 
+/*
+ * For the client commands (ctl, ps) the same three values mean: 0 done, 1 the VM or its API
+ * refused or could not be reached, 2 bad command line.
+ */
+
 int cli_run(int argc, char **argv);
+/* vmon restore: continue a VM from a snapshot directory. */
+int cli_restore(int argc, char **argv);
+/* vmon ctl: one command to a running VM's API. */
+int cli_ctl(int argc, char **argv);
+/* vmon ps: the VMs running on this host. */
+int cli_ps(int argc, char **argv);
 
 #endif

@@ -7,13 +7,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "api/api_server.h"
 #include "cli/cli.h"
+#include "cli/vm_runner.h"
 #include "config/config.h"
+#include "config/config_json.h"
 #include "devices/console.h"
 #include "lib/log.h"
 #include "lib/util.h"
 #include "vm/platform.h"
+#include "vm/registry.h"
 #include "vm/vcpu.h"
 #include "vm/vm.h"
 #include "vm/vm_boot.h"
@@ -22,10 +27,13 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: vmon run --kernel PATH [options]\n"
+		"       vmon run --config FILE [options]\n"
 		"\n"
 		"Boots a Linux kernel (bzImage or ELF vmlinux) with its serial console on this terminal.\n"
 		"Type Ctrl-A then x to stop the VM.\n"
 		"\n"
+		"  --config FILE        read the configuration from a JSON file (see docs/usage.md);\n"
+		"                       options given on the command line override it\n"
 		"  --kernel PATH        kernel to boot (bzImage or ELF vmlinux)\n"
 		"  --initrd PATH        initial ramdisk (cpio archive)\n"
 		"  --cmdline STR        kernel command line (default: \"%s\")\n"
@@ -34,14 +42,45 @@ static void usage(FILE *f)
 		"  --host-workarounds auto|on|off\n"
 		"                       workarounds for KVM hosts that are not hardware VT-x/AMD-V\n"
 		"                       (default auto: probe the host at start-up; see docs/host-quirks.md)\n"
+		"  --no-rng             leave out the virtio entropy device (the guest's /dev/hwrng)\n"
+		"  --api-sock PATH      serve the control API on this Unix socket (see docs/api.md)\n"
+		"  --name NAME          a name for the VM, shown by vmon ps and usable with vmon ctl --vm\n"
 		"  --log-level LEVEL    error, warn, info or debug (default info)\n"
+		"  --log-file PATH      also write the log to PATH as JSON lines\n"
 		"  -h, --help           this help\n",
 		VM_DEFAULT_CMDLINE);
 }
 
-enum { OPT_KERNEL = 256, OPT_INITRD, OPT_CMDLINE, OPT_CPUS, OPT_MEMORY, OPT_WORKAROUNDS, OPT_LOG_LEVEL };
+enum {
+	OPT_KERNEL = 256,
+	OPT_INITRD,
+	OPT_CMDLINE,
+	OPT_CPUS,
+	OPT_MEMORY,
+	OPT_WORKAROUNDS,
+	OPT_LOG_LEVEL,
+	OPT_LOG_FILE,
+	OPT_API_SOCK,
+	OPT_NAME,
+	OPT_CONFIG,
+	OPT_NO_RNG,
+};
 
-static int parse_args(int argc, char **argv, struct vm_config *cfg)
+/* --no-rng; belongs in struct vm_config once the JSON config maps it (see the virtio report). */
+static bool opt_no_rng;
+
+static void set_str(char **field, const char *value)
+{
+	free(*field);
+	*field = strdup(value);
+}
+
+/*
+ * Two passes over the options: the first only reads --config, so that the file sets the
+ * configuration and every other option given on the command line overrides it, wherever the
+ * options stand.
+ */
+static int parse_args(int argc, char **argv, struct vm_config *cfg, bool config_pass)
 {
 	static const struct option opts[] = {
 		{ "kernel", required_argument, NULL, OPT_KERNEL },
@@ -51,6 +90,11 @@ static int parse_args(int argc, char **argv, struct vm_config *cfg)
 		{ "memory", required_argument, NULL, OPT_MEMORY },
 		{ "host-workarounds", required_argument, NULL, OPT_WORKAROUNDS },
 		{ "log-level", required_argument, NULL, OPT_LOG_LEVEL },
+		{ "log-file", required_argument, NULL, OPT_LOG_FILE },
+		{ "api-sock", required_argument, NULL, OPT_API_SOCK },
+		{ "name", required_argument, NULL, OPT_NAME },
+		{ "config", required_argument, NULL, OPT_CONFIG },
+		{ "no-rng", no_argument, NULL, OPT_NO_RNG },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
@@ -58,7 +102,22 @@ static int parse_args(int argc, char **argv, struct vm_config *cfg)
 	opterr = 0;
 	int c;
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		if (config_pass) {
+			if (c == OPT_CONFIG) {
+				char err[512];
+				if (config_json_load_file(cfg, optarg, err, sizeof(err))) {
+					fprintf(stderr, "vmon: %s\n", err);
+					return -EINVAL;
+				}
+			}
+			continue;
+		}
 		switch (c) {
+		case OPT_CONFIG: break; /* read in the first pass */
+		case OPT_NO_RNG: opt_no_rng = true; break;
+		case OPT_LOG_FILE: set_str(&cfg->log_file, optarg); break;
+		case OPT_API_SOCK: set_str(&cfg->api_sock, optarg); break;
+		case OPT_NAME: set_str(&cfg->name, optarg); break;
 		case OPT_KERNEL: free(cfg->kernel_path); cfg->kernel_path = strdup(optarg); break;
 		case OPT_INITRD: free(cfg->initrd_path); cfg->initrd_path = strdup(optarg); break;
 		case OPT_CMDLINE: free(cfg->cmdline); cfg->cmdline = strdup(optarg); break;
@@ -79,18 +138,15 @@ static int parse_args(int argc, char **argv, struct vm_config *cfg)
 				return -EINVAL;
 			}
 			break;
-		case OPT_WORKAROUNDS:
-			if (!strcmp(optarg, "auto"))
-				cfg->workarounds = HOST_WORKAROUNDS_AUTO;
-			else if (!strcmp(optarg, "on"))
-				cfg->workarounds = HOST_WORKAROUNDS_ON;
-			else if (!strcmp(optarg, "off"))
-				cfg->workarounds = HOST_WORKAROUNDS_OFF;
-			else {
+		case OPT_WORKAROUNDS: {
+			int w = config_parse_workarounds(optarg);
+			if (w < 0) {
 				fprintf(stderr, "vmon: --host-workarounds takes auto, on or off, not '%s'\n", optarg);
 				return -EINVAL;
 			}
+			cfg->workarounds = (enum host_workarounds)w;
 			break;
+		}
 		case OPT_LOG_LEVEL:
 			if (log_parse_level(optarg) < 0) {
 				fprintf(stderr, "vmon: --log-level takes error, warn, info or debug, not '%s'\n", optarg);
@@ -108,87 +164,25 @@ static int parse_args(int argc, char **argv, struct vm_config *cfg)
 			return -EINVAL;
 		}
 	}
-	if (optind < argc) {
+	if (!config_pass && optind < argc) {
 		fprintf(stderr, "vmon: unexpected argument '%s' (see vmon run --help)\n", argv[optind]);
 		return -EINVAL;
 	}
 	return 0;
 }
 
-struct signal_waiter {
-	struct vm *vm;
-	sigset_t set;
-	_Atomic bool done;
-};
-
-/* Turns SIGINT/SIGTERM/SIGHUP into a clean stop; the VM's threads never see them. */
-static void *signal_thread(void *arg)
+/* `vmon run` builds the VM from scratch: devices, then the kernel and boot tables. */
+static int boot_setup(struct vm *vm, const struct vm_config *cfg, void *arg)
 {
-	struct signal_waiter *w = arg;
-	for (;;) {
-		int sig;
-		if (sigwait(&w->set, &sig) != 0)
-			continue;
-		if (atomic_load(&w->done))
-			return NULL;
-		vm_request_stop(w->vm, VM_STOP_SIGNAL, "stopped on %s", strsignal(sig));
-	}
-}
-
-static void on_console_quit(void *opaque)
-{
-	vm_request_stop(opaque, VM_STOP_SIGNAL, "stopped from the console (Ctrl-A x)");
-}
-
-static int exit_status(enum vm_stop_reason r)
-{
-	switch (r) {
-	case VM_STOP_POWEROFF:
-	case VM_STOP_REBOOT:
-	case VM_STOP_SIGNAL:
-		return EXIT_GUEST_OK;
-	default:
-		return EXIT_GUEST_FAILED;
-	}
-}
-
-static int run_vm(struct vm *vm, const struct vm_config *cfg)
-{
+	(void)arg;
 	int rc = vm_create(vm, cfg);
 	if (rc)
 		return rc;
 	if ((rc = platform_create(vm, console_write_stdout, NULL)))
 		return rc;
-	if ((rc = vm_boot_setup(vm)))
+	if (!opt_no_rng && (rc = platform_add_rng(vm)))
 		return rc;
-
-	struct console *console = NULL;
-	struct platform *p = vm->platform;
-	if ((rc = console_start(&console, &p->com1, on_console_quit, vm)))
-		return rc;
-
-	for (unsigned int i = 0; i < vm->ncpus && rc == 0; i++)
-		rc = vcpu_start(vm->vcpus[i]);
-	if (rc)
-		vm_request_stop(vm, VM_STOP_ERROR, "could not start all vCPUs");
-	else {
-		vm->started_ns = monotonic_ns();
-		atomic_store(&vm->state, VM_RUNNING);
-	}
-	/* A stop requested before RUNNING was stored must not be overwritten; recheck under the lock. */
-	pthread_mutex_lock(&vm->lock);
-	if (atomic_load(&vm->stop_reason) != VM_STOP_NONE)
-		atomic_store(&vm->state, VM_STOPPED);
-	while (atomic_load(&vm->state) != VM_STOPPED)
-		pthread_cond_wait(&vm->cond, &vm->lock);
-	pthread_mutex_unlock(&vm->lock);
-
-	for (unsigned int i = 0; i < vm->ncpus; i++)
-		vcpu_kick(vm->vcpus[i]);
-	for (unsigned int i = 0; i < vm->ncpus; i++)
-		vcpu_join(vm->vcpus[i]);
-	console_stop(console);
-	return 0;
+	return vm_boot_setup(vm);
 }
 
 int cli_run(int argc, char **argv)
@@ -196,54 +190,13 @@ int cli_run(int argc, char **argv)
 	struct vm_config cfg;
 	config_init_defaults(&cfg);
 	char err[512];
-	if (parse_args(argc, argv, &cfg) || (config_validate(&cfg, err, sizeof(err)) && fprintf(stderr, "vmon: %s\n", err))) {
+	if (parse_args(argc, argv, &cfg, true) || parse_args(argc, argv, &cfg, false) ||
+	    (config_validate(&cfg, err, sizeof(err)) && fprintf(stderr, "vmon: %s\n", err)) ||
+	    vm_runner_prepare(&cfg)) {
 		config_free(&cfg);
 		return EXIT_USAGE;
 	}
-	if (cfg.log_level)
-		log_set_level((enum log_level)log_parse_level(cfg.log_level));
-
-	/* A closed stdout (e.g. `vmon run ... | head`) must end the console output, not vmon. */
-	signal(SIGPIPE, SIG_IGN);
-
-	struct signal_waiter waiter;
-	sigemptyset(&waiter.set);
-	sigaddset(&waiter.set, SIGINT);
-	sigaddset(&waiter.set, SIGTERM);
-	sigaddset(&waiter.set, SIGHUP);
-	pthread_sigmask(SIG_BLOCK, &waiter.set, NULL);
-
-	static struct vm vm;
-	waiter.vm = &vm;
-	atomic_store(&waiter.done, false);
-	pthread_t sig_thread;
-	bool have_sig_thread = pthread_create(&sig_thread, NULL, signal_thread, &waiter) == 0;
-	int rc = run_vm(&vm, &cfg);
-	if (have_sig_thread) {
-		atomic_store(&waiter.done, true);
-		pthread_kill(sig_thread, SIGTERM);
-		pthread_join(sig_thread, NULL);
-	}
-	int status;
-	if (rc) {
-		/* Setup failed: the reason was logged where it was found. */
-		status = (rc == -EINVAL || rc == -ENOENT || rc == -EACCES || rc == -E2BIG || rc == -ENOEXEC ||
-			  rc == -EISDIR || rc == -ENOMEM)
-				 ? EXIT_USAGE
-				 : EXIT_GUEST_FAILED;
-		for (unsigned int i = 0; i < vm.ncpus; i++)
-			vcpu_join(vm.vcpus[i]);
-	} else {
-		enum vm_stop_reason reason = (enum vm_stop_reason)atomic_load(&vm.stop_reason);
-		status = exit_status(reason);
-		if (status == EXIT_GUEST_OK)
-			log_info("vm", "%s", vm.stop_message);
-		else
-			log_error("vm", "%s", vm.stop_message);
-	}
-
-	platform_destroy(&vm);
-	vm_destroy(&vm);
+	int status = vm_runner_main(&cfg, boot_setup, NULL);
 	config_free(&cfg);
 	return status;
 }

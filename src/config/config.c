@@ -1,10 +1,13 @@
 #include "config/config.h"
 
+#include <ctype.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "lib/log.h"
 #include "lib/util.h"
 
 #define DEFAULT_MEMORY (256 * MiB)
@@ -26,32 +29,82 @@ void config_free(struct vm_config *cfg)
 	free(cfg->initrd_path);
 	free(cfg->cmdline);
 	free(cfg->log_level);
+	free(cfg->log_file);
+	free(cfg->api_sock);
+	free(cfg->name);
 	memset(cfg, 0, sizeof(*cfg));
 }
 
 int config_validate(const struct vm_config *cfg, char *err, unsigned long errlen)
 {
 	if (!cfg->kernel_path || !*cfg->kernel_path) {
-		snprintf(err, errlen, "no kernel given: pass --kernel PATH (a bzImage or an ELF vmlinux)");
+		snprintf(err, errlen, "no kernel given: pass --kernel PATH (or \"kernel\" in the config file), "
+				      "a bzImage or an ELF vmlinux");
 		return -EINVAL;
 	}
 	if (cfg->cpus < 1 || cfg->cpus > CONFIG_MAX_CPUS) {
-		snprintf(err, errlen, "--cpus %u is out of range: give a number from 1 to %d", cfg->cpus,
+		snprintf(err, errlen, "--cpus (\"cpus\") %u is out of range: give a number from 1 to %d", cfg->cpus,
 			 CONFIG_MAX_CPUS);
 		return -EINVAL;
 	}
 	if (cfg->memory < MIN_MEMORY) {
-		snprintf(err, errlen, "--memory %llu bytes is too small: give at least 16M",
+		snprintf(err, errlen, "--memory (\"memory\") %llu bytes is too small: give at least 16M",
 			 (unsigned long long)cfg->memory);
 		return -EINVAL;
 	}
 	if (cfg->memory > MAX_MEMORY) {
-		snprintf(err, errlen, "--memory is larger than the 1T vmon supports");
+		snprintf(err, errlen, "--memory (\"memory\") is larger than the 1T vmon supports");
 		return -EINVAL;
 	}
 	if (cfg->memory % (2 * MiB)) {
-		snprintf(err, errlen, "--memory must be a multiple of 2M (e.g. 256M, 1G)");
+		snprintf(err, errlen, "--memory (\"memory\") must be a multiple of 2M (e.g. 256M, 1G)");
 		return -EINVAL;
 	}
+	if (cfg->log_level && log_parse_level(cfg->log_level) < 0) {
+		snprintf(err, errlen, "--log-level (\"log_level\") takes error, warn, info or debug, not '%s'",
+			 cfg->log_level);
+		return -EINVAL;
+	}
+	if (cfg->api_sock && (!*cfg->api_sock || strlen(cfg->api_sock) >= CONFIG_MAX_SOCK_PATH)) {
+		snprintf(err, errlen, "--api-sock (\"api_sock\") must be a path of 1 to %d bytes (a Unix socket "
+				      "path limit); use a shorter path", CONFIG_MAX_SOCK_PATH - 1);
+		return -EINVAL;
+	}
+	if (cfg->log_file && !*cfg->log_file) {
+		snprintf(err, errlen, "--log-file (\"log_file\") is empty: give a file path");
+		return -EINVAL;
+	}
+	if (cfg->name) {
+		size_t n = strlen(cfg->name);
+		bool ok = n >= 1 && n <= CONFIG_MAX_NAME;
+		for (size_t i = 0; ok && i < n; i++)
+			ok = isalnum((unsigned char)cfg->name[i]) || strchr("-_.", cfg->name[i]);
+		if (!ok) {
+			snprintf(err, errlen, "--name (\"name\") '%s' is not a valid VM name: use 1 to %d letters, "
+					      "digits, '-', '_' or '.'", cfg->name, CONFIG_MAX_NAME);
+			return -EINVAL;
+		}
+	}
 	return 0;
+}
+
+int config_parse_workarounds(const char *s)
+{
+	if (!strcmp(s, "auto"))
+		return HOST_WORKAROUNDS_AUTO;
+	if (!strcmp(s, "on"))
+		return HOST_WORKAROUNDS_ON;
+	if (!strcmp(s, "off"))
+		return HOST_WORKAROUNDS_OFF;
+	return -1;
+}
+
+const char *config_workarounds_name(enum host_workarounds w)
+{
+	switch (w) {
+	case HOST_WORKAROUNDS_AUTO: return "auto";
+	case HOST_WORKAROUNDS_ON: return "on";
+	case HOST_WORKAROUNDS_OFF: return "off";
+	}
+	return "auto";
 }

@@ -9,6 +9,8 @@
 #include <stdint.h>
 
 #define CONFIG_MAX_CPUS 254 /* APIC IDs 0..254 without x2APIC; 255 is broadcast */
+#define CONFIG_MAX_SOCK_PATH 108 /* sizeof(sockaddr_un.sun_path) */
+#define CONFIG_MAX_NAME 64
 
 enum host_workarounds {
 	HOST_WORKAROUNDS_AUTO = 0, /* probe the host at start-up and apply what it needs */
@@ -23,11 +25,18 @@ struct vm_config {
 	unsigned int cpus;
 	uint64_t memory;        /* bytes */
 	enum host_workarounds workarounds;
-	char *log_level;
+	char *log_level;        /* "error", "warn", "info", "debug"; NULL = info */
+	char *log_file;         /* JSON-lines log file, in addition to stderr; NULL = none */
+	char *api_sock;         /* Unix socket path of the control API; NULL = no API */
+	char *name;             /* shown by `vmon ps`; NULL = none */
 };
 
 void config_init_defaults(struct vm_config *cfg);
 void config_free(struct vm_config *cfg);
+
+/* Parses "auto", "on", "off"; returns -1 on anything else. */
+int config_parse_workarounds(const char *s);
+const char *config_workarounds_name(enum host_workarounds w);
 
 /*
  * Checks the configuration; on error writes one human-readable sentence (what is wrong and

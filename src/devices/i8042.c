@@ -1,8 +1,8 @@
 /*
- * i8042 keyboard controller with empty PS/2 ports. Command semantics follow the IBM PC/AT
- * technical reference and what Linux's drivers/input/serio/i8042.c expects during its probe:
- * every command the probe sends gets its answer at once, so no probe step waits for a
- * timeout except the AUX IRQ delivery test (there is no IRQ 12).
+ * i8042 keyboard controller with a minimal keyboard and an empty AUX port. Command semantics
+ * follow the IBM PC/AT technical reference and what Linux's drivers/input/serio/i8042.c and
+ * atkbd.c expect during their probes: every command gets its answer at once, so no probe step
+ * waits for a timeout except the AUX IRQ delivery test (there is no IRQ 12).
  */
 #include "devices/i8042.h"
 
@@ -38,6 +38,14 @@
 /* Answer from a PS/2 port with no device behind it ("resend", with the timeout status). */
 #define NO_DEVICE_REPLY 0xfe
 
+/* Keyboard replies */
+#define KBD_ACK 0xfa
+#define KBD_RESEND 0xfe
+#define KBD_BAT_OK 0xaa
+#define KBD_ECHO 0xee
+#define KBD_ID0 0xab
+#define KBD_ID1 0x83 /* 0x41 once the controller translates it */
+
 static struct log_ratelimit unknown_cmd_rl;
 
 static int irq_output(const struct i8042 *k)
@@ -62,6 +70,107 @@ static void put_output(struct i8042 *k, uint8_t byte, uint8_t flags)
 	k->out = byte;
 	k->obf = true;
 	k->status_flags = (k->status_flags & STR_CMD) | flags;
+}
+
+static void kbd_queue_clear(struct i8042 *k)
+{
+	k->kbd_head = 0;
+	k->kbd_count = 0;
+}
+
+static bool kbd_queue_push(struct i8042 *k, uint8_t byte)
+{
+	if (k->kbd_count >= I8042_KBD_QUEUE)
+		return false;
+	k->kbd_queue[(k->kbd_head + k->kbd_count) % I8042_KBD_QUEUE] = byte;
+	k->kbd_count++;
+	return true;
+}
+
+/* Moves the next keyboard byte into the output buffer when it is free and the port enabled. */
+static void kbd_deliver(struct i8042 *k)
+{
+	if (k->obf || !k->kbd_count || (k->ram[0] & CTR_KBDDIS))
+		return;
+	uint8_t byte = k->kbd_queue[k->kbd_head];
+	k->kbd_head = (uint8_t)((k->kbd_head + 1) % I8042_KBD_QUEUE);
+	k->kbd_count--;
+	put_output(k, byte, 0);
+}
+
+static void kbd_reply(struct i8042 *k, const uint8_t *bytes, size_t n)
+{
+	/* A keyboard drops what it had not sent yet when it gets a command. */
+	kbd_queue_clear(k);
+	for (size_t i = 0; i < n; i++)
+		kbd_queue_push(k, bytes[i]);
+}
+
+/* A byte written to the keyboard: a command, or the parameter of the previous one. */
+static void kbd_write(struct i8042 *k, uint8_t val)
+{
+	uint8_t cmd = k->kbd_pending_cmd;
+	k->kbd_pending_cmd = 0;
+	if (cmd == 0xf0) { /* scancode set: 0 asks which one */
+		if (val == 0) {
+			/* The controller translates the answer like any other byte (1->0x43, 2->0x41, 3->0x3f). */
+			static const uint8_t xlated[4] = { 0, 0x43, 0x41, 0x3f };
+			uint8_t r[2] = { KBD_ACK, (k->ram[0] & CTR_XLATE) ? xlated[k->kbd_set] : k->kbd_set };
+			kbd_reply(k, r, 2);
+		} else if (val <= 3) {
+			k->kbd_set = val;
+			kbd_reply(k, (const uint8_t[]){ KBD_ACK }, 1);
+		} else {
+			kbd_reply(k, (const uint8_t[]){ KBD_RESEND }, 1);
+		}
+		return;
+	}
+	if (cmd == 0xed || cmd == 0xf3) { /* LEDs, typematic rate: accepted, no effect */
+		kbd_reply(k, (const uint8_t[]){ KBD_ACK }, 1);
+		return;
+	}
+	switch (val) {
+	case 0xff: /* reset and self-test */
+		k->kbd_set = 2;
+		k->kbd_scanning = true;
+		kbd_reply(k, (const uint8_t[]){ KBD_ACK, KBD_BAT_OK }, 2);
+		break;
+	case 0xf2: { /* identify */
+		uint8_t r[3] = { KBD_ACK, KBD_ID0, (k->ram[0] & CTR_XLATE) ? 0x41 : KBD_ID1 };
+		kbd_reply(k, r, 3);
+		break;
+	}
+	case 0xed:
+	case 0xf3:
+	case 0xf0:
+		k->kbd_pending_cmd = val;
+		kbd_reply(k, (const uint8_t[]){ KBD_ACK }, 1);
+		break;
+	case 0xf4: /* enable scanning */
+		k->kbd_scanning = true;
+		kbd_reply(k, (const uint8_t[]){ KBD_ACK }, 1);
+		break;
+	case 0xf5: /* defaults, scanning off */
+		k->kbd_scanning = false;
+		k->kbd_set = 2;
+		kbd_reply(k, (const uint8_t[]){ KBD_ACK }, 1);
+		break;
+	case 0xf6: /* defaults */
+		k->kbd_set = 2;
+		kbd_reply(k, (const uint8_t[]){ KBD_ACK }, 1);
+		break;
+	case 0xee:
+		kbd_reply(k, (const uint8_t[]){ KBD_ECHO }, 1);
+		break;
+	case 0xf7: case 0xf8: case 0xf9: case 0xfa: case 0xfb: case 0xfc: case 0xfd:
+		/* set-3 key attributes: accepted, no effect */
+		kbd_reply(k, (const uint8_t[]){ KBD_ACK }, 1);
+		break;
+	default:
+		atomic_fetch_add(&k->errors, 1);
+		kbd_reply(k, (const uint8_t[]){ KBD_RESEND }, 1);
+		break;
+	}
 }
 
 static uint8_t status(const struct i8042 *k)
@@ -132,6 +241,7 @@ static bool command(struct i8042 *k, uint8_t cmd)
 	case 0xdf:
 		break;
 	default:
+		atomic_fetch_add(&k->errors, 1);
 		log_warn_ratelimited(&unknown_cmd_rl, "i8042", "guest sent unknown controller command 0x%02x",
 				     cmd);
 		break;
@@ -161,8 +271,8 @@ static bool data_write(struct i8042 *k, uint8_t val)
 	case 0xd4: /* to the mouse, which is absent */
 		put_output(k, NO_DEVICE_REPLY, STR_AUXDATA | STR_TIMEOUT);
 		return false;
-	default: /* to the keyboard, which is absent */
-		put_output(k, NO_DEVICE_REPLY, STR_TIMEOUT);
+	default: /* to the keyboard */
+		kbd_write(k, val);
 		return false;
 	}
 }
@@ -178,7 +288,11 @@ static void i8042_data_read(void *dev, uint64_t offset, void *data, uint32_t len
 	k->obf = false;
 	k->status_flags &= ~(STR_AUXDATA | STR_TIMEOUT);
 	update_irq(k);
+	/* The next keyboard byte gets its own edge on IRQ 1, as the guest takes one byte per interrupt. */
+	kbd_deliver(k);
+	update_irq(k);
 	pthread_mutex_unlock(&k->lock);
+	atomic_fetch_add_explicit(&k->accesses, 1, memory_order_relaxed);
 	memset(data, 0xff, len);
 	*(uint8_t *)data = val;
 }
@@ -192,8 +306,10 @@ static void i8042_data_write(void *dev, uint64_t offset, const void *data, uint3
 	pthread_mutex_lock(&k->lock);
 	k->status_flags &= ~STR_CMD;
 	bool reset = data_write(k, *(const uint8_t *)data);
+	kbd_deliver(k);
 	update_irq(k);
 	pthread_mutex_unlock(&k->lock);
+	atomic_fetch_add_explicit(&k->accesses, 1, memory_order_relaxed);
 	/* Outside the lock: the handler may well reset this device. */
 	if (reset && k->on_reset)
 		k->on_reset(k->opaque);
@@ -207,6 +323,7 @@ static void i8042_cmd_read(void *dev, uint64_t offset, void *data, uint32_t len)
 	pthread_mutex_lock(&k->lock);
 	uint8_t st = status(k);
 	pthread_mutex_unlock(&k->lock);
+	atomic_fetch_add_explicit(&k->accesses, 1, memory_order_relaxed);
 	memset(data, 0xff, len);
 	*(uint8_t *)data = st;
 }
@@ -220,8 +337,10 @@ static void i8042_cmd_write(void *dev, uint64_t offset, const void *data, uint32
 	pthread_mutex_lock(&k->lock);
 	k->status_flags |= STR_CMD;
 	bool reset = command(k, *(const uint8_t *)data);
+	kbd_deliver(k);
 	update_irq(k);
 	pthread_mutex_unlock(&k->lock);
+	atomic_fetch_add_explicit(&k->accesses, 1, memory_order_relaxed);
 	if (reset && k->on_reset)
 		k->on_reset(k->opaque);
 }
@@ -235,7 +354,40 @@ static void reset_locked(struct i8042 *k)
 	k->status_flags = 0;
 	k->pending_cmd = 0;
 	k->output_port = OUTPORT_DEFAULT;
+	kbd_queue_clear(k);
+	k->kbd_pending_cmd = 0;
+	k->kbd_set = 2;
+	k->kbd_scanning = true;
 	update_irq(k);
+}
+
+int i8042_send_ctrl_alt_del(struct i8042 *k)
+{
+	/* Ctrl, Alt, Delete pressed, then released in reverse order. */
+	static const uint8_t set1[] = { 0x1d, 0x38, 0xe0, 0x53, 0xe0, 0xd3, 0xb8, 0x9d };
+	static const uint8_t set2[] = { 0x14, 0x11, 0xe0, 0x71, 0xe0, 0xf0, 0x71, 0xf0, 0x11, 0xf0, 0x14 };
+	int rc = 0;
+
+	pthread_mutex_lock(&k->lock);
+	bool xlate = k->ram[0] & CTR_XLATE;
+	const uint8_t *codes = xlate ? set1 : set2;
+	size_t n = xlate ? sizeof(set1) : sizeof(set2);
+	if (!k->kbd_scanning)
+		rc = -EAGAIN;
+	else if (k->kbd_count + n > I8042_KBD_QUEUE)
+		rc = -ENOSPC;
+	if (rc == 0) {
+		for (size_t i = 0; i < n; i++)
+			kbd_queue_push(k, codes[i]);
+		kbd_deliver(k);
+		update_irq(k);
+	}
+	pthread_mutex_unlock(&k->lock);
+	if (rc == 0)
+		atomic_fetch_add(&k->keys_injected, n);
+	else
+		atomic_fetch_add(&k->errors, 1);
+	return rc;
 }
 
 static void i8042_reset(void *dev)
@@ -268,8 +420,10 @@ struct i8042_saved {
 	uint8_t version;
 	uint8_t ram[32];
 	uint8_t out, obf, status_flags, pending_cmd, output_port;
+	uint8_t kbd_queue[I8042_KBD_QUEUE];
+	uint8_t kbd_head, kbd_count, kbd_pending_cmd, kbd_set, kbd_scanning;
 };
-#define I8042_SAVED_VERSION 1
+#define I8042_SAVED_VERSION 2
 
 static long i8042_save(void *dev, void *buf, size_t cap)
 {
@@ -286,6 +440,12 @@ static long i8042_save(void *dev, void *buf, size_t cap)
 	st.status_flags = k->status_flags;
 	st.pending_cmd = k->pending_cmd;
 	st.output_port = k->output_port;
+	memcpy(st.kbd_queue, k->kbd_queue, sizeof(st.kbd_queue));
+	st.kbd_head = k->kbd_head;
+	st.kbd_count = k->kbd_count;
+	st.kbd_pending_cmd = k->kbd_pending_cmd;
+	st.kbd_set = k->kbd_set;
+	st.kbd_scanning = k->kbd_scanning;
 	pthread_mutex_unlock(&k->lock);
 	memcpy(buf, &st, sizeof(st));
 	return sizeof(st);
@@ -299,7 +459,10 @@ static int i8042_load(void *dev, const void *buf, size_t len)
 	if (len != sizeof(st))
 		return -EINVAL;
 	memcpy(&st, buf, sizeof(st));
-	if (st.version != I8042_SAVED_VERSION || st.obf > 1 || (st.status_flags & ~STR_LATCHED))
+	if (st.version != I8042_SAVED_VERSION || st.obf > 1 || (st.status_flags & ~STR_LATCHED) ||
+	    st.kbd_head >= I8042_KBD_QUEUE || st.kbd_count > I8042_KBD_QUEUE || st.kbd_set < 1 || st.kbd_set > 3 ||
+	    st.kbd_scanning > 1 ||
+	    (st.kbd_pending_cmd && st.kbd_pending_cmd != 0xed && st.kbd_pending_cmd != 0xf3 && st.kbd_pending_cmd != 0xf0))
 		return -EINVAL;
 
 	pthread_mutex_lock(&k->lock);
@@ -309,6 +472,12 @@ static int i8042_load(void *dev, const void *buf, size_t len)
 	k->status_flags = st.status_flags;
 	k->pending_cmd = st.pending_cmd;
 	k->output_port = st.output_port;
+	memcpy(k->kbd_queue, st.kbd_queue, sizeof(k->kbd_queue));
+	k->kbd_head = st.kbd_head;
+	k->kbd_count = st.kbd_count;
+	k->kbd_pending_cmd = st.kbd_pending_cmd;
+	k->kbd_set = st.kbd_set;
+	k->kbd_scanning = st.kbd_scanning;
 	/* Drive the line to the loaded state whatever it was before. */
 	k->irq_level = irq_output(k);
 	irq_line_set(&k->kbd_irq, k->irq_level);

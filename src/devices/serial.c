@@ -176,6 +176,7 @@ static uint8_t rx_pop(struct serial *s)
 	uint8_t byte = s->rx_fifo[s->rx_head];
 	s->rx_head = (s->rx_head + 1) % SERIAL_FIFO_SIZE;
 	s->rx_count--;
+	atomic_fetch_add_explicit(&s->rx_bytes, 1, memory_order_relaxed);
 	notify_rx_ready(s);
 	return byte;
 }
@@ -184,10 +185,14 @@ static void transmit(struct serial *s, uint8_t byte)
 {
 	if (s->mcr & MCR_LOOP) {
 		/* A byte that finds the receiver full is lost, which is what OE reports. */
-		if (!rx_push(s, byte))
+		if (!rx_push(s, byte)) {
 			s->lsr_errors |= LSR_OE;
-	} else if (s->out) {
-		s->out(s->out_opaque, &byte, 1);
+			atomic_fetch_add_explicit(&s->overruns, 1, memory_order_relaxed);
+		}
+	} else {
+		if (s->out)
+			s->out(s->out_opaque, &byte, 1);
+		atomic_fetch_add_explicit(&s->tx_bytes, 1, memory_order_relaxed);
 	}
 	/* The byte left THR at once, so THR is empty again and THRE re-asserts. */
 	s->thre_pending = true;
@@ -306,6 +311,7 @@ static void serial_read(void *dev, uint64_t offset, void *data, uint32_t len)
 		out[i] = offset + i < SERIAL_NUM_REGS ? read_reg(s, (unsigned int)(offset + i)) : 0xff;
 	update_irq(s);
 	pthread_mutex_unlock(&s->lock);
+	atomic_fetch_add_explicit(&s->accesses, 1, memory_order_relaxed);
 }
 
 static void serial_write(void *dev, uint64_t offset, const void *data, uint32_t len)
@@ -318,6 +324,7 @@ static void serial_write(void *dev, uint64_t offset, const void *data, uint32_t 
 		write_reg(s, (unsigned int)(offset + i), in[i]);
 	update_irq(s);
 	pthread_mutex_unlock(&s->lock);
+	atomic_fetch_add_explicit(&s->accesses, 1, memory_order_relaxed);
 }
 
 /* Power-on register values; the divisor is left at 9600 baud like QEMU and most firmware. */
@@ -467,3 +474,11 @@ const struct device_ops serial_ops = {
 	.save = serial_save,
 	.load = serial_load,
 };
+
+void serial_get_stats(struct serial *s, struct serial_stats *out)
+{
+	out->accesses = atomic_load_explicit(&s->accesses, memory_order_relaxed);
+	out->tx_bytes = atomic_load_explicit(&s->tx_bytes, memory_order_relaxed);
+	out->rx_bytes = atomic_load_explicit(&s->rx_bytes, memory_order_relaxed);
+	out->overruns = atomic_load_explicit(&s->overruns, memory_order_relaxed);
+}

@@ -10,6 +10,7 @@
 #define VMON_DEVICES_SERIAL_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -41,6 +42,12 @@ struct serial {
 	void *rx_ready_opaque;
 	bool rx_ready_wanted;
 
+	/* Counters for metrics; not guest state. */
+	_Atomic uint64_t accesses; /* register reads and writes */
+	_Atomic uint64_t tx_bytes; /* bytes the guest sent to the console */
+	_Atomic uint64_t rx_bytes; /* bytes the guest read from the console */
+	_Atomic uint64_t overruns; /* bytes lost to a full receiver (LSR.OE) */
+
 	/* Guest-visible state; everything below is saved and restored. */
 	uint8_t ier;
 	uint8_t lcr;
@@ -68,6 +75,12 @@ void serial_init(struct serial *s, struct irq_line irq,
 void serial_destroy(struct serial *s);
 
 extern const struct device_ops serial_ops;
+
+struct serial_stats {
+	uint64_t accesses, tx_bytes, rx_bytes, overruns;
+};
+/* A consistent-enough snapshot of the counters (each read atomically), for metrics. */
+void serial_get_stats(struct serial *s, struct serial_stats *out);
 
 /*
  * Feeds bytes typed by the user into the RX FIFO; returns how many were accepted (fewer than

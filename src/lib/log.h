@@ -11,6 +11,14 @@ enum log_level log_get_level(void);
 /* Parses "error", "warn", "info", "debug"; returns -1 on anything else. */
 int log_parse_level(const char *name);
 
+/*
+ * Also writes every logged message to path (appended, created 0600 if missing) as one JSON object
+ * per line: {"time": RFC 3339 UTC, "level", "component", "pid", "msg"}. Returns 0 or a negative
+ * errno. log_close_json_file() stops it; both are safe while other threads log.
+ */
+int log_open_json_file(const char *path);
+void log_close_json_file(void);
+
 void log_msg(enum log_level level, const char *component, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 

@@ -1,11 +1,29 @@
 #include "memory/guest_mem.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "lib/util.h"
+
+/* Splits one mapping of ram_size bytes into the region below the MMIO hole and the one above 4 GiB. */
+static void layout(struct guest_mem *mem, uint8_t *host, uint64_t ram_size, int fd)
+{
+	mem->fd = fd;
+	mem->ram_size = ram_size;
+	uint64_t low = MIN(ram_size, GUEST_MEM_LOW_LIMIT);
+	mem->regions[0] = (struct guest_mem_region){ .gpa = 0, .size = low, .host = host, .fd_offset = 0 };
+	mem->nregions = 1;
+	if (ram_size > low) {
+		mem->regions[1] = (struct guest_mem_region){
+			.gpa = GUEST_MEM_HIGH_BASE, .size = ram_size - low, .host = host + low, .fd_offset = low
+		};
+		mem->nregions = 2;
+	}
+}
 
 int guest_mem_init(struct guest_mem *mem, uint64_t ram_size)
 {
@@ -34,17 +52,34 @@ int guest_mem_init(struct guest_mem *mem, uint64_t ram_size)
 	}
 	madvise(host, ram_size, MADV_MERGEABLE);
 
-	mem->fd = fd;
-	mem->ram_size = ram_size;
-	uint64_t low = MIN(ram_size, GUEST_MEM_LOW_LIMIT);
-	mem->regions[0] = (struct guest_mem_region){ .gpa = 0, .size = low, .host = host, .fd_offset = 0 };
-	mem->nregions = 1;
-	if (ram_size > low) {
-		mem->regions[1] = (struct guest_mem_region){
-			.gpa = GUEST_MEM_HIGH_BASE, .size = ram_size - low, .host = host + low, .fd_offset = low
-		};
-		mem->nregions = 2;
+	layout(mem, host, ram_size, fd);
+	return 0;
+}
+
+int guest_mem_init_from_file(struct guest_mem *mem, uint64_t ram_size, const char *path)
+{
+	memset(mem, 0, sizeof(*mem));
+	mem->fd = -1;
+	if (ram_size == 0 || ram_size % (4 * KiB))
+		return -EINVAL;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	struct stat st;
+	int e = fstat(fd, &st) < 0 ? -errno : (uint64_t)st.st_size < ram_size ? -EINVAL : 0;
+	if (e) {
+		close(fd);
+		return e;
 	}
+	/* Writable private mapping of a read-only file: the guest's writes go to anonymous copies. */
+	uint8_t *host = mmap(NULL, ram_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, fd, 0);
+	if (host == MAP_FAILED) {
+		e = -errno;
+		close(fd);
+		return e;
+	}
+	layout(mem, host, ram_size, fd);
+	mem->file_backed = true;
 	return 0;
 }
 

@@ -27,6 +27,11 @@ struct guest_mem {
 	int nregions;
 	uint64_t ram_size; /* total bytes of RAM, all regions */
 	int fd;            /* memfd backing all of RAM, or -1 */
+	/*
+	 * RAM restored from a snapshot: fd is the snapshot's memory file, mapped MAP_PRIVATE, so it
+	 * holds RAM as it was at the snapshot and not the guest's writes since.
+	 */
+	bool file_backed;
 };
 
 /*
@@ -34,6 +39,14 @@ struct guest_mem {
  * the MMIO hole. Returns 0 or a negative errno (-ENOMEM when the host cannot give it).
  */
 int guest_mem_init(struct guest_mem *mem, uint64_t ram_size);
+/*
+ * Maps the first ram_size bytes of the file at path as guest RAM, privately (MAP_PRIVATE): pages
+ * are read from the file when the guest first touches them and the guest's writes never reach
+ * the file, so the time this takes does not depend on ram_size and several VMs can share one
+ * file. Same layout as guest_mem_init. Returns 0, -errno if the file cannot be opened or mapped,
+ * or -EINVAL if it is shorter than ram_size.
+ */
+int guest_mem_init_from_file(struct guest_mem *mem, uint64_t ram_size, const char *path);
 void guest_mem_destroy(struct guest_mem *mem);
 
 /* Host pointer for [gpa, gpa+len), or NULL if any byte is outside guest RAM or len is 0. */

@@ -6,6 +6,8 @@
 
 #include "arch/x86/layout.h"
 #include "lib/log.h"
+#include "virtio/virtio_pci.h"
+#include "virtio/virtio_rng.h"
 #include "vm/vm.h"
 
 static void on_i8042_reset(void *opaque)
@@ -66,7 +68,42 @@ int platform_create(struct vm *vm, void (*console_out)(void *opaque, const uint8
 			return rc;
 		}
 	}
-	return 0;
+
+	int rc = irq_routing_init(&p->irq_routing, vm->vm_fd);
+	if (!rc)
+		rc = event_loop_create(&p->loop);
+	if (!rc)
+		rc = pci_bus_init(&p->pci, &vm->pio, &vm->mmio, LAYOUT_PCI_MMIO_START, LAYOUT_IOAPIC);
+	return rc;
+}
+
+void platform_virtio_deps(struct vm *vm, struct virtio_pci_deps *deps)
+{
+	struct platform *p = vm->platform;
+	*deps = (struct virtio_pci_deps){
+		.pci = &p->pci, .routing = &p->irq_routing, .loop = p->loop, .mem = &vm->mem, .vm_fd = vm->vm_fd,
+	};
+}
+
+int platform_add_rng(struct vm *vm)
+{
+	struct platform *p = vm->platform;
+	struct virtio_pci_deps deps;
+	platform_virtio_deps(vm, &deps);
+	return virtio_rng_create(&deps, &p->rng);
+}
+
+int platform_start_io(struct vm *vm)
+{
+	struct platform *p = vm->platform;
+	return p && p->loop ? event_loop_start(p->loop) : -EINVAL;
+}
+
+void platform_stop_io(struct vm *vm)
+{
+	struct platform *p = vm->platform;
+	if (p && p->loop)
+		event_loop_stop(p->loop);
 }
 
 void platform_destroy(struct vm *vm)
@@ -74,6 +111,12 @@ void platform_destroy(struct vm *vm)
 	struct platform *p = vm->platform;
 	if (!p)
 		return;
+	platform_stop_io(vm);
+	virtio_rng_destroy(p->rng);
+	if (p->pci.mmio)
+		pci_bus_destroy(&p->pci);
+	event_loop_destroy(p->loop);
+	irq_routing_destroy(&p->irq_routing);
 	serial_destroy(&p->com1);
 	i8042_destroy(&p->i8042);
 	rtc_destroy(&p->rtc);

@@ -16,6 +16,7 @@
 #include "arch/x86/vcpu_arch.h"
 #include "lib/log.h"
 #include "lib/util.h"
+#include "vm/irq_routing.h"
 #include "vm/vcpu.h"
 
 /* Below the MMIO hole; KVM needs three pages for the VMX real-mode TSS and one for the identity map. */
@@ -116,44 +117,10 @@ static int setup_irqchip(struct vm *vm)
 	return setup_gsi_routing(vm);
 }
 
-/*
- * KVM's default routing sends GSI n to I/O APIC pin n, but on PC chipsets (and in vmon's ACPI
- * MADT and MP table) the PIT's IRQ 0 arrives on pin 2. Route as a PC does: GSI 0-15 to the
- * 8259s, GSI 0 to pin 2, every other GSI to its own pin; pin 2's own GSI (the cascade) goes nowhere.
- */
+/* The PC's legacy routes; the platform's struct irq_routing repeats them when it adds MSI routes. */
 static int setup_gsi_routing(struct vm *vm)
 {
-	enum { IOAPIC_PINS = 24 };
-	struct {
-		struct kvm_irq_routing hdr;
-		struct kvm_irq_routing_entry e[16 + IOAPIC_PINS];
-	} r;
-	memset(&r, 0, sizeof(r));
-	unsigned int n = 0;
-	for (unsigned int gsi = 0; gsi < 16; gsi++) {
-		if (gsi == 2)
-			continue;
-		r.e[n].gsi = gsi;
-		r.e[n].type = KVM_IRQ_ROUTING_IRQCHIP;
-		r.e[n].u.irqchip.irqchip = gsi < 8 ? KVM_IRQCHIP_PIC_MASTER : KVM_IRQCHIP_PIC_SLAVE;
-		r.e[n].u.irqchip.pin = gsi % 8;
-		n++;
-	}
-	for (unsigned int gsi = 0; gsi < IOAPIC_PINS; gsi++) {
-		if (gsi == 2)
-			continue;
-		r.e[n].gsi = gsi;
-		r.e[n].type = KVM_IRQ_ROUTING_IRQCHIP;
-		r.e[n].u.irqchip.irqchip = KVM_IRQCHIP_IOAPIC;
-		r.e[n].u.irqchip.pin = gsi == 0 ? 2 : gsi;
-		n++;
-	}
-	r.hdr.nr = n;
-	if (ioctl(vm->vm_fd, KVM_SET_GSI_ROUTING, &r) < 0) {
-		log_error("vm", "cannot set the interrupt routing (KVM_SET_GSI_ROUTING): %s", strerror(errno));
-		return -errno;
-	}
-	return 0;
+	return irq_routing_commit_legacy(vm->vm_fd);
 }
 
 static int probe_host(struct vm *vm)

@@ -2,7 +2,9 @@
 VMON=${VMON:-build/vmon-san}
 GUESTS=build/guests
 TEST_TMP=$(mktemp -d /tmp/vmon-test.XXXXXX)
-trap 'rm -rf "$TEST_TMP"' EXIT
+# Only the main shell cleans up: background watchdog subshells must not delete TEST_TMP.
+TEST_MAIN_PID=$BASHPID
+trap '[ "$BASHPID" = "$TEST_MAIN_PID" ] && rm -rf "$TEST_TMP"' EXIT
 
 pass() { echo "PASS: $1"; }
 fail() { echo "FAIL: $1: $2"; }

@@ -252,13 +252,38 @@ static void test_dsdt_pvpanic(void **state)
 	assert_non_null(find_bytes(aml, n, io, sizeof(io)));
 	const uint8_t sta[] = { 0x08, '_', 'S', 'T', 'A', 0x0a, 0x0f };
 	assert_non_null(find_bytes(aml, n, sta, sizeof(sta)));
-	/* The device sits in \_SB_ and its PkgLength reaches exactly to the end of the table. */
+	/* The device sits in \_SB_, first, and the PCI root bridge follows it up to the end of the table. */
 	const uint8_t dev[] = { 0x5b, 0x82 };
 	const uint8_t *d = find_bytes(aml, n, dev, sizeof(dev));
 	assert_non_null(d);
 	size_t used, len = pkg_length(d + 2, &used);
-	assert_ptr_equal(d + 2 + len, aml + n);
 	assert_memory_equal(d + 2 + used, "PEVT", 4);
+	const uint8_t *next = d + 2 + len;
+	assert_true(next < aml + n);
+	assert_memory_equal(next, dev, 2);
+	len = pkg_length(next + 2, &used);
+	assert_ptr_equal(next + 2 + len, aml + n);
+	assert_memory_equal(next + 2 + used, "PCI0", 4);
+	guest_mem_destroy(&mem);
+}
+
+static void test_dsdt_pci_root_bridge(void **state)
+{
+	(void)state;
+	struct guest_mem mem;
+	struct acpi_view v;
+	write_tables(&mem, 1, &v);
+	const uint8_t *aml = v.dsdt + 36;
+	size_t n = le32(v.dsdt + 4) - 36;
+	const uint8_t hid[] = { 0x08, '_', 'H', 'I', 'D', 0x0d, 'P', 'N', 'P', '0', 'A', '0', '3', 0 };
+	assert_non_null(find_bytes(aml, n, hid, sizeof(hid)));
+	/* Bus 0 only; the config ports; the BAR window from LAYOUT_PCI_MMIO_START to below the I/O APIC. */
+	const uint8_t bus[] = { 0x88, 13, 0, 2, 0x0c, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0 };
+	assert_non_null(find_bytes(aml, n, bus, sizeof(bus)));
+	const uint8_t io[] = { 0x47, 0x01, 0xf8, 0x0c, 0xf8, 0x0c, 1, 8 };
+	assert_non_null(find_bytes(aml, n, io, sizeof(io)));
+	const uint8_t mem32[] = { 0x87, 23, 0, 0, 0x0c, 0x01, 0, 0, 0, 0, 0x00, 0x00, 0x00, 0xc0, 0xff, 0xff, 0xbf, 0xfe };
+	assert_non_null(find_bytes(aml, n, mem32, sizeof(mem32)));
 	guest_mem_destroy(&mem);
 }
 
@@ -453,7 +478,8 @@ static void test_iasl_disassembles(void **state)
 		assert_int_equal(system(cmd), 0);
 	}
 	char cmd[1024];
-	snprintf(cmd, sizeof(cmd), "grep -q 'QEMU0001' %s/dsdt.dsl && grep -q '_S5' %s/dsdt.dsl", dir, dir);
+	snprintf(cmd, sizeof(cmd), "grep -q 'QEMU0001' %s/dsdt.dsl && grep -q '_S5' %s/dsdt.dsl && grep -q 'PNP0A03' %s/dsdt.dsl",
+		 dir, dir, dir);
 	assert_int_equal(system(cmd), 0);
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
 	assert_int_equal(system(cmd), 0);
@@ -466,6 +492,7 @@ int main(void)
 		cmocka_unit_test(test_fadt),
 		cmocka_unit_test(test_dsdt_s5),
 		cmocka_unit_test(test_dsdt_pvpanic),
+		cmocka_unit_test(test_dsdt_pci_root_bridge),
 		cmocka_unit_test(test_madt_1),
 		cmocka_unit_test(test_madt_4),
 		cmocka_unit_test(test_madt_64),

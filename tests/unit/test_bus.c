@@ -114,6 +114,33 @@ static void many_ranges_stay_sorted(void **state)
 	bus_destroy(&b);
 }
 
+static void unregistered_ranges_stop_claiming_and_can_be_reused(void **state)
+{
+	(void)state;
+	struct bus b;
+	struct fake_dev a = { 0 }, c = { 0 }, d = { 0 };
+	bus_init(&b, "mmio");
+	assert_int_equal(bus_register(&b, 0x1000, 0x100, &fake_ops, &a), 0);
+	assert_int_equal(bus_register(&b, 0x2000, 0x100, &fake_ops, &c), 0);
+	assert_int_equal(bus_unregister(&b, 0x1080), -ENOENT); /* only the exact base names a range */
+	assert_int_equal(bus_unregister(&b, 0x1000), 0);
+	uint8_t v = 0;
+	assert_false(bus_read(&b, 0x1010, &v, 1));
+	assert_int_equal(v, 0xff);
+	assert_true(bus_read(&b, 0x2010, &v, 1)); /* the other range is untouched */
+	assert_int_equal(bus_unregister(&b, 0x1000), -ENOENT);
+	/* The freed space takes a new, differently sized range (a moved BAR). */
+	assert_int_equal(bus_register(&b, 0x1f00, 0x200, &fake_ops, &d), -EEXIST); /* still refuses overlaps */
+	assert_int_equal(bus_register(&b, 0x1000, 0x1000, &fake_ops, &d), 0);
+	v = 7;
+	assert_true(bus_write(&b, 0x1ff0, &v, 1));
+	assert_int_equal(d.last_offset, 0xff0);
+	assert_int_equal(bus_unregister(&b, 0x2000), 0);
+	assert_int_equal(bus_unregister(&b, 0x1000), 0);
+	assert_false(bus_read(&b, 0x1000, &v, 1));
+	bus_destroy(&b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -121,6 +148,7 @@ int main(void)
 		cmocka_unit_test(unclaimed_addresses_read_all_ones),
 		cmocka_unit_test(overlapping_ranges_are_refused),
 		cmocka_unit_test(many_ranges_stay_sorted),
+		cmocka_unit_test(unregistered_ranges_stop_claiming_and_can_be_reused),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -6,7 +6,9 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "lib/util.h"
 #include "memory/guest_mem.h"
@@ -71,6 +73,37 @@ static void bad_sizes_are_rejected(void **state)
 	assert_int_equal(guest_mem_init(&m, 4097), -EINVAL);
 }
 
+/* RAM mapped from a file: the file's bytes appear in RAM, the guest's writes never reach the file. */
+static void ram_from_file_is_private(void **state)
+{
+	(void)state;
+	char path[] = "/tmp/vmon-test-mem-XXXXXX";
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, (off_t)(8 * MiB)), 0);
+	assert_int_equal(pwrite(fd, "snapshot", 8, 5 * MiB), 8);
+
+	struct guest_mem m;
+	assert_int_equal(guest_mem_init_from_file(&m, 8 * MiB, path), 0);
+	assert_true(m.file_backed);
+	char buf[8];
+	assert_int_equal(guest_mem_read(&m, 5 * MiB, buf, 8), 0);
+	assert_memory_equal(buf, "snapshot", 8);
+	assert_int_equal(guest_mem_write(&m, 5 * MiB, "modified", 8), 0);
+	assert_int_equal(guest_mem_read(&m, 5 * MiB, buf, 8), 0);
+	assert_memory_equal(buf, "modified", 8);
+	assert_int_equal(pread(fd, buf, 8, 5 * MiB), 8);
+	assert_memory_equal(buf, "snapshot", 8);
+	guest_mem_destroy(&m);
+
+	/* A file shorter than the RAM it should hold is refused, a missing one too. */
+	assert_int_equal(guest_mem_init_from_file(&m, 16 * MiB, path), -EINVAL);
+	assert_int_equal(m.fd, -1);
+	close(fd);
+	unlink(path);
+	assert_int_equal(guest_mem_init_from_file(&m, 8 * MiB, path), -ENOENT);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -78,6 +111,7 @@ int main(void)
 		cmocka_unit_test(large_guest_skips_the_mmio_hole),
 		cmocka_unit_test(hostile_ranges_are_refused),
 		cmocka_unit_test(bad_sizes_are_rejected),
+		cmocka_unit_test(ram_from_file_is_private),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -6,6 +6,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <stdatomic.h>
 
 #include "devices/i8042.h"
 
@@ -160,16 +161,17 @@ static void test_flush_terminates(void **state)
 	assert_int_equal(reads, 1);
 }
 
-static void test_absent_devices_answer_at_once(void **state)
+static void test_absent_mouse_answers_at_once(void **state)
 {
 	struct fixture *f = *state;
 
-	/* A byte for the keyboard gets the no-device reply immediately, with the timeout bit. */
+	/* A byte for the mouse gets the no-device reply immediately, with the timeout bit. */
+	cmd(f, 0xd4);
 	data_out(f, 0xf2);
 	uint8_t st = status(f);
 	assert_true(st & STR_OBF);
 	assert_true(st & STR_TIMEOUT);
-	assert_false(st & STR_AUXDATA);
+	assert_true(st & STR_AUXDATA);
 	assert_int_equal(data_in(f), 0xfe);
 	assert_false(status(f) & (STR_OBF | STR_TIMEOUT));
 
@@ -180,6 +182,104 @@ static void test_absent_devices_answer_at_once(void **state)
 	assert_int_equal(data_in(f), 0x5a);
 
 	assert_int_equal(cmd_reply(f, 0xa9), 0x00);
+}
+
+/* Reads every byte the keyboard sends after a command, as Linux's ps2_command collects them. */
+static size_t kbd_answer(struct fixture *f, uint8_t command, uint8_t *buf, size_t cap)
+{
+	data_out(f, command);
+	size_t n = 0;
+	while ((status(f) & STR_OBF) && n < cap) {
+		assert_false(status(f) & (STR_AUXDATA | STR_TIMEOUT));
+		buf[n++] = data_in(f);
+	}
+	return n;
+}
+
+static void test_keyboard_answers_atkbd_probe(void **state)
+{
+	struct fixture *f = *state;
+	uint8_t r[8];
+
+	/* Identify, translated (the controller's default): ACK, 0xab, 0x41. */
+	assert_int_equal(kbd_answer(f, 0xf2, r, sizeof(r)), 3);
+	assert_memory_equal(r, ((uint8_t[]){ 0xfa, 0xab, 0x41 }), 3);
+	/* Reset: ACK then the self-test passed code. */
+	assert_int_equal(kbd_answer(f, 0xff, r, sizeof(r)), 2);
+	assert_memory_equal(r, ((uint8_t[]){ 0xfa, 0xaa }), 2);
+	/* LEDs: ACK for the command and for its parameter. */
+	assert_int_equal(kbd_answer(f, 0xed, r, sizeof(r)), 1);
+	assert_int_equal(r[0], 0xfa);
+	assert_int_equal(kbd_answer(f, 0x07, r, sizeof(r)), 1);
+	assert_int_equal(r[0], 0xfa);
+	/* Scancode set query: set 2, reported translated as 0x41. */
+	kbd_answer(f, 0xf0, r, sizeof(r));
+	assert_int_equal(kbd_answer(f, 0x00, r, sizeof(r)), 2);
+	assert_memory_equal(r, ((uint8_t[]){ 0xfa, 0x41 }), 2);
+	/* Echo and an unknown command. */
+	assert_int_equal(kbd_answer(f, 0xee, r, sizeof(r)), 1);
+	assert_int_equal(r[0], 0xee);
+	assert_int_equal(kbd_answer(f, 0x01, r, sizeof(r)), 1);
+	assert_int_equal(r[0], 0xfe);
+
+	/* Untranslated, the ID's second byte is the keyboard's own. */
+	cmd(f, 0x60);
+	data_out(f, 0x05);
+	assert_int_equal(kbd_answer(f, 0xf2, r, sizeof(r)), 3);
+	assert_memory_equal(r, ((uint8_t[]){ 0xfa, 0xab, 0x83 }), 3);
+}
+
+static void test_ctrl_alt_del_set1_with_an_edge_per_byte(void **state)
+{
+	struct fixture *f = *state;
+	static const uint8_t want[] = { 0x1d, 0x38, 0xe0, 0x53, 0xe0, 0xd3, 0xb8, 0x9d };
+
+	assert_int_equal(i8042_send_ctrl_alt_del(&f->kbc), 0);
+	assert_int_equal(f->irq_level, 1);
+	for (size_t i = 0; i < sizeof(want); i++) {
+		assert_true(status(f) & STR_OBF);
+		int rises = f->irq_calls;
+		assert_int_equal(data_in(f), want[i]);
+		if (i + 1 < sizeof(want)) {
+			/* lowered and raised again: a new edge for the next byte */
+			assert_int_equal(f->irq_calls - rises, 2);
+			assert_int_equal(f->irq_level, 1);
+		}
+	}
+	assert_false(status(f) & STR_OBF);
+	assert_int_equal(f->irq_level, 0);
+	assert_int_equal(atomic_load(&f->kbc.keys_injected), sizeof(want));
+}
+
+static void test_ctrl_alt_del_set2_and_port_disable(void **state)
+{
+	struct fixture *f = *state;
+	static const uint8_t want[] = { 0x14, 0x11, 0xe0, 0x71, 0xe0, 0xf0, 0x71, 0xf0, 0x11, 0xf0, 0x14 };
+
+	cmd(f, 0x60);
+	data_out(f, 0x05); /* no translation: set 2 reaches the guest */
+	cmd(f, 0xad);      /* keyboard port disabled: keys wait in the keyboard */
+	assert_int_equal(i8042_send_ctrl_alt_del(&f->kbc), 0);
+	assert_false(status(f) & STR_OBF);
+	cmd(f, 0xae);
+	for (size_t i = 0; i < sizeof(want); i++)
+		assert_int_equal(data_in(f), want[i]);
+	assert_false(status(f) & STR_OBF);
+}
+
+static void test_ctrl_alt_del_refused_when_scanning_off_or_full(void **state)
+{
+	struct fixture *f = *state;
+	uint8_t r[4];
+
+	kbd_answer(f, 0xf5, r, sizeof(r)); /* scanning off */
+	assert_int_equal(i8042_send_ctrl_alt_del(&f->kbc), -EAGAIN);
+	kbd_answer(f, 0xf4, r, sizeof(r));
+	assert_int_equal(i8042_send_ctrl_alt_del(&f->kbc), 0);
+	/* 8 bytes queued (one of them in the output buffer); a third sequence does not fit. */
+	assert_int_equal(i8042_send_ctrl_alt_del(&f->kbc), 0);
+	assert_int_equal(i8042_send_ctrl_alt_del(&f->kbc), -ENOSPC);
+	assert_true(atomic_load(&f->kbc.errors) >= 2);
 }
 
 static void test_keyboard_irq_follows_obf_and_ctr(void **state)
@@ -245,7 +345,11 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_self_tests, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_command_byte_read_write, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_flush_terminates, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_absent_devices_answer_at_once, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_absent_mouse_answers_at_once, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_keyboard_answers_atkbd_probe, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_ctrl_alt_del_set1_with_an_edge_per_byte, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_ctrl_alt_del_set2_and_port_disable, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_ctrl_alt_del_refused_when_scanning_off_or_full, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_keyboard_irq_follows_obf_and_ctr, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_save_load, setup, teardown),
 	};

@@ -81,6 +81,13 @@ enum { MADT_LAPIC = 0, MADT_IOAPIC = 1, MADT_INT_OVERRIDE = 2, MADT_LAPIC_NMI = 
 #define RES_IO_PORT_TAG  0x47
 #define RES_IO_DECODE16  0x01
 #define RES_END_TAG      0x79
+/* Large address-space descriptors, for the PCI root bridge's _CRS. */
+#define RES_DWORD_ADDRESS_TAG 0x87
+#define RES_WORD_ADDRESS_TAG  0x88
+#define RES_ADDRESS_MEMORY    0
+#define RES_ADDRESS_BUS       2
+#define RES_ADDRESS_MIN_MAX_FIXED 0x0c /* _MIF and _MAF: the window is exactly this range */
+#define RES_MEMORY_READ_WRITE 0x01
 
 static void put16(uint8_t *p, uint16_t v)
 {
@@ -213,6 +220,64 @@ static void sleep_state(struct aml *a, const char *name, unsigned int slp_typ)
 	aml_end(a, pkg);
 }
 
+/*
+ * PCI bus 0's root bridge. With ACPI, Linux enumerates PCI only below root bridges the DSDT
+ * declares; this one decodes bus 0, the configuration ports 0xCF8-0xCFF and the MMIO window
+ * vmon allocates BARs from (src/bus/pci.c). No _PRT: devices use MSI-X, not INTx.
+ */
+static void pci_root_bridge(struct aml *a)
+{
+	size_t dev = aml_device_begin(a, "PCI0");
+	aml_name(a, "_HID");
+	aml_string(a, "PNP0A03");
+	aml_name(a, "_UID");
+	aml_integer(a, 0);
+	aml_name(a, "_SEG");
+	aml_integer(a, 0);
+	aml_name(a, "_BBN");
+	aml_integer(a, 0);
+	const uint32_t win_min = (uint32_t)LAYOUT_PCI_MMIO_START, win_max = (uint32_t)(LAYOUT_IOAPIC - 1);
+	uint8_t crs[16 + 8 + 26 + 2];
+	uint8_t *p = crs;
+	/* Word Address Space Descriptor: bus numbers 0..0 (ACPI 6.0 6.4.3.5.3). */
+	p[0] = RES_WORD_ADDRESS_TAG;
+	put16(p + 1, 13);
+	p[3] = RES_ADDRESS_BUS;
+	p[4] = RES_ADDRESS_MIN_MAX_FIXED;
+	p[5] = 0;
+	put16(p + 6, 0);  /* granularity */
+	put16(p + 8, 0);  /* minimum */
+	put16(p + 10, 0); /* maximum */
+	put16(p + 12, 0); /* translation */
+	put16(p + 14, 1); /* length */
+	p += 16;
+	/* The configuration mechanism #1 ports, consumed by the bridge itself. */
+	p[0] = RES_IO_PORT_TAG;
+	p[1] = RES_IO_DECODE16;
+	put16(p + 2, 0xcf8);
+	put16(p + 4, 0xcf8);
+	p[6] = 1;
+	p[7] = 8;
+	p += 8;
+	/* DWord Address Space Descriptor: the 32-bit MMIO window for BARs (ACPI 6.0 6.4.3.5.2). */
+	p[0] = RES_DWORD_ADDRESS_TAG;
+	put16(p + 1, 23);
+	p[3] = RES_ADDRESS_MEMORY;
+	p[4] = RES_ADDRESS_MIN_MAX_FIXED;
+	p[5] = RES_MEMORY_READ_WRITE; /* non-cacheable */
+	put32(p + 6, 0);        /* granularity */
+	put32(p + 10, win_min);
+	put32(p + 14, win_max);
+	put32(p + 18, 0);       /* translation */
+	put32(p + 22, win_max - win_min + 1);
+	p += 26;
+	p[0] = RES_END_TAG;
+	p[1] = 0;
+	aml_name(a, "_CRS");
+	aml_buffer(a, crs, sizeof(crs));
+	aml_end(a, dev);
+}
+
 static void dsdt_body(struct aml *a)
 {
 	/* S0 (working) is what the OS writes back when it leaves a sleep state; acpi_pm ignores it. */
@@ -237,6 +302,7 @@ static void dsdt_body(struct aml *a)
 	aml_name(a, "_STA");
 	aml_integer(a, 0x0f); /* present, enabled, shown in UI, functioning */
 	aml_end(a, dev);
+	pci_root_bridge(a);
 	aml_end(a, sb);
 }
 

@@ -1,0 +1,128 @@
+#include "api/api_metrics.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "arch/x86/vcpu_arch.h"
+#include "lib/util.h"
+#include "vm/platform.h"
+#include "vm/vcpu.h"
+#include "vm/vm.h"
+
+unsigned long long api_metrics_rss_bytes(void)
+{
+	FILE *f = fopen("/proc/self/statm", "re");
+	if (!f)
+		return 0;
+	unsigned long long size, resident;
+	int n = fscanf(f, "%llu %llu", &size, &resident);
+	fclose(f);
+	return n == 2 ? resident * (unsigned long long)sysconf(_SC_PAGESIZE) : 0;
+}
+
+static void header(FILE *f, const char *name, const char *type, const char *help)
+{
+	fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static double seconds(uint64_t ns) { return (double)ns / 1e9; }
+
+static void vm_metrics(FILE *f, struct vm *vm)
+{
+	enum vm_state st = (enum vm_state)atomic_load(&vm->state);
+	header(f, "vmon_vm_state", "gauge", "1 for the state the VM is in.");
+	for (int s = VM_CREATED; s <= VM_STOPPED; s++)
+		fprintf(f, "vmon_vm_state{state=\"%s\"} %d\n", vm_state_name((enum vm_state)s), s == (int)st);
+	header(f, "vmon_vm_uptime_seconds", "gauge", "Time since the vCPUs started.");
+	fprintf(f, "vmon_vm_uptime_seconds %.3f\n", vm->started_ns ? seconds(monotonic_ns() - vm->started_ns) : 0.0);
+	header(f, "vmon_vcpus", "gauge", "Number of vCPUs.");
+	fprintf(f, "vmon_vcpus %u\n", vm->ncpus);
+	header(f, "vmon_guest_memory_bytes", "gauge", "Guest RAM size.");
+	fprintf(f, "vmon_guest_memory_bytes %llu\n", (unsigned long long)(vm->cfg ? vm->cfg->memory : 0));
+	header(f, "vmon_process_resident_memory_bytes", "gauge", "Resident memory of the vmon process, guest RAM it touched included.");
+	fprintf(f, "vmon_process_resident_memory_bytes %llu\n", api_metrics_rss_bytes());
+}
+
+static void vcpu_metrics(FILE *f, struct vm *vm)
+{
+	header(f, "vmon_vcpu_exits_total", "counter", "VM exits by vCPU and reason.");
+	for (unsigned int i = 0; i < vm->ncpus; i++)
+		for (int k = 0; k < VCPU_EXIT_KIND_COUNT; k++)
+			fprintf(f, "vmon_vcpu_exits_total{vcpu=\"%u\",reason=\"%s\"} %llu\n", i,
+				vcpu_exit_kind_name((enum vcpu_exit_kind)k),
+				(unsigned long long)atomic_load(&vm->vcpus[i]->exits[k]));
+
+	header(f, "vmon_vcpu_run_seconds_total", "counter", "Wall time each vCPU spent inside KVM_RUN.");
+	for (unsigned int i = 0; i < vm->ncpus; i++)
+		fprintf(f, "vmon_vcpu_run_seconds_total{vcpu=\"%u\"} %.9f\n", i, seconds(atomic_load(&vm->vcpus[i]->run_ns)));
+
+	header(f, "vmon_exit_handling_seconds", "histogram", "Time vmon took to handle each VM exit, by vCPU.");
+	for (unsigned int i = 0; i < vm->ncpus; i++) {
+		struct vcpu *v = vm->vcpus[i];
+		uint64_t cumulative = 0;
+		for (unsigned int b = 0; b < VCPU_HIST_BUCKETS; b++) {
+			cumulative += atomic_load(&v->handle_hist[b]);
+			uint64_t le = vcpu_hist_bucket_le_ns(b);
+			if (le == UINT64_MAX)
+				fprintf(f, "vmon_exit_handling_seconds_bucket{vcpu=\"%u\",le=\"+Inf\"} %llu\n", i,
+					(unsigned long long)cumulative);
+			else
+				fprintf(f, "vmon_exit_handling_seconds_bucket{vcpu=\"%u\",le=\"%g\"} %llu\n", i, seconds(le),
+					(unsigned long long)cumulative);
+		}
+		fprintf(f, "vmon_exit_handling_seconds_sum{vcpu=\"%u\"} %.9f\n", i, seconds(atomic_load(&v->handle_ns)));
+		fprintf(f, "vmon_exit_handling_seconds_count{vcpu=\"%u\"} %llu\n", i, (unsigned long long)cumulative);
+	}
+
+	header(f, "vmon_emulated_instructions_total", "counter",
+	       "Instructions vmon handled after the host's KVM could not emulate them, by vCPU and outcome.");
+	for (unsigned int i = 0; i < vm->ncpus; i++)
+		for (int k = 0; k < X86_EMUL_KIND_COUNT; k++)
+			fprintf(f, "vmon_emulated_instructions_total{vcpu=\"%u\",kind=\"%s\"} %llu\n", i,
+				x86_emul_kind_name((enum x86_emul_kind)k),
+				(unsigned long long)x86_emul_get(vm->vcpus[i], (enum x86_emul_kind)k));
+}
+
+static void device_metrics(FILE *f, struct vm *vm)
+{
+	struct platform *p = vm->platform;
+	if (!p)
+		return;
+	struct serial_stats ss;
+	serial_get_stats(&p->com1, &ss);
+	uint64_t kbd_accesses = atomic_load(&p->i8042.accesses);
+	uint64_t kbd_keys = atomic_load(&p->i8042.keys_injected);
+	uint64_t kbd_errors = atomic_load(&p->i8042.errors);
+
+	header(f, "vmon_device_requests_total", "counter", "Guest register accesses per device.");
+	fprintf(f, "vmon_device_requests_total{device=\"serial0\"} %llu\n", (unsigned long long)ss.accesses);
+	fprintf(f, "vmon_device_requests_total{device=\"i8042\"} %llu\n", (unsigned long long)kbd_accesses);
+	header(f, "vmon_device_bytes_total", "counter", "Data bytes moved per device and direction (tx: from the guest).");
+	fprintf(f, "vmon_device_bytes_total{device=\"serial0\",direction=\"tx\"} %llu\n", (unsigned long long)ss.tx_bytes);
+	fprintf(f, "vmon_device_bytes_total{device=\"serial0\",direction=\"rx\"} %llu\n", (unsigned long long)ss.rx_bytes);
+	fprintf(f, "vmon_device_bytes_total{device=\"i8042\",direction=\"rx\"} %llu\n", (unsigned long long)kbd_keys);
+	header(f, "vmon_device_errors_total", "counter",
+	       "Errors per device (serial: receiver overruns; i8042: unknown commands, keys that did not fit).");
+	fprintf(f, "vmon_device_errors_total{device=\"serial0\"} %llu\n", (unsigned long long)ss.overruns);
+	fprintf(f, "vmon_device_errors_total{device=\"i8042\"} %llu\n", (unsigned long long)kbd_errors);
+}
+
+char *api_metrics_render(struct vm *vm, size_t *len)
+{
+	char *buf = NULL;
+	size_t size = 0;
+	FILE *f = open_memstream(&buf, &size);
+	if (!f)
+		return NULL;
+	vm_metrics(f, vm);
+	vcpu_metrics(f, vm);
+	device_metrics(f, vm);
+	if (fclose(f) != 0) {
+		free(buf);
+		return NULL;
+	}
+	*len = size;
+	return buf;
+}

@@ -1,0 +1,247 @@
+#include "api/api_server.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <microhttpd.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "api/api_routes.h"
+#include "lib/log.h"
+#include "lib/util.h"
+
+struct api_server {
+	struct MHD_Daemon *daemon;
+	char *path;
+	struct api_ctx ctx;
+	_Atomic int in_flight; /* requests begun and not yet completed */
+};
+
+/* One request's state across the access handler's calls. */
+struct request {
+	char *body;
+	size_t len;
+	bool too_big;
+};
+
+static int fill_addr(struct sockaddr_un *sa, const char *path)
+{
+	memset(sa, 0, sizeof(*sa));
+	sa->sun_family = AF_UNIX;
+	if (strlen(path) >= sizeof(sa->sun_path))
+		return -ENAMETOOLONG;
+	strcpy(sa->sun_path, path);
+	return 0;
+}
+
+/* A socket file nobody listens on is what a killed vmon leaves behind. */
+static int remove_stale_socket(const char *path, const struct sockaddr_un *sa)
+{
+	struct stat st;
+	if (lstat(path, &st) < 0)
+		return errno == ENOENT ? 0 : -errno;
+	if (!S_ISSOCK(st.st_mode)) {
+		log_error("api", "%s exists and is not a socket: choose another --api-sock path or remove the file", path);
+		return -EEXIST;
+	}
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	int rc = connect(fd, (const struct sockaddr *)sa, sizeof(*sa));
+	int e = errno;
+	close(fd);
+	if (rc == 0) {
+		log_error("api", "%s is in use by another process (another VM?): choose another --api-sock path", path);
+		return -EADDRINUSE;
+	}
+	if (e != ECONNREFUSED) {
+		log_error("api", "cannot check the existing socket %s: %s", path, strerror(e));
+		return -e;
+	}
+	if (unlink(path) < 0 && errno != ENOENT)
+		return -errno;
+	log_info("api", "replaced the stale socket %s", path);
+	return 0;
+}
+
+static int listen_unix(const char *path)
+{
+	struct sockaddr_un sa;
+	int rc = fill_addr(&sa, path);
+	if (rc) {
+		log_error("api", "socket path %s is too long: use at most %zu bytes", path, sizeof(sa.sun_path) - 1);
+		return rc;
+	}
+	if ((rc = remove_stale_socket(path, &sa)))
+		return rc;
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return -errno;
+	/* Owner only: the API controls the VM. The umask covers the window before chmod. */
+	mode_t old = umask(0177);
+	rc = bind(fd, (const struct sockaddr *)&sa, sizeof(sa));
+	int e = errno;
+	umask(old);
+	if (rc < 0) {
+		log_error("api", "cannot create the API socket %s: %s", path, strerror(e));
+		close(fd);
+		return -e;
+	}
+	if (chmod(path, 0600) < 0 || listen(fd, 16) < 0) {
+		e = errno;
+		log_error("api", "cannot listen on %s: %s", path, strerror(e));
+		close(fd);
+		unlink(path);
+		return -e;
+	}
+	return fd;
+}
+
+static void mhd_logger(void *cls, const char *fmt, va_list ap)
+{
+	(void)cls;
+	char msg[512];
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	size_t n = strlen(msg);
+	while (n && msg[n - 1] == '\n')
+		msg[--n] = 0;
+	log_debug("api", "libmicrohttpd: %s", msg);
+}
+
+static enum MHD_Result send_reply(struct MHD_Connection *conn, struct api_reply *r)
+{
+	struct MHD_Response *resp =
+		MHD_create_response_from_buffer(r->len, r->body ? r->body : (char *)"", r->body ? MHD_RESPMEM_MUST_FREE
+												  : MHD_RESPMEM_PERSISTENT);
+	if (!resp) {
+		free(r->body);
+		return MHD_NO;
+	}
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, r->content_type ? r->content_type : "text/plain");
+	if (r->allow)
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, r->allow);
+	enum MHD_Result ret = MHD_queue_response(conn, r->status, resp);
+	MHD_destroy_response(resp);
+	return ret;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+				  const char *version, const char *upload_data, size_t *upload_size, void **con_cls)
+{
+	struct api_server *s = cls;
+	(void)version;
+	struct request *req = *con_cls;
+	if (!req) {
+		req = calloc(1, sizeof(*req));
+		if (!req)
+			return MHD_NO;
+		*con_cls = req;
+		atomic_fetch_add(&s->in_flight, 1);
+		return MHD_YES;
+	}
+	if (*upload_size) {
+		size_t n = *upload_size;
+		*upload_size = 0;
+		if (req->too_big || req->len + n > API_MAX_BODY) {
+			/* Keep reading (and dropping) so the client gets a 413, not a reset connection. */
+			req->too_big = true;
+			return MHD_YES;
+		}
+		char *b = realloc(req->body, req->len + n + 1);
+		if (!b)
+			return MHD_NO;
+		memcpy(b + req->len, upload_data, n);
+		req->len += n;
+		b[req->len] = 0;
+		req->body = b;
+		return MHD_YES;
+	}
+	struct api_reply r;
+	api_handle(&s->ctx, method, url, req->body, req->len, req->too_big, &r);
+	return send_reply(conn, &r);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe)
+{
+	struct api_server *s = cls;
+	(void)conn;
+	(void)toe;
+	struct request *req = *con_cls;
+	if (!req)
+		return;
+	free(req->body);
+	free(req);
+	*con_cls = NULL;
+	atomic_fetch_sub(&s->in_flight, 1);
+}
+
+int api_server_start(struct api_server **out, const char *path, struct vm *vm)
+{
+	*out = NULL;
+	struct api_server *s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	s->path = strdup(path);
+	if (!s->path) {
+		free(s);
+		return -ENOMEM;
+	}
+	api_ctx_init(&s->ctx, vm);
+	int fd = listen_unix(path);
+	if (fd < 0) {
+		api_ctx_destroy(&s->ctx);
+		free(s->path);
+		free(s);
+		return fd;
+	}
+	s->daemon = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ERROR_LOG |
+					     MHD_USE_ITC,
+				     0, NULL, NULL, on_request, s, MHD_OPTION_LISTEN_SOCKET, fd,
+				     MHD_OPTION_CONNECTION_LIMIT, (unsigned int)API_CONNECTION_LIMIT,
+				     MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)API_CONNECTION_TIMEOUT_S,
+				     MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_logger,
+				     s, MHD_OPTION_END);
+	if (!s->daemon) {
+		log_error("api", "cannot start the API server on %s (libmicrohttpd failed; run with --log-level debug "
+				 "for its reason)", path);
+		close(fd);
+		unlink(path);
+		api_ctx_destroy(&s->ctx);
+		free(s->path);
+		free(s);
+		return -EIO;
+	}
+	log_info("api", "serving the API on %s", path);
+	*out = s;
+	return 0;
+}
+
+void api_server_stop(struct api_server *s)
+{
+	if (!s)
+		return;
+	/* Stop accepting, then give replies in flight (a PUT /vm/stop's, typically) a moment to go out. */
+	MHD_socket lfd = MHD_quiesce_daemon(s->daemon);
+	uint64_t deadline = monotonic_ns() + 1000000000ULL;
+	while (atomic_load(&s->in_flight) > 0 && monotonic_ns() < deadline) {
+		struct timespec ts = { 0, 10 * 1000 * 1000 };
+		nanosleep(&ts, NULL);
+	}
+	MHD_stop_daemon(s->daemon);
+	if (lfd != MHD_INVALID_SOCKET)
+		close(lfd);
+	api_ctx_destroy(&s->ctx);
+	if (unlink(s->path) < 0 && errno != ENOENT)
+		log_warn("api", "cannot remove the API socket %s: %s", s->path, strerror(errno));
+	free(s->path);
+	free(s);
+}

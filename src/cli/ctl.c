@@ -1,0 +1,258 @@
+/* vmon ctl: sends one command to a running VM's control API and prints the reply. */
+#include <errno.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "api/http_client.h"
+#include "cli/cli.h"
+#include "vm/registry.h"
+
+/* A pause waits up to 10 s for the vCPUs; leave room for it. */
+#define CTL_TIMEOUT_MS 30000
+#define CTL_SNAPSHOT_TIMEOUT_MS (30 * 60 * 1000)
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: vmon ctl (--sock PATH | --vm NAME|PID) COMMAND\n"
+		   "\n"
+		   "Sends a command to a VM started with vmon run --api-sock PATH.\n"
+		   "\n"
+		   "commands:\n"
+		   "  info                 state, configuration, uptime, vCPUs, memory (JSON)\n"
+		   "  pause                stop every vCPU; the guest's clock stands still\n"
+		   "  resume               continue a paused VM\n"
+		   "  shutdown [--timeout SECONDS]\n"
+		   "                       press Ctrl-Alt-Del in the guest, stop the VM if it is still\n"
+		   "                       running after SECONDS (default 30)\n"
+		   "  stop                 stop the VM now\n"
+		   "  metrics              Prometheus metrics\n"
+		   "  snapshot DIR [--keep-running=false]\n"
+		   "                       write the VM's state to DIR (vmon restore DIR continues it);\n"
+		   "                       with --keep-running=false the VM stays paused afterwards\n"
+		   "\n"
+		   "  --sock PATH          the VM's API socket\n"
+		   "  --vm NAME|PID        a VM listed by vmon ps, by name or pid\n"
+		   "  -h, --help           this help\n");
+}
+
+/* Finds the API socket of a registered VM by name or pid. */
+static int lookup_vm(const char *which, char *sock, size_t len)
+{
+	struct registry_entry *list;
+	int n = registry_list(&list);
+	if (n < 0) {
+		fprintf(stderr, "vmon: cannot read the list of running VMs: %s\n", strerror(-n));
+		return -1;
+	}
+	char *end;
+	long pid = strtol(which, &end, 10);
+	bool by_pid = *which && !*end;
+	const struct registry_entry *found = NULL;
+	int matches = 0;
+	for (int i = 0; i < n; i++) {
+		if (list[i].stale)
+			continue;
+		if ((by_pid && list[i].pid == pid) || (!by_pid && !strcmp(list[i].name, which))) {
+			found = &list[i];
+			matches++;
+		}
+	}
+	int rc = -1;
+	if (!found)
+		fprintf(stderr, "vmon: no running VM is called '%s' (vmon ps lists them)\n", which);
+	else if (matches > 1)
+		fprintf(stderr, "vmon: %d running VMs are called '%s': give the pid instead (vmon ps lists them)\n",
+			matches, which);
+	else if (!found->api_sock[0])
+		fprintf(stderr, "vmon: VM '%s' (pid %d) has no API: start it with vmon run --api-sock PATH\n", which,
+			found->pid);
+	else if (snprintf(sock, len, "%s", found->api_sock) < (int)len)
+		rc = 0;
+	free(list);
+	return rc;
+}
+
+static void print_error_reply(const struct http_response *r)
+{
+	json_error_t jerr;
+	json_t *o = json_loadb(r->body, r->len, 0, &jerr);
+	const char *msg = o ? json_string_value(json_object_get(o, "error")) : NULL;
+	if (msg)
+		fprintf(stderr, "vmon: the VM refused (HTTP %d): %s\n", r->status, msg);
+	else
+		fprintf(stderr, "vmon: the VM's API answered HTTP %d: %.*s\n", r->status, (int)(r->len > 300 ? 300 : r->len),
+			r->body);
+	json_decref(o);
+}
+
+static void print_connect_error(const char *sock, int rc)
+{
+	if (rc == -ENOENT)
+		fprintf(stderr, "vmon: no API socket at %s: is the VM running with --api-sock %s? (vmon ps lists "
+				"running VMs)\n", sock, sock);
+	else if (rc == -ECONNREFUSED)
+		fprintf(stderr, "vmon: nothing listens on %s: the VM has exited; remove the stale socket\n", sock);
+	else if (rc == -EACCES)
+		fprintf(stderr, "vmon: no permission to use %s: run vmon ctl as the user that started the VM\n", sock);
+	else if (rc == -ETIMEDOUT)
+		fprintf(stderr, "vmon: the VM's API on %s did not answer within %d s\n", sock, CTL_TIMEOUT_MS / 1000);
+	else if (rc == -EPROTO)
+		fprintf(stderr, "vmon: %s did not answer with HTTP: is it a vmon API socket?\n", sock);
+	else
+		fprintf(stderr, "vmon: cannot talk to the VM's API on %s: %s\n", sock, strerror(-rc));
+}
+
+int cli_ctl(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "sock", required_argument, NULL, 's' },
+		{ "vm", required_argument, NULL, 'v' },
+		{ "timeout", required_argument, NULL, 't' },
+		{ "keep-running", optional_argument, NULL, 'k' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 },
+	};
+	const char *sock_opt = NULL, *vm_opt = NULL;
+	long timeout = -1;
+	int keep_running = -1; /* -1: not given */
+	optind = 1;
+	opterr = 0;
+	int c;
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (c) {
+		case 's': sock_opt = optarg; break;
+		case 'v': vm_opt = optarg; break;
+		case 't': {
+			char *end;
+			timeout = strtol(optarg, &end, 10);
+			if (!*optarg || *end || timeout < 0 || timeout > 3600) {
+				fprintf(stderr, "vmon: --timeout takes a number of seconds from 0 to 3600, not '%s'\n", optarg);
+				return EXIT_USAGE;
+			}
+			break;
+		}
+		case 'k':
+			if (!optarg || !strcmp(optarg, "true"))
+				keep_running = 1;
+			else if (!strcmp(optarg, "false"))
+				keep_running = 0;
+			else {
+				fprintf(stderr, "vmon: --keep-running takes true or false, not '%s'\n", optarg);
+				return EXIT_USAGE;
+			}
+			break;
+		case 'h': usage(stdout); return 0;
+		default:
+			if (optopt)
+				fprintf(stderr, "vmon: option '%s' needs a value (see vmon ctl --help)\n", argv[optind - 1]);
+			else
+				fprintf(stderr, "vmon: unknown option '%s' (see vmon ctl --help)\n", argv[optind - 1]);
+			return EXIT_USAGE;
+		}
+	}
+	if (optind >= argc) {
+		fprintf(stderr, "vmon: no command given: use info, pause, resume, shutdown, stop, metrics or snapshot "
+				"(see vmon ctl --help)\n");
+		return EXIT_USAGE;
+	}
+	bool is_snapshot = !strcmp(argv[optind], "snapshot");
+	if (is_snapshot && optind + 2 != argc) {
+		fprintf(stderr, "vmon: snapshot needs the directory to write: vmon ctl ... snapshot DIR\n");
+		return EXIT_USAGE;
+	}
+	if (!is_snapshot && optind + 1 < argc) {
+		fprintf(stderr, "vmon: unexpected argument '%s' (see vmon ctl --help)\n", argv[optind + 1]);
+		return EXIT_USAGE;
+	}
+	if (!sock_opt == !vm_opt) {
+		fprintf(stderr, "vmon: say which VM with either --sock PATH or --vm NAME|PID (see vmon ctl --help)\n");
+		return EXIT_USAGE;
+	}
+	const char *cmd = argv[optind];
+	static const struct {
+		const char *name, *method, *path, *body;
+	} commands[] = {
+		{ "info", "GET", "/vm", NULL },
+		{ "pause", "PUT", "/vm/state", "{\"state\": \"paused\"}" },
+		{ "resume", "PUT", "/vm/state", "{\"state\": \"running\"}" },
+		{ "shutdown", "PUT", "/vm/shutdown", NULL },
+		{ "stop", "PUT", "/vm/stop", NULL },
+		{ "metrics", "GET", "/metrics", NULL },
+		{ "snapshot", "PUT", "/vm/snapshot", NULL },
+	};
+	int which = -1;
+	for (int i = 0; i < (int)(sizeof(commands) / sizeof(commands[0])); i++)
+		if (!strcmp(cmd, commands[i].name))
+			which = i;
+	if (which < 0) {
+		fprintf(stderr, "vmon: unknown command '%s': use info, pause, resume, shutdown, stop, metrics or snapshot\n", cmd);
+		return EXIT_USAGE;
+	}
+	if (keep_running >= 0 && !is_snapshot) {
+		fprintf(stderr, "vmon: --keep-running only goes with snapshot\n");
+		return EXIT_USAGE;
+	}
+	if (timeout >= 0 && strcmp(cmd, "shutdown")) {
+		fprintf(stderr, "vmon: --timeout only goes with shutdown\n");
+		return EXIT_USAGE;
+	}
+
+	char sock[CONFIG_MAX_SOCK_PATH];
+	if (vm_opt) {
+		if (lookup_vm(vm_opt, sock, sizeof(sock)))
+			return EXIT_GUEST_FAILED;
+	} else if (snprintf(sock, sizeof(sock), "%s", sock_opt) >= (int)sizeof(sock)) {
+		fprintf(stderr, "vmon: --sock path is longer than a Unix socket path can be (%zu bytes)\n", sizeof(sock) - 1);
+		return EXIT_USAGE;
+	}
+
+	char body[64];
+	const char *req_body = commands[which].body;
+	if (timeout >= 0) {
+		snprintf(body, sizeof(body), "{\"timeout_s\": %ld}", timeout);
+		req_body = body;
+	}
+	char *snap_body = NULL;
+	if (is_snapshot) {
+		/* The VM's process may run in another directory: send an absolute path. */
+		const char *dir = argv[optind + 1];
+		char *cwd = dir[0] == '/' ? NULL : getcwd(NULL, 0);
+		char *abs = NULL;
+		if (asprintf(&abs, "%s%s%s", cwd ? cwd : "", cwd ? "/" : "", dir) < 0)
+			abs = NULL;
+		free(cwd);
+		json_t *o = abs ? json_pack("{s:s, s:b}", "dir", abs, "keep_running", keep_running != 0) : NULL;
+		free(abs);
+		snap_body = o ? json_dumps(o, JSON_COMPACT) : NULL;
+		json_decref(o);
+		if (!snap_body) {
+			fprintf(stderr, "vmon: out of memory\n");
+			return EXIT_GUEST_FAILED;
+		}
+		req_body = snap_body;
+	}
+	struct http_response resp;
+	/* Writing a big guest's memory takes a while. */
+	int rc = http_unix_request(sock, commands[which].method, commands[which].path, req_body,
+				   is_snapshot ? CTL_SNAPSHOT_TIMEOUT_MS : CTL_TIMEOUT_MS, &resp);
+	free(snap_body);
+	if (rc) {
+		print_connect_error(sock, rc);
+		return EXIT_GUEST_FAILED;
+	}
+	int status = EXIT_GUEST_OK;
+	if (resp.status >= 200 && resp.status < 300) {
+		fwrite(resp.body, 1, resp.len, stdout);
+		if (resp.len && resp.body[resp.len - 1] != '\n')
+			putchar('\n');
+	} else {
+		print_error_reply(&resp);
+		status = EXIT_GUEST_FAILED;
+	}
+	free(resp.body);
+	return status;
+}

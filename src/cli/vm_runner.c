@@ -1,0 +1,197 @@
+#include "cli/vm_runner.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "api/api_server.h"
+#include "cli/cli.h"
+#include "devices/console.h"
+#include "lib/log.h"
+#include "lib/util.h"
+#include "vm/platform.h"
+#include "vm/registry.h"
+#include "vm/vcpu.h"
+#include "vm/vm.h"
+
+/* The registry and clients in other directories need the socket's absolute path. */
+static int absolute_api_sock(struct vm_config *cfg)
+{
+	if (!cfg->api_sock || cfg->api_sock[0] == '/')
+		return 0;
+	char cwd[4096];
+	if (!getcwd(cwd, sizeof(cwd)))
+		return -errno;
+	char *abs;
+	if (asprintf(&abs, "%s/%s", cwd, cfg->api_sock) < 0)
+		return -ENOMEM;
+	free(cfg->api_sock);
+	cfg->api_sock = abs;
+	return 0;
+}
+
+static int setup_logging(const struct vm_config *cfg)
+{
+	if (cfg->log_level)
+		log_set_level((enum log_level)log_parse_level(cfg->log_level));
+	if (cfg->log_file) {
+		int rc = log_open_json_file(cfg->log_file);
+		if (rc) {
+			fprintf(stderr, "vmon: cannot open the log file %s: %s; choose a writable path for --log-file\n",
+				cfg->log_file, strerror(-rc));
+			return rc;
+		}
+	}
+	return 0;
+}
+
+int vm_runner_prepare(struct vm_config *cfg)
+{
+	int rc = absolute_api_sock(cfg);
+	if (rc) {
+		fprintf(stderr, "vmon: cannot resolve the API socket path: %s\n", strerror(-rc));
+		return rc;
+	}
+	return setup_logging(cfg);
+}
+
+struct signal_waiter {
+	struct vm *vm;
+	sigset_t set;
+	_Atomic bool done;
+};
+
+/* Turns SIGINT/SIGTERM/SIGHUP into a clean stop; the VM's threads never see them. */
+static void *signal_thread(void *arg)
+{
+	struct signal_waiter *w = arg;
+	for (;;) {
+		int sig;
+		if (sigwait(&w->set, &sig) != 0)
+			continue;
+		if (atomic_load(&w->done))
+			return NULL;
+		vm_request_stop(w->vm, VM_STOP_SIGNAL, "stopped on %s", strsignal(sig));
+	}
+}
+
+static void on_console_quit(void *opaque)
+{
+	vm_request_stop(opaque, VM_STOP_SIGNAL, "stopped from the console (Ctrl-A x)");
+}
+
+static int exit_status(enum vm_stop_reason r)
+{
+	switch (r) {
+	case VM_STOP_POWEROFF:
+	case VM_STOP_REBOOT:
+	case VM_STOP_SIGNAL:
+		return EXIT_GUEST_OK;
+	default:
+		return EXIT_GUEST_FAILED;
+	}
+}
+
+static int run_vm(struct vm *vm, const struct vm_config *cfg,
+		  int (*setup)(struct vm *vm, const struct vm_config *cfg, void *arg), void *arg,
+		  struct api_server **api, char *reg_path, size_t reg_len)
+{
+	int rc = setup(vm, cfg, arg);
+	if (rc)
+		return rc;
+	/* Up before the vCPUs start, so that a client can pause a guest from its first instruction on. */
+	if (cfg->api_sock && (rc = api_server_start(api, cfg->api_sock, vm)))
+		return rc;
+	registry_register(cfg, reg_path, reg_len);
+
+	struct console *console = NULL;
+	struct platform *p = vm->platform;
+	if ((rc = console_start(&console, &p->com1, on_console_quit, vm)))
+		return rc;
+
+	if ((rc = platform_start_io(vm)))
+		return rc;
+	for (unsigned int i = 0; i < vm->ncpus && rc == 0; i++)
+		rc = vcpu_start(vm->vcpus[i]);
+	if (rc)
+		vm_request_stop(vm, VM_STOP_ERROR, "could not start all vCPUs");
+	else {
+		vm->started_ns = monotonic_ns();
+		atomic_store(&vm->state, VM_RUNNING);
+	}
+	/* A stop requested before RUNNING was stored must not be overwritten; recheck under the lock. */
+	pthread_mutex_lock(&vm->lock);
+	if (atomic_load(&vm->stop_reason) != VM_STOP_NONE)
+		atomic_store(&vm->state, VM_STOPPED);
+	while (atomic_load(&vm->state) != VM_STOPPED)
+		pthread_cond_wait(&vm->cond, &vm->lock);
+	pthread_mutex_unlock(&vm->lock);
+
+	for (unsigned int i = 0; i < vm->ncpus; i++)
+		vcpu_kick(vm->vcpus[i]);
+	for (unsigned int i = 0; i < vm->ncpus; i++)
+		vcpu_join(vm->vcpus[i]);
+	platform_stop_io(vm);
+	console_stop(console);
+	return 0;
+}
+
+int vm_runner_main(const struct vm_config *cfg, int (*setup)(struct vm *vm, const struct vm_config *cfg, void *arg),
+		   void *arg)
+{
+	/* A closed stdout (e.g. `vmon run ... | head`) must end the console output, not vmon. */
+	signal(SIGPIPE, SIG_IGN);
+
+	struct signal_waiter waiter;
+	sigemptyset(&waiter.set);
+	sigaddset(&waiter.set, SIGINT);
+	sigaddset(&waiter.set, SIGTERM);
+	sigaddset(&waiter.set, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &waiter.set, NULL);
+
+	static struct vm vm;
+	waiter.vm = &vm;
+	atomic_store(&waiter.done, false);
+	pthread_t sig_thread;
+	bool have_sig_thread = pthread_create(&sig_thread, NULL, signal_thread, &waiter) == 0;
+	struct api_server *api = NULL;
+	char reg_path[4096] = "";
+	int rc = run_vm(&vm, cfg, setup, arg, &api, reg_path, sizeof(reg_path));
+	/* No client may touch the VM from here on; the shutdown watchdog is joined too. */
+	api_server_stop(api);
+	registry_unregister(reg_path);
+	if (have_sig_thread) {
+		atomic_store(&waiter.done, true);
+		pthread_kill(sig_thread, SIGTERM);
+		pthread_join(sig_thread, NULL);
+	}
+	int status;
+	if (rc) {
+		/* Setup failed: the reason was logged where it was found. */
+		status = (rc == -EINVAL || rc == -ENOENT || rc == -EACCES || rc == -E2BIG || rc == -ENOEXEC ||
+			  rc == -EISDIR || rc == -ENOMEM || rc == -EEXIST || rc == -EADDRINUSE || rc == -ENAMETOOLONG ||
+			  rc == -ENOTDIR || rc == -EPROTO || rc == -ENOTSUP)
+				 ? EXIT_USAGE
+				 : EXIT_GUEST_FAILED;
+		for (unsigned int i = 0; i < vm.ncpus; i++)
+			vcpu_join(vm.vcpus[i]);
+	} else {
+		enum vm_stop_reason reason = (enum vm_stop_reason)atomic_load(&vm.stop_reason);
+		status = exit_status(reason);
+		if (status == EXIT_GUEST_OK)
+			log_info("vm", "%s", vm.stop_message);
+		else
+			log_error("vm", "%s", vm.stop_message);
+	}
+
+	platform_destroy(&vm);
+	vm_destroy(&vm);
+	log_close_json_file();
+	return status;
+}

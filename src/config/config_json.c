@@ -1,0 +1,264 @@
+#include "config/config_json.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lib/log.h"
+#include "lib/util.h"
+
+static const char *json_type_phrase(const json_t *v)
+{
+	switch (json_typeof(v)) {
+	case JSON_OBJECT: return "an object";
+	case JSON_ARRAY: return "an array";
+	case JSON_STRING: return "a string";
+	case JSON_INTEGER: return "a whole number";
+	case JSON_REAL: return "a fractional number";
+	case JSON_TRUE:
+	case JSON_FALSE: return "a boolean";
+	case JSON_NULL: return "null";
+	}
+	return "something else";
+}
+
+static int wrong_type(const char *key, const char *expected, const json_t *v, char *err, size_t errlen)
+{
+	snprintf(err, errlen, "key \"%s\": expected %s, got %s", key, expected, json_type_phrase(v));
+	return -EINVAL;
+}
+
+static int set_string(char **field, const char *key, const json_t *v, bool allow_empty, char *err,
+		      size_t errlen)
+{
+	if (json_is_null(v)) { /* null unsets, as config_json_dump writes it */
+		free(*field);
+		*field = NULL;
+		return 0;
+	}
+	if (!json_is_string(v))
+		return wrong_type(key, "a string", v, err, errlen);
+	const char *s = json_string_value(v);
+	if (!allow_empty && !*s) {
+		snprintf(err, errlen, "key \"%s\": expected a non-empty string", key);
+		return -EINVAL;
+	}
+	if (strlen(s) != json_string_length(v)) {
+		snprintf(err, errlen, "key \"%s\": the string contains a NUL character", key);
+		return -EINVAL;
+	}
+	char *copy = strdup(s);
+	if (!copy)
+		return -ENOMEM;
+	free(*field);
+	*field = copy;
+	return 0;
+}
+
+static int set_cpus(struct vm_config *cfg, const char *key, const json_t *v, char *err, size_t errlen)
+{
+	if (!json_is_integer(v))
+		return wrong_type(key, "a whole number of vCPUs (1 to 254)", v, err, errlen);
+	json_int_t n = json_integer_value(v);
+	if (n < 1 || n > CONFIG_MAX_CPUS) {
+		snprintf(err, errlen, "key \"%s\": %lld is out of range, expected a number from 1 to %d", key,
+			 (long long)n, CONFIG_MAX_CPUS);
+		return -EINVAL;
+	}
+	cfg->cpus = (unsigned int)n;
+	return 0;
+}
+
+static int set_memory(struct vm_config *cfg, const char *key, const json_t *v, char *err, size_t errlen)
+{
+	if (json_is_integer(v)) {
+		json_int_t n = json_integer_value(v);
+		if (n <= 0) {
+			snprintf(err, errlen, "key \"%s\": %lld bytes is impossible, expected a size such as "
+					      "\"256M\" or a positive number of bytes", key, (long long)n);
+			return -EINVAL;
+		}
+		cfg->memory = (uint64_t)n;
+		return 0;
+	}
+	if (!json_is_string(v))
+		return wrong_type(key, "a size such as \"256M\" or a number of bytes", v, err, errlen);
+	uint64_t bytes;
+	if (parse_size(json_string_value(v), &bytes)) {
+		snprintf(err, errlen, "key \"%s\": \"%s\" is not a size, expected e.g. \"256M\" or \"2G\"", key,
+			 json_string_value(v));
+		return -EINVAL;
+	}
+	cfg->memory = bytes;
+	return 0;
+}
+
+static int set_workarounds(struct vm_config *cfg, const char *key, const json_t *v, char *err, size_t errlen)
+{
+	if (!json_is_string(v))
+		return wrong_type(key, "\"auto\", \"on\" or \"off\"", v, err, errlen);
+	int w = config_parse_workarounds(json_string_value(v));
+	if (w < 0) {
+		snprintf(err, errlen, "key \"%s\": \"%s\" is not allowed, expected \"auto\", \"on\" or \"off\"", key,
+			 json_string_value(v));
+		return -EINVAL;
+	}
+	cfg->workarounds = (enum host_workarounds)w;
+	return 0;
+}
+
+static int set_log_level(struct vm_config *cfg, const char *key, const json_t *v, char *err, size_t errlen)
+{
+	if (!json_is_string(v))
+		return wrong_type(key, "\"error\", \"warn\", \"info\" or \"debug\"", v, err, errlen);
+	if (log_parse_level(json_string_value(v)) < 0) {
+		snprintf(err, errlen, "key \"%s\": \"%s\" is not a log level, expected \"error\", \"warn\", "
+				      "\"info\" or \"debug\"", key, json_string_value(v));
+		return -EINVAL;
+	}
+	return set_string(&cfg->log_level, key, v, false, err, errlen);
+}
+
+enum key_kind { KEY_PATH, KEY_TEXT, KEY_CPUS, KEY_MEMORY, KEY_WORKAROUNDS, KEY_LOG_LEVEL };
+
+static const struct config_key {
+	const char *name;
+	enum key_kind kind;
+	size_t offset; /* of the char * field, for KEY_PATH and KEY_TEXT */
+} config_keys[] = {
+	{ "kernel", KEY_PATH, offsetof(struct vm_config, kernel_path) },
+	{ "initrd", KEY_PATH, offsetof(struct vm_config, initrd_path) },
+	{ "cmdline", KEY_TEXT, offsetof(struct vm_config, cmdline) },
+	{ "cpus", KEY_CPUS, 0 },
+	{ "memory", KEY_MEMORY, 0 },
+	{ "host_workarounds", KEY_WORKAROUNDS, 0 },
+	{ "log_level", KEY_LOG_LEVEL, 0 },
+	{ "log_file", KEY_PATH, offsetof(struct vm_config, log_file) },
+	{ "api_sock", KEY_PATH, offsetof(struct vm_config, api_sock) },
+	{ "name", KEY_PATH, offsetof(struct vm_config, name) },
+};
+
+static int apply_key(struct vm_config *cfg, const struct config_key *k, const json_t *v, char *err, size_t errlen)
+{
+	switch (k->kind) {
+	case KEY_PATH:
+	case KEY_TEXT:
+		return set_string((char **)((char *)cfg + k->offset), k->name, v, k->kind == KEY_TEXT, err, errlen);
+	case KEY_CPUS: return set_cpus(cfg, k->name, v, err, errlen);
+	case KEY_MEMORY: return set_memory(cfg, k->name, v, err, errlen);
+	case KEY_WORKAROUNDS: return set_workarounds(cfg, k->name, v, err, errlen);
+	case KEY_LOG_LEVEL: return set_log_level(cfg, k->name, v, err, errlen);
+	}
+	return -EINVAL;
+}
+
+static void known_keys(char *buf, size_t len)
+{
+	size_t used = 0;
+	buf[0] = 0;
+	for (size_t i = 0; i < ARRAY_SIZE(config_keys) && used < len; i++)
+		used += (size_t)snprintf(buf + used, len - used, "%s%s", i ? ", " : "", config_keys[i].name);
+}
+
+int config_json_apply(struct vm_config *cfg, const json_t *obj, char *err, size_t errlen)
+{
+	if (!json_is_object(obj)) {
+		snprintf(err, errlen, "expected a JSON object ({\"kernel\": ..., ...}), got %s", json_type_phrase(obj));
+		return -EINVAL;
+	}
+	const char *key;
+	json_t *v;
+	json_object_foreach((json_t *)obj, key, v) {
+		const struct config_key *k = NULL;
+		for (size_t i = 0; i < ARRAY_SIZE(config_keys) && !k; i++)
+			if (!strcmp(key, config_keys[i].name))
+				k = &config_keys[i];
+		if (!k) {
+			char keys[256];
+			known_keys(keys, sizeof(keys));
+			snprintf(err, errlen, "unknown key \"%.64s\": the keys are %s", key, keys);
+			return -EINVAL;
+		}
+		int rc = apply_key(cfg, k, v, err, errlen);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+int config_json_apply_text(struct vm_config *cfg, const char *text, const char *what, char *err, size_t errlen)
+{
+	json_error_t jerr;
+	json_t *root = json_loads(text, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+	if (!root) {
+		snprintf(err, errlen, "%s is not valid JSON: line %d column %d: %s", what, jerr.line, jerr.column,
+			 jerr.text);
+		return -EINVAL;
+	}
+	char inner[400];
+	int rc = config_json_apply(cfg, root, inner, sizeof(inner));
+	if (rc)
+		snprintf(err, errlen, "%s: %s", what, inner);
+	json_decref(root);
+	return rc;
+}
+
+/* Config files are small; a bigger one is a mistake (e.g. --config pointing at a kernel). */
+#define CONFIG_FILE_MAX (1024 * 1024)
+
+int config_json_load_file(struct vm_config *cfg, const char *path, char *err, size_t errlen)
+{
+	uint8_t *data;
+	size_t len;
+	int rc = read_file(path, &data, &len);
+	if (rc) {
+		snprintf(err, errlen, "cannot read config file %s: %s", path, strerror(-rc));
+		return rc;
+	}
+	if (len > CONFIG_FILE_MAX || memchr(data, 0, len)) {
+		snprintf(err, errlen, "config file %s is not a JSON text file (binary or larger than 1 MiB)", path);
+		free(data);
+		return -EINVAL;
+	}
+	char *text = malloc(len + 1);
+	if (!text) {
+		free(data);
+		return -ENOMEM;
+	}
+	memcpy(text, data, len);
+	text[len] = 0;
+	free(data);
+	char what[300];
+	snprintf(what, sizeof(what), "config file %s", path);
+	rc = config_json_apply_text(cfg, text, what, err, errlen);
+	free(text);
+	return rc;
+}
+
+static int put_string(json_t *obj, const char *key, const char *s)
+{
+	return json_object_set_new(obj, key, s ? json_string(s) : json_null());
+}
+
+json_t *config_json_dump(const struct vm_config *cfg)
+{
+	json_t *o = json_object();
+	if (!o)
+		return NULL;
+	int rc = put_string(o, "kernel", cfg->kernel_path);
+	rc |= put_string(o, "initrd", cfg->initrd_path);
+	rc |= put_string(o, "cmdline", cfg->cmdline);
+	rc |= json_object_set_new(o, "cpus", json_integer(cfg->cpus));
+	rc |= json_object_set_new(o, "memory", json_integer((json_int_t)cfg->memory));
+	rc |= put_string(o, "host_workarounds", config_workarounds_name(cfg->workarounds));
+	rc |= put_string(o, "log_level", cfg->log_level ? cfg->log_level : "info");
+	rc |= put_string(o, "log_file", cfg->log_file);
+	rc |= put_string(o, "api_sock", cfg->api_sock);
+	rc |= put_string(o, "name", cfg->name);
+	if (rc) {
+		json_decref(o);
+		return NULL;
+	}
+	return o;
+}

@@ -1,0 +1,252 @@
+#include "state/mem_state.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/kvm.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include "lib/log.h"
+#include "lib/util.h"
+#include "vm/vm.h"
+
+#define PAGE 4096u
+#define CHUNK_PAGES 512u /* 2 MiB per pass */
+#define MEM_MAGIC "VMONMEM1"
+#define MEM_VERSION 1u
+#define PROGRESS_STEP (256 * MiB)
+
+struct mem_trailer {
+	char magic[8];
+	uint32_t version;
+	uint32_t page_size;
+	uint64_t ram_size;
+	uint64_t snapshot_id;
+	uint32_t crc; /* CRC32 of this struct with crc = 0 */
+	uint32_t reserved;
+};
+
+static int fail(char *err, size_t errlen, int rc, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+	return rc;
+}
+
+static uint32_t trailer_crc(struct mem_trailer t)
+{
+	t.crc = 0;
+	return (uint32_t)crc32(0L, (const Bytef *)&t, sizeof(t));
+}
+
+static bool page_is_zero(const uint8_t *p)
+{
+	const uint64_t *w = (const uint64_t *)p;
+	for (unsigned int i = 0; i < PAGE / 8; i++)
+		if (w[i])
+			return false;
+	return true;
+}
+
+/*
+ * Which pages of RAM may hold data, so untouched RAM is neither read (reading a memfd hole
+ * would allocate it) nor written.
+ *  - memfd RAM: the memfd's data extents (SEEK_DATA/SEEK_HOLE).
+ *  - RAM mapped privately from a snapshot file: pages the guest wrote since (anonymous pages in
+ *    /proc/self/pagemap) and the file's own data extents.
+ *  - anything else: every page.
+ */
+struct page_source {
+	const struct guest_mem *mem;
+	int pagemap_fd;
+	off_t data_start, data_end; /* current data extent of mem->fd, [start, end) */
+};
+
+static bool in_fd_data(struct page_source *ps, off_t off)
+{
+	if (off >= ps->data_start && off < ps->data_end)
+		return true;
+	if (off < ps->data_start)
+		return false;
+	off_t s = lseek(ps->mem->fd, off, SEEK_DATA);
+	if (s < 0) { /* ENXIO: no data after off */
+		ps->data_start = ps->data_end = (off_t)INT64_MAX;
+		return false;
+	}
+	off_t e = lseek(ps->mem->fd, s, SEEK_HOLE);
+	ps->data_start = s;
+	ps->data_end = e < 0 ? (off_t)INT64_MAX : e;
+	return off >= ps->data_start && off < ps->data_end;
+}
+
+/* Marks in want[] the pages of [host, host + n pages) at file offset off that may hold data. */
+static void pages_to_read(struct page_source *ps, const uint8_t *host, uint64_t off, unsigned int n, bool *want)
+{
+	if (ps->mem->fd < 0) {
+		for (unsigned int i = 0; i < n; i++)
+			want[i] = true;
+		return;
+	}
+	uint64_t pm[CHUNK_PAGES];
+	bool have_pm = false;
+	if (ps->mem->file_backed && ps->pagemap_fd >= 0) {
+		off_t at = (off_t)((uintptr_t)host / PAGE * sizeof(uint64_t));
+		have_pm = pread(ps->pagemap_fd, pm, n * sizeof(uint64_t), at) == (ssize_t)(n * sizeof(uint64_t));
+	}
+	for (unsigned int i = 0; i < n; i++) {
+		want[i] = in_fd_data(ps, (off_t)(off + (uint64_t)i * PAGE));
+		if (ps->mem->file_backed && !want[i]) {
+			/* Present or swapped and not a file page: the guest wrote it. Unknown: read it. */
+			bool anon = have_pm ? ((pm[i] >> 63) & 1 || (pm[i] >> 62) & 1) && !((pm[i] >> 61) & 1) : true;
+			want[i] = anon;
+		}
+	}
+}
+
+static int write_all(int fd, const uint8_t *p, size_t len, off_t off)
+{
+	while (len) {
+		ssize_t n = pwrite(fd, p, len, off);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		p += n;
+		len -= (size_t)n;
+		off += n;
+	}
+	return 0;
+}
+
+int mem_state_write(const struct guest_mem *mem, int fd, uint64_t snapshot_id, char *err, size_t errlen)
+{
+	uint64_t total = mem->ram_size;
+	if (ftruncate(fd, (off_t)(total + MEM_TRAILER_SIZE)) < 0)
+		return fail(err, errlen, -errno, "cannot size the memory file: %s", strerror(errno));
+	struct page_source ps = { .mem = mem, .pagemap_fd = -1, .data_start = 0, .data_end = 0 };
+	if (mem->file_backed)
+		ps.pagemap_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	uint64_t written = 0, next_report = PROGRESS_STEP;
+	bool report = total >= 2 * PROGRESS_STEP;
+	int rc = 0;
+	bool want[CHUNK_PAGES];
+	for (int r = 0; r < mem->nregions && !rc; r++) {
+		const struct guest_mem_region *reg = &mem->regions[r];
+		for (uint64_t o = 0; o < reg->size && !rc; o += (uint64_t)CHUNK_PAGES * PAGE) {
+			unsigned int n = (unsigned int)MIN((uint64_t)CHUNK_PAGES, (reg->size - o) / PAGE);
+			const uint8_t *host = reg->host + o;
+			uint64_t file_off = reg->fd_offset + o;
+			pages_to_read(&ps, host, file_off, n, want);
+			/* Runs of non-zero pages go out in one write each. */
+			unsigned int i = 0;
+			while (i < n && !rc) {
+				if (!want[i] || page_is_zero(host + (uint64_t)i * PAGE)) {
+					i++;
+					continue;
+				}
+				unsigned int j = i + 1;
+				while (j < n && want[j] && !page_is_zero(host + (uint64_t)j * PAGE))
+					j++;
+				rc = write_all(fd, host + (uint64_t)i * PAGE, (size_t)(j - i) * PAGE,
+					       (off_t)(file_off + (uint64_t)i * PAGE));
+				written += (uint64_t)(j - i) * PAGE;
+				i = j;
+			}
+			uint64_t done = reg->fd_offset + o + (uint64_t)n * PAGE;
+			if (report && done >= next_report) {
+				log_info("snapshot", "guest memory: %llu of %llu MiB scanned, %llu MiB written",
+					 (unsigned long long)(done / MiB), (unsigned long long)(total / MiB),
+					 (unsigned long long)(written / MiB));
+				next_report += PROGRESS_STEP;
+			}
+		}
+	}
+	if (ps.pagemap_fd >= 0)
+		close(ps.pagemap_fd);
+	if (rc)
+		return fail(err, errlen, rc, "cannot write the memory file: %s", strerror(-rc));
+
+	uint8_t page[MEM_TRAILER_SIZE];
+	memset(page, 0, sizeof(page));
+	struct mem_trailer t = { .version = MEM_VERSION, .page_size = PAGE, .ram_size = total,
+				 .snapshot_id = snapshot_id };
+	memcpy(t.magic, MEM_MAGIC, sizeof(t.magic));
+	t.crc = trailer_crc(t);
+	memcpy(page, &t, sizeof(t));
+	if ((rc = write_all(fd, page, sizeof(page), (off_t)total)))
+		return fail(err, errlen, rc, "cannot write the memory file: %s", strerror(-rc));
+	log_debug("snapshot", "guest memory: %llu MiB of %llu MiB held data", (unsigned long long)(written / MiB),
+		  (unsigned long long)(total / MiB));
+	return 0;
+}
+
+int mem_state_check(const char *path, uint64_t ram_size, uint64_t snapshot_id, char *err, size_t errlen)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return fail(err, errlen, -errno, "cannot open the snapshot's memory file %s: %s", path, strerror(errno));
+	off_t size = lseek(fd, 0, SEEK_END);
+	struct mem_trailer t;
+	int rc = 0;
+	if (size < 0 || (uint64_t)size != ram_size + MEM_TRAILER_SIZE)
+		rc = fail(err, errlen, -EINVAL,
+			  "the memory file %s has %lld bytes where %llu were expected: it is truncated or belongs to "
+			  "another snapshot",
+			  path, (long long)size, (unsigned long long)(ram_size + MEM_TRAILER_SIZE));
+	else if (pread(fd, &t, sizeof(t), (off_t)ram_size) != (ssize_t)sizeof(t))
+		rc = fail(err, errlen, -EIO, "cannot read the memory file %s: %s", path, strerror(errno));
+	else if (memcmp(t.magic, MEM_MAGIC, sizeof(t.magic)) || t.crc != trailer_crc(t))
+		rc = fail(err, errlen, -EINVAL, "the memory file %s is corrupted (bad trailer)", path);
+	else if (t.version != MEM_VERSION || t.page_size != PAGE)
+		rc = fail(err, errlen, -EPROTO, "the memory file %s has format version %u; this vmon reads version %u", path,
+			  t.version, MEM_VERSION);
+	else if (t.snapshot_id != snapshot_id || t.ram_size != ram_size)
+		rc = fail(err, errlen, -EINVAL,
+			  "the memory file %s belongs to another snapshot than the state file next to it: the snapshot "
+			  "directory was damaged or mixed up",
+			  path);
+	close(fd);
+	return rc;
+}
+
+static int set_slots(struct vm *vm, bool remove)
+{
+	for (int i = 0; i < vm->mem.nregions; i++) {
+		const struct guest_mem_region *r = &vm->mem.regions[i];
+		struct kvm_userspace_memory_region kr = {
+			.slot = (uint32_t)i,
+			.guest_phys_addr = r->gpa,
+			.memory_size = remove ? 0 : r->size,
+			.userspace_addr = (uint64_t)(uintptr_t)r->host,
+		};
+		if (ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &kr) < 0)
+			return -errno;
+	}
+	return 0;
+}
+
+int mem_state_map(struct vm *vm, const char *path, char *err, size_t errlen)
+{
+	uint64_t ram = vm->mem.ram_size;
+	int rc = set_slots(vm, true);
+	if (rc)
+		return fail(err, errlen, rc, "KVM would not release the VM's memory slots: %s", strerror(-rc));
+	guest_mem_destroy(&vm->mem);
+	rc = guest_mem_init_from_file(&vm->mem, ram, path);
+	if (rc)
+		return fail(err, errlen, rc, "cannot map the memory file %s: %s", path, strerror(-rc));
+	rc = set_slots(vm, false);
+	if (rc)
+		return fail(err, errlen, rc, "KVM refused the snapshot's guest memory: %s", strerror(-rc));
+	return 0;
+}

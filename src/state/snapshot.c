@@ -1,0 +1,464 @@
+#include "state/snapshot.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <linux/kvm.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "arch/x86/cpuid.h"
+#include "arch/x86/guest_walk.h"
+#include "arch/x86/vcpu_arch.h"
+#include "config/config_json.h"
+#include "lib/log.h"
+#include "lib/util.h"
+#include "state/cpu_compat.h"
+#include "state/device_state.h"
+#include "state/mem_state.h"
+#include "state/vcpu_state.h"
+#include "state/vm_state.h"
+#include "vm/vcpu.h"
+#include "vm/vm.h"
+
+#define STATE_FILE "state"
+#define MEM_PREFIX "memory-"
+
+static int fail(char *err, size_t errlen, int rc, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+	return rc;
+}
+
+/* The "memory" section: which file holds RAM and how much. */
+struct mem_section {
+	uint64_t ram_size;
+	char file[48];
+};
+
+/* The "x86" section: the SYSCALL fix's patch in guest memory (docs/host-quirks.md). */
+struct x86_section {
+	uint32_t fixup_state;
+	uint8_t slot[3];
+	uint8_t pad;
+	uint64_t patch_gva;
+	uint64_t patch_gpa; /* where the int3 is, so a host without the fix can take it out */
+};
+
+/* ---- saving ---- */
+
+/* The VM's configuration as JSON, without the settings of the vmon process that ran it. */
+static int add_config(const struct vm *vm, struct snap_writer *w)
+{
+	json_t *o = config_json_dump(vm->cfg);
+	if (!o)
+		return -ENOMEM;
+	static const char *const process_keys[] = { "log_level", "log_file", "api_sock", "name" };
+	for (size_t i = 0; i < ARRAY_SIZE(process_keys); i++)
+		json_object_del(o, process_keys[i]);
+	const char *key;
+	void *tmp;
+	json_t *v;
+	json_object_foreach_safe(o, tmp, key, v) {
+		if (json_is_null(v))
+			json_object_del(o, key);
+	}
+	char *text = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
+	json_decref(o);
+	if (!text)
+		return -ENOMEM;
+	int rc = snap_writer_add(w, "config", text, strlen(text));
+	free(text);
+	return rc;
+}
+
+static int add_cpuid(const struct vm *vm, struct snap_writer *w)
+{
+	size_t len = sizeof(*vm->cpuid) + vm->cpuid->nent * sizeof(vm->cpuid->entries[0]);
+	return snap_writer_add(w, "cpuid", vm->cpuid, len);
+}
+
+static int add_x86(struct vm *vm, struct snap_writer *w)
+{
+	struct x86_vm_arch *va = vm->arch;
+	struct x86_section s;
+	memset(&s, 0, sizeof(s));
+	if (va) {
+		pthread_mutex_lock(&va->lock);
+		s.fixup_state = (uint32_t)atomic_load(&va->fixup_state);
+		memcpy(s.slot, va->slot, sizeof(s.slot));
+		s.patch_gva = va->patch_gva;
+		pthread_mutex_unlock(&va->lock);
+	}
+	if (s.fixup_state == SYSCALL_FIXUP_ARMED) {
+		struct kvm_sregs sregs;
+		if (ioctl(vm->vcpus[0]->fd, KVM_GET_SREGS, &sregs) < 0)
+			return -errno;
+		struct guest_paging pg = { .cr0 = sregs.cr0, .cr3 = sregs.cr3, .cr4 = sregs.cr4, .efer = sregs.efer };
+		if (guest_walk(&vm->mem, &pg, s.patch_gva, GUEST_ACCESS_FETCH, &s.patch_gpa, NULL))
+			s.patch_gpa = UINT64_MAX;
+	}
+	return snap_writer_add(w, "x86", &s, sizeof(s));
+}
+
+static uint64_t new_snapshot_id(void)
+{
+	uint64_t id = 0;
+	if (getrandom(&id, sizeof(id), 0) != sizeof(id) || id == 0)
+		id = monotonic_ns() ^ ((uint64_t)getpid() << 32);
+	return id;
+}
+
+static int build_state(struct vm *vm, uint64_t id, const char *mem_file, uint8_t **out, size_t *outlen, char *err,
+		       size_t errlen)
+{
+	struct snap_writer w;
+	snap_writer_init(&w);
+	int rc;
+	struct mem_section ms;
+	memset(&ms, 0, sizeof(ms));
+	ms.ram_size = vm->mem.ram_size;
+	snprintf(ms.file, sizeof(ms.file), "%s", mem_file);
+	if ((rc = add_config(vm, &w)) || (rc = add_cpuid(vm, &w)) || (rc = snap_writer_add(&w, "memory", &ms, sizeof(ms))) ||
+	    (rc = add_x86(vm, &w))) {
+		fail(err, errlen, rc, "cannot save the VM's configuration: %s", strerror(-rc));
+		goto out;
+	}
+	if ((rc = vm_state_save(vm, &w, err, errlen)))
+		goto out;
+	for (unsigned int i = 0; i < vm->ncpus && !rc; i++)
+		rc = vcpu_state_save(vm->vcpus[i], vm->kvm_fd, &w, err, errlen);
+	if (rc || (rc = device_state_save(vm, &w, err, errlen)))
+		goto out;
+	struct snap_cpu cpu;
+	cpu_compat_describe(&cpu, vm->cpuid, &vm->host);
+	if ((rc = snap_writer_build(&w, id, &cpu, out, outlen)))
+		fail(err, errlen, rc, "out of memory building the state file");
+out:
+	snap_writer_free(&w);
+	return rc;
+}
+
+static int write_file_fully(int fd, const uint8_t *p, size_t len)
+{
+	while (len) {
+		ssize_t n = write(fd, p, len);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/* Removes the memory files of earlier snapshots in dir, once the new state file is in place. */
+static void remove_old_memory_files(const char *dir, const char *keep)
+{
+	DIR *d = opendir(dir);
+	if (!d)
+		return;
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		if (strncmp(e->d_name, MEM_PREFIX, strlen(MEM_PREFIX)) || !strcmp(e->d_name, keep))
+			continue;
+		char path[PATH_MAX];
+		if (snprintf(path, sizeof(path), "%s/%s", dir, e->d_name) < (int)sizeof(path))
+			unlink(path);
+	}
+	closedir(d);
+}
+
+static int make_tmp(const char *dir, const char *what, char *path, size_t len)
+{
+	if (snprintf(path, len, "%s/.tmp-%s-XXXXXX", dir, what) >= (int)len)
+		return -ENAMETOOLONG;
+	int fd = mkostemp(path, O_CLOEXEC);
+	return fd < 0 ? -errno : fd;
+}
+
+/* Writes both files under temporary names, then renames memory and state into place. */
+static int write_snapshot(struct vm *vm, const char *dir, char *err, size_t errlen)
+{
+	if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+		return fail(err, errlen, -errno, "cannot create the snapshot directory %s: %s", dir, strerror(errno));
+	uint64_t id = new_snapshot_id();
+	char mem_file[48];
+	snprintf(mem_file, sizeof(mem_file), MEM_PREFIX "%016" PRIx64, id);
+
+	uint8_t *state = NULL;
+	size_t state_len = 0;
+	int rc = build_state(vm, id, mem_file, &state, &state_len, err, errlen);
+	if (rc)
+		return rc;
+
+	char mem_tmp[PATH_MAX], state_tmp[PATH_MAX], mem_final[PATH_MAX], state_final[PATH_MAX];
+	mem_tmp[0] = state_tmp[0] = 0;
+	if (snprintf(mem_final, sizeof(mem_final), "%s/%s", dir, mem_file) >= (int)sizeof(mem_final) ||
+	    snprintf(state_final, sizeof(state_final), "%s/" STATE_FILE, dir) >= (int)sizeof(state_final)) {
+		free(state);
+		return fail(err, errlen, -ENAMETOOLONG, "the snapshot directory's path is too long");
+	}
+	int mfd = make_tmp(dir, "memory", mem_tmp, sizeof(mem_tmp));
+	if (mfd < 0) {
+		free(state);
+		return fail(err, errlen, mfd, "cannot create a file in %s: %s", dir, strerror(-mfd));
+	}
+	uint64_t t0 = monotonic_ns();
+	rc = mem_state_write(&vm->mem, mfd, id, err, errlen);
+	if (!rc && fsync(mfd) < 0)
+		rc = fail(err, errlen, -errno, "cannot flush the memory file to disk: %s", strerror(errno));
+	close(mfd);
+	int sfd = -1;
+	if (!rc) {
+		sfd = make_tmp(dir, "state", state_tmp, sizeof(state_tmp));
+		if (sfd < 0)
+			rc = fail(err, errlen, sfd, "cannot create a file in %s: %s", dir, strerror(-sfd));
+	}
+	if (!rc && (rc = write_file_fully(sfd, state, state_len)))
+		fail(err, errlen, rc, "cannot write the state file: %s", strerror(-rc));
+	if (!rc && fsync(sfd) < 0)
+		rc = fail(err, errlen, -errno, "cannot flush the state file to disk: %s", strerror(errno));
+	if (sfd >= 0)
+		close(sfd);
+	free(state);
+	/* The new memory file gets its final name first: until state is renamed, the old snapshot stands. */
+	if (!rc && rename(mem_tmp, mem_final) < 0)
+		rc = fail(err, errlen, -errno, "cannot rename the memory file into place: %s", strerror(errno));
+	else if (!rc)
+		mem_tmp[0] = 0;
+	if (!rc && rename(state_tmp, state_final) < 0) {
+		rc = fail(err, errlen, -errno, "cannot rename the state file into place: %s", strerror(errno));
+		unlink(mem_final);
+	} else if (!rc) {
+		state_tmp[0] = 0;
+	}
+	if (mem_tmp[0])
+		unlink(mem_tmp);
+	if (state_tmp[0])
+		unlink(state_tmp);
+	if (rc)
+		return rc;
+	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd >= 0) {
+		fsync(dfd);
+		close(dfd);
+	}
+	remove_old_memory_files(dir, mem_file);
+	log_info("snapshot", "wrote %s (%zu KiB of state, %llu MiB of RAM) in %llu ms", dir, state_len / 1024,
+		 (unsigned long long)(vm->mem.ram_size / MiB), (unsigned long long)((monotonic_ns() - t0) / 1000000));
+	return 0;
+}
+
+int vmon_snapshot_save(struct vm *vm, const char *dir, bool keep_running, char *err, size_t errlen)
+{
+	if (!dir || !*dir)
+		return fail(err, errlen, -EINVAL, "no snapshot directory given");
+	bool paused_here = false;
+	int rc = vm_pause(vm);
+	if (rc == 0) {
+		paused_here = true;
+	} else if (rc == -EBUSY && atomic_load(&vm->state) == VM_PAUSED) {
+		rc = 0;
+	} else if (rc == -ETIMEDOUT) {
+		return fail(err, errlen, rc, "the VM could not be paused (a vCPU did not stop in time); it keeps running");
+	} else {
+		return fail(err, errlen, -EBUSY, "the VM is %s: only a running or paused VM can be snapshotted",
+			    vm_state_name((enum vm_state)atomic_load(&vm->state)));
+	}
+	/* No other pause, resume or snapshot may run while the state is being read. */
+	pthread_mutex_lock(&vm->control_lock);
+	if (atomic_load(&vm->state) != VM_PAUSED)
+		rc = fail(err, errlen, -EAGAIN, "the VM was resumed or stopped while the snapshot started; try again");
+	for (unsigned int i = 0; i < vm->ncpus && !rc; i++) {
+		rc = vcpu_state_settle(vm->vcpus[i]);
+		if (rc)
+			fail(err, errlen, rc, "vCPU %u could not finish its pending I/O: %s", i, strerror(-rc));
+	}
+	if (!rc)
+		rc = write_snapshot(vm, dir, err, errlen);
+	pthread_mutex_unlock(&vm->control_lock);
+	if (paused_here && (keep_running || rc))
+		vm_resume(vm);
+	return rc;
+}
+
+/* ---- restoring ---- */
+
+int snapshot_open(struct snapshot_image *img, const char *dir, struct vm_config *cfg, char *err, size_t errlen)
+{
+	memset(img, 0, sizeof(*img));
+	if (snprintf(img->state_path, sizeof(img->state_path), "%s/" STATE_FILE, dir) >= (int)sizeof(img->state_path))
+		return fail(err, errlen, -ENAMETOOLONG, "the snapshot directory's path is too long");
+	struct stat st;
+	if (stat(dir, &st) < 0)
+		return fail(err, errlen, -errno, "cannot open the snapshot directory %s: %s", dir, strerror(errno));
+	if (!S_ISDIR(st.st_mode))
+		return fail(err, errlen, -ENOTDIR, "%s is not a directory: give the directory vmon ctl snapshot wrote", dir);
+	char inner[400];
+	int rc = snap_file_read(&img->f, img->state_path, inner, sizeof(inner));
+	if (rc)
+		return fail(err, errlen, rc, "%s: %s", img->state_path, inner);
+
+	size_t len;
+	const char *text = snap_file_section(&img->f, "config", &len);
+	struct mem_section ms;
+	const void *m = snap_file_section(&img->f, "memory", &len);
+	if (!m || len != sizeof(ms)) {
+		rc = fail(err, errlen, -EINVAL, "%s has no valid memory section: it is incomplete", img->state_path);
+		goto bad;
+	}
+	memcpy(&ms, m, sizeof(ms));
+	ms.file[sizeof(ms.file) - 1] = 0;
+	if (strncmp(ms.file, MEM_PREFIX, strlen(MEM_PREFIX)) || strchr(ms.file, '/')) {
+		rc = fail(err, errlen, -EINVAL, "%s names an invalid memory file", img->state_path);
+		goto bad;
+	}
+	snprintf(img->mem_path, sizeof(img->mem_path), "%s/%s", dir, ms.file);
+	img->ram_size = ms.ram_size;
+
+	if (!text) {
+		rc = fail(err, errlen, -EINVAL, "%s has no configuration section: it is incomplete", img->state_path);
+		goto bad;
+	}
+	text = snap_file_section(&img->f, "config", &len);
+	char *copy = strndup(text, len);
+	if (!copy) {
+		rc = -ENOMEM;
+		goto bad;
+	}
+	rc = config_json_apply_text(cfg, copy, "the snapshot's configuration", err, errlen);
+	free(copy);
+	if (rc)
+		goto bad;
+	if (cfg->memory != img->ram_size) {
+		rc = fail(err, errlen, -EINVAL, "%s is inconsistent: its configuration and memory sections disagree",
+			  img->state_path);
+		goto bad;
+	}
+	if ((rc = mem_state_check(img->mem_path, img->ram_size, img->f.hdr.snapshot_id, err, errlen)))
+		goto bad;
+	return 0;
+bad:
+	snapshot_close(img);
+	return rc;
+}
+
+bool snapshot_has_rng(const struct snapshot_image *img)
+{
+	return device_state_has_pci(&img->f, "rng");
+}
+
+void snapshot_close(struct snapshot_image *img)
+{
+	snap_file_free(&img->f);
+}
+
+static int check_host_cpu(struct vm *vm, const struct snapshot_image *img, char *err, size_t errlen)
+{
+	struct kvm_cpuid2 *supported = cpuid_get_supported(vm->kvm_fd);
+	if (!supported)
+		return fail(err, errlen, -errno, "KVM_GET_SUPPORTED_CPUID failed: %s", strerror(errno));
+	struct snap_cpu host;
+	cpu_compat_describe(&host, supported, &vm->host);
+	free(supported);
+	return snap_cpu_check(&img->f.cpu, &host, err, errlen);
+}
+
+/* The guest keeps the CPUID it booted with, not the one this host would give a new VM. */
+static int restore_cpuid(struct vm *vm, const struct snapshot_image *img, char *err, size_t errlen)
+{
+	size_t len;
+	const struct kvm_cpuid2 *saved = snap_file_section(&img->f, "cpuid", &len);
+	if (!saved || len < sizeof(*saved))
+		return fail(err, errlen, -EINVAL, "the snapshot has no CPUID section: it is incomplete");
+	struct kvm_cpuid2 hdr;
+	memcpy(&hdr, saved, sizeof(hdr));
+	if (hdr.nent > 4096 || len != sizeof(hdr) + hdr.nent * sizeof(struct kvm_cpuid_entry2))
+		return fail(err, errlen, -EINVAL, "the snapshot's CPUID section is malformed");
+	struct kvm_cpuid2 *policy = malloc(len);
+	if (!policy)
+		return -ENOMEM;
+	memcpy(policy, saved, len);
+	for (unsigned int i = 0; i < vm->ncpus; i++) {
+		int rc = cpuid_apply_to_vcpu(vm->vcpus[i]->fd, policy, i, vm->ncpus);
+		if (rc) {
+			free(policy);
+			return fail(err, errlen, rc,
+				    "KVM on this host refused the snapshot's CPUID for vCPU %u (%s): the host's CPU or KVM "
+				    "lacks features the guest uses",
+				    i, strerror(-rc));
+		}
+	}
+	free(vm->cpuid);
+	vm->cpuid = policy;
+	return 0;
+}
+
+static int restore_x86(struct vm *vm, const struct snapshot_image *img, char *err, size_t errlen)
+{
+	size_t len;
+	const void *p = snap_file_section(&img->f, "x86", &len);
+	struct x86_section s;
+	if (!p || len != sizeof(s))
+		return fail(err, errlen, -EINVAL, "the snapshot has no valid x86 section: it is incomplete");
+	memcpy(&s, p, sizeof(s));
+	struct x86_vm_arch *va = vm->arch;
+	if (s.fixup_state != SYSCALL_FIXUP_ARMED || !va)
+		return 0;
+	if (atomic_load(&va->fixup_state) != SYSCALL_FIXUP_OFF) {
+		/* This host needs the fix too: the int3 in guest memory stays, and vmon knows where it is. */
+		pthread_mutex_lock(&va->lock);
+		memcpy(va->slot, s.slot, sizeof(va->slot));
+		va->patch_gva = s.patch_gva;
+		atomic_store(&va->fixup_state, SYSCALL_FIXUP_ARMED);
+		pthread_mutex_unlock(&va->lock);
+		return 0;
+	}
+	/* This host's SYSCALL works: put the guest's own instruction back over the int3. */
+	uint8_t *b = s.patch_gpa == UINT64_MAX ? NULL : gpa_to_host(&vm->mem, s.patch_gpa, 1);
+	if (!b || *b != 0xcc)
+		return fail(err, errlen, -EINVAL,
+			    "the snapshot was taken on a host that needed vmon's SYSCALL fix and the patched byte "
+			    "cannot be found to undo it here: restore it on a host of the same kind");
+	*b = s.slot[0];
+	log_info("snapshot", "this host runs SYSCALL itself: removed the SYSCALL fix's int3 from the guest kernel");
+	return 0;
+}
+
+int snapshot_restore(struct vm *vm, const struct snapshot_image *img, char *err, size_t errlen)
+{
+	int rc;
+	if ((rc = check_host_cpu(vm, img, err, errlen)))
+		return rc;
+	if (vm->mem.ram_size != img->ram_size)
+		return fail(err, errlen, -EINVAL, "the VM's memory size does not match the snapshot's");
+	if ((rc = mem_state_map(vm, img->mem_path, err, errlen)))
+		return rc;
+	if ((rc = restore_cpuid(vm, img, err, errlen)) || (rc = vm_state_restore(vm, &img->f, err, errlen)))
+		return rc;
+	for (unsigned int i = 0; i < vm->ncpus; i++)
+		if ((rc = vcpu_state_restore(vm->vcpus[i], vm->kvm_fd, &img->f, err, errlen)))
+			return rc;
+	char name[SNAP_NAME_MAX];
+	snprintf(name, sizeof(name), "vcpu.%u.regs", vm->ncpus);
+	if (snap_file_section(&img->f, name, NULL))
+		return fail(err, errlen, -EINVAL, "the snapshot has more vCPUs than its configuration says");
+	if ((rc = device_state_restore(vm, &img->f, err, errlen)) || (rc = restore_x86(vm, img, err, errlen)))
+		return rc;
+	return 0;
+}

@@ -1,0 +1,53 @@
+/*
+ * Snapshots of a running VM: everything needed to continue it in another vmon process, in a
+ * directory holding two files, DIR/state (configuration, CPU, interrupt controller, clock and
+ * device state; see docs/snapshot-format.md) and DIR/memory-<id> (guest RAM).
+ */
+#ifndef VMON_STATE_SNAPSHOT_H
+#define VMON_STATE_SNAPSHOT_H
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config/config.h"
+#include "state/snapshot_format.h"
+
+struct vm;
+
+/*
+ * Pauses the VM (if it is running), writes its state into dir (created if missing) and resumes
+ * it if keep_running (a VM that was already paused stays paused). The files are written under
+ * temporary names and renamed into place at the end, so a failed snapshot leaves an earlier
+ * snapshot in dir as it was and the VM as it was. Safe from any thread except a vCPU thread.
+ * Returns 0 or -errno with one sentence in err.
+ */
+int vmon_snapshot_save(struct vm *vm, const char *dir, bool keep_running, char *err, size_t errlen);
+
+/* A snapshot opened for restoring. */
+struct snapshot_image {
+	struct snap_file f;
+	char state_path[PATH_MAX];
+	char mem_path[PATH_MAX];
+	uint64_t ram_size;
+};
+
+/*
+ * Reads and checks dir/state and its memory file, and sets the VM's configuration in cfg
+ * (kernel, command line, vCPUs, memory, host workarounds) from it; cfg's other fields are
+ * left alone. 0 or -errno with one sentence in err.
+ */
+int snapshot_open(struct snapshot_image *img, const char *dir, struct vm_config *cfg, char *err, size_t errlen);
+/* True if the snapshotted VM had the virtio entropy device. */
+bool snapshot_has_rng(const struct snapshot_image *img);
+/*
+ * Loads the snapshot into vm, made by vm_create() and platform_create() (plus the devices the
+ * snapshot has) from the configuration snapshot_open() gave, before its vCPUs ever ran: guest
+ * memory is mapped from the memory file, then CPUID, interrupt controllers, clock, vCPUs and
+ * devices are loaded. Refuses a host whose CPU lacks what the guest used.
+ */
+int snapshot_restore(struct vm *vm, const struct snapshot_image *img, char *err, size_t errlen);
+void snapshot_close(struct snapshot_image *img);
+
+#endif

@@ -1,0 +1,109 @@
+#include "state/vm_state.h"
+
+#include <errno.h>
+#include <linux/kvm.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+
+#include "vm/vm.h"
+
+static int fail(char *err, size_t errlen, int rc, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+	return rc;
+}
+
+static const unsigned int chips[] = { KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE, KVM_IRQCHIP_IOAPIC };
+
+/* The guest's clock as it was when the VM was paused (vm_pause froze it), else now. */
+static int guest_clock(struct vm *vm, uint64_t *ns)
+{
+	if (vm->clock_saved) {
+		*ns = vm->paused_clock;
+		return 0;
+	}
+	struct kvm_clock_data c = { 0 };
+	if (ioctl(vm->vm_fd, KVM_GET_CLOCK, &c) < 0)
+		return -errno;
+	*ns = c.clock;
+	return 0;
+}
+
+int vm_state_save(struct vm *vm, struct snap_writer *w, char *err, size_t errlen)
+{
+	int rc;
+	char name[SNAP_NAME_MAX];
+	for (unsigned int i = 0; i < sizeof(chips) / sizeof(chips[0]); i++) {
+		struct kvm_irqchip chip;
+		memset(&chip, 0, sizeof(chip));
+		chip.chip_id = chips[i];
+		if (ioctl(vm->vm_fd, KVM_GET_IRQCHIP, &chip) < 0)
+			return fail(err, errlen, -errno, "cannot read interrupt controller %u: %s", chips[i], strerror(errno));
+		snprintf(name, sizeof(name), "vm.irqchip.%u", chips[i]);
+		if ((rc = snap_writer_add(w, name, &chip, sizeof(chip))))
+			return fail(err, errlen, rc, "out of memory");
+	}
+	struct kvm_pit_state2 pit;
+	memset(&pit, 0, sizeof(pit));
+	if (ioctl(vm->vm_fd, KVM_GET_PIT2, &pit) < 0)
+		return fail(err, errlen, -errno, "cannot read the PIT: %s", strerror(errno));
+	if ((rc = snap_writer_add(w, "vm.pit", &pit, sizeof(pit))))
+		return fail(err, errlen, rc, "out of memory");
+	uint64_t clock;
+	if ((rc = guest_clock(vm, &clock)))
+		return fail(err, errlen, rc, "cannot read the guest clock: %s", strerror(-rc));
+	if ((rc = snap_writer_add(w, "vm.clock", &clock, sizeof(clock))))
+		return fail(err, errlen, rc, "out of memory");
+	return 0;
+}
+
+static const void *need(const struct snap_file *f, const char *name, size_t want, char *err, size_t errlen, int *rc)
+{
+	size_t len;
+	const void *p = snap_file_section(f, name, &len);
+	if (!p)
+		*rc = fail(err, errlen, -EINVAL, "the snapshot has no section '%s': it is incomplete", name);
+	else if (len != want)
+		*rc = fail(err, errlen, -EINVAL, "section '%s' has %zu bytes where %zu were expected", name, len, want);
+	return p && len == want ? p : NULL;
+}
+
+int vm_state_restore(struct vm *vm, const struct snap_file *f, char *err, size_t errlen)
+{
+	int rc = 0;
+	char name[SNAP_NAME_MAX];
+	const void *p;
+	struct kvm_pit_state2 pit;
+	if (!(p = need(f, "vm.pit", sizeof(pit), err, errlen, &rc)))
+		return rc;
+	memcpy(&pit, p, sizeof(pit));
+	if (ioctl(vm->vm_fd, KVM_SET_PIT2, &pit) < 0)
+		return fail(err, errlen, -errno, "KVM refused the saved PIT state: %s", strerror(errno));
+	for (unsigned int i = 0; i < sizeof(chips) / sizeof(chips[0]); i++) {
+		struct kvm_irqchip chip;
+		snprintf(name, sizeof(name), "vm.irqchip.%u", chips[i]);
+		if (!(p = need(f, name, sizeof(chip), err, errlen, &rc)))
+			return rc;
+		memcpy(&chip, p, sizeof(chip));
+		if (chip.chip_id != chips[i])
+			return fail(err, errlen, -EINVAL, "section '%s' holds the state of another chip", name);
+		if (ioctl(vm->vm_fd, KVM_SET_IRQCHIP, &chip) < 0)
+			return fail(err, errlen, -errno, "KVM refused the saved interrupt controller %u: %s", chips[i],
+				    strerror(errno));
+	}
+	uint64_t clock;
+	if (!(p = need(f, "vm.clock", sizeof(clock), err, errlen, &rc)))
+		return rc;
+	memcpy(&clock, p, sizeof(clock));
+	/* The guest's clock continues from the snapshot: the time the VM spent on disk is not seen. */
+	struct kvm_clock_data c = { .clock = clock };
+	if (ioctl(vm->vm_fd, KVM_SET_CLOCK, &c) < 0)
+		return fail(err, errlen, -errno, "KVM refused the saved guest clock: %s", strerror(errno));
+	return 0;
+}

@@ -1,0 +1,223 @@
+#include "vm/registry.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "config/config_json.h"
+#include "lib/log.h"
+
+int registry_dir(char *buf, size_t len)
+{
+	const char *env = getenv("VMON_RUNTIME_DIR");
+	const char *xdg = getenv("XDG_RUNTIME_DIR");
+	int n;
+	if (env && *env)
+		n = snprintf(buf, len, "%s", env);
+	else if (xdg && *xdg)
+		n = snprintf(buf, len, "%s/vmon", xdg);
+	else if (geteuid() == 0)
+		n = snprintf(buf, len, "/run/vmon");
+	else
+		n = snprintf(buf, len, "/tmp/vmon-%u", (unsigned int)geteuid());
+	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
+/* mkdir -p, the last component private to the user. */
+static int make_dir(const char *path)
+{
+	char tmp[PATH_MAX];
+	if (snprintf(tmp, sizeof(tmp), "%s", path) >= (int)sizeof(tmp))
+		return -ENAMETOOLONG;
+	for (char *p = tmp + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = 0;
+		if (mkdir(tmp, 0755) < 0 && errno != EEXIST)
+			return -errno;
+		*p = '/';
+	}
+	if (mkdir(tmp, 0700) < 0 && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+unsigned long long registry_proc_start(int pid)
+{
+	char path[64], buf[1024];
+	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+	FILE *f = fopen(path, "re");
+	if (!f)
+		return 0;
+	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = 0;
+	/* The command name may hold spaces and parentheses: fields restart after the last ')'. */
+	char *p = strrchr(buf, ')');
+	if (!p)
+		return 0;
+	p++;
+	/* starttime is field 22; the first field after ')' is field 3. */
+	for (int field = 3; field < 22 && p; field++) {
+		p = strchr(p + 1, ' ');
+	}
+	return p ? strtoull(p + 1, NULL, 10) : 0;
+}
+
+bool registry_process_alive(int pid, unsigned long long proc_start)
+{
+	if (pid <= 0)
+		return false;
+	if (kill(pid, 0) < 0 && errno == ESRCH)
+		return false;
+	/* The pid may have been reused by an unrelated process since the entry was written. */
+	unsigned long long now = registry_proc_start(pid);
+	return !(proc_start && now && now != proc_start);
+}
+
+int registry_register(const struct vm_config *cfg, char *path, size_t len)
+{
+	char dir[PATH_MAX];
+	if (len)
+		path[0] = 0;
+	int rc = registry_dir(dir, sizeof(dir));
+	if (rc == 0)
+		rc = make_dir(dir);
+	if (rc) {
+		log_warn("registry", "cannot create the runtime directory %s (%s): `vmon ps` will not list this VM; "
+				     "set VMON_RUNTIME_DIR to a writable directory", dir, strerror(-rc));
+		return rc;
+	}
+	int pid = (int)getpid();
+	char tmp[PATH_MAX + 16];
+	if (snprintf(path, len, "%s/%d.json", dir, pid) >= (int)len) {
+		path[0] = 0; /* nothing for registry_unregister to remove */
+		return -ENAMETOOLONG;
+	}
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+
+	json_t *o = json_object();
+	json_t *c = config_json_dump(cfg);
+	if (!o || !c) {
+		json_decref(o);
+		json_decref(c);
+		return -ENOMEM;
+	}
+	json_object_set_new(o, "pid", json_integer(pid));
+	json_object_set_new(o, "proc_start", json_integer((json_int_t)registry_proc_start(pid)));
+	json_object_set_new(o, "started_at", json_integer((json_int_t)time(NULL)));
+	json_object_set_new(o, "config", c);
+	/* Written whole and renamed into place, so a reader never sees half an entry. */
+	rc = json_dump_file(o, tmp, JSON_INDENT(2)) ? -EIO : 0;
+	json_decref(o);
+	if (rc == 0 && rename(tmp, path) < 0)
+		rc = -errno;
+	if (rc) {
+		unlink(tmp);
+		log_warn("registry", "cannot write %s: %s; `vmon ps` will not list this VM", path, strerror(-rc));
+		path[0] = 0;
+	}
+	return rc;
+}
+
+void registry_unregister(const char *path)
+{
+	if (path && *path && unlink(path) < 0 && errno != ENOENT)
+		log_warn("registry", "cannot remove %s: %s", path, strerror(errno));
+}
+
+static void copy_str(char *dst, size_t cap, const json_t *v)
+{
+	const char *s = json_is_string(v) ? json_string_value(v) : "";
+	snprintf(dst, cap, "%s", s);
+}
+
+static int read_entry(const char *path, struct registry_entry *e)
+{
+	json_error_t jerr;
+	json_t *o = json_load_file(path, 0, &jerr);
+	if (!o)
+		return -EINVAL;
+	int rc = -EINVAL;
+	json_t *pid = json_object_get(o, "pid");
+	json_t *cfg = json_object_get(o, "config");
+	if (json_is_integer(pid) && json_integer_value(pid) > 0 && json_integer_value(pid) <= INT_MAX &&
+	    json_is_object(cfg)) {
+		memset(e, 0, sizeof(*e));
+		e->pid = (int)json_integer_value(pid);
+		json_t *ps = json_object_get(o, "proc_start");
+		unsigned long long proc_start = json_is_integer(ps) ? (unsigned long long)json_integer_value(ps) : 0;
+		e->stale = !registry_process_alive(e->pid, proc_start);
+		json_t *st = json_object_get(o, "started_at");
+		e->started_at = json_is_integer(st) ? (long long)json_integer_value(st) : 0;
+		json_t *cpus = json_object_get(cfg, "cpus");
+		e->cpus = json_is_integer(cpus) ? (unsigned int)json_integer_value(cpus) : 0;
+		json_t *mem = json_object_get(cfg, "memory");
+		e->memory = json_is_integer(mem) ? (uint64_t)json_integer_value(mem) : 0;
+		copy_str(e->name, sizeof(e->name), json_object_get(cfg, "name"));
+		copy_str(e->api_sock, sizeof(e->api_sock), json_object_get(cfg, "api_sock"));
+		copy_str(e->kernel, sizeof(e->kernel), json_object_get(cfg, "kernel"));
+		snprintf(e->path, sizeof(e->path), "%s", path);
+		rc = 0;
+	}
+	json_decref(o);
+	return rc;
+}
+
+static int by_pid(const void *a, const void *b)
+{
+	const struct registry_entry *x = a, *y = b;
+	return (x->pid > y->pid) - (x->pid < y->pid);
+}
+
+int registry_list(struct registry_entry **out)
+{
+	*out = NULL;
+	char dir[PATH_MAX];
+	int rc = registry_dir(dir, sizeof(dir));
+	if (rc)
+		return rc;
+	DIR *d = opendir(dir);
+	if (!d)
+		return errno == ENOENT ? 0 : -errno;
+	struct registry_entry *list = NULL;
+	int n = 0, cap = 0;
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		size_t len = strlen(de->d_name);
+		if (len < 6 || strcmp(de->d_name + len - 5, ".json"))
+			continue;
+		if (n == cap) {
+			int ncap = cap ? cap * 2 : 8;
+			struct registry_entry *nl = realloc(list, (size_t)ncap * sizeof(*nl));
+			if (!nl) {
+				closedir(d);
+				free(list);
+				return -ENOMEM;
+			}
+			list = nl;
+			cap = ncap;
+		}
+		char path[PATH_MAX];
+		if (snprintf(path, sizeof(path), "%s/%s", dir, de->d_name) >= (int)sizeof(path))
+			continue;
+		if (read_entry(path, &list[n]) == 0)
+			n++;
+	}
+	closedir(d);
+	if (n == 0) {
+		free(list);
+		return 0;
+	}
+	qsort(list, (size_t)n, sizeof(*list), by_pid);
+	*out = list;
+	return n;
+}

@@ -1,0 +1,240 @@
+/* The API's routes as a client sees them: status codes, JSON bodies, and what happens to the VM. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <jansson.h>
+#include <stdio.h>
+
+#include "api/api_routes.h"
+#include "api_fake_vm.h"
+#include "devices/i8042.h"
+
+struct fixture {
+	struct fake_vm f;
+	struct api_ctx ctx;
+};
+
+static int setup_with(void **state, unsigned int ncpus, bool threads)
+{
+	struct fixture *fx = calloc(1, sizeof(*fx));
+	fake_vm_init(&fx->f, ncpus, true, threads);
+	api_ctx_init(&fx->ctx, &fx->f.vm);
+	*state = fx;
+	return 0;
+}
+static int setup(void **state) { return setup_with(state, 2, true); }
+
+static int teardown(void **state)
+{
+	struct fixture *fx = *state;
+	fake_vm_destroy(&fx->f);
+	api_ctx_destroy(&fx->ctx);
+	free(fx);
+	return 0;
+}
+
+/* Sends one request; returns the parsed JSON body (or NULL) and the status in *status. */
+static json_t *request(struct fixture *fx, const char *method, const char *path, const char *body, unsigned int *status)
+{
+	struct api_reply r;
+	api_handle(&fx->ctx, method, path, body, body ? strlen(body) : 0, false, &r);
+	*status = r.status;
+	json_error_t jerr;
+	json_t *o = json_loadb(r.body, r.len, 0, &jerr);
+	free(r.body);
+	return o;
+}
+
+static const char *str(json_t *o, const char *key) { return json_string_value(json_object_get(o, key)); }
+
+static void test_get_vm_describes_the_vm(void **state)
+{
+	struct fixture *fx = *state;
+	unsigned int st;
+	json_t *o = request(fx, "GET", "/vm", NULL, &st);
+	assert_int_equal(st, 200);
+	assert_string_equal(str(o, "state"), "running");
+	assert_int_equal(json_integer_value(json_object_get(o, "vcpus")), 2);
+	assert_int_equal(json_integer_value(json_object_get(o, "memory_bytes")), 64 * MiB);
+	assert_true(json_real_value(json_object_get(o, "uptime_s")) >= 0.0);
+	assert_string_equal(str(json_object_get(o, "config"), "kernel"), "/boot/test-kernel");
+	assert_null(json_object_get(o, "stop_reason"));
+	json_decref(o);
+
+	o = request(fx, "GET", "/", NULL, &st);
+	assert_int_equal(st, 200);
+	assert_true(json_array_size(json_object_get(o, "routes")) >= 5);
+	json_decref(o);
+}
+
+static void test_pause_stops_progress_and_resume_continues(void **state)
+{
+	struct fixture *fx = *state;
+	unsigned int st;
+	json_t *o = request(fx, "PUT", "/vm/state", "{\"state\": \"paused\"}", &st);
+	assert_int_equal(st, 200);
+	assert_string_equal(str(o, "state"), "paused");
+	json_decref(o);
+	uint64_t before = fake_progress(&fx->f);
+	sleep_ms(50);
+	assert_int_equal(fake_progress(&fx->f), before);
+
+	/* Pausing again is not an error. */
+	o = request(fx, "PUT", "/vm/state", "{\"state\": \"paused\"}", &st);
+	assert_int_equal(st, 200);
+	json_decref(o);
+
+	o = request(fx, "PUT", "/vm/state", "{\"state\":\"running\"}", &st);
+	assert_int_equal(st, 200);
+	assert_string_equal(str(o, "state"), "running");
+	json_decref(o);
+	sleep_ms(50);
+	assert_true(fake_progress(&fx->f) > before);
+}
+
+static void test_bad_input_gets_the_right_status_and_names_the_problem(void **state)
+{
+	struct fixture *fx = *state;
+	static const struct {
+		const char *method, *path, *body;
+		unsigned int status;
+		const char *want;
+	} cases[] = {
+		{ "PUT", "/vm/state", "{\"state\": ", 400, "malformed JSON in the body of PUT /vm/state at line 1" },
+		{ "PUT", "/vm/state", "\"paused\"", 400, "must be a JSON object" },
+		{ "PUT", "/vm/state", "", 400, "needs a JSON body" },
+		{ "PUT", "/vm/state", " \n", 400, "needs a JSON body" },
+		{ "PUT", "/vm/state", "{}", 400, "needs the key \"state\"" },
+		{ "PUT", "/vm/state", "{\"state\": \"paused\", \"now\": true}", 400, "unknown key \"now\"" },
+		{ "PUT", "/vm/state", "{\"state\": true}", 400, "\"state\" must be a string" },
+		{ "PUT", "/vm/state", "{\"state\": \"asleep\"}", 400, "not \"asleep\"" },
+		{ "PUT", "/vm/state", "{\"state\": \"paused\", \"state\": \"paused\"}", 400, "duplicate" },
+		{ "PUT", "/vm/shutdown", "{\"timeout_s\": 1.5}", 400, "\"timeout_s\" must be a whole number" },
+		{ "PUT", "/vm/shutdown", "{\"timeout_s\": 99999}", 400, "out of range" },
+		{ "PUT", "/vm/shutdown", "{\"delay\": 1}", 400, "it takes only \"timeout_s\"" },
+		{ "PUT", "/vm/stop", "{\"now\": 1}", 400, "it takes no keys" },
+		{ "GET", "/vms", NULL, 404, "no such route: GET /vms; the routes are GET /vm" },
+		{ "DELETE", "/vm", NULL, 405, "DELETE is not allowed on /vm: use GET" },
+		{ "POST", "/metrics", NULL, 405, "use GET" },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		unsigned int st;
+		json_t *o = request(fx, cases[i].method, cases[i].path, cases[i].body, &st);
+		const char *err = str(o, "error");
+		if (st != cases[i].status || !err || !strstr(err, cases[i].want))
+			fail_msg("%s %s '%s': got %u '%s', want %u '%s'", cases[i].method, cases[i].path,
+				 cases[i].body ? cases[i].body : "", st, err ? err : "(no error)", cases[i].status, cases[i].want);
+		json_decref(o);
+	}
+	/* None of it touched the VM. */
+	assert_int_equal(atomic_load(&fx->f.vm.state), VM_RUNNING);
+	assert_int_equal(atomic_load(&fx->ctx.client_errors), sizeof(cases) / sizeof(cases[0]));
+}
+
+static void test_405_has_allow_and_413_for_big_bodies(void **state)
+{
+	struct fixture *fx = *state;
+	struct api_reply r;
+	api_handle(&fx->ctx, "GET", "/vm/stop", NULL, 0, false, &r);
+	assert_int_equal(r.status, 405);
+	assert_string_equal(r.allow, "PUT");
+	free(r.body);
+	api_handle(&fx->ctx, "PUT", "/vm/state", "{", 1, true, &r);
+	assert_int_equal(r.status, 413);
+	free(r.body);
+	api_handle(&fx->ctx, "HEAD", "/metrics", NULL, 0, false, &r);
+	assert_int_equal(r.status, 200);
+	assert_non_null(strstr(r.content_type, "text/plain"));
+	free(r.body);
+}
+
+static void test_stop_while_paused(void **state)
+{
+	struct fixture *fx = *state;
+	unsigned int st;
+	json_decref(request(fx, "PUT", "/vm/state", "{\"state\": \"paused\"}", &st));
+	assert_int_equal(st, 200);
+	json_t *o = request(fx, "PUT", "/vm/stop", NULL, &st);
+	assert_int_equal(st, 200);
+	assert_string_equal(str(o, "state"), "stopped");
+	json_decref(o);
+	/* The parked vCPUs leave: joining them does not hang. */
+	for (unsigned int i = 0; i < fx->f.vm.ncpus; i++)
+		pthread_join(fx->f.threads[i], NULL);
+	fx->f.threads_started = false;
+	assert_string_equal(fx->f.vm.stop_message, "stopped through the API (PUT /vm/stop)");
+
+	/* Afterwards: stop again is fine, pause and shutdown are conflicts. */
+	json_decref(request(fx, "PUT", "/vm/stop", "{}", &st));
+	assert_int_equal(st, 200);
+	o = request(fx, "PUT", "/vm/state", "{\"state\": \"paused\"}", &st);
+	assert_int_equal(st, 409);
+	assert_non_null(strstr(str(o, "error"), "has stopped"));
+	json_decref(o);
+	o = request(fx, "PUT", "/vm/shutdown", NULL, &st);
+	assert_int_equal(st, 409);
+	json_decref(o);
+	o = request(fx, "GET", "/vm", NULL, &st);
+	assert_string_equal(str(o, "stop_reason"), "signal");
+	json_decref(o);
+}
+
+static void test_shutdown_types_ctrl_alt_del_then_stops_at_the_timeout(void **state)
+{
+	struct fixture *fx = *state;
+	unsigned int st;
+	json_t *o = request(fx, "PUT", "/vm/shutdown", "{\"timeout_s\": 1}", &st);
+	assert_int_equal(st, 202);
+	assert_int_equal(json_integer_value(json_object_get(o, "timeout_s")), 1);
+	assert_non_null(strstr(str(o, "message"), "Ctrl-Alt-Del sent"));
+	json_decref(o);
+	struct platform *p = fx->f.vm.platform;
+	/* The translated set-1 sequence is waiting on the keyboard: Ctrl first. */
+	uint8_t b = 0;
+	i8042_ops.read(&p->i8042, 0, &b, 1);
+	assert_int_equal(b, 0x1d);
+	assert_int_equal(atomic_load(&p->i8042.keys_injected), 8);
+
+	/* A second request changes nothing. */
+	o = request(fx, "PUT", "/vm/shutdown", "{\"timeout_s\": 100}", &st);
+	assert_int_equal(st, 202);
+	assert_int_equal(json_integer_value(json_object_get(o, "timeout_s")), 1);
+	json_decref(o);
+
+	/* This "guest" ignores the keys: the watchdog stops it after a second. */
+	uint64_t deadline = monotonic_ns() + 5000000000ULL;
+	while (atomic_load(&fx->f.vm.state) != VM_STOPPED && monotonic_ns() < deadline)
+		sleep_ms(20);
+	assert_int_equal(atomic_load(&fx->f.vm.state), VM_STOPPED);
+	assert_non_null(strstr(fx->f.vm.stop_message, "did not shut down within 1 s"));
+}
+
+static void test_shutdown_resumes_a_paused_vm(void **state)
+{
+	struct fixture *fx = *state;
+	unsigned int st;
+	json_decref(request(fx, "PUT", "/vm/state", "{\"state\": \"paused\"}", &st));
+	json_t *o = request(fx, "PUT", "/vm/shutdown", NULL, &st);
+	assert_int_equal(st, 202);
+	assert_string_equal(str(o, "state"), "running");
+	assert_int_equal(json_integer_value(json_object_get(o, "timeout_s")), API_DEFAULT_SHUTDOWN_TIMEOUT_S);
+	json_decref(o);
+	/* Teardown must not wait 30 s for the watchdog: api_ctx_destroy cancels it. */
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_get_vm_describes_the_vm, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_pause_stops_progress_and_resume_continues, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_bad_input_gets_the_right_status_and_names_the_problem, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_405_has_allow_and_413_for_big_bodies, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_stop_while_paused, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_shutdown_types_ctrl_alt_del_then_stops_at_the_timeout, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_shutdown_resumes_a_paused_vm, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
