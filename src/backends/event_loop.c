@@ -49,6 +49,12 @@ struct event_loop {
 	pthread_cond_t call_done;
 	struct call *calls, **calls_tail;
 	bool accepting; /* under call_lock: the loop thread will run queued calls */
+	/*
+	 * Paused (the VM is paused): no fd or timer callback runs, but queued calls still do, so
+	 * a snapshot can read device state on the loop thread. Changed under lock.
+	 */
+	_Atomic bool paused;
+	pthread_cond_t pause_cond; /* with lock: wakes a paused loop for calls or resume */
 };
 
 struct event_timer {
@@ -97,6 +103,7 @@ int event_loop_create(struct event_loop **out)
 	pthread_mutexattr_destroy(&attr);
 	pthread_mutex_init(&el->call_lock, NULL);
 	pthread_cond_init(&el->call_done, NULL);
+	pthread_cond_init(&el->pause_cond, NULL);
 	el->calls_tail = &el->calls;
 	*out = el;
 	return 0;
@@ -123,6 +130,7 @@ void event_loop_destroy(struct event_loop *el)
 	pthread_mutex_destroy(&el->lock);
 	pthread_mutex_destroy(&el->call_lock);
 	pthread_cond_destroy(&el->call_done);
+	pthread_cond_destroy(&el->pause_cond);
 	free(el);
 }
 
@@ -163,6 +171,11 @@ static void *loop_thread(void *arg)
 			break;
 		}
 		pthread_mutex_lock(&el->lock);
+		while (atomic_load(&el->paused) && !atomic_load(&el->stopping)) {
+			run_queued_calls(el);
+			if (atomic_load(&el->paused) && !atomic_load(&el->stopping))
+				pthread_cond_wait(&el->pause_cond, &el->lock);
+		}
 		for (int i = 0; i < n && !atomic_load(&el->stopping); i++) {
 			struct handler *h = events[i].data.ptr;
 			if (!h) {
@@ -205,6 +218,9 @@ void event_loop_stop(struct event_loop *el)
 		return;
 	atomic_store(&el->stopping, true);
 	wake(el);
+	pthread_mutex_lock(&el->lock);
+	pthread_cond_broadcast(&el->pause_cond);
+	pthread_mutex_unlock(&el->lock);
 	pthread_join(el->thread, NULL);
 	el->started = false;
 	pthread_mutex_lock(&el->call_lock);
@@ -282,11 +298,31 @@ int event_loop_call(struct event_loop *el, event_call_fn fn, void *opaque)
 	el->calls_tail = &c.next;
 	pthread_mutex_unlock(&el->call_lock);
 	wake(el);
+	/* A paused loop waits on pause_cond, not in epoll; taking lock orders this with its wait. */
+	pthread_mutex_lock(&el->lock);
+	pthread_cond_broadcast(&el->pause_cond);
+	pthread_mutex_unlock(&el->lock);
 	pthread_mutex_lock(&el->call_lock);
 	while (!c.done)
 		pthread_cond_wait(&el->call_done, &el->call_lock);
 	pthread_mutex_unlock(&el->call_lock);
 	return 0;
+}
+
+void event_loop_pause(struct event_loop *el)
+{
+	/* Taking lock waits for a callback in flight; the loop parks before its next dispatch. */
+	pthread_mutex_lock(&el->lock);
+	atomic_store(&el->paused, true);
+	pthread_mutex_unlock(&el->lock);
+}
+
+void event_loop_resume(struct event_loop *el)
+{
+	pthread_mutex_lock(&el->lock);
+	atomic_store(&el->paused, false);
+	pthread_cond_broadcast(&el->pause_cond);
+	pthread_mutex_unlock(&el->lock);
 }
 
 static void timer_fired(void *opaque, uint32_t events)

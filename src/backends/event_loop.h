@@ -63,6 +63,14 @@ void event_timer_free(struct event_timer *t);
  */
 int event_loop_call(struct event_loop *el, event_call_fn fn, void *opaque);
 
+/*
+ * Pauses device work while the VM is paused: once event_loop_pause() returns, no fd or timer
+ * callback runs until event_loop_resume(); event_loop_call() still works (snapshots use it).
+ * Either may be called from any thread but the loop thread.
+ */
+void event_loop_pause(struct event_loop *el);
+void event_loop_resume(struct event_loop *el);
+
 /* True on the loop's own thread. */
 bool event_loop_on_loop_thread(const struct event_loop *el);
 

@@ -93,10 +93,28 @@ int platform_add_rng(struct vm *vm)
 	return virtio_rng_create(&deps, &p->rng);
 }
 
+static void pause_io(struct vm *vm)
+{
+	struct platform *p = vm->platform;
+	if (p && p->loop)
+		event_loop_pause(p->loop);
+}
+
+static void resume_io(struct vm *vm)
+{
+	struct platform *p = vm->platform;
+	if (p && p->loop)
+		event_loop_resume(p->loop);
+}
+
 int platform_start_io(struct vm *vm)
 {
 	struct platform *p = vm->platform;
-	return p && p->loop ? event_loop_start(p->loop) : -EINVAL;
+	if (!p || !p->loop)
+		return -EINVAL;
+	vm->io_pause = pause_io;
+	vm->io_resume = resume_io;
+	return event_loop_start(p->loop);
 }
 
 void platform_stop_io(struct vm *vm)

@@ -311,6 +311,8 @@ int vm_pause(struct vm *vm)
 		rc = -ETIMEDOUT;
 	} else {
 		save_clock(vm);
+		if (vm->io_pause)
+			vm->io_pause(vm);
 		atomic_store(&vm->state, VM_PAUSED);
 		rc = 0;
 	}
@@ -325,6 +327,8 @@ int vm_resume(struct vm *vm)
 	pthread_mutex_lock(&vm->lock);
 	int rc = -EBUSY;
 	if (atomic_load(&vm->state) == VM_PAUSED) {
+		if (vm->io_resume)
+			vm->io_resume(vm);
 		restore_clock(vm);
 		atomic_store(&vm->state, VM_RUNNING);
 		atomic_store(&vm->pause_requested, false);

@@ -62,6 +62,10 @@ struct vm {
 	uint64_t paused_clock;        /* kvmclock at pause, restored at resume so guest time does not jump */
 	uint64_t started_ns;          /* monotonic time the vCPUs started, for uptime */
 
+	/* Set by the platform: stop and restart device work around a pause (may be NULL). */
+	void (*io_pause)(struct vm *vm);
+	void (*io_resume)(struct vm *vm);
+
 	void *platform; /* the x86 platform devices (serial, i8042, rtc, acpi), owned by src/vm/platform.c */
 	void *arch;     /* per-VM x86 state (emulation-failure and SYSCALL handling), owned by src/arch/x86 */
 };

@@ -169,6 +169,37 @@ static void a_callback_can_remove_itself(void **state)
 	close(s.fd);
 }
 
+/* A paused loop runs no fd callbacks (the VM is paused) but still runs calls (snapshots). */
+static void a_paused_loop_runs_calls_but_no_callbacks(void **state)
+{
+	(void)state;
+	struct event_loop *el;
+	assert_int_equal(event_loop_create(&el), 0);
+	struct counter c = { .el = el, .fd = eventfd(0, EFD_NONBLOCK) };
+	assert_int_equal(event_loop_add_fd(el, c.fd, EPOLLIN, drain_and_count, &c), 0);
+	assert_int_equal(event_loop_start(el), 0);
+	kick(c.fd);
+	assert_true(wait_for(&c.hits, 1));
+
+	event_loop_pause(el);
+	kick(c.fd);
+	usleep(50000);
+	assert_int_equal(atomic_load(&c.hits), 1);
+	struct call_arg a = { .el = el };
+	assert_int_equal(event_loop_call(el, set_value, &a), 0);
+	assert_int_equal(a.value, 42);
+	assert_true(a.ran_on_loop);
+	assert_int_equal(atomic_load(&c.hits), 1);
+
+	event_loop_resume(el);
+	assert_true(wait_for(&c.hits, 2));
+	/* Stopping a paused loop does not hang. */
+	event_loop_pause(el);
+	event_loop_stop(el);
+	event_loop_destroy(el);
+	close(c.fd);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -176,6 +207,7 @@ int main(void)
 		cmocka_unit_test(calls_run_on_the_loop_thread_and_wait),
 		cmocka_unit_test(timers_fire_once_or_periodically),
 		cmocka_unit_test(a_callback_can_remove_itself),
+		cmocka_unit_test(a_paused_loop_runs_calls_but_no_callbacks),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
