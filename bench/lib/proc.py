@@ -29,7 +29,7 @@ class Proc:
     markers: {name: substring}; the first line (stdout or stderr) containing it sets
              self.marks[name] to the arrival time of that line.
     send:    {marker name: bytes} written to the process's stdin (the guest console) when
-             the marker is seen.
+             the marker is seen; "start": right after spawning.
     stop_on: marker name after which the process is asked to stop (SIGTERM) once
              `grace` seconds passed and memory was sampled (if asked).
     mem_after: marker name; `mem_delay` seconds after it, /proc/PID/status and smaps are
@@ -71,6 +71,9 @@ class Proc:
         self.p = subprocess.Popen(self.cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, start_new_session=True)
         STARTED.append(self)
+        if "start" in self.send:  # input for the guest from the first moment on
+            self.p.stdin.write(self.send["start"])
+            self.p.stdin.flush()
         self._open = 2
         self._exited_at = None
         for f in (self.p.stdout, self.p.stderr):
@@ -207,6 +210,23 @@ def watch(procs, poll=0.05):
             f.close()
     sel.close()
     return procs
+
+
+def watch_once(pr, poll=0.05):
+    """Reads what one running process has written so far (for waiting on a marker while
+    doing something else); watch() finishes the job."""
+    sel = selectors.DefaultSelector()
+    for f, stream in ((pr.p.stdout, "out"), (pr.p.stderr, "err")):
+        if not f.closed:
+            sel.register(f, selectors.EVENT_READ, stream)
+    for key, _ in sel.select(timeout=poll):
+        try:
+            data = os.read(key.fileobj.fileno(), 65536)
+        except BlockingIOError:
+            continue
+        if data:
+            pr.feed(key.data, data, pr.elapsed())
+    sel.close()
 
 
 def run(*args, **kwargs):
