@@ -3,7 +3,9 @@
 
 CC      ?= cc
 CFLAGS_COMMON := -std=gnu11 -Wall -Wextra -Werror -D_GNU_SOURCE -Isrc -g -MMD -MP
-LIBS    := -lpthread -lz -llzma -llz4 -lzstd $(shell pkg-config --libs jansson libmicrohttpd)
+LIBS    := -lpthread -lz -llzma -llz4 -lzstd $(shell pkg-config --libs jansson libmicrohttpd liburing)
+# libslirp's .pc file requires glib's, which only its -dev package installs: fall back to -lslirp.
+LIBS    += $(shell pkg-config --libs slirp 2>/dev/null || echo -lslirp)
 
 CFLAGS_RELEASE := $(CFLAGS_COMMON) -O2
 CFLAGS_SAN     := $(CFLAGS_COMMON) -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined

@@ -5,13 +5,21 @@
 #   api          the control API, vmon ctl/ps and the config file, against running test guests
 #   linux        the vmon binary booting the default Linux guest (builds it first if needed)
 #   virtio       the default Linux guest using vmon's virtio devices (PCI enumeration, /dev/hwrng)
+#   blk          virtio-blk disks in the default Linux guest: ext4 written and checked on the host,
+#                read-only disks, serial, durability after sync and SIGKILL, an ext4 root; dd/fio figures
+#   vsock        virtio-vsock (host<->guest over Unix sockets) and the second console (hvc0) in the
+#                default Linux guest, with a static vsock echo program built into its initramfs
+#   net          virtio-net in the default Linux guest: DHCP, HTTP from the host and a port forward
+#                through user-mode networking (libslirp); a tap in a namespace of its own (root only)
+#   snapshot     vmon ctl snapshot / vmon restore: test guest round trip, damaged snapshots,
+#                restore latency, and the default Linux guest restored (VMON_SNAPSHOT_LINUX=0 skips it)
 #   fuzz         libFuzzer targets (clang), each for VMON_FUZZ_SECONDS (default 60)
-# Usage: scripts/run-tests.sh [unit|guests|api|linux|virtio|fuzz ...]   (default: all)
+# Usage: scripts/run-tests.sh [unit|guests|api|snapshot|linux|virtio|blk|vsock|net|fuzz ...]   (default: all)
 set -u
 cd "$(dirname "$0")/.."
 
 suites=("$@")
-[ ${#suites[@]} -eq 0 ] && suites=(unit guests api fuzz linux virtio)
+[ ${#suites[@]} -eq 0 ] && suites=(unit guests api snapshot fuzz linux virtio blk vsock net)
 
 passed=0 failed=0 skipped=0
 failures=()
@@ -75,8 +83,12 @@ for s in "${suites[@]}"; do
 	api) run_script_suite tests/integration/test_api.sh ;;
 	linux) run_script_suite tests/integration/test_linux.sh ;;
 	virtio) run_script_suite tests/integration/test_virtio.sh ;;
+	net) run_script_suite tests/integration/test_net.sh ;;
+	blk) run_script_suite tests/integration/test_blk.sh ;;
+	vsock) run_script_suite tests/integration/test_vsock.sh ;;
+	snapshot) run_script_suite tests/integration/test_snapshot.sh ;;
 	fuzz) run_script_suite tests/fuzz/run-fuzz.sh ;;
-	*) echo "unknown suite '$s' (unit, guests, api, linux, virtio, fuzz)"; exit 2 ;;
+	*) echo "unknown suite '$s' (unit, guests, api, snapshot, linux, virtio, blk, vsock, net, fuzz)"; exit 2 ;;
 	esac
 done
 

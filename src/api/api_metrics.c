@@ -7,6 +7,10 @@
 
 #include "arch/x86/vcpu_arch.h"
 #include "lib/util.h"
+#include "virtio/virtio_blk.h"
+#include "virtio/virtio_console.h"
+#include "virtio/virtio_net.h"
+#include "virtio/virtio_vsock.h"
 #include "vm/platform.h"
 #include "vm/vcpu.h"
 #include "vm/vm.h"
@@ -95,18 +99,103 @@ static void device_metrics(FILE *f, struct vm *vm)
 	uint64_t kbd_accesses = atomic_load(&p->i8042.accesses);
 	uint64_t kbd_keys = atomic_load(&p->i8042.keys_injected);
 	uint64_t kbd_errors = atomic_load(&p->i8042.errors);
+	struct virtio_blk_stats bs[ARRAY_SIZE(p->blk)];
+	unsigned int nblks = MIN(p->nblks, (unsigned int)ARRAY_SIZE(p->blk));
+	for (unsigned int i = 0; i < nblks; i++)
+		virtio_blk_get_stats(p->blk[i], &bs[i]);
+	struct virtio_console_stats cs = { 0 };
+	struct virtio_vsock_stats vss = { 0 };
+	if (p->console2)
+		virtio_console_get_stats(p->console2, &cs);
+	if (p->vsock)
+		virtio_vsock_get_stats(p->vsock, &vss);
+	struct virtio_net_stats ns[ARRAY_SIZE(p->net)];
+	unsigned int nnets = MIN(p->nnets, (unsigned int)ARRAY_SIZE(p->net));
+	for (unsigned int i = 0; i < nnets; i++)
+		virtio_net_get_stats(p->net[i], &ns[i]);
 
 	header(f, "vmon_device_requests_total", "counter", "Guest register accesses per device.");
 	fprintf(f, "vmon_device_requests_total{device=\"serial0\"} %llu\n", (unsigned long long)ss.accesses);
 	fprintf(f, "vmon_device_requests_total{device=\"i8042\"} %llu\n", (unsigned long long)kbd_accesses);
+	for (unsigned int i = 0; i < nblks; i++)
+		fprintf(f, "vmon_device_requests_total{device=\"blk%u\"} %llu\n", i, (unsigned long long)bs[i].requests);
+	if (p->vsock) /* packets from the guest */
+		fprintf(f, "vmon_device_requests_total{device=\"vsock\"} %llu\n", (unsigned long long)vss.tx_packets);
+	for (unsigned int i = 0; i < nnets; i++) /* frames from the guest */
+		fprintf(f, "vmon_device_requests_total{device=\"net%u\"} %llu\n", i, (unsigned long long)ns[i].tx_packets);
 	header(f, "vmon_device_bytes_total", "counter", "Data bytes moved per device and direction (tx: from the guest).");
 	fprintf(f, "vmon_device_bytes_total{device=\"serial0\",direction=\"tx\"} %llu\n", (unsigned long long)ss.tx_bytes);
 	fprintf(f, "vmon_device_bytes_total{device=\"serial0\",direction=\"rx\"} %llu\n", (unsigned long long)ss.rx_bytes);
 	fprintf(f, "vmon_device_bytes_total{device=\"i8042\",direction=\"rx\"} %llu\n", (unsigned long long)kbd_keys);
+	for (unsigned int i = 0; i < nblks; i++) {
+		fprintf(f, "vmon_device_bytes_total{device=\"blk%u\",direction=\"tx\"} %llu\n", i,
+			(unsigned long long)bs[i].write_bytes);
+		fprintf(f, "vmon_device_bytes_total{device=\"blk%u\",direction=\"rx\"} %llu\n", i,
+			(unsigned long long)bs[i].read_bytes);
+	}
+	if (p->console2) {
+		fprintf(f, "vmon_device_bytes_total{device=\"console2\",direction=\"tx\"} %llu\n", (unsigned long long)cs.tx_bytes);
+		fprintf(f, "vmon_device_bytes_total{device=\"console2\",direction=\"rx\"} %llu\n", (unsigned long long)cs.rx_bytes);
+	}
+	if (p->vsock) {
+		fprintf(f, "vmon_device_bytes_total{device=\"vsock\",direction=\"tx\"} %llu\n", (unsigned long long)vss.tx_bytes);
+		fprintf(f, "vmon_device_bytes_total{device=\"vsock\",direction=\"rx\"} %llu\n", (unsigned long long)vss.rx_bytes);
+	}
+	for (unsigned int i = 0; i < nnets; i++) {
+		fprintf(f, "vmon_device_bytes_total{device=\"net%u\",direction=\"tx\"} %llu\n", i,
+			(unsigned long long)ns[i].tx_bytes);
+		fprintf(f, "vmon_device_bytes_total{device=\"net%u\",direction=\"rx\"} %llu\n", i,
+			(unsigned long long)ns[i].rx_bytes);
+	}
 	header(f, "vmon_device_errors_total", "counter",
 	       "Errors per device (serial: receiver overruns; i8042: unknown commands, keys that did not fit).");
 	fprintf(f, "vmon_device_errors_total{device=\"serial0\"} %llu\n", (unsigned long long)ss.overruns);
 	fprintf(f, "vmon_device_errors_total{device=\"i8042\"} %llu\n", (unsigned long long)kbd_errors);
+	for (unsigned int i = 0; i < nblks; i++)
+		fprintf(f, "vmon_device_errors_total{device=\"blk%u\"} %llu\n", i, (unsigned long long)bs[i].errors);
+	if (p->console2)
+		fprintf(f, "vmon_device_errors_total{device=\"console2\"} %llu\n", (unsigned long long)cs.errors);
+	if (p->vsock)
+		fprintf(f, "vmon_device_errors_total{device=\"vsock\"} %llu\n", (unsigned long long)vss.errors);
+	for (unsigned int i = 0; i < nnets; i++) /* malformed chains and headers */
+		fprintf(f, "vmon_device_errors_total{device=\"net%u\"} %llu\n", i,
+			(unsigned long long)(ns[i].tx_errors + ns[i].rx_errors));
+	if (nnets) {
+		header(f, "vmon_net_packets_total", "counter", "Frames per network card and direction (tx: from the guest).");
+		for (unsigned int i = 0; i < nnets; i++) {
+			fprintf(f, "vmon_net_packets_total{device=\"net%u\",direction=\"tx\"} %llu\n", i,
+				(unsigned long long)ns[i].tx_packets);
+			fprintf(f, "vmon_net_packets_total{device=\"net%u\",direction=\"rx\"} %llu\n", i,
+				(unsigned long long)ns[i].rx_packets);
+		}
+		header(f, "vmon_net_dropped_packets_total", "counter",
+		       "Frames dropped per network card (rx: no guest buffer, queue full or too big; tx: refused by the backend).");
+		for (unsigned int i = 0; i < nnets; i++) {
+			fprintf(f, "vmon_net_dropped_packets_total{device=\"net%u\",direction=\"tx\"} %llu\n", i,
+				(unsigned long long)ns[i].tx_dropped);
+			fprintf(f, "vmon_net_dropped_packets_total{device=\"net%u\",direction=\"rx\"} %llu\n", i,
+				(unsigned long long)ns[i].rx_dropped);
+		}
+	}
+	if (p->console2) {
+		header(f, "vmon_console2_dropped_bytes_total", "counter",
+		       "Guest output on the second console discarded because no client was connected.");
+		fprintf(f, "vmon_console2_dropped_bytes_total %llu\n", (unsigned long long)cs.dropped_bytes);
+	}
+	if (p->vsock) {
+		header(f, "vmon_vsock_connections_total", "counter", "vsock connections established, both directions.");
+		fprintf(f, "vmon_vsock_connections_total %llu\n", (unsigned long long)vss.connections);
+		header(f, "vmon_vsock_resets_total", "counter", "RST packets vmon sent the guest.");
+		fprintf(f, "vmon_vsock_resets_total %llu\n", (unsigned long long)vss.resets);
+	}
+	if (nblks) {
+		header(f, "vmon_blk_flushes_total", "counter", "Flush requests per disk (blkN is --disk number N, from 0).");
+		for (unsigned int i = 0; i < nblks; i++)
+			fprintf(f, "vmon_blk_flushes_total{device=\"blk%u\"} %llu\n", i, (unsigned long long)bs[i].flushes);
+		header(f, "vmon_blk_discards_total", "counter", "Discard requests per disk.");
+		for (unsigned int i = 0; i < nblks; i++)
+			fprintf(f, "vmon_blk_discards_total{device=\"blk%u\"} %llu\n", i, (unsigned long long)bs[i].discards);
+	}
 }
 
 char *api_metrics_render(struct vm *vm, size_t *len)

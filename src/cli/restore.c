@@ -1,6 +1,8 @@
 /* vmon restore: continues a VM from a snapshot directory in a new vmon process. */
 #include <errno.h>
 #include <getopt.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,6 +10,7 @@
 #include "cli/cli.h"
 #include "cli/vm_runner.h"
 #include "config/config.h"
+#include "config/config_disk.h"
 #include "devices/console.h"
 #include "lib/log.h"
 #include "lib/util.h"
@@ -23,13 +26,30 @@ static void usage(FILE *f)
 		   "console on this terminal. See docs/usage.md (Snapshots).\n"
 		   "\n"
 		   "  --api-sock PATH      serve the control API on this Unix socket\n"
+		   "  --paused             do not start the vCPUs until `vmon ctl resume`\n"
 		   "  --name NAME          a name for the VM, shown by vmon ps\n"
 		   "  --log-level LEVEL    error, warn, info or debug (default info)\n"
 		   "  --log-file PATH      also write the log to PATH as JSON lines\n"
-		   "  -h, --help           this help\n");
+		   "  -h, --help           this help\n"
+		   "\n"
+		   "Host sides of the saved devices, to give a clone its own (same number and order as\n"
+		   "the snapshot's; what the guest sees, such as a MAC address or vsock CID, must stay):\n"
+		   "  --net SPEC           each network card's backend (as vmon run --net)\n"
+		   "  --disk SPEC          each disk's image (as vmon run --disk)\n"
+		   "  --console2 SPEC      the second console's socket or file\n"
+		   "  --vsock SPEC         the vsock device (cid=N,uds=PATH)\n");
 }
 
-enum { OPT_API_SOCK = 256, OPT_NAME, OPT_LOG_LEVEL, OPT_LOG_FILE };
+enum { OPT_API_SOCK = 256, OPT_NAME, OPT_LOG_LEVEL, OPT_LOG_FILE, OPT_PAUSED, OPT_NET, OPT_DISK, OPT_CONSOLE2, OPT_VSOCK };
+
+/* Host-side replacements for the saved devices' backends (vmon restore --net/--disk/...). */
+struct overrides {
+	const char *nets[CONFIG_MAX_NICS];
+	unsigned int nnets;
+	const char *disks[CONFIG_MAX_DISKS];
+	unsigned int ndisks;
+	const char *console2, *vsock;
+};
 
 static void set_str(char **field, const char *value)
 {
@@ -37,13 +57,19 @@ static void set_str(char **field, const char *value)
 	*field = strdup(value);
 }
 
-static int parse_args(int argc, char **argv, struct vm_config *cfg, const char **dir)
+static int parse_args(int argc, char **argv, struct vm_config *cfg, const char **dir, bool *paused,
+		      struct overrides *ov)
 {
 	static const struct option opts[] = {
 		{ "api-sock", required_argument, NULL, OPT_API_SOCK },
 		{ "name", required_argument, NULL, OPT_NAME },
 		{ "log-level", required_argument, NULL, OPT_LOG_LEVEL },
 		{ "log-file", required_argument, NULL, OPT_LOG_FILE },
+		{ "paused", no_argument, NULL, OPT_PAUSED },
+		{ "net", required_argument, NULL, OPT_NET },
+		{ "disk", required_argument, NULL, OPT_DISK },
+		{ "console2", required_argument, NULL, OPT_CONSOLE2 },
+		{ "vsock", required_argument, NULL, OPT_VSOCK },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
@@ -54,6 +80,23 @@ static int parse_args(int argc, char **argv, struct vm_config *cfg, const char *
 		switch (c) {
 		case OPT_API_SOCK: set_str(&cfg->api_sock, optarg); break;
 		case OPT_NAME: set_str(&cfg->name, optarg); break;
+		case OPT_PAUSED: *paused = true; break;
+		case OPT_CONSOLE2: ov->console2 = optarg; break;
+		case OPT_VSOCK: ov->vsock = optarg; break;
+		case OPT_NET:
+			if (ov->nnets == CONFIG_MAX_NICS) {
+				fprintf(stderr, "vmon: --net is given more than %d times\n", CONFIG_MAX_NICS);
+				return -EINVAL;
+			}
+			ov->nets[ov->nnets++] = optarg;
+			break;
+		case OPT_DISK:
+			if (ov->ndisks == CONFIG_MAX_DISKS) {
+				fprintf(stderr, "vmon: --disk is given more than %d times\n", CONFIG_MAX_DISKS);
+				return -EINVAL;
+			}
+			ov->disks[ov->ndisks++] = optarg;
+			break;
 		case OPT_LOG_FILE: set_str(&cfg->log_file, optarg); break;
 		case OPT_LOG_LEVEL:
 			if (log_parse_level(optarg) < 0) {
@@ -86,25 +129,75 @@ static int parse_args(int argc, char **argv, struct vm_config *cfg, const char *
 struct restore_ctx {
 	struct snapshot_image *img;
 	uint64_t t0;
+	bool paused;
 };
 
 static int restore_setup(struct vm *vm, const struct vm_config *cfg, void *arg)
 {
 	struct restore_ctx *ctx = arg;
-	int rc = vm_create(vm, cfg);
+	/*
+	 * The devices of the saved configuration, created as `vmon run` creates them, so they take the
+	 * same PCI slots. Host sides start afresh: slirp drops the guest's open connections (new ones
+	 * work), vsock tells the guest its connections were reset, the second console listens again;
+	 * disk images must be as the VM left them.
+	 */
+	int rc = vm_runner_create_vm(vm, cfg, snapshot_has_rng(ctx->img));
 	if (rc)
-		return rc;
-	if ((rc = platform_create(vm, console_write_stdout, NULL)))
-		return rc;
-	if (snapshot_has_rng(ctx->img) && (rc = platform_add_rng(vm)))
 		return rc;
 	char err[512];
 	if ((rc = snapshot_restore(vm, ctx->img, err, sizeof(err)))) {
 		log_error("restore", "%s", err);
 		return rc;
 	}
-	log_info("restore", "VM restored in %.1f ms; continuing it",
-		 (double)(monotonic_ns() - ctx->t0) / 1e6);
+	if (ctx->paused)
+		atomic_store(&vm->pause_requested, true);
+	log_info("restore", "VM restored in %.1f ms; %s", (double)(monotonic_ns() - ctx->t0) / 1e6,
+		 ctx->paused ? "it stays paused until vmon ctl resume" : "continuing it");
+	return 0;
+}
+
+/*
+ * Puts the replacement backends into the configuration read from the snapshot. The device set
+ * must not change: the guest has drivers bound to exactly those devices.
+ */
+static int apply_overrides(struct vm_config *cfg, const struct overrides *ov)
+{
+	if (ov->nnets && ov->nnets != cfg->nnets) {
+		fprintf(stderr, "vmon: the snapshot's VM has %u network cards: give --net %u times, in order\n", cfg->nnets,
+			cfg->nnets);
+		return -EINVAL;
+	}
+	if (ov->ndisks && ov->ndisks != cfg->ndisks) {
+		fprintf(stderr, "vmon: the snapshot's VM has %u disks: give --disk %u times, in order\n", cfg->ndisks,
+			cfg->ndisks);
+		return -EINVAL;
+	}
+	if ((ov->console2 && !cfg->console2) || (ov->vsock && !cfg->vsock)) {
+		fprintf(stderr, "vmon: the snapshot's VM has no %s device to give a new backend to\n",
+			ov->vsock && !cfg->vsock ? "vsock" : "second console");
+		return -EINVAL;
+	}
+	for (unsigned int i = 0; i < ov->nnets; i++)
+		set_str(&cfg->nets[i], ov->nets[i]);
+	for (unsigned int i = 0; i < ov->ndisks; i++) {
+		struct disk_config d;
+		char err[256];
+		if (config_disk_parse(ov->disks[i], &d, err, sizeof(err))) {
+			fprintf(stderr, "vmon: %s\n", err);
+			return -EINVAL;
+		}
+		config_disk_free(&cfg->disks[i]);
+		cfg->disks[i] = d;
+	}
+	if (ov->console2)
+		set_str(&cfg->console2, ov->console2);
+	if (ov->vsock)
+		set_str(&cfg->vsock, ov->vsock);
+	char err[512];
+	if (config_validate(cfg, err, sizeof(err))) {
+		fprintf(stderr, "vmon: %s\n", err);
+		return -EINVAL;
+	}
 	return 0;
 }
 
@@ -114,7 +207,9 @@ int cli_restore(int argc, char **argv)
 	struct vm_config cfg;
 	config_init_defaults(&cfg);
 	const char *dir = NULL;
-	if (parse_args(argc, argv, &cfg, &dir) || vm_runner_prepare(&cfg)) {
+	bool paused = false;
+	struct overrides ov = { .nnets = 0 };
+	if (parse_args(argc, argv, &cfg, &dir, &paused, &ov) || vm_runner_prepare(&cfg)) {
 		config_free(&cfg);
 		return EXIT_USAGE;
 	}
@@ -126,7 +221,12 @@ int cli_restore(int argc, char **argv)
 		config_free(&cfg);
 		return EXIT_USAGE;
 	}
-	struct restore_ctx ctx = { .img = &img, .t0 = t0 };
+	if (apply_overrides(&cfg, &ov)) {
+		snapshot_close(&img);
+		config_free(&cfg);
+		return EXIT_USAGE;
+	}
+	struct restore_ctx ctx = { .img = &img, .t0 = t0, .paused = paused };
 	int status = vm_runner_main(&cfg, restore_setup, &ctx);
 	snapshot_close(&img);
 	config_free(&cfg);

@@ -13,6 +13,7 @@
 #include "cli/cli.h"
 #include "cli/vm_runner.h"
 #include "config/config.h"
+#include "config/config_disk.h"
 #include "config/config_json.h"
 #include "devices/console.h"
 #include "lib/log.h"
@@ -43,6 +44,21 @@ static void usage(FILE *f)
 		"                       workarounds for KVM hosts that are not hardware VT-x/AMD-V\n"
 		"                       (default auto: probe the host at start-up; see docs/host-quirks.md)\n"
 		"  --no-rng             leave out the virtio entropy device (the guest's /dev/hwrng)\n"
+		"  --net user[,hostfwd=tcp:HOSTPORT-:GUESTPORT][,mac=MAC]\n"
+		"  --net tap=IFNAME[,mac=MAC]\n"
+		"                       a virtio network card (up to 4): user-mode networking (no root\n"
+		"                       needed; DHCP, DNS, outbound TCP/UDP, port forwards) or a tap device\n"
+		"  --disk PATH[,readonly][,serial=ID]\n"
+		"                       a virtio disk (up to 16; /dev/vda, /dev/vdb, ... in order) backed by\n"
+		"                       a raw image file or block device; serial: up to 20 characters\n"
+		"  --console2 socket=PATH | file=PATH\n"
+		"                       a second console, the guest's /dev/hvc0 (virtio-console): vmon\n"
+		"                       listens on the Unix socket PATH (one client at a time), or appends\n"
+		"                       the guest's output to the file PATH\n"
+		"  --vsock cid=N,uds=PATH\n"
+		"                       virtio-vsock with guest CID N (>= 3), host side on Unix sockets:\n"
+		"                       connect to PATH and write \"CONNECT <port>\\n\" to reach a guest port;\n"
+		"                       the guest's connections to CID 2 port P go to PATH_P (docs/usage.md)\n"
 		"  --api-sock PATH      serve the control API on this Unix socket (see docs/api.md)\n"
 		"  --name NAME          a name for the VM, shown by vmon ps and usable with vmon ctl --vm\n"
 		"  --log-level LEVEL    error, warn, info or debug (default info)\n"
@@ -64,6 +80,10 @@ enum {
 	OPT_NAME,
 	OPT_CONFIG,
 	OPT_NO_RNG,
+	OPT_NET,
+	OPT_DISK,
+	OPT_CONSOLE2,
+	OPT_VSOCK,
 };
 
 /* --no-rng; belongs in struct vm_config once the JSON config maps it (see the virtio report). */
@@ -95,12 +115,18 @@ static int parse_args(int argc, char **argv, struct vm_config *cfg, bool config_
 		{ "name", required_argument, NULL, OPT_NAME },
 		{ "config", required_argument, NULL, OPT_CONFIG },
 		{ "no-rng", no_argument, NULL, OPT_NO_RNG },
+		{ "net", required_argument, NULL, OPT_NET },
+		{ "disk", required_argument, NULL, OPT_DISK },
+		{ "console2", required_argument, NULL, OPT_CONSOLE2 },
+		{ "vsock", required_argument, NULL, OPT_VSOCK },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
 	optind = 1;
 	opterr = 0;
 	int c;
+	bool cli_nets = false; /* the first --net replaces the config file's list */
+	bool cli_disks = false; /* likewise for --disk */
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		if (config_pass) {
 			if (c == OPT_CONFIG) {
@@ -115,6 +141,42 @@ static int parse_args(int argc, char **argv, struct vm_config *cfg, bool config_
 		switch (c) {
 		case OPT_CONFIG: break; /* read in the first pass */
 		case OPT_NO_RNG: opt_no_rng = true; break;
+		case OPT_CONSOLE2: set_str(&cfg->console2, optarg); break;
+		case OPT_VSOCK: set_str(&cfg->vsock, optarg); break;
+		case OPT_NET:
+			if (!cli_nets) {
+				for (unsigned int i = 0; i < cfg->nnets; i++)
+					free(cfg->nets[i]);
+				cfg->nnets = 0;
+				cli_nets = true;
+			}
+			if (cfg->nnets >= CONFIG_MAX_NICS) {
+				fprintf(stderr, "vmon: --net is given more than %d times: vmon supports at most %d network cards\n",
+					CONFIG_MAX_NICS, CONFIG_MAX_NICS);
+				return -EINVAL;
+			}
+			cfg->nets[cfg->nnets++] = strdup(optarg);
+			break;
+		case OPT_DISK: {
+			if (!cli_disks) {
+				for (unsigned int i = 0; i < cfg->ndisks; i++)
+					config_disk_free(&cfg->disks[i]);
+				cfg->ndisks = 0;
+				cli_disks = true;
+			}
+			if (cfg->ndisks >= CONFIG_MAX_DISKS) {
+				fprintf(stderr, "vmon: --disk is given more than %d times: vmon supports at most %d disks\n",
+					CONFIG_MAX_DISKS, CONFIG_MAX_DISKS);
+				return -EINVAL;
+			}
+			char err[512];
+			if (config_disk_parse(optarg, &cfg->disks[cfg->ndisks], err, sizeof(err))) {
+				fprintf(stderr, "vmon: %s\n", err);
+				return -EINVAL;
+			}
+			cfg->ndisks++;
+			break;
+		}
 		case OPT_LOG_FILE: set_str(&cfg->log_file, optarg); break;
 		case OPT_API_SOCK: set_str(&cfg->api_sock, optarg); break;
 		case OPT_NAME: set_str(&cfg->name, optarg); break;
@@ -175,14 +237,8 @@ static int parse_args(int argc, char **argv, struct vm_config *cfg, bool config_
 static int boot_setup(struct vm *vm, const struct vm_config *cfg, void *arg)
 {
 	(void)arg;
-	int rc = vm_create(vm, cfg);
-	if (rc)
-		return rc;
-	if ((rc = platform_create(vm, console_write_stdout, NULL)))
-		return rc;
-	if (!opt_no_rng && (rc = platform_add_rng(vm)))
-		return rc;
-	return vm_boot_setup(vm);
+	int rc = vm_runner_create_vm(vm, cfg, !opt_no_rng);
+	return rc ? rc : vm_boot_setup(vm);
 }
 
 int cli_run(int argc, char **argv)

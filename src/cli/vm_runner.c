@@ -1,6 +1,7 @@
 #include "cli/vm_runner.h"
 
 #include <errno.h>
+#include <linux/kvm.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -8,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include "api/api_server.h"
@@ -61,6 +63,29 @@ int vm_runner_prepare(struct vm_config *cfg)
 	return setup_logging(cfg);
 }
 
+int vm_runner_create_vm(struct vm *vm, const struct vm_config *cfg, bool rng)
+{
+	int rc = vm_create(vm, cfg);
+	if (rc)
+		return rc;
+	if ((rc = platform_create(vm, console_write_stdout, NULL)))
+		return rc;
+	/* PCI slots go in this order; snapshots name virtio devices by slot, so keep it stable. */
+	if (rng && (rc = platform_add_rng(vm)))
+		return rc;
+	for (unsigned int i = 0; i < cfg->nnets; i++)
+		if ((rc = platform_add_net(vm, cfg->nets[i])))
+			return rc;
+	for (unsigned int i = 0; i < cfg->ndisks; i++)
+		if ((rc = platform_add_blk(vm, &cfg->disks[i])))
+			return rc;
+	if (cfg->console2 && (rc = platform_add_console2(vm, cfg->console2)))
+		return rc;
+	if (cfg->vsock && (rc = platform_add_vsock(vm, cfg->vsock)))
+		return rc;
+	return 0;
+}
+
 struct signal_waiter {
 	struct vm *vm;
 	sigset_t set;
@@ -98,6 +123,16 @@ static int exit_status(enum vm_stop_reason r)
 	}
 }
 
+/* What vm_pause() does to the clock, for a VM that starts paused: vm_resume() undoes it. */
+static void freeze_clock(struct vm *vm)
+{
+	struct kvm_clock_data clock = { 0 };
+	pthread_mutex_lock(&vm->lock);
+	vm->clock_saved = ioctl(vm->vm_fd, KVM_GET_CLOCK, &clock) == 0;
+	vm->paused_clock = clock.clock;
+	pthread_mutex_unlock(&vm->lock);
+}
+
 static int run_vm(struct vm *vm, const struct vm_config *cfg,
 		  int (*setup)(struct vm *vm, const struct vm_config *cfg, void *arg), void *arg,
 		  struct api_server **api, char *reg_path, size_t reg_len)
@@ -123,7 +158,14 @@ static int run_vm(struct vm *vm, const struct vm_config *cfg,
 		vm_request_stop(vm, VM_STOP_ERROR, "could not start all vCPUs");
 	else {
 		vm->started_ns = monotonic_ns();
-		atomic_store(&vm->state, VM_RUNNING);
+		/* Set up by setup() to start paused (vmon restore --paused): the vCPUs park before KVM_RUN. */
+		bool paused = atomic_load(&vm->pause_requested);
+		if (paused) {
+			freeze_clock(vm);
+			if (vm->io_pause)
+				vm->io_pause(vm);
+		}
+		atomic_store(&vm->state, paused ? VM_PAUSED : VM_RUNNING);
 	}
 	/* A stop requested before RUNNING was stored must not be overwritten; recheck under the lock. */
 	pthread_mutex_lock(&vm->lock);

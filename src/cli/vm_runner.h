@@ -6,6 +6,8 @@
 #ifndef VMON_CLI_VM_RUNNER_H
 #define VMON_CLI_VM_RUNNER_H
 
+#include <stdbool.h>
+
 #include "config/config.h"
 
 struct vm;
@@ -15,6 +17,12 @@ struct vm;
  * Returns 0 or a negative errno (message printed).
  */
 int vm_runner_prepare(struct vm_config *cfg);
+
+/*
+ * Creates the VM and every device cfg asks for (plus the virtio entropy device if rng), in the
+ * order both `vmon run` and `vmon restore` rely on. Errors are logged. 0 or a negative errno.
+ */
+int vm_runner_create_vm(struct vm *vm, const struct vm_config *cfg, bool rng);
 
 /*
  * Builds the VM (setup: vm_create(), platform_create(), then boot or restore; it logs its own

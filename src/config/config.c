@@ -7,6 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "config/config_disk.h"
+#include "config/config_net.h"
+#include "config/config_sockets.h"
 #include "lib/log.h"
 #include "lib/util.h"
 
@@ -32,6 +35,12 @@ void config_free(struct vm_config *cfg)
 	free(cfg->log_file);
 	free(cfg->api_sock);
 	free(cfg->name);
+	for (unsigned int i = 0; i < cfg->nnets && i < CONFIG_MAX_NICS; i++)
+		free(cfg->nets[i]);
+	for (unsigned int i = 0; i < cfg->ndisks && i < CONFIG_MAX_DISKS; i++)
+		config_disk_free(&cfg->disks[i]);
+	free(cfg->console2);
+	free(cfg->vsock);
 	memset(cfg, 0, sizeof(*cfg));
 }
 
@@ -85,6 +94,24 @@ int config_validate(const struct vm_config *cfg, char *err, unsigned long errlen
 			return -EINVAL;
 		}
 	}
+	if (cfg->nnets > CONFIG_MAX_NICS) {
+		snprintf(err, errlen, "--net (\"net\") is given %u times: vmon supports at most %d network cards",
+			 cfg->nnets, CONFIG_MAX_NICS);
+		return -EINVAL;
+	}
+	for (unsigned int i = 0; i < cfg->nnets; i++) {
+		struct net_spec spec;
+		if (config_net_parse(cfg->nets[i], &spec, err, errlen))
+			return -EINVAL;
+	}
+	if (config_disks_validate(cfg, err, errlen))
+		return -EINVAL;
+	struct console2_spec console2;
+	if (cfg->console2 && config_console2_parse(cfg->console2, &console2, err, errlen))
+		return -EINVAL;
+	struct vsock_spec vsock;
+	if (cfg->vsock && config_vsock_parse(cfg->vsock, &vsock, err, errlen))
+		return -EINVAL;
 	return 0;
 }
 

@@ -11,11 +11,21 @@
 #define CONFIG_MAX_CPUS 254 /* APIC IDs 0..254 without x2APIC; 255 is broadcast */
 #define CONFIG_MAX_SOCK_PATH 108 /* sizeof(sockaddr_un.sun_path) */
 #define CONFIG_MAX_NAME 64
+#define CONFIG_MAX_NICS 4 /* --net cards */
+#define CONFIG_MAX_DISKS 16 /* --disk images */
+#define CONFIG_MAX_DISK_SERIAL 20 /* the virtio-blk ID string */
 
 enum host_workarounds {
 	HOST_WORKAROUNDS_AUTO = 0, /* probe the host at start-up and apply what it needs */
 	HOST_WORKAROUNDS_ON,
 	HOST_WORKAROUNDS_OFF,
+};
+
+/* One --disk (see config/config_disk.h). */
+struct disk_config {
+	char *path;
+	bool readonly;
+	char *serial;           /* NULL = none */
 };
 
 struct vm_config {
@@ -29,6 +39,12 @@ struct vm_config {
 	char *log_file;         /* JSON-lines log file, in addition to stderr; NULL = none */
 	char *api_sock;         /* Unix socket path of the control API; NULL = no API */
 	char *name;             /* shown by `vmon ps`; NULL = none */
+	char *nets[CONFIG_MAX_NICS]; /* --net values, one per NIC (see config/config_net.h) */
+	unsigned int nnets;
+	struct disk_config disks[CONFIG_MAX_DISKS]; /* --disk, in order: vda, vdb, ... */
+	unsigned int ndisks;
+	char *console2;         /* --console2 value: socket=PATH or file=PATH (config_sockets.h); NULL = none */
+	char *vsock;            /* --vsock value: cid=N,uds=PATH (config_sockets.h); NULL = none */
 };
 
 void config_init_defaults(struct vm_config *cfg);

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "config/config_disk.h"
 #include "lib/log.h"
 #include "lib/util.h"
 
@@ -120,7 +121,42 @@ static int set_log_level(struct vm_config *cfg, const char *key, const json_t *v
 	return set_string(&cfg->log_level, key, v, false, err, errlen);
 }
 
-enum key_kind { KEY_PATH, KEY_TEXT, KEY_CPUS, KEY_MEMORY, KEY_WORKAROUNDS, KEY_LOG_LEVEL };
+/* "net": an array of --net values (strings); it replaces the whole list. */
+static int set_nets(struct vm_config *cfg, const char *key, const json_t *v, char *err, size_t errlen)
+{
+	if (!json_is_array(v))
+		return wrong_type(key, "an array of --net values such as [\"user\"]", v, err, errlen);
+	if (json_array_size(v) > CONFIG_MAX_NICS) {
+		snprintf(err, errlen, "key \"%s\": %zu network cards, at most %d are supported", key,
+			 json_array_size(v), CONFIG_MAX_NICS);
+		return -EINVAL;
+	}
+	char *nets[CONFIG_MAX_NICS] = { 0 };
+	size_t i;
+	json_t *item;
+	int rc = 0;
+	json_array_foreach(v, i, item) {
+		if (!json_is_string(item) || !*json_string_value(item)) {
+			rc = wrong_type(key, "an array of non-empty strings such as [\"user,hostfwd=tcp:8080-:80\"]", item,
+					err, errlen);
+			break;
+		}
+		if ((rc = set_string(&nets[i], key, item, false, err, errlen)))
+			break;
+	}
+	if (rc) {
+		for (size_t j = 0; j < CONFIG_MAX_NICS; j++)
+			free(nets[j]);
+		return rc;
+	}
+	for (unsigned int j = 0; j < cfg->nnets; j++)
+		free(cfg->nets[j]);
+	memcpy(cfg->nets, nets, sizeof(nets));
+	cfg->nnets = (unsigned int)json_array_size(v);
+	return 0;
+}
+
+enum key_kind { KEY_PATH, KEY_TEXT, KEY_CPUS, KEY_MEMORY, KEY_WORKAROUNDS, KEY_LOG_LEVEL, KEY_NET, KEY_DISKS };
 
 static const struct config_key {
 	const char *name;
@@ -137,6 +173,10 @@ static const struct config_key {
 	{ "log_file", KEY_PATH, offsetof(struct vm_config, log_file) },
 	{ "api_sock", KEY_PATH, offsetof(struct vm_config, api_sock) },
 	{ "name", KEY_PATH, offsetof(struct vm_config, name) },
+	{ "net", KEY_NET, 0 },
+	{ "disks", KEY_DISKS, 0 },
+	{ "console2", KEY_PATH, offsetof(struct vm_config, console2) },
+	{ "vsock", KEY_PATH, offsetof(struct vm_config, vsock) },
 };
 
 static int apply_key(struct vm_config *cfg, const struct config_key *k, const json_t *v, char *err, size_t errlen)
@@ -149,6 +189,8 @@ static int apply_key(struct vm_config *cfg, const struct config_key *k, const js
 	case KEY_MEMORY: return set_memory(cfg, k->name, v, err, errlen);
 	case KEY_WORKAROUNDS: return set_workarounds(cfg, k->name, v, err, errlen);
 	case KEY_LOG_LEVEL: return set_log_level(cfg, k->name, v, err, errlen);
+	case KEY_NET: return set_nets(cfg, k->name, v, err, errlen);
+	case KEY_DISKS: return config_disks_from_json(cfg, k->name, v, err, errlen);
 	}
 	return -EINVAL;
 }
@@ -256,6 +298,14 @@ json_t *config_json_dump(const struct vm_config *cfg)
 	rc |= put_string(o, "log_file", cfg->log_file);
 	rc |= put_string(o, "api_sock", cfg->api_sock);
 	rc |= put_string(o, "name", cfg->name);
+	json_t *nets = json_array();
+	for (unsigned int i = 0; nets && i < cfg->nnets && i < CONFIG_MAX_NICS; i++)
+		rc |= json_array_append_new(nets, json_string(cfg->nets[i]));
+	rc |= nets ? json_object_set_new(o, "net", nets) : -1;
+	json_t *disks = config_disks_to_json(cfg);
+	rc |= disks ? json_object_set_new(o, "disks", disks) : -1;
+	rc |= put_string(o, "console2", cfg->console2);
+	rc |= put_string(o, "vsock", cfg->vsock);
 	if (rc) {
 		json_decref(o);
 		return NULL;

@@ -57,6 +57,13 @@ struct x86_section {
 	uint64_t patch_gpa; /* where the int3 is, so a host without the fix can take it out */
 };
 
+/* The "disks" section: one entry per disk image, in configuration order. */
+struct disk_identity {
+	uint64_t size;
+	uint64_t dev, ino;
+	int64_t mtime_sec, mtime_nsec;
+};
+
 /* ---- saving ---- */
 
 /* The VM's configuration as JSON, without the settings of the vmon process that ran it. */
@@ -113,6 +120,28 @@ static int add_x86(struct vm *vm, struct snap_writer *w)
 	return snap_writer_add(w, "x86", &s, sizeof(s));
 }
 
+/*
+ * Which disk images the VM had, as the files were when the snapshot was taken: their paths are
+ * in the configuration, their identity here, so a restore can tell a resized image or one
+ * written since.
+ */
+static int add_disks(const struct vm *vm, struct snap_writer *w)
+{
+	unsigned int n = vm->cfg->ndisks;
+	struct disk_identity *ids = calloc(n ? n : 1, sizeof(*ids));
+	if (!ids)
+		return -ENOMEM;
+	for (unsigned int i = 0; i < n; i++) {
+		struct stat st;
+		if (stat(vm->cfg->disks[i].path, &st) == 0)
+			ids[i] = (struct disk_identity){ .size = (uint64_t)st.st_size, .dev = st.st_dev, .ino = st.st_ino,
+							 .mtime_sec = st.st_mtim.tv_sec, .mtime_nsec = st.st_mtim.tv_nsec };
+	}
+	int rc = snap_writer_add(w, "disks", ids, n * sizeof(*ids));
+	free(ids);
+	return rc;
+}
+
 static uint64_t new_snapshot_id(void)
 {
 	uint64_t id = 0;
@@ -132,7 +161,7 @@ static int build_state(struct vm *vm, uint64_t id, const char *mem_file, uint8_t
 	ms.ram_size = vm->mem.ram_size;
 	snprintf(ms.file, sizeof(ms.file), "%s", mem_file);
 	if ((rc = add_config(vm, &w)) || (rc = add_cpuid(vm, &w)) || (rc = snap_writer_add(&w, "memory", &ms, sizeof(ms))) ||
-	    (rc = add_x86(vm, &w))) {
+	    (rc = add_x86(vm, &w)) || (rc = add_disks(vm, &w))) {
 		fail(err, errlen, rc, "cannot save the VM's configuration: %s", strerror(-rc));
 		goto out;
 	}
@@ -440,9 +469,48 @@ static int restore_x86(struct vm *vm, const struct snapshot_image *img, char *er
 	return 0;
 }
 
+/*
+ * The guest's page cache and file systems describe the disk images as they were at the
+ * snapshot. A different size is refused; the very same file written since is only warned about
+ * (its modification time also moves for harmless reasons), as vmon cannot tell what changed.
+ */
+static int check_disks(const struct vm *vm, const struct snapshot_image *img, char *err, size_t errlen)
+{
+	size_t len = 0;
+	const void *p = snap_file_section(&img->f, "disks", &len);
+	if (!p)
+		return 0; /* no disks section: a snapshot of a VM without disks support */
+	unsigned int n = vm->cfg->ndisks;
+	if (len != n * sizeof(struct disk_identity))
+		return fail(err, errlen, -EINVAL, "the snapshot's disk list does not match its configuration");
+	for (unsigned int i = 0; i < n; i++) {
+		struct disk_identity id;
+		memcpy(&id, (const uint8_t *)p + i * sizeof(id), sizeof(id));
+		const struct disk_config *d = &vm->cfg->disks[i];
+		struct stat st;
+		if (stat(d->path, &st) < 0)
+			return fail(err, errlen, -errno, "disk %u (%s) cannot be opened: %s", i, d->path, strerror(errno));
+		if ((uint64_t)st.st_size != id.size)
+			return fail(err, errlen, -EINVAL,
+				    "disk %u (%s) has %lld bytes and the snapshot's guest knew it with %llu: restore with the "
+				    "image the VM had when the snapshot was taken",
+				    i, d->path, (long long)st.st_size, (unsigned long long)id.size);
+		if (!d->readonly && st.st_dev == id.dev && st.st_ino == id.ino &&
+		    (st.st_mtim.tv_sec != id.mtime_sec || st.st_mtim.tv_nsec != id.mtime_nsec))
+			log_warn("snapshot",
+				 "disk %u (%s) was modified after the snapshot was taken (for example by the VM that kept "
+				 "running): the guest may find its file system inconsistent; restore with a copy of the "
+				 "image taken together with the snapshot",
+				 i, d->path);
+	}
+	return 0;
+}
+
 int snapshot_restore(struct vm *vm, const struct snapshot_image *img, char *err, size_t errlen)
 {
 	int rc;
+	if ((rc = check_disks(vm, img, err, errlen)))
+		return rc;
 	if ((rc = check_host_cpu(vm, img, err, errlen)))
 		return rc;
 	if (vm->mem.ram_size != img->ram_size)

@@ -140,6 +140,8 @@ int snap_file_parse(struct snap_file *f, const uint8_t *buf, size_t len, char *e
 {
 	memset(f, 0, sizeof(*f));
 	struct snap_header h;
+	if (len == 0)
+		return fail(err, errlen, -EINVAL, "the snapshot state file is empty");
 	if (len < 8 && memcmp(buf, SNAP_MAGIC, len) == 0)
 		return fail(err, errlen, -EINVAL, "the snapshot is truncated: only %zu bytes, not even a whole header", len);
 	if (len < 8 || memcmp(buf, SNAP_MAGIC, 8) != 0)

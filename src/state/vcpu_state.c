@@ -14,8 +14,8 @@
 #include "vm/vcpu.h"
 #include "vm/vm.h"
 
-#define MSR_IA32_TSC_DEADLINE 0x6e0u
 /* Restored after the LAPIC: its value only means something once the timer mode is set. */
+#define MSR_IA32_TSC_DEADLINE 0x6e0u
 
 /* MSRs KVM implements without listing them in KVM_GET_MSR_INDEX_LIST: the MTRRs. */
 static const uint32_t unlisted_msrs[] = {
@@ -176,7 +176,7 @@ static int save_msrs(struct vcpu *v, int kvm_fd, struct kvm_msr_entry **out, uns
 	return 0;
 }
 
-/* Sets the MSRs in entries[0..n) except (skip_deadline) the TSC deadline; names the one refused. */
+/* Sets every MSR of entries[0..n) but the TSC deadline, or (deadline_only) just that one; names one refused. */
 static int restore_msrs(struct vcpu *v, const struct kvm_msr_entry *entries, unsigned int n, bool deadline_only,
 			char *err, size_t errlen)
 {

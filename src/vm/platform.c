@@ -8,6 +8,14 @@
 #include "lib/log.h"
 #include "virtio/virtio_pci.h"
 #include "virtio/virtio_rng.h"
+#include "virtio/virtio_console.h"
+#include "virtio/virtio_vsock.h"
+#include "config/config_sockets.h"
+#include "virtio/virtio_net.h"
+#include "virtio/virtio_blk.h"
+#include "backends/net_slirp.h"
+#include "backends/net_tap.h"
+#include "config/config_net.h"
 #include "vm/vm.h"
 
 static void on_i8042_reset(void *opaque)
@@ -98,6 +106,9 @@ static void pause_io(struct vm *vm)
 	struct platform *p = vm->platform;
 	if (p && p->loop)
 		event_loop_pause(p->loop);
+	/* Disk requests in flight complete now, so a snapshot of the paused VM holds none. */
+	for (unsigned int i = 0; p && i < p->nblks; i++)
+		virtio_blk_quiesce(p->blk[i]);
 }
 
 static void resume_io(struct vm *vm)
@@ -105,6 +116,75 @@ static void resume_io(struct vm *vm)
 	struct platform *p = vm->platform;
 	if (p && p->loop)
 		event_loop_resume(p->loop);
+}
+
+int platform_add_net(struct vm *vm, const char *spec)
+{
+	struct platform *p = vm->platform;
+	struct net_spec ns;
+	char err[256];
+	if (p->nnets >= sizeof(p->net) / sizeof(p->net[0]))
+		return -ENOSPC;
+	if (config_net_parse(spec, &ns, err, sizeof(err))) {
+		log_error("platform", "%s", err);
+		return -EINVAL;
+	}
+	if (!ns.has_mac)
+		config_net_default_mac(p->nnets, ns.mac);
+	struct net_backend *be;
+	int rc = ns.kind == NET_TAP ? net_tap_create(p->loop, ns.ifname, &be) : net_slirp_create(p->loop, ns.fwd, ns.nfwd, &be);
+	if (rc)
+		return rc;
+	struct virtio_pci_deps deps;
+	platform_virtio_deps(vm, &deps);
+	if ((rc = virtio_net_create(&deps, ns.mac, be, &p->net[p->nnets])))
+		return rc;
+	p->nnets++;
+	return 0;
+}
+
+int platform_add_blk(struct vm *vm, const struct disk_config *disk)
+{
+	struct platform *p = vm->platform;
+	if (p->nblks >= sizeof(p->blk) / sizeof(p->blk[0])) {
+		log_error("platform", "too many disks: vmon supports at most %zu", sizeof(p->blk) / sizeof(p->blk[0]));
+		return -ENOSPC;
+	}
+	struct virtio_pci_deps deps;
+	platform_virtio_deps(vm, &deps);
+	int rc = virtio_blk_create(&deps, disk->path, disk->readonly, disk->serial, &p->blk[p->nblks]);
+	if (!rc)
+		p->nblks++;
+	return rc;
+}
+
+int platform_add_console2(struct vm *vm, const char *spec)
+{
+	struct platform *p = vm->platform;
+	struct console2_spec cs;
+	char err[256];
+	if (config_console2_parse(spec, &cs, err, sizeof(err))) {
+		log_error("platform", "%s", err);
+		return -EINVAL;
+	}
+	struct virtio_pci_deps deps;
+	platform_virtio_deps(vm, &deps);
+	return virtio_console_create(&deps, cs.is_file ? VIRTIO_CONSOLE_FILE : VIRTIO_CONSOLE_SOCKET, cs.path,
+				     &p->console2);
+}
+
+int platform_add_vsock(struct vm *vm, const char *spec)
+{
+	struct platform *p = vm->platform;
+	struct vsock_spec vs;
+	char err[256];
+	if (config_vsock_parse(spec, &vs, err, sizeof(err))) {
+		log_error("platform", "%s", err);
+		return -EINVAL;
+	}
+	struct virtio_pci_deps deps;
+	platform_virtio_deps(vm, &deps);
+	return virtio_vsock_create(&deps, vs.cid, vs.uds, &p->vsock);
 }
 
 int platform_start_io(struct vm *vm)
@@ -131,6 +211,12 @@ void platform_destroy(struct vm *vm)
 		return;
 	platform_stop_io(vm);
 	virtio_rng_destroy(p->rng);
+	virtio_console_destroy(p->console2);
+	virtio_vsock_destroy(p->vsock);
+	for (unsigned int i = 0; i < p->nnets; i++)
+		virtio_net_destroy(p->net[i]);
+	for (unsigned int i = 0; i < p->nblks; i++)
+		virtio_blk_destroy(p->blk[i]);
 	if (p->pci.mmio)
 		pci_bus_destroy(&p->pci);
 	event_loop_destroy(p->loop);

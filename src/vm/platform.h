@@ -13,6 +13,11 @@
 
 struct vm;
 struct virtio_rng;
+struct virtio_console;
+struct virtio_vsock;
+struct virtio_net;
+struct virtio_blk;
+struct disk_config;
 
 struct platform {
 	struct serial com1;
@@ -26,6 +31,12 @@ struct platform {
 	struct pci_bus pci;
 	struct event_loop *loop;
 	struct virtio_rng *rng;
+	struct virtio_console *console2; /* --console2 */
+	struct virtio_vsock *vsock;       /* --vsock */
+	struct virtio_net *net[4]; /* CONFIG_MAX_NICS */
+	unsigned int nnets;
+	struct virtio_blk *blk[16]; /* CONFIG_MAX_DISKS */
+	unsigned int nblks;
 };
 
 #define PLATFORM_COM1_PORT 0x3f8
@@ -40,6 +51,26 @@ void platform_destroy(struct vm *vm);
 
 /* Adds the virtio entropy device (virtio-rng on PCI). Call after platform_create(). */
 int platform_add_rng(struct vm *vm);
+
+/*
+ * Adds the second console (virtio-console, the guest's hvc0) for a --console2 value, or the
+ * virtio-vsock device for a --vsock value (see config/config_sockets.h). Returns 0 or a
+ * negative errno (logged).
+ */
+int platform_add_console2(struct vm *vm, const char *spec);
+int platform_add_vsock(struct vm *vm, const char *spec);
+
+/*
+ * Adds a virtio network card for one --net value (see config/config_net.h), with its backend.
+ * Cards get PCI slots in the order they are added. Returns 0 or a negative errno (logged).
+ */
+int platform_add_net(struct vm *vm, const char *spec);
+
+/*
+ * Adds a virtio-blk disk for one --disk (see config/config_disk.h): opens and locks the image.
+ * Disks get PCI slots in the order they are added. Returns 0 or a negative errno (logged).
+ */
+int platform_add_blk(struct vm *vm, const struct disk_config *disk);
 
 /* Starts the device event loop; call before the vCPUs start. Stopped by platform_destroy(). */
 int platform_start_io(struct vm *vm);

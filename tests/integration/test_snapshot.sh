@@ -1,0 +1,357 @@
+#!/usr/bin/env bash
+# Snapshots: vmon ctl snapshot and vmon restore on the snapshot test guest (exact register and
+# memory round trip, counting on, clones, replacing a snapshot), every kind of damaged snapshot,
+# the restore latency for 128 MiB and 1 GiB guests, and the default Linux guest carrying on
+# after a restore (its shell answers, a counting process counts on, a file written before is there).
+cd "$(dirname "$0")/../.."
+. tests/integration/lib.sh
+
+if ! have_kvm; then
+	skip snapshot "no usable /dev/kvm on this machine"
+	exit 0
+fi
+
+SECTIONS="python3 tests/integration/snapshot_sections.py"
+PIDS=()
+cleanup() {
+	for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
+	rm -rf "$TEST_TMP"
+}
+trap cleanup EXIT
+
+# wait_for FILE PATTERN SECONDS: true once FILE has a line matching PATTERN.
+wait_for() {
+	local i
+	for ((i = 0; i < $3 * 10; i++)); do
+		tr -d '\r' 2>/dev/null <"$1" | grep -qE "$2" && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+# start NAME ARGS...: runs vmon in the background (stdin closed); sets PID, OUT, ERR.
+start() {
+	local name=$1
+	shift
+	OUT=$TEST_TMP/$name.out
+	ERR=$TEST_TMP/$name.err
+	"$VMON" "$@" </dev/null >"$OUT" 2>"$ERR" &
+	PID=$!
+	PIDS+=("$PID")
+}
+
+# finish PID: stops a VM started with start (SIGTERM) and returns its exit status.
+finish() {
+	kill -TERM "$1" 2>/dev/null
+	( sleep 30; kill -KILL "$1" 2>/dev/null ) & local dog=$!
+	wait "$1"
+	local rc=$?
+	kill $dog 2>/dev/null
+	wait $dog 2>/dev/null
+	return $rc
+}
+
+ctl() { "$VMON" ctl --sock "$@"; }
+
+# Counts printed across the files given, in order, must be 1, 2, 3, ... without a gap or repeat.
+counts_consecutive() {
+	cat "$@" | tr -d '\r' | grep -a '^count: ' | awk '
+		{ if ($2 != NR) { print "count " $2 " where " NR " was expected"; bad = 1; exit } }
+		END { exit bad || NR < 2 }'
+}
+last_count() { tr -d '\r' <"$1" | grep -a '^count: [0-9]*$' | tail -1 | cut -d' ' -f2; }
+
+G=$GUESTS/snapcount.elf
+SNAP=$TEST_TMP/snap
+
+# ---- the test guest: exact round trip ----
+start src run --kernel $G --memory 64M --api-sock $TEST_TMP/src.sock
+SRC_PID=$PID SRC_OUT=$OUT SRC_ERR=$ERR
+wait_for $SRC_OUT '^count: 3$' 120
+ctl $TEST_TMP/src.sock snapshot $SNAP --keep-running=false >$TEST_TMP/snap1.json 2>$TEST_TMP/snap1.err
+RC=$?
+OUT=$SRC_OUT ERR=$TEST_TMP/snap1.err
+expect snapshot/write "vmon ctl snapshot succeeds and leaves state and memory files" \
+	sh -c "[ $RC -eq 0 ] && [ -f $SNAP/state ] && ls $SNAP/memory-* >/dev/null && grep -q '\"paused\"' $TEST_TMP/snap1.json"
+# The paused source prints nothing more: its output ends where the snapshot was taken.
+sleep 1
+cp $SRC_OUT $TEST_TMP/src-at-snapshot.out
+
+start restored restore $SNAP --paused --api-sock $TEST_TMP/restored.sock
+R_PID=$PID R_OUT=$OUT R_ERR=$ERR
+wait_for $R_ERR 'stays paused' 60
+ctl $TEST_TMP/restored.sock snapshot $TEST_TMP/snap-again --keep-running=false >/dev/null 2>$TEST_TMP/snap2.err
+diffs=$($SECTIONS compare $SNAP/state $TEST_TMP/snap-again/state 2>&1)
+RC=$?
+OUT=$R_OUT ERR=$R_ERR
+expect snapshot/exact-cpu-and-devices "a restored VM's registers, system registers, FPU, MSRs, LAPIC, irqchips and devices equal the snapshot's (differences: $diffs)" \
+	sh -c "[ $RC -eq 0 ]"
+expect snapshot/exact-memory "a restored VM's RAM equals the snapshot's, byte for byte" \
+	cmp -s -n $((64 * 1024 * 1024)) $SNAP/memory-* $TEST_TMP/snap-again/memory-*
+
+ctl $TEST_TMP/restored.sock resume >/dev/null
+last=$(last_count $TEST_TMP/src-at-snapshot.out)
+wait_for $R_OUT "^count: $((last + 3))\$" 120
+no_fail() { ! grep -q FAIL "$@"; }
+expect snapshot/guest-continues "the restored guest counts on from the snapshot ($last) with its pattern and registers intact" \
+	counts_consecutive $TEST_TMP/src-at-snapshot.out $R_OUT
+expect snapshot/guest-checks-pass "the restored guest's pattern and register checks pass" no_fail $R_OUT
+
+# The source was left paused by --keep-running=false; it resumes and counts on by itself.
+ctl $TEST_TMP/src.sock resume >/dev/null
+wait_for $SRC_OUT "^count: $((last + 3))\$" 120
+OUT=$SRC_OUT ERR=$SRC_ERR
+expect snapshot/source-resumes "the snapshotted VM resumes and counts on" counts_consecutive $SRC_OUT
+
+# The restored VM, which runs from $SNAP's memory file, snapshots into $SNAP: the new snapshot
+# replaces the old one, leaving one memory file, and the VM keeps running from the old one.
+ctl $TEST_TMP/restored.sock snapshot $SNAP >/dev/null 2>$TEST_TMP/snap3.err
+RC=$?
+OUT=$R_OUT ERR=$TEST_TMP/snap3.err
+expect snapshot/replace "a second snapshot into the same directory replaces the first" \
+	sh -c "[ $RC -eq 0 ] && [ \$(ls $SNAP | grep -c '^memory-') -eq 1 ] && [ \$(ls -A $SNAP | wc -l) -eq 2 ]"
+r_last=$(last_count $R_OUT)
+wait_for $R_OUT "^count: $((r_last + 2))\$" 120
+expect snapshot/runs-on-after-replace "the VM keeps running after its memory file was replaced" \
+	counts_consecutive $TEST_TMP/src-at-snapshot.out $R_OUT
+finish $SRC_PID; rc_src=$?
+finish $R_PID; rc_r=$?
+OUT=$R_OUT ERR=$R_ERR
+expect snapshot/clean-exit "both VMs stop with exit 0 and no sanitizer report" \
+	sh -c "[ $rc_src -eq 0 ] && [ $rc_r -eq 0 ] && ! grep -qE 'Sanitizer|runtime error' $SRC_ERR $R_ERR"
+
+# ---- clones: the same snapshot restored twice at once ----
+start clone1 restore $SNAP --api-sock $TEST_TMP/c1.sock
+C1=$PID C1_OUT=$OUT
+start clone2 restore $SNAP --api-sock $TEST_TMP/c2.sock
+C2=$PID C2_OUT=$OUT
+# These come from the snapshot the restored VM took, whose RAM was read through its private
+# mapping of the first memory file.
+base=$(last_count $R_OUT)
+wait_for $C1_OUT "^count: $((base + 2))\$" 120
+wait_for $C2_OUT "^count: $((base + 2))\$" 120
+ctl $TEST_TMP/c1.sock pause >/dev/null
+c1_paused=$(last_count $C1_OUT)
+c2_now=$(last_count $C2_OUT)
+wait_for $C2_OUT "^count: $((c2_now + 3))\$" 120
+c1_later=$(last_count $C1_OUT)
+OUT=$C2_OUT ERR=$TEST_TMP/clone2.err
+expect snapshot/clones "two restores of one snapshot run independently: one paused at $c1_paused (still $c1_later), the other counted on from $c2_now" \
+	sh -c "[ '$c1_paused' = '$c1_later' ] && tr -d '\r' <$C2_OUT | grep -q '^count: $((c2_now + 3))\$'"
+expect snapshot/clones-checks-pass "both clones' pattern and register checks pass" no_fail $C1_OUT $C2_OUT
+finish $C1; finish $C2
+
+# ---- clones of a VM with host-side sockets: each clone gets its own vsock socket ----
+start vsrc run --kernel $G --memory 64M --net user --vsock cid=3,uds=$TEST_TMP/v0.sock --api-sock $TEST_TMP/vsrc.sock
+V_PID=$PID V_OUT=$OUT
+wait_for $V_OUT '^count: 2$' 120
+ctl $TEST_TMP/vsrc.sock snapshot $TEST_TMP/vsnap >/dev/null 2>&1
+finish $V_PID
+start vc1 restore $TEST_TMP/vsnap --vsock cid=3,uds=$TEST_TMP/v1.sock
+VC1=$PID VC1_OUT=$OUT VC1_ERR=$ERR
+start vc2 restore $TEST_TMP/vsnap --vsock cid=3,uds=$TEST_TMP/v2.sock --net user
+VC2=$PID VC2_OUT=$OUT VC2_ERR=$ERR
+vbase=$(last_count $V_OUT)
+wait_for $VC1_OUT "^count: $((vbase + 2))\$" 120
+wait_for $VC2_OUT "^count: $((vbase + 2))\$" 120
+OUT=$VC2_OUT ERR=$VC2_ERR
+expect snapshot/clones-own-sockets "two clones of a VM with a NIC and vsock run side by side, each with its own vsock socket" \
+	sh -c "tr -d '\r' <$VC1_OUT | grep -q '^count: $((vbase + 2))\$' && tr -d '\r' <$VC2_OUT | grep -q '^count: $((vbase + 2))\$' && \
+	       [ -S $TEST_TMP/v1.sock ] && [ -S $TEST_TMP/v2.sock ]"
+finish $VC1; finish $VC2
+run_vmon restore-net-count 60 restore $TEST_TMP/vsnap --net user --net user
+expect snapshot/override-count "replacing the backends of a different number of NICs is refused (exit 2)" \
+	sh -c "[ $RC -eq 2 ] && grep -q 'give --net 1 times' $ERR"
+
+# ---- disk images: a snapshot records them; a changed one is warned about, a resized one refused ----
+truncate -s 16M $TEST_TMP/disk.img
+start dsrc run --kernel $G --memory 64M --disk $TEST_TMP/disk.img --api-sock $TEST_TMP/dsrc.sock
+D_PID=$PID D_OUT=$OUT
+wait_for $D_OUT '^count: 2$' 120
+ctl $TEST_TMP/dsrc.sock snapshot $TEST_TMP/dsnap >/dev/null 2>&1
+finish $D_PID
+start drestored restore $TEST_TMP/dsnap
+DR=$PID DR_OUT=$OUT DR_ERR=$ERR
+wait_for $DR_OUT "^count: $(( $(last_count $D_OUT) + 1 ))\$" 120
+finish $DR
+OUT=$DR_OUT ERR=$DR_ERR
+expect snapshot/disk-restores "a VM with a disk restores with its image unchanged, without a warning" \
+	sh -c "tr -d '\r' <$DR_OUT | grep -q '^count: ' && ! grep -q 'modified after the snapshot' $DR_ERR"
+touch $TEST_TMP/disk.img
+start dtouched restore $TEST_TMP/dsnap
+wait_for $ERR 'modified after the snapshot' 60
+finish $PID
+expect snapshot/disk-changed-warns "an image written after the snapshot is warned about" grep -q 'modified after the snapshot' $ERR
+truncate -s 32M $TEST_TMP/disk.img
+run_vmon disk-resized 60 restore $TEST_TMP/dsnap
+expect snapshot/disk-resized-refused "an image of another size is refused (exit 2)" \
+	sh -c "[ $RC -eq 2 ] && grep -q 'the snapshot.s guest knew it with 16777216' $ERR"
+
+# ---- a snapshot that fails leaves the VM running and an earlier snapshot intact ----
+# vmon is started with SIGXFSZ ignored, then its file-size limit is lowered: writing the memory
+# file fails with EFBIG as it would on a full disk.
+OUT=$TEST_TMP/efbig.out ERR=$TEST_TMP/efbig.err
+(trap '' XFSZ; exec "$VMON" run --kernel $G --memory 64M --api-sock $TEST_TMP/efbig.sock </dev/null >$OUT 2>$ERR) &
+F_PID=$!
+PIDS+=($F_PID)
+wait_for $OUT '^count: 2$' 120
+ctl $TEST_TMP/efbig.sock snapshot $TEST_TMP/keep >/dev/null 2>&1
+cp $TEST_TMP/keep/state $TEST_TMP/keep-state.copy
+if prlimit --pid $F_PID --fsize=65536:unlimited 2>/dev/null; then
+	ctl $TEST_TMP/efbig.sock snapshot $TEST_TMP/keep >/dev/null 2>$TEST_TMP/efbig-ctl.err
+	RC=$?
+	n=$(last_count $OUT)
+	wait_for $OUT "^count: $((n + 2))\$" 120
+	ERR=$TEST_TMP/efbig-ctl.err
+	expect snapshot/failure-reported "a failed snapshot is reported (exit 1, the reason)" \
+		sh -c "[ $RC -eq 1 ] && grep -q 'File too large' $ERR"
+	expect snapshot/failure-keeps-earlier "the earlier snapshot in the directory is intact, no temporary files are left" \
+		sh -c "cmp -s $TEST_TMP/keep/state $TEST_TMP/keep-state.copy && [ \$(ls -A $TEST_TMP/keep | wc -l) -eq 2 ]"
+	expect snapshot/failure-vm-runs "the VM keeps running after a failed snapshot" \
+		sh -c "tr -d '\r' <$OUT | grep -q '^count: $((n + 2))\$'"
+else
+	skip snapshot/failure "prlimit cannot change vmon's file-size limit here"
+fi
+finish $F_PID
+
+# ---- damaged or foreign snapshots: exit 2, one clear line, no crash ----
+bad_snapshot() { # bad_snapshot NAME PATTERN DIR
+	run_vmon "bad-$1" 60 restore "$3"
+	expect "snapshot/bad-$1" "exit 2 and a message matching '$2'" \
+		sh -c "[ $RC -eq 2 ] && grep -qiE '$2' $ERR && ! grep -qE 'Sanitizer|runtime error' $ERR"
+}
+# copy_snap NAME: a fresh copy of the good snapshot to damage.
+copy_snap() { rm -rf "$TEST_TMP/$1"; cp -r "$SNAP" "$TEST_TMP/$1"; echo "$TEST_TMP/$1"; }
+# patch STATE PYTHON: edits the state file's bytes (b) in place; fix_header recomputes its checksum.
+patch() {
+	python3 - "$1" "$2" <<'EOF'
+import struct, sys, zlib
+path, code = sys.argv[1], sys.argv[2]
+b = bytearray(open(path, "rb").read())
+def section(name):
+    n = struct.unpack_from("<I", b, 24)[0]
+    for i in range(n):
+        nm, off, ln, _, _ = struct.unpack_from("<40sQQII", b, 128 + 64 * i)
+        if nm.rstrip(b"\0").decode() == name:
+            return off, ln
+    raise SystemExit("no section " + name)
+def fix_header():
+    struct.pack_into("<I", b, 96, 0)
+    struct.pack_into("<I", b, 96, zlib.crc32(bytes(b[:128])))
+exec(code)
+open(path, "wb").write(b)
+EOF
+}
+
+bad_snapshot missing-dir "cannot open the snapshot directory" $TEST_TMP/no-such-snapshot
+bad_snapshot not-a-dir "not a directory" $G
+d=$(copy_snap magic); patch $d/state 'b[0:8] = b"NOTASNAP"'
+bad_snapshot magic "not a vmon snapshot" $d
+d=$(copy_snap version); patch $d/state 'struct.pack_into("<I", b, 8, 99)'
+bad_snapshot version "format version 99.*reads version 1" $d
+d=$(copy_snap truncated); truncate -s -100 $d/state
+bad_snapshot truncated "truncated" $d
+d=$(copy_snap flipped); patch $d/state 'off, ln = section("vcpu.0.regs"); b[off + 17] ^= 0x04'
+bad_snapshot flipped-byte "section .vcpu.0.regs. of the snapshot is corrupted" $d
+d=$(copy_snap empty); : >$d/state
+bad_snapshot empty "state file is empty" $d
+d=$(copy_snap vendor); patch $d/state 'b[40:52] = (b"AuthenticAMD" if bytes(b[40:52]) != b"AuthenticAMD" else b"GenuineIntel"); fix_header()'
+bad_snapshot cpu-vendor "same CPU vendor" $d
+d=$(copy_snap features); patch $d/state 'struct.pack_into("<I", b, 56 + 4 * 7, 0xffffffff); struct.pack_into("<I", b, 56 + 4 * 4, 0xffffffff); fix_header()'
+bad_snapshot cpu-features "lacks features the snapshot.s guest was using" $d
+d=$(copy_snap mem-truncated); truncate -s -4096 $d/memory-*
+bad_snapshot memory-truncated "memory file .* truncated" $d
+d=$(copy_snap mem-missing); rm $d/memory-*
+bad_snapshot memory-missing "cannot open the snapshot.s memory file" $d
+d=$(copy_snap mem-foreign); cp $TEST_TMP/snap-again/memory-* $d/"$(basename $d/memory-*)"
+bad_snapshot memory-foreign "belongs to another snapshot" $d
+
+# ---- restore latency: vmon restore start to the guest running ----
+# The release build, as users run it; the time grows with the host probes, not with RAM.
+VMON_RELEASE=${VMON_RELEASE:-build/vmon}
+for mem in 128M 1G; do
+	dir=$TEST_TMP/lat-$mem
+	OUT=$TEST_TMP/lat-src-$mem.out ERR=$TEST_TMP/lat-src-$mem.err
+	"$VMON_RELEASE" run --kernel $G --memory $mem --api-sock $TEST_TMP/lat.sock </dev/null >$OUT 2>$ERR &
+	pid=$!
+	PIDS+=("$pid")
+	wait_for $OUT '^count: 2$' 300
+	ctl $TEST_TMP/lat.sock snapshot $dir >/dev/null 2>&1
+	finish $pid
+	size=$(du -k $dir/memory-* | cut -f1)
+	OUT=$TEST_TMP/lat-$mem.out ERR=$TEST_TMP/lat-$mem.err
+	t0=$(date +%s%N)
+	"$VMON_RELEASE" restore $dir </dev/null >$OUT 2>$ERR &
+	pid=$!
+	PIDS+=("$pid")
+	# "Running" = the guest's next line of output after the restore.
+	wait_for $OUT '^count: [0-9]+$' 120
+	t1=$(date +%s%N)
+	finish $pid
+	internal=$(sed -n 's/.*VM restored in \([0-9.]*\) ms.*/\1/p' $ERR)
+	echo "    restore latency ($mem guest, snapshot memory file ${size} KiB on disk): ${internal:-?} ms from" \
+		"'vmon restore' start to the vCPUs starting, $(((t1 - t0) / 1000000)) ms to the guest's next console line"
+	expect snapshot/latency-$mem "the $mem guest restores and runs" sh -c "[ -n '$internal' ]"
+done
+
+# ---- the default Linux guest ----
+if [ "${VMON_SNAPSHOT_LINUX:-1}" = 0 ]; then
+	skip snapshot/linux "VMON_SNAPSHOT_LINUX=0"
+	exit 0
+fi
+if ! paths=$(scripts/guest-paths.sh 2>/dev/null); then
+	skip snapshot/linux "the default guest is not built (scripts/build-guest.sh)"
+	exit 0
+fi
+eval "$paths"
+BOOT_TIMEOUT=${VMON_LINUX_BOOT_TIMEOUT:-1800}
+IN=$TEST_TMP/linux.in
+mkfifo $IN
+# This shell holds the console's input open (fd 7), so the guest's shell never sees end-of-file.
+exec 7<>$IN
+OUT=$TEST_TMP/linux.out ERR=$TEST_TMP/linux.err
+"$VMON" run --kernel "$GUEST_KERNEL" --initrd "$GUEST_INITRD" --cpus 2 --memory 128M \
+	--cmdline "$(cat guest/cmdline 2>/dev/null)" --api-sock $TEST_TMP/linux.sock <$IN >$OUT 2>$ERR &
+L_PID=$!
+PIDS+=($L_PID)
+LIN_OUT=$OUT LIN_ERR=$ERR
+if ! wait_for $OUT 'VMON-INIT: started' $BOOT_TIMEOUT || ! wait_for $OUT 'Enter .help.' 600; then
+	fail snapshot/linux-boot "the default guest did not reach its shell; console: $(tail -c 300 $OUT | tr '\r\n' '  ')"
+	exit 0
+fi
+sleep 2
+echo 'echo before-snapshot >/tmp/before.txt; (i=0; while :; do i=$((i+1)); echo $i >/tmp/count; sleep 1; done) &' >&7
+sleep 6
+echo 'echo "COUNT-BEFORE=$(cat /tmp/count)"' >&7
+wait_for $OUT '^COUNT-BEFORE=[0-9]+' 300
+ctl $TEST_TMP/linux.sock snapshot $TEST_TMP/linux-snap >/dev/null 2>$TEST_TMP/linux-snap.err
+RC=$?
+expect snapshot/linux-snapshot "the running Linux guest is snapshotted" sh -c "[ $RC -eq 0 ]"
+before=$(tr -d '\r' <$OUT | sed -n 's/^COUNT-BEFORE=//p' | tail -1)
+ctl $TEST_TMP/linux.sock stop >/dev/null
+wait $L_PID
+
+IN2=$TEST_TMP/linux2.in
+mkfifo $IN2
+exec 8<>$IN2
+OUT=$TEST_TMP/linux-restored.out ERR=$TEST_TMP/linux-restored.err
+"$VMON" restore $TEST_TMP/linux-snap --api-sock $TEST_TMP/linux2.sock <$IN2 >$OUT 2>$ERR &
+L2_PID=$!
+PIDS+=($L2_PID)
+sleep 8
+echo 'echo "AFTER count=$(cat /tmp/count) file=$(cat /tmp/before.txt)"' >&8
+wait_for $OUT '^AFTER count=' 300
+sleep 6
+echo 'echo "LATER count=$(cat /tmp/count)"' >&8
+wait_for $OUT '^LATER count=' 300
+after=$(tr -d '\r' <$OUT | sed -n 's/^AFTER count=\([0-9]*\).*/\1/p' | head -1)
+later=$(tr -d '\r' <$OUT | sed -n 's/^LATER count=\([0-9]*\).*/\1/p' | head -1)
+expect snapshot/linux-shell "the restored guest's shell answers and the file written before the snapshot is there" \
+	sh -c "tr -d '\r' <$OUT | grep -q '^AFTER count=[0-9]* file=before-snapshot'"
+expect snapshot/linux-counter "the guest's counting process counts on ($before before, $after and $later after)" \
+	sh -c "[ -n '$before' ] && [ -n '$after' ] && [ -n '$later' ] && [ $after -ge $before ] && [ $later -gt $after ]"
+ctl $TEST_TMP/linux2.sock stop >/dev/null
+wait $L2_PID
+RC=$?
+expect snapshot/linux-stop "the restored Linux VM stops cleanly, no sanitizer report" \
+	sh -c "[ $RC -eq 0 ] && ! grep -qE 'Sanitizer|runtime error' $ERR $LIN_ERR"

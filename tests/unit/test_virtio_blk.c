@@ -1,0 +1,681 @@
+/*
+ * virtio-blk: request parsing on hand-built descriptor chains (every layout a driver may use
+ * and every malformed case), then whole requests through the PCI transport, the event loop
+ * and io_uring against a real image file, and the image checks made when a disk is opened.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "arch/x86/layout.h"
+#include "backends/disk_uring.h"
+#include "virtio/virtio_blk.h"
+
+/* ---- parsing ---- */
+
+#define CAP 64 /* sectors of the disk the parse tests assume */
+
+struct chain {
+	struct iovec iov[8];
+	struct vq_chain c;
+	uint8_t buf[4096];
+	size_t used;
+};
+
+static void chain_init(struct chain *ch)
+{
+	memset(ch, 0, sizeof(*ch));
+	ch->c.iov = ch->iov;
+	ch->c.iov_cap = 8;
+}
+
+/* Appends a segment of len bytes (readable ones must come first, as vq_pop() guarantees). */
+static uint8_t *seg(struct chain *ch, size_t len, bool writable)
+{
+	uint8_t *p = ch->buf + ch->used;
+	ch->used += len;
+	assert_true(ch->used <= sizeof(ch->buf));
+	ch->iov[ch->c.n_out + ch->c.n_in] = (struct iovec){ .iov_base = p, .iov_len = len };
+	if (writable) {
+		ch->c.n_in++;
+		ch->c.in_len += (uint32_t)len;
+	} else {
+		assert_int_equal(ch->c.n_in, 0);
+		ch->c.n_out++;
+		ch->c.out_len += (uint32_t)len;
+	}
+	return p;
+}
+
+static void put_hdr(uint8_t *p, uint32_t type, uint64_t sector)
+{
+	memset(p, 0, VIRTIO_BLK_HDR_SIZE);
+	memcpy(p, &type, 4);
+	memcpy(p + 8, &sector, 8);
+}
+
+/* A readable header segment, then the given segments. */
+static void hdr_seg(struct chain *ch, uint32_t type, uint64_t sector)
+{
+	put_hdr(seg(ch, VIRTIO_BLK_HDR_SIZE, false), type, sector);
+}
+
+static void a_read_with_the_usual_layout(void **state)
+{
+	(void)state;
+	struct chain ch;
+	chain_init(&ch);
+	hdr_seg(&ch, VIRTIO_BLK_T_IN, 3);
+	uint8_t *d1 = seg(&ch, 512, true);
+	uint8_t *d2 = seg(&ch, 1024, true);
+	uint8_t *st = seg(&ch, 1, true);
+	struct virtio_blk_request r;
+	assert_int_equal(virtio_blk_parse(&ch.c, CAP, false, &r), VIRTIO_BLK_S_OK);
+	assert_int_equal(r.type, VIRTIO_BLK_T_IN);
+	assert_ptr_equal(r.status, st);
+	assert_int_equal(r.ndata, 2);
+	assert_ptr_equal(r.data[0].iov_base, d1);
+	assert_int_equal(r.data[0].iov_len, 512);
+	assert_ptr_equal(r.data[1].iov_base, d2);
+	assert_int_equal(r.data[1].iov_len, 1024);
+	assert_int_equal(r.offset, 3 * 512);
+	assert_int_equal(r.len, 1536);
+	assert_int_equal(r.used_len, 1537);
+}
+
+static void any_layout_is_accepted(void **state)
+{
+	(void)state;
+	/* Header split over two segments; data and status share one writable segment. */
+	struct chain ch;
+	chain_init(&ch);
+	uint8_t hdr[VIRTIO_BLK_HDR_SIZE];
+	put_hdr(hdr, VIRTIO_BLK_T_IN, 7);
+	memcpy(seg(&ch, 5, false), hdr, 5);
+	memcpy(seg(&ch, 11, false), hdr + 5, 11);
+	uint8_t *d = seg(&ch, 513, true);
+	struct virtio_blk_request r;
+	assert_int_equal(virtio_blk_parse(&ch.c, CAP, false, &r), VIRTIO_BLK_S_OK);
+	assert_int_equal(r.sector, 7);
+	assert_ptr_equal(r.status, d + 512);
+	assert_int_equal(r.ndata, 1);
+	assert_ptr_equal(r.data[0].iov_base, d);
+	assert_int_equal(r.data[0].iov_len, 512);
+
+	/* A write whose header and data share one readable segment. */
+	chain_init(&ch);
+	uint8_t *w = seg(&ch, VIRTIO_BLK_HDR_SIZE + 1024, false);
+	put_hdr(w, VIRTIO_BLK_T_OUT, CAP - 2);
+	uint8_t *st = seg(&ch, 1, true);
+	assert_int_equal(virtio_blk_parse(&ch.c, CAP, false, &r), VIRTIO_BLK_S_OK);
+	assert_ptr_equal(r.status, st);
+	assert_int_equal(r.ndata, 1);
+	assert_ptr_equal(r.data[0].iov_base, w + VIRTIO_BLK_HDR_SIZE);
+	assert_int_equal(r.data[0].iov_len, 1024);
+	assert_int_equal(r.offset, (CAP - 2) * 512);
+	assert_int_equal(r.used_len, 1);
+}
+
+static uint8_t parse_simple(uint32_t type, uint64_t sector, size_t out_data, size_t in_data, bool readonly,
+			    struct virtio_blk_request *r)
+{
+	static struct chain ch;
+	chain_init(&ch);
+	hdr_seg(&ch, type, sector);
+	if (out_data)
+		seg(&ch, out_data, false);
+	if (in_data)
+		seg(&ch, in_data, true);
+	seg(&ch, 1, true);
+	return virtio_blk_parse(&ch.c, CAP, readonly, r);
+}
+
+static void malformed_requests_are_io_errors(void **state)
+{
+	(void)state;
+	struct virtio_blk_request r;
+	struct chain ch;
+
+	/* No writable byte at all: nowhere to put a status. */
+	chain_init(&ch);
+	hdr_seg(&ch, VIRTIO_BLK_T_IN, 0);
+	seg(&ch, 512, false);
+	assert_int_equal(virtio_blk_parse(&ch.c, CAP, false, &r), VIRTIO_BLK_S_IOERR);
+	assert_null(r.status);
+
+	/* A header shorter than 16 bytes: the status still gets written. */
+	chain_init(&ch);
+	seg(&ch, 8, false);
+	uint8_t *st = seg(&ch, 1, true);
+	assert_int_equal(virtio_blk_parse(&ch.c, CAP, false, &r), VIRTIO_BLK_S_IOERR);
+	assert_ptr_equal(r.status, st);
+
+	/* No header at all, only a status byte. */
+	chain_init(&ch);
+	seg(&ch, 1, true);
+	assert_int_equal(virtio_blk_parse(&ch.c, CAP, false, &r), VIRTIO_BLK_S_IOERR);
+
+	/* Partial sectors. */
+	assert_int_equal(parse_simple(VIRTIO_BLK_T_IN, 0, 0, 100, false, &r), VIRTIO_BLK_S_IOERR);
+	assert_int_equal(parse_simple(VIRTIO_BLK_T_OUT, 0, 513, 0, false, &r), VIRTIO_BLK_S_IOERR);
+	/* A read with readable data, a write with writable data. */
+	assert_int_equal(parse_simple(VIRTIO_BLK_T_IN, 0, 512, 512, false, &r), VIRTIO_BLK_S_IOERR);
+	assert_int_equal(parse_simple(VIRTIO_BLK_T_OUT, 0, 512, 512, false, &r), VIRTIO_BLK_S_IOERR);
+
+	/* Ranges: the last sector is fine, one past it is not, nor a sector number that wraps. */
+	assert_int_equal(parse_simple(VIRTIO_BLK_T_IN, CAP - 1, 0, 512, false, &r), VIRTIO_BLK_S_OK);
+	assert_int_equal(parse_simple(VIRTIO_BLK_T_IN, CAP - 1, 0, 1024, false, &r), VIRTIO_BLK_S_IOERR);
+	assert_int_equal(parse_simple(VIRTIO_BLK_T_IN, CAP, 0, 512, false, &r), VIRTIO_BLK_S_IOERR);
+	assert_int_equal(parse_simple(VIRTIO_BLK_T_OUT, UINT64_MAX, 512, 0, false, &r), VIRTIO_BLK_S_IOERR);
+	assert_int_equal(parse_simple(VIRTIO_BLK_T_OUT, UINT64_MAX / 512 + 1, 512, 0, false, &r), VIRTIO_BLK_S_IOERR);
+
+	/* Read-only disks refuse writes and discards, not reads or flushes. */
+	assert_int_equal(parse_simple(VIRTIO_BLK_T_OUT, 0, 512, 0, true, &r), VIRTIO_BLK_S_IOERR);
+	assert_int_equal(parse_simple(VIRTIO_BLK_T_DISCARD, 0, 16, 0, true, &r), VIRTIO_BLK_S_IOERR);
+	assert_int_equal(parse_simple(VIRTIO_BLK_T_IN, 0, 0, 512, true, &r), VIRTIO_BLK_S_OK);
+	assert_int_equal(parse_simple(VIRTIO_BLK_T_FLUSH, 0, 0, 0, true, &r), VIRTIO_BLK_S_OK);
+}
+
+static void unknown_types_are_unsupported(void **state)
+{
+	(void)state;
+	struct virtio_blk_request r;
+	assert_int_equal(parse_simple(VIRTIO_BLK_T_WRITE_ZEROES, 0, 16, 0, false, &r), VIRTIO_BLK_S_UNSUPP);
+	assert_int_equal(parse_simple(99, 0, 0, 0, false, &r), VIRTIO_BLK_S_UNSUPP);
+	assert_int_equal(parse_simple(0x80000000u, 0, 0, 0, false, &r), VIRTIO_BLK_S_UNSUPP);
+	assert_int_equal(r.used_len, 1);
+}
+
+static uint8_t parse_discard(uint64_t sector, uint32_t sectors, uint32_t flags, unsigned int nseg,
+			     struct virtio_blk_request *r)
+{
+	static struct chain ch;
+	chain_init(&ch);
+	hdr_seg(&ch, VIRTIO_BLK_T_DISCARD, 0);
+	for (unsigned int i = 0; i < nseg; i++) {
+		uint8_t *p = seg(&ch, VIRTIO_BLK_DISCARD_SEG_SIZE, false);
+		memcpy(p, &sector, 8);
+		memcpy(p + 8, &sectors, 4);
+		memcpy(p + 12, &flags, 4);
+	}
+	seg(&ch, 1, true);
+	return virtio_blk_parse(&ch.c, CAP, false, r);
+}
+
+static void discard_segments_are_checked(void **state)
+{
+	(void)state;
+	struct virtio_blk_request r;
+	assert_int_equal(parse_discard(8, 16, 0, 1, &r), VIRTIO_BLK_S_OK);
+	assert_int_equal(r.offset, 8 * 512);
+	assert_int_equal(r.len, 16 * 512);
+	assert_int_equal(parse_discard(0, CAP, 0, 1, &r), VIRTIO_BLK_S_OK);
+	assert_int_equal(parse_discard(1, CAP, 0, 1, &r), VIRTIO_BLK_S_IOERR);      /* past the end */
+	assert_int_equal(parse_discard(UINT64_MAX, 2, 0, 1, &r), VIRTIO_BLK_S_IOERR);
+	assert_int_equal(parse_discard(0, 8, 0, 2, &r), VIRTIO_BLK_S_IOERR);        /* max_discard_seg is 1 */
+	assert_int_equal(parse_discard(0, 8, 0, 0, &r), VIRTIO_BLK_S_IOERR);        /* no segment */
+	assert_int_equal(parse_discard(0, 8, VIRTIO_BLK_DISCARD_F_UNMAP, 1, &r), VIRTIO_BLK_S_UNSUPP);
+	assert_int_equal(parse_discard(0, 8, 0x10, 1, &r), VIRTIO_BLK_S_UNSUPP);
+	/* A partial segment. */
+	struct chain ch;
+	chain_init(&ch);
+	hdr_seg(&ch, VIRTIO_BLK_T_DISCARD, 0);
+	seg(&ch, 8, false);
+	seg(&ch, 1, true);
+	assert_int_equal(virtio_blk_parse(&ch.c, CAP, false, &r), VIRTIO_BLK_S_IOERR);
+}
+
+static void get_id_takes_the_writable_buffer(void **state)
+{
+	(void)state;
+	struct virtio_blk_request r;
+	assert_int_equal(parse_simple(VIRTIO_BLK_T_GET_ID, 0, 0, VIRTIO_BLK_ID_BYTES, false, &r), VIRTIO_BLK_S_OK);
+	assert_int_equal(r.data_len, VIRTIO_BLK_ID_BYTES);
+	assert_int_equal(r.ndata, 1);
+}
+
+/* ---- the device through the transport ---- */
+
+#define RAM (2u << 20)
+#define DESC 0x1000
+#define AVAIL 0x2000
+#define USED 0x3000
+#define HDRS 0x8000   /* request headers, 32 bytes apart */
+#define STATUS 0x9000 /* status bytes, one per request */
+#define DATA 0x10000
+#define QSZ 16
+#define DISK_SECTORS 256
+
+struct rig {
+	struct bus pio, mmio;
+	struct pci_bus pci;
+	struct event_loop *loop;
+	struct guest_mem mem;
+	uint8_t *ram;
+	struct virtio_blk *blk;
+	struct pci_device *fn;
+	uint64_t bar0;
+	uint16_t avail_idx;
+	uint16_t next_desc;
+	char path[64];
+};
+
+static void make_image(char *path, size_t pathlen, size_t bytes)
+{
+	snprintf(path, pathlen, "/tmp/vmon-blk-test.XXXXXX");
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	uint8_t *pattern = malloc(bytes ? bytes : 1);
+	for (size_t i = 0; i < bytes; i++)
+		pattern[i] = (uint8_t)(i / 512 + 1); /* each sector holds its number + 1 */
+	assert_int_equal(write(fd, pattern, bytes), (ssize_t)bytes);
+	free(pattern);
+	close(fd);
+}
+
+static int rig_setup_sized(struct rig *r, bool readonly, unsigned int sectors)
+{
+	memset(r, 0, sizeof(*r));
+	bus_init(&r->pio, "pio");
+	bus_init(&r->mmio, "mmio");
+	assert_int_equal(pci_bus_init(&r->pci, &r->pio, &r->mmio, LAYOUT_PCI_MMIO_START, LAYOUT_IOAPIC), 0);
+	assert_int_equal(event_loop_create(&r->loop), 0);
+	r->ram = calloc(1, RAM);
+	r->mem.nregions = 1;
+	r->mem.regions[0] = (struct guest_mem_region){ .gpa = 0, .size = RAM, .host = r->ram };
+	r->mem.ram_size = RAM;
+	r->mem.fd = -1;
+	make_image(r->path, sizeof(r->path), (size_t)sectors * 512);
+	struct virtio_pci_deps deps = { .pci = &r->pci, .loop = r->loop, .mem = &r->mem, .vm_fd = -1 };
+	int rc = virtio_blk_create(&deps, r->path, readonly, "vmon-serial-1", &r->blk);
+	if (rc) {
+		unlink(r->path);
+		return rc; /* io_uring unavailable: the caller skips */
+	}
+	assert_int_equal(event_loop_start(r->loop), 0);
+	r->fn = r->pci.devices[1];
+	assert_non_null(r->fn);
+	assert_int_equal(pci_config_read(r->fn, PCI_DEVICE_ID, 2), 0x1040 + VIRTIO_ID_BLOCK);
+	pci_config_write(r->fn, PCI_COMMAND, PCI_COMMAND_MEMORY, 2);
+	r->bar0 = pci_config_read(r->fn, PCI_BAR0, 4);
+	return 0;
+}
+
+static int rig_setup(struct rig *r, bool readonly) { return rig_setup_sized(r, readonly, DISK_SECTORS); }
+
+static void rig_free(struct rig *r)
+{
+	event_loop_stop(r->loop);
+	virtio_blk_destroy(r->blk);
+	event_loop_destroy(r->loop);
+	pci_bus_destroy(&r->pci);
+	bus_destroy(&r->pio);
+	bus_destroy(&r->mmio);
+	free(r->ram);
+	unlink(r->path);
+}
+
+static uint32_t rd(struct rig *r, uint64_t off, uint32_t len)
+{
+	uint32_t v = 0;
+	assert_true(bus_read(&r->mmio, r->bar0 + off, &v, len));
+	return v;
+}
+
+static void wr(struct rig *r, uint64_t off, uint32_t v, uint32_t len)
+{
+	assert_true(bus_write(&r->mmio, r->bar0 + off, &v, len));
+}
+
+enum { DFSEL = 0x00, DF = 0x04, GFSEL = 0x08, GF = 0x0c, STAT = 0x14, QSEL = 0x16, QSIZE = 0x18,
+       QENABLE = 0x1c, QDESC = 0x20, QDRIVER = 0x28, QDEVICE = 0x30 };
+
+static uint64_t device_features(struct rig *r)
+{
+	wr(r, DFSEL, 0, 4);
+	uint64_t lo = rd(r, DF, 4);
+	wr(r, DFSEL, 1, 4);
+	return lo | (uint64_t)rd(r, DF, 4) << 32;
+}
+
+/* Brings the device up as a driver would, accepting `features` (VERSION_1 is added). */
+static void start_device(struct rig *r, uint64_t features)
+{
+	features |= VIRTIO_F_BIT(VIRTIO_F_VERSION_1);
+	wr(r, STAT, 0, 1);
+	wr(r, STAT, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER, 1);
+	wr(r, GFSEL, 0, 4);
+	wr(r, GF, (uint32_t)features, 4);
+	wr(r, GFSEL, 1, 4);
+	wr(r, GF, (uint32_t)(features >> 32), 4);
+	wr(r, STAT, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER | VIRTIO_STATUS_FEATURES_OK, 1);
+	assert_true(rd(r, STAT, 1) & VIRTIO_STATUS_FEATURES_OK);
+	wr(r, QSEL, 0, 2);
+	assert_int_equal(rd(r, QSIZE, 2), VIRTIO_BLK_QUEUE_SIZE);
+	wr(r, QSIZE, QSZ, 2);
+	wr(r, QDESC, DESC, 4);
+	wr(r, QDRIVER, AVAIL, 4);
+	wr(r, QDEVICE, USED, 4);
+	wr(r, QENABLE, 1, 2);
+	wr(r, STAT, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER | VIRTIO_STATUS_FEATURES_OK |
+			    VIRTIO_STATUS_DRIVER_OK, 1);
+}
+
+static void put_desc(struct rig *r, uint16_t i, uint64_t addr, uint32_t len, uint16_t flags, uint16_t next)
+{
+	struct virtq_desc d = { .addr = addr, .len = len, .flags = flags, .next = next };
+	memcpy(r->ram + DESC + 16u * i, &d, sizeof(d));
+}
+
+/*
+ * Submits header | data (len bytes at DATA + data_off, writable for reads) | status as a
+ * 3-descriptor chain (2 if len is 0) and waits for the answer. Returns the status byte.
+ */
+static uint8_t request(struct rig *r, uint32_t type, uint64_t sector, uint64_t data_off, uint32_t len,
+		       bool data_writable, uint32_t *used_len)
+{
+	uint16_t n = r->avail_idx;
+	uint64_t hdr = HDRS + 32u * (n % QSZ), status = STATUS + (n % QSZ);
+	put_hdr(r->ram + hdr, type, sector);
+	r->ram[status] = 0xee;
+	uint16_t d0 = (uint16_t)((n * 3) % QSZ), d1 = (uint16_t)((d0 + 1) % QSZ), d2 = (uint16_t)((d0 + 2) % QSZ);
+	if (len) {
+		put_desc(r, d0, hdr, VIRTIO_BLK_HDR_SIZE, VIRTQ_DESC_F_NEXT, d1);
+		put_desc(r, d1, DATA + data_off, len, VIRTQ_DESC_F_NEXT | (data_writable ? VIRTQ_DESC_F_WRITE : 0), d2);
+		put_desc(r, d2, status, 1, VIRTQ_DESC_F_WRITE, 0);
+	} else {
+		put_desc(r, d0, hdr, VIRTIO_BLK_HDR_SIZE, VIRTQ_DESC_F_NEXT, d1);
+		put_desc(r, d1, status, 1, VIRTQ_DESC_F_WRITE, 0);
+	}
+	uint16_t *avail = (uint16_t *)(r->ram + AVAIL);
+	avail[2 + n % QSZ] = d0;
+	r->avail_idx++;
+	__atomic_store_n(&avail[1], r->avail_idx, __ATOMIC_RELEASE);
+	wr(r, VIRTIO_PCI_NOTIFY_OFF, 0, 2);
+	uint16_t *used = (uint16_t *)(r->ram + USED);
+	for (int i = 0; i < 5000 && __atomic_load_n(&used[1], __ATOMIC_ACQUIRE) != r->avail_idx; i++)
+		usleep(1000);
+	assert_int_equal(__atomic_load_n(&used[1], __ATOMIC_ACQUIRE), r->avail_idx);
+	uint32_t id, ulen;
+	memcpy(&id, r->ram + USED + 4 + 8 * (n % QSZ), 4);
+	memcpy(&ulen, r->ram + USED + 8 + 8 * (n % QSZ), 4);
+	assert_int_equal(id, d0);
+	if (used_len)
+		*used_len = ulen;
+	return r->ram[status];
+}
+
+static void file_bytes(const char *path, off_t off, void *buf, size_t len)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	assert_true(fd >= 0);
+	assert_int_equal(pread(fd, buf, len, off), (ssize_t)len);
+	close(fd);
+}
+
+static void reads_writes_flushes_and_get_id(void **state)
+{
+	(void)state;
+	struct rig r;
+	if (rig_setup(&r, false))
+		skip();
+	uint64_t f = device_features(&r);
+	assert_true(f & VIRTIO_F_BIT(VIRTIO_BLK_F_FLUSH));
+	assert_true(f & VIRTIO_F_BIT(VIRTIO_BLK_F_DISCARD));
+	assert_true(f & VIRTIO_F_BIT(VIRTIO_BLK_F_SEG_MAX));
+	assert_true(f & VIRTIO_F_BIT(VIRTIO_BLK_F_BLK_SIZE));
+	assert_false(f & VIRTIO_F_BIT(VIRTIO_BLK_F_RO));
+	/* Capacity, seg_max and blk_size in the device configuration. */
+	uint64_t cap = rd(&r, VIRTIO_PCI_DEVICE_OFF, 4) | (uint64_t)rd(&r, VIRTIO_PCI_DEVICE_OFF + 4, 4) << 32;
+	assert_int_equal(cap, DISK_SECTORS);
+	assert_int_equal(rd(&r, VIRTIO_PCI_DEVICE_OFF + 12, 4), VIRTIO_BLK_SEG_MAX);
+	assert_int_equal(rd(&r, VIRTIO_PCI_DEVICE_OFF + 20, 4), 512);
+	start_device(&r, VIRTIO_F_BIT(VIRTIO_BLK_F_FLUSH) | VIRTIO_F_BIT(VIRTIO_BLK_F_DISCARD));
+
+	/* Read sectors 10..11: the image's pattern arrives in guest RAM. */
+	uint32_t ulen;
+	assert_int_equal(request(&r, VIRTIO_BLK_T_IN, 10, 0, 1024, true, &ulen), VIRTIO_BLK_S_OK);
+	assert_int_equal(ulen, 1025);
+	assert_int_equal(r.ram[DATA], 11);
+	assert_int_equal(r.ram[DATA + 1023], 12);
+
+	/* Write sector 20, flush, and the file has it. */
+	memset(r.ram + DATA + 4096, 0xab, 512);
+	assert_int_equal(request(&r, VIRTIO_BLK_T_OUT, 20, 4096, 512, false, &ulen), VIRTIO_BLK_S_OK);
+	assert_int_equal(ulen, 1);
+	assert_int_equal(request(&r, VIRTIO_BLK_T_FLUSH, 0, 0, 0, false, NULL), VIRTIO_BLK_S_OK);
+	uint8_t buf[512], want[512];
+	memset(want, 0xab, sizeof(want));
+	file_bytes(r.path, 20 * 512, buf, sizeof(buf));
+	assert_memory_equal(buf, want, sizeof(buf));
+
+	/* get-id: the serial, zero-padded to 20 bytes. */
+	memset(r.ram + DATA, 0xff, 32);
+	assert_int_equal(request(&r, VIRTIO_BLK_T_GET_ID, 0, 0, VIRTIO_BLK_ID_BYTES, true, &ulen), VIRTIO_BLK_S_OK);
+	assert_int_equal(ulen, VIRTIO_BLK_ID_BYTES + 1);
+	assert_memory_equal(r.ram + DATA, "vmon-serial-1\0\0\0\0\0\0", VIRTIO_BLK_ID_BYTES);
+	assert_int_equal(r.ram[DATA + VIRTIO_BLK_ID_BYTES], 0xff);
+
+	/* Errors: past the end, an unknown type. The device goes on working. */
+	assert_int_equal(request(&r, VIRTIO_BLK_T_IN, DISK_SECTORS, 0, 512, true, NULL), VIRTIO_BLK_S_IOERR);
+	assert_int_equal(request(&r, 42, 0, 0, 0, false, NULL), VIRTIO_BLK_S_UNSUPP);
+	assert_int_equal(request(&r, VIRTIO_BLK_T_IN, DISK_SECTORS - 1, 0, 512, true, NULL), VIRTIO_BLK_S_OK);
+	assert_int_equal(r.ram[DATA], (uint8_t)DISK_SECTORS);
+
+	struct virtio_blk_stats s;
+	virtio_blk_get_stats(r.blk, &s);
+	assert_int_equal(s.requests, 7);
+	assert_int_equal(s.read_bytes, 1024 + 512);
+	assert_int_equal(s.write_bytes, 512);
+	assert_int_equal(s.flushes, 1);
+	assert_int_equal(s.errors, 2);
+	rig_free(&r);
+}
+
+static void discard_punches_a_hole(void **state)
+{
+	(void)state;
+	struct rig r;
+	if (rig_setup(&r, false))
+		skip();
+	/* Only meaningful where the host file system punches holes. */
+	int fd = open(r.path, O_RDWR | O_CLOEXEC);
+	bool can_punch = fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 255 * 512, 512) == 0;
+	close(fd);
+	start_device(&r, VIRTIO_F_BIT(VIRTIO_BLK_F_FLUSH) | VIRTIO_F_BIT(VIRTIO_BLK_F_DISCARD));
+	uint8_t *seg = r.ram + DATA;
+	uint64_t sector = 8;
+	uint32_t sectors = 16, flags = 0;
+	memcpy(seg, &sector, 8);
+	memcpy(seg + 8, &sectors, 4);
+	memcpy(seg + 12, &flags, 4);
+	assert_int_equal(request(&r, VIRTIO_BLK_T_DISCARD, 0, 0, 16, false, NULL), VIRTIO_BLK_S_OK);
+	uint8_t buf[16 * 512], zero[16 * 512] = { 0 };
+	file_bytes(r.path, 8 * 512, buf, sizeof(buf));
+	if (can_punch)
+		assert_memory_equal(buf, zero, sizeof(buf));
+	struct stat st;
+	assert_int_equal(stat(r.path, &st), 0);
+	assert_int_equal(st.st_size, DISK_SECTORS * 512); /* the size stays */
+	rig_free(&r);
+	if (!can_punch)
+		skip();
+}
+
+static void a_read_only_disk_refuses_writes(void **state)
+{
+	(void)state;
+	struct rig r;
+	if (rig_setup(&r, true))
+		skip();
+	uint64_t f = device_features(&r);
+	assert_true(f & VIRTIO_F_BIT(VIRTIO_BLK_F_RO));
+	assert_false(f & VIRTIO_F_BIT(VIRTIO_BLK_F_DISCARD));
+	start_device(&r, VIRTIO_F_BIT(VIRTIO_BLK_F_RO) | VIRTIO_F_BIT(VIRTIO_BLK_F_FLUSH));
+	memset(r.ram + DATA, 0xcd, 512);
+	assert_int_equal(request(&r, VIRTIO_BLK_T_OUT, 0, 0, 512, false, NULL), VIRTIO_BLK_S_IOERR);
+	assert_int_equal(request(&r, VIRTIO_BLK_T_FLUSH, 0, 0, 0, false, NULL), VIRTIO_BLK_S_OK);
+	assert_int_equal(request(&r, VIRTIO_BLK_T_IN, 0, 4096, 512, true, NULL), VIRTIO_BLK_S_OK);
+	assert_int_equal(r.ram[DATA + 4096], 1); /* sector 0 as it was */
+	uint8_t b;
+	file_bytes(r.path, 0, &b, 1);
+	assert_int_equal(b, 1);
+	rig_free(&r);
+}
+
+static void a_write_without_flush_negotiated_is_write_through(void **state)
+{
+	(void)state;
+	struct rig r;
+	if (rig_setup(&r, false))
+		skip();
+	start_device(&r, 0);
+	memset(r.ram + DATA, 0x5a, 1024);
+	assert_int_equal(request(&r, VIRTIO_BLK_T_OUT, 2, 0, 1024, false, NULL), VIRTIO_BLK_S_OK);
+	uint8_t buf[1024], want[1024];
+	memset(want, 0x5a, sizeof(want));
+	file_bytes(r.path, 2 * 512, buf, sizeof(buf));
+	assert_memory_equal(buf, want, sizeof(buf));
+	rig_free(&r);
+}
+
+static void device_state_checks_the_image(void **state)
+{
+	(void)state;
+	struct rig r;
+	if (rig_setup(&r, false))
+		skip();
+	start_device(&r, VIRTIO_F_BIT(VIRTIO_BLK_F_FLUSH));
+	assert_int_equal(request(&r, VIRTIO_BLK_T_IN, 0, 0, 512, true, NULL), VIRTIO_BLK_S_OK);
+	static uint8_t blob[1 << 16];
+	struct virtio_device *vdev = r.fn->owner;
+	long n = virtio_pci_save(vdev, blob, sizeof(blob));
+	assert_true(n > 0);
+	assert_int_equal(virtio_pci_load(vdev, blob, (size_t)n), 0);
+	/* The same disk answers after the load. */
+	assert_int_equal(request(&r, VIRTIO_BLK_T_IN, 1, 0, 512, true, NULL), VIRTIO_BLK_S_OK);
+	assert_int_equal(r.ram[DATA], 2);
+	rig_free(&r);
+
+	/* A disk of another size refuses the state. */
+	struct rig r2;
+	assert_int_equal(rig_setup_sized(&r2, false, 128), 0);
+	assert_int_equal(virtio_pci_load(r2.fn->owner, blob, (size_t)n), -EINVAL);
+	rig_free(&r2);
+}
+
+/* ---- opening images ---- */
+
+static void image_errors_name_the_problem(void **state)
+{
+	(void)state;
+	struct disk_uring *d, *d2;
+	assert_int_equal(disk_uring_open("/nonexistent/vmon-disk.img", false, 8, &d), -ENOENT);
+	assert_int_equal(disk_uring_open("/tmp", false, 8, &d), -EISDIR);
+	assert_int_equal(disk_uring_open("/tmp", true, 8, &d), -EISDIR);
+
+	char path[64];
+	make_image(path, sizeof(path), 100);
+	assert_int_equal(disk_uring_open(path, false, 8, &d), -EINVAL); /* smaller than a sector */
+	unlink(path);
+
+	make_image(path, sizeof(path), 1000);
+	if (disk_uring_open(path, false, 8, &d)) {
+		unlink(path);
+		skip(); /* no io_uring here */
+	}
+	assert_int_equal(disk_uring_size(d), 512); /* rounded down */
+	/* A second writer, or a reader next to a writer, is refused; readers share. */
+	assert_int_equal(disk_uring_open(path, false, 8, &d2), -EBUSY);
+	assert_int_equal(disk_uring_open(path, true, 8, &d2), -EBUSY);
+	disk_uring_close(d);
+	assert_int_equal(disk_uring_open(path, true, 8, &d), 0);
+	assert_int_equal(disk_uring_open(path, true, 8, &d2), 0);
+	assert_true(disk_uring_readonly(d2));
+	struct disk_uring *d3;
+	assert_int_equal(disk_uring_open(path, false, 8, &d3), -EBUSY);
+	disk_uring_close(d2);
+	disk_uring_close(d);
+	unlink(path);
+}
+
+static int done_calls, last_result;
+static void count_done(struct disk_request *req, int result)
+{
+	(void)req;
+	done_calls++;
+	last_result = result;
+}
+
+static void the_backend_bounds_requests_in_flight(void **state)
+{
+	(void)state;
+	char path[64];
+	make_image(path, sizeof(path), 4096);
+	struct disk_uring *d;
+	if (disk_uring_open(path, false, 2, &d)) {
+		unlink(path);
+		skip();
+	}
+	uint8_t buf[3][512];
+	struct iovec iov[3] = { { buf[0], 512 }, { buf[1], 512 }, { buf[2], 512 } };
+	struct disk_request req[3];
+	done_calls = 0;
+	for (int i = 0; i < 3; i++)
+		req[i] = (struct disk_request){ .op = DISK_READ, .offset = 512u * (unsigned int)i, .iov = &iov[i],
+						.iovcnt = 1, .done = count_done };
+	assert_int_equal(disk_uring_queue(d, &req[0]), 0);
+	assert_int_equal(disk_uring_queue(d, &req[1]), 0);
+	assert_int_equal(disk_uring_queue(d, &req[2]), -EBUSY);
+	assert_int_equal(disk_uring_in_flight(d), 2);
+	disk_uring_drain(d);
+	assert_int_equal(done_calls, 2);
+	assert_int_equal(disk_uring_in_flight(d), 0);
+	assert_int_equal(buf[1][0], 2); /* sector 1 of the pattern */
+
+	/* The image shrank under the VM: a read past its new end is an error, not garbage. */
+	assert_int_equal(truncate(path, 512), 0);
+	assert_int_equal(disk_uring_queue(d, &req[2]), 0);
+	disk_uring_drain(d);
+	assert_int_equal(done_calls, 3);
+	assert_int_equal(last_result, -EIO);
+	disk_uring_close(d);
+
+	/* Writes and discards are refused on a read-only image before they reach the kernel. */
+	assert_int_equal(disk_uring_open(path, true, 2, &d), 0);
+	struct disk_request w = { .op = DISK_WRITE, .iov = &iov[0], .iovcnt = 1, .done = count_done };
+	assert_int_equal(disk_uring_queue(d, &w), -EINVAL);
+	disk_uring_close(d);
+	unlink(path);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(a_read_with_the_usual_layout),
+		cmocka_unit_test(any_layout_is_accepted),
+		cmocka_unit_test(malformed_requests_are_io_errors),
+		cmocka_unit_test(unknown_types_are_unsupported),
+		cmocka_unit_test(discard_segments_are_checked),
+		cmocka_unit_test(get_id_takes_the_writable_buffer),
+		cmocka_unit_test(reads_writes_flushes_and_get_id),
+		cmocka_unit_test(discard_punches_a_hole),
+		cmocka_unit_test(a_read_only_disk_refuses_writes),
+		cmocka_unit_test(a_write_without_flush_negotiated_is_write_through),
+		cmocka_unit_test(device_state_checks_the_image),
+		cmocka_unit_test(image_errors_name_the_problem),
+		cmocka_unit_test(the_backend_bounds_requests_in_flight),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

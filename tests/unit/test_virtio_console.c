@@ -1,0 +1,425 @@
+/*
+ * virtio-console (the guest's hvc0) driven as a guest driver drives it (BAR0 on the MMIO bus,
+ * rings in a fake guest memory), with its host side on a real Unix socket or file: bytes both
+ * ways, flow control in both directions, one client at a time, malformed buffers, snapshots.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "arch/x86/layout.h"
+#include "backends/unix_socket.h"
+#include "virtio/virtio_console.h"
+
+#define RAM (8u << 20)
+#define QSZ 32
+#define NQ 2
+#define RXQ 0
+#define TXQ 1
+#define QBASE(q) (0x10000u + (q) * 0x4000u)
+#define DATA_START 0x100000u
+
+struct rig {
+	struct bus pio, mmio;
+	struct pci_bus pci;
+	struct event_loop *loop;
+	struct guest_mem mem;
+	uint8_t *ram;
+	struct virtio_console *con;
+	struct pci_device *fn;
+	uint64_t bar0;
+	uint16_t avail_idx[NQ], desc_next[NQ], used_seen[NQ];
+	uint64_t data_next;
+	char dir[64], path[96];
+};
+
+enum { GFSEL = 0x08, GF = 0x0c, NUMQ = 0x12, STATUS = 0x14, QSEL = 0x16, QSIZE = 0x18, QENABLE = 0x1c, QDESC = 0x20,
+       QDRIVER = 0x28, QDEVICE = 0x30 };
+
+static uint32_t rd(struct rig *r, uint64_t off, uint32_t len)
+{
+	uint32_t v = 0;
+	assert_true(bus_read(&r->mmio, r->bar0 + off, &v, len));
+	return v;
+}
+
+static void wr(struct rig *r, uint64_t off, uint32_t v, uint32_t len)
+{
+	assert_true(bus_write(&r->mmio, r->bar0 + off, &v, len));
+}
+
+static void start_driver(struct rig *r)
+{
+	wr(r, STATUS, 0, 1);
+	wr(r, STATUS, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER, 1);
+	wr(r, GFSEL, 1, 4);
+	wr(r, GF, 1, 4);
+	wr(r, STATUS, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER | VIRTIO_STATUS_FEATURES_OK, 1);
+	for (uint16_t q = 0; q < NQ; q++) {
+		wr(r, QSEL, q, 2);
+		wr(r, QSIZE, QSZ, 2);
+		wr(r, QDESC, QBASE(q), 4);
+		wr(r, QDRIVER, QBASE(q) + 0x1000, 4);
+		wr(r, QDEVICE, QBASE(q) + 0x2000, 4);
+		wr(r, QENABLE, 1, 2);
+	}
+	wr(r, STATUS, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER | VIRTIO_STATUS_FEATURES_OK |
+			      VIRTIO_STATUS_DRIVER_OK, 1);
+}
+
+static void rig_setup_backend(struct rig *r, enum virtio_console_backend backend)
+{
+	memset(r, 0, sizeof(*r));
+	strcpy(r->dir, "/tmp/vmon-console-XXXXXX");
+	assert_non_null(mkdtemp(r->dir));
+	snprintf(r->path, sizeof(r->path), "%s/%s", r->dir, backend == VIRTIO_CONSOLE_SOCKET ? "c.sock" : "out.log");
+	bus_init(&r->pio, "pio");
+	bus_init(&r->mmio, "mmio");
+	assert_int_equal(pci_bus_init(&r->pci, &r->pio, &r->mmio, LAYOUT_PCI_MMIO_START, LAYOUT_IOAPIC), 0);
+	assert_int_equal(event_loop_create(&r->loop), 0);
+	r->ram = calloc(1, RAM);
+	r->mem.nregions = 1;
+	r->mem.regions[0] = (struct guest_mem_region){ .gpa = 0, .size = RAM, .host = r->ram };
+	r->mem.ram_size = RAM;
+	r->mem.fd = -1;
+	r->data_next = DATA_START;
+	struct virtio_pci_deps deps = { .pci = &r->pci, .loop = r->loop, .mem = &r->mem, .vm_fd = -1 };
+	assert_int_equal(virtio_console_create(&deps, backend, r->path, &r->con), 0);
+	assert_int_equal(event_loop_start(r->loop), 0);
+	r->fn = r->pci.devices[1];
+	assert_non_null(r->fn);
+	assert_int_equal(pci_config_read(r->fn, PCI_DEVICE_ID, 2), 0x1040 + VIRTIO_ID_CONSOLE);
+	pci_config_write(r->fn, PCI_COMMAND, PCI_COMMAND_MEMORY, 2);
+	r->bar0 = pci_config_read(r->fn, PCI_BAR0, 4);
+	start_driver(r);
+}
+
+static void rig_setup(struct rig *r) { rig_setup_backend(r, VIRTIO_CONSOLE_SOCKET); }
+
+static void rig_free(struct rig *r)
+{
+	event_loop_stop(r->loop);
+	virtio_console_destroy(r->con);
+	event_loop_destroy(r->loop);
+	pci_bus_destroy(&r->pci);
+	bus_destroy(&r->pio);
+	bus_destroy(&r->mmio);
+	free(r->ram);
+	char cmd[128];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", r->dir);
+	assert_int_equal(system(cmd), 0);
+}
+
+static uint64_t alloc_data(struct rig *r, uint32_t len)
+{
+	uint64_t a = r->data_next;
+	r->data_next += (len + 63) & ~63u;
+	assert_true(r->data_next < RAM);
+	return a;
+}
+
+/* One-descriptor chain on queue q; returns its head. */
+static uint16_t add_buf(struct rig *r, uint16_t q, uint64_t addr, uint32_t len, bool writable)
+{
+	uint16_t idx = r->desc_next[q]++ % QSZ;
+	struct virtq_desc d = { .addr = addr, .len = len, .flags = writable ? VIRTQ_DESC_F_WRITE : 0 };
+	memcpy(r->ram + QBASE(q) + 16u * idx, &d, sizeof(d));
+	uint16_t *avail = (uint16_t *)(r->ram + QBASE(q) + 0x1000);
+	avail[2 + r->avail_idx[q] % QSZ] = idx;
+	r->avail_idx[q]++;
+	__atomic_store_n(&avail[1], r->avail_idx[q], __ATOMIC_RELEASE);
+	wr(r, VIRTIO_PCI_NOTIFY_OFF + VIRTIO_PCI_NOTIFY_MULTIPLIER * q, q, 2);
+	return idx;
+}
+
+static uint16_t used_idx(struct rig *r, uint16_t q)
+{
+	return __atomic_load_n((uint16_t *)(r->ram + QBASE(q) + 0x2000 + 2), __ATOMIC_ACQUIRE);
+}
+
+static bool wait_used(struct rig *r, uint16_t q, uint16_t want)
+{
+	for (int i = 0; i < 2000 && used_idx(r, q) != want; i++)
+		usleep(1000);
+	return used_idx(r, q) == want;
+}
+
+static void used_elem(struct rig *r, uint16_t q, uint16_t n, uint32_t *id, uint32_t *len)
+{
+	const uint8_t *e = r->ram + QBASE(q) + 0x2000 + 4 + 8u * (n % QSZ);
+	memcpy(id, e, 4);
+	memcpy(len, e + 4, 4);
+}
+
+/* Guest output: a transmit buffer holding s. */
+static void guest_write(struct rig *r, const void *s, uint32_t len)
+{
+	uint64_t a = alloc_data(r, len);
+	memcpy(r->ram + a, s, len);
+	add_buf(r, TXQ, a, len, false);
+}
+
+static int client(struct rig *r)
+{
+	int fd = unix_socket_connect(r->path);
+	assert_true(fd >= 0);
+	return fd;
+}
+
+static ssize_t read_wait(int fd, void *buf, size_t len)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	if (poll(&p, 1, 2000) != 1)
+		return -1;
+	return recv(fd, buf, len, MSG_DONTWAIT);
+}
+
+static void config_says_one_port(void **state)
+{
+	(void)state;
+	struct rig r;
+	rig_setup(&r);
+	assert_int_equal(rd(&r, NUMQ, 2), 2);
+	assert_int_equal(rd(&r, VIRTIO_PCI_DEVICE_OFF, 4), 0);     /* cols, rows */
+	assert_int_equal(rd(&r, VIRTIO_PCI_DEVICE_OFF + 4, 4), 1); /* max_nr_ports */
+	rig_free(&r);
+}
+
+static void bytes_flow_both_ways(void **state)
+{
+	(void)state;
+	struct rig r;
+	rig_setup(&r);
+	uint64_t rx = alloc_data(&r, 64);
+	add_buf(&r, RXQ, rx, 64, true);
+	int fd = client(&r);
+	usleep(20000); /* accepted on the loop thread */
+	guest_write(&r, "hello from hvc0\n", 16);
+	char buf[64] = { 0 };
+	assert_int_equal(read_wait(fd, buf, sizeof(buf)), 16);
+	assert_string_equal(buf, "hello from hvc0\n");
+	assert_true(wait_used(&r, TXQ, 1));
+
+	assert_int_equal(send(fd, "typed\n", 6, 0), 6);
+	assert_true(wait_used(&r, RXQ, 1));
+	uint32_t id, len;
+	used_elem(&r, RXQ, 0, &id, &len);
+	assert_int_equal(len, 6);
+	assert_memory_equal(r.ram + rx, "typed\n", 6);
+
+	struct virtio_console_stats st;
+	virtio_console_get_stats(r.con, &st);
+	assert_int_equal(st.tx_bytes, 16);
+	assert_int_equal(st.rx_bytes, 6);
+	close(fd);
+	rig_free(&r);
+}
+
+/* Client input waits in the socket until the guest has a receive buffer; nothing is lost. */
+static void input_waits_for_receive_buffers(void **state)
+{
+	(void)state;
+	struct rig r;
+	rig_setup(&r);
+	int fd = client(&r);
+	assert_int_equal(send(fd, "abcdefgh", 8, 0), 8);
+	usleep(50000);
+	assert_int_equal(used_idx(&r, RXQ), 0);
+	uint64_t rx = alloc_data(&r, 5);
+	add_buf(&r, RXQ, rx, 5, true);
+	assert_true(wait_used(&r, RXQ, 1));
+	assert_memory_equal(r.ram + rx, "abcde", 5);
+	usleep(20000);
+	assert_int_equal(used_idx(&r, RXQ), 1); /* the rest waits again */
+	uint64_t rx2 = alloc_data(&r, 64);
+	add_buf(&r, RXQ, rx2, 64, true);
+	assert_true(wait_used(&r, RXQ, 2));
+	uint32_t id, len;
+	used_elem(&r, RXQ, 1, &id, &len);
+	assert_int_equal(len, 3);
+	assert_memory_equal(r.ram + rx2, "fgh", 3);
+	close(fd);
+	rig_free(&r);
+}
+
+/* A slow client holds the guest's transmit buffer (the guest waits) instead of vmon buffering. */
+static void slow_client_holds_the_transmit_buffer(void **state)
+{
+	(void)state;
+	struct rig r;
+	rig_setup(&r);
+	int fd = client(&r);
+	int small = 4096;
+	assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)), 0);
+	usleep(20000);
+	static uint8_t big[1 << 20];
+	memset(big, 'x', sizeof(big));
+	guest_write(&r, big, sizeof(big));
+	guest_write(&r, "tail", 4);
+	usleep(100000);
+	assert_int_equal(used_idx(&r, TXQ), 0); /* the socket is full: the first buffer is held */
+	size_t got = 0, xs = 0;
+	char last[4] = { 0 };
+	static char buf[65536];
+	while (got < sizeof(big) + 4) {
+		ssize_t n = read_wait(fd, buf, sizeof(buf));
+		assert_true(n > 0);
+		for (ssize_t i = 0; i < n; i++) {
+			xs += buf[i] == 'x';
+			memmove(last, last + 1, 3);
+			last[3] = buf[i];
+		}
+		got += (size_t)n;
+	}
+	assert_int_equal(got, sizeof(big) + 4);
+	assert_int_equal(xs, sizeof(big)); /* in order: all of the big buffer, then "tail" */
+	assert_memory_equal(last, "tail", 4);
+	assert_true(wait_used(&r, TXQ, 2));
+	struct virtio_console_stats st;
+	virtio_console_get_stats(r.con, &st);
+	assert_int_equal(st.tx_bytes, sizeof(big) + 4);
+	assert_int_equal(st.dropped_bytes, 0);
+	close(fd);
+	rig_free(&r);
+}
+
+static void output_without_a_client_is_dropped(void **state)
+{
+	(void)state;
+	struct rig r;
+	rig_setup(&r);
+	guest_write(&r, "nobody listens", 14);
+	assert_true(wait_used(&r, TXQ, 1));
+	struct virtio_console_stats st;
+	virtio_console_get_stats(r.con, &st);
+	assert_int_equal(st.dropped_bytes, 14);
+	assert_int_equal(st.tx_bytes, 0);
+	rig_free(&r);
+}
+
+static void one_client_at_a_time(void **state)
+{
+	(void)state;
+	struct rig r;
+	rig_setup(&r);
+	int a = client(&r);
+	usleep(20000);
+	int b = client(&r);
+	char buf[128] = { 0 };
+	ssize_t n = read_wait(b, buf, sizeof(buf) - 1);
+	assert_true(n > 0);
+	assert_non_null(strstr(buf, "already has a client"));
+	assert_int_equal(read_wait(b, buf, sizeof(buf)), 0);
+	close(b);
+	guest_write(&r, "to a", 4);
+	assert_int_equal(read_wait(a, buf, sizeof(buf)), 4);
+	/* When the first client leaves, the next one gets the console. */
+	close(a);
+	usleep(20000);
+	int c = client(&r);
+	usleep(20000);
+	guest_write(&r, "to c", 4);
+	memset(buf, 0, sizeof(buf));
+	assert_int_equal(read_wait(c, buf, sizeof(buf)), 4);
+	assert_string_equal(buf, "to c");
+	close(c);
+	rig_free(&r);
+}
+
+static void file_backend_appends_output(void **state)
+{
+	(void)state;
+	struct rig r;
+	rig_setup_backend(&r, VIRTIO_CONSOLE_FILE);
+	guest_write(&r, "line one\n", 9);
+	guest_write(&r, "line two\n", 9);
+	assert_true(wait_used(&r, TXQ, 2));
+	char buf[64] = { 0 };
+	int fd = open(r.path, O_RDONLY);
+	assert_true(fd >= 0);
+	assert_int_equal(read(fd, buf, sizeof(buf)), 18);
+	assert_string_equal(buf, "line one\nline two\n");
+	close(fd);
+	rig_free(&r);
+}
+
+static void wrong_direction_buffers_need_reset(void **state)
+{
+	(void)state;
+	struct rig r;
+	rig_setup(&r);
+	int fd = client(&r);
+	usleep(20000);
+	add_buf(&r, RXQ, alloc_data(&r, 16), 16, false); /* a receive buffer the device cannot write */
+	assert_int_equal(send(fd, "x", 1, 0), 1);
+	for (int i = 0; i < 200 && !(rd(&r, STATUS, 1) & VIRTIO_STATUS_NEEDS_RESET); i++)
+		usleep(1000);
+	assert_true(rd(&r, STATUS, 1) & VIRTIO_STATUS_NEEDS_RESET);
+	/* A reset and re-initialisation bring it back; then a writable transmit buffer is refused. */
+	memset(r.ram + QBASE(0), 0, 3 * 0x4000);
+	memset(r.avail_idx, 0, sizeof(r.avail_idx));
+	start_driver(&r);
+	assert_false(rd(&r, STATUS, 1) & VIRTIO_STATUS_NEEDS_RESET);
+	add_buf(&r, TXQ, alloc_data(&r, 16), 16, true);
+	for (int i = 0; i < 200 && !(rd(&r, STATUS, 1) & VIRTIO_STATUS_NEEDS_RESET); i++)
+		usleep(1000);
+	assert_true(rd(&r, STATUS, 1) & VIRTIO_STATUS_NEEDS_RESET);
+	struct virtio_console_stats st;
+	virtio_console_get_stats(r.con, &st);
+	assert_int_equal(st.errors, 2);
+	close(fd);
+	rig_free(&r);
+}
+
+/* A transmit buffer held for a slow client when the snapshot was taken is given back after a load. */
+static void snapshot_load_returns_the_held_buffer(void **state)
+{
+	(void)state;
+	struct rig r;
+	rig_setup(&r);
+	int fd = client(&r);
+	int small = 4096;
+	assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)), 0);
+	usleep(20000);
+	static uint8_t big[1 << 20];
+	guest_write(&r, big, sizeof(big));
+	usleep(50000);
+	assert_int_equal(used_idx(&r, TXQ), 0);
+	struct virtio_device *vdev = r.fn->owner;
+	static uint8_t image[1 << 16];
+	event_loop_stop(r.loop);
+	long len = virtio_pci_save(vdev, image, sizeof(image));
+	assert_true(len > 0);
+	close(fd); /* the old process's client is gone */
+	assert_int_equal(virtio_pci_load(vdev, image, (size_t)len), 0);
+	assert_int_equal(event_loop_start(r.loop), 0);
+	assert_true(wait_used(&r, TXQ, 1));
+	rig_free(&r);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(config_says_one_port),
+		cmocka_unit_test(bytes_flow_both_ways),
+		cmocka_unit_test(input_waits_for_receive_buffers),
+		cmocka_unit_test(slow_client_holds_the_transmit_buffer),
+		cmocka_unit_test(output_without_a_client_is_dropped),
+		cmocka_unit_test(one_client_at_a_time),
+		cmocka_unit_test(file_backend_appends_output),
+		cmocka_unit_test(wrong_direction_buffers_need_reset),
+		cmocka_unit_test(snapshot_load_returns_the_held_buffer),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
