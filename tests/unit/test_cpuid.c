@@ -316,6 +316,51 @@ static void test_xsave_dependents_dropped_without_xsave(void **state)
 	free(sup);
 }
 
+/*
+ * A host that runs guest user code with its own XCR0: the guest kernel gets XSAVE and leaf 0xD
+ * so it saves that state at context switches; XSAVES (not emulated) stays hidden.
+ */
+static void test_user_xstate_gets_xsave(void **state)
+{
+	(void)state;
+	struct kvm_cpuid2 *sup = intel_supported();
+	struct host_caps h = limited;
+	h.user_xcr0 = 0xe7;
+	struct kvm_cpuid2 *pol = cpuid_policy_build(sup, 1, &h);
+	assert_non_null(pol);
+	assert_true(get(pol, 1, 0)->ecx & XSAVE);
+	assert_false(get(pol, 1, 0)->ecx & (CX16 | POPCNT | AVX));
+	assert_int_equal(get(pol, 0xd, 0)->eax, 0xe7);
+	assert_int_equal(get(pol, 0xd, 0)->ecx, 0xa80);
+	assert_int_equal(get(pol, 0xd, 1)->eax, 0xf & ~B(3));
+	free(pol);
+	/* User code limited to x87/SSE is no reason to give the kernel XSAVE. */
+	h.user_xcr0 = 0x3;
+	pol = cpuid_policy_build(sup, 1, &h);
+	assert_false(get(pol, 1, 0)->ecx & XSAVE);
+	assert_int_equal(get(pol, 0xd, 0)->eax, 0);
+	free(pol);
+	free(sup);
+}
+
+static void test_cmdline_user_xstate(void **state)
+{
+	(void)state;
+	char buf[256];
+	struct host_caps h = {
+		.leaked_1_ecx = XSAVE | AVX | POPCNT,
+		.leaked_7_ebx = AVX2 | AVX512F,
+		.user_xcr0 = 0xe7,
+	};
+	assert_int_equal(cpuid_guest_cmdline_options(&h, buf, sizeof(buf)), 0);
+	/* No noxsave, and AVX/AVX-512F stay so the kernel's XCR0 covers them; AVX2 alone can go. */
+	assert_string_equal(buf, "clearcpuid=popcnt,avx2");
+	/* A component user code cannot reach may still be cleared. */
+	h.user_xcr0 = 0x7;
+	assert_int_equal(cpuid_guest_cmdline_options(&h, buf, sizeof(buf)), 0);
+	assert_string_equal(buf, "clearcpuid=popcnt,avx2,avx512f");
+}
+
 static void test_cmdline_measured_list(void **state)
 {
 	(void)state;
@@ -432,6 +477,8 @@ int main(void)
 		cmocka_unit_test(test_limited_host_clears_features),
 		cmocka_unit_test(test_hypercall_flag_alone),
 		cmocka_unit_test(test_xsave_dependents_dropped_without_xsave),
+		cmocka_unit_test(test_user_xstate_gets_xsave),
+		cmocka_unit_test(test_cmdline_user_xstate),
 		cmocka_unit_test(test_cmdline_measured_list),
 		cmocka_unit_test(test_cmdline_names),
 		cmocka_unit_test(test_cmdline_fits_kernel_buffer),

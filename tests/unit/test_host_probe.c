@@ -74,6 +74,7 @@ static void test_probe_is_repeatable(void **state)
 	assert_int_equal(again.hypercall_broken, caps.hypercall_broken);
 	assert_int_equal(again.leaked_1_ecx, caps.leaked_1_ecx);
 	assert_int_equal(again.leaked_7_ebx, caps.leaked_7_ebx);
+	assert_int_equal(again.user_xcr0, caps.user_xcr0);
 }
 
 static void test_hypervisor_bit_is_not_a_leak(void **state)
@@ -198,6 +199,37 @@ static void test_leaked_leaf7_matches_a_guest(void **state)
 	probe_vm_destroy(&pv);
 }
 
+/*
+ * User code that has not been given XSAVE by its kernel runs an AVX instruction: hardware
+ * raises #UD (no IDT here, so the guest dies with the marker unset); a host that lets guest
+ * user code use its own XCR0 runs it. The probe's finding must say which.
+ */
+__asm__(".pushsection .rodata\n" BLOB(th_avx_u)
+	"  vpxor %ymm1, %ymm1, %ymm1\n"
+	"  movl $1, " STR(PROBE_VM_UDATA) "\n"
+	"  ud2\n"
+	BLOB_END(th_avx_u) ".popsection\n");
+PROBE_BLOB(th_avx_u);
+
+static void test_user_xstate_finding_matches_a_guest(void **state)
+{
+	(void)state;
+	need_kvm();
+	struct probe_vm pv;
+	assert_int_equal(probe_vm_create(&pv, kvm_fd), 0);
+	assert_int_equal(probe_vm_load(&pv, PROBE_VM_KCODE, th_sys_k_start, PROBE_BLOB_SIZE(th_sys_k)), 0);
+	assert_int_equal(probe_vm_load(&pv, PROBE_VM_UCODE, th_avx_u_start, PROBE_BLOB_SIZE(th_avx_u)), 0);
+	assert_int_equal(probe_vm_set_user(&pv, PROBE_VM_UCODE, 0x2000), 0);
+	probe_vm_run(&pv, 1000);
+	uint32_t ran = 0;
+	assert_int_equal(guest_mem_read(&pv.mem, PROBE_VM_UDATA, &ran, 4), 0);
+	assert_int_equal(ran == 1, (caps.user_xcr0 & 4) != 0);
+	/* Whatever XCR0 guest user code gets includes x87 and SSE, or it gets none. */
+	assert_true(caps.user_xcr0 == 0 || (caps.user_xcr0 & 3) == 3);
+	assert_int_equal(host_user_xstate_leaks(&caps), (caps.user_xcr0 & ~3ULL) != 0);
+	probe_vm_destroy(&pv);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -208,6 +240,7 @@ int main(void)
 		cmocka_unit_test(test_emulator_finding_matches_a_guest),
 		cmocka_unit_test(test_hypercall_finding_matches_a_guest),
 		cmocka_unit_test(test_leaked_leaf7_matches_a_guest),
+		cmocka_unit_test(test_user_xstate_finding_matches_a_guest),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -288,6 +288,35 @@ static void drop_xsave_dependents(struct kvm_cpuid2 *t)
 	}
 }
 
+/*
+ * Where guest user code runs with the host's XCR0 (host_user_xstate_leaks), programs use AVX
+ * registers whatever the guest kernel enabled, so the kernel must save them at every context
+ * switch or processes see each other's registers. It gets XSAVE and leaf 0xD as KVM reports
+ * them; where the host cannot run the XSAVE family, vmon emulates it (emulate.c). XSAVES is
+ * left out: its supervisor state is not emulated.
+ */
+static void offer_xsave_for_user_state(struct kvm_cpuid2 *t, const struct host_caps *host)
+{
+	struct kvm_cpuid_entry2 *l1 = find_mut(t, 1, 0), *d0 = find_mut(t, 0xd, 0), *d1 = find_mut(t, 0xd, 1);
+	if (!l1 || !d0)
+		return;
+	uint64_t xcr0 = d0->eax | ((uint64_t)d0->edx << 32);
+	if ((xcr0 & 3) != 3) {
+		log_warn("cpuid", "guest programs can use register state 0x%llx on this host, but KVM offers no "
+				  "XSAVE for the guest kernel to save it with; guest processes may corrupt each "
+				  "other's AVX registers",
+			 (unsigned long long)host->user_xcr0);
+		return;
+	}
+	if (host->user_xcr0 & ~xcr0)
+		log_warn("cpuid", "guest programs can use register state 0x%llx on this host, of which KVM lets "
+				  "the guest kernel save only 0x%llx",
+			 (unsigned long long)host->user_xcr0, (unsigned long long)xcr0);
+	l1->ecx |= L1_ECX_XSAVE;
+	if (d1)
+		d1->eax &= ~BIT(3);
+}
+
 static int set_kvm_leaves(struct kvm_cpuid2 *t, uint32_t capacity, const struct host_caps *host)
 {
 	struct kvm_cpuid_entry2 *sig = find_mut(t, KVM_SIGNATURE_LEAF, 0);
@@ -363,6 +392,8 @@ struct kvm_cpuid2 *cpuid_policy_build(const struct kvm_cpuid2 *supported, unsign
 
 	if (host && host->emulator_limited)
 		clear_features(t, emulator_limited_clear, ARRAY_SIZE(emulator_limited_clear));
+	if (host_user_xstate_leaks(host))
+		offer_xsave_for_user_state(t, host);
 	drop_xsave_dependents(t);
 	return t;
 }
@@ -422,72 +453,84 @@ int cpuid_apply_to_vcpu(int vcpu_fd, const struct kvm_cpuid2 *policy, unsigned i
  * limited host may leak, most important first: the kernel reads clearcpuid= into a 128-byte
  * buffer, so when many bits leak only the names that fit are passed.
  */
+enum feature_xsave {
+	PLAIN,       /* no XSAVE-managed state */
+	NEEDS_XSAVE, /* instructions on XSAVE-managed registers: Linux drops them itself with noxsave */
+	/*
+	 * Defines state components (arch/x86/kernel/fpu/xstate.c: xsave_cpuid_features): cleared,
+	 * Linux leaves them out of XCR0. Gone with noxsave; where guest user code uses one of them
+	 * anyway (host_caps.user_xcr0), the guest kernel must keep it to save it, so it is not named.
+	 */
+	XSTATE_COMPONENT,
+};
+
 struct feature_name {
 	uint32_t function;
 	enum cpuid_reg reg;
 	unsigned int bit;
 	const char *name;
-	bool implied_by_noxsave; /* Linux clears it itself when XSAVE is cleared (cpuid-deps.c) */
+	enum feature_xsave xsave;
+	uint64_t components; /* for XSTATE_COMPONENT: the XCR0 bits it brings */
 };
 
 static const struct feature_name feature_names[] = {
 	/* Measured to matter for a stock kernel (ENVIRONMENT.md). */
-	{ 7, R_EBX, 20, "smap", false },
-	{ 7, R_EBX, 0, "fsgsbase", false },
-	{ 1, R_ECX, 23, "popcnt", false },
-	{ 1, R_ECX, 9, "ssse3", false },
-	{ 1, R_ECX, 19, "sse4_1", false },
-	{ 1, R_ECX, 20, "sse4_2", false },
-	{ 1, R_ECX, 1, "pclmulqdq", false },
-	{ 1, R_ECX, 25, "aes", false },
-	{ 1, R_ECX, 22, "movbe", false },
-	{ 7, R_EBX, 29, "sha_ni", false },
-	{ 7, R_EBX, 9, "erms", false },
-	{ 7, R_EDX, 4, "fsrm", false },
+	{ 7, R_EBX, 20, "smap", PLAIN, 0 },
+	{ 7, R_EBX, 0, "fsgsbase", PLAIN, 0 },
+	{ 1, R_ECX, 23, "popcnt", PLAIN, 0 },
+	{ 1, R_ECX, 9, "ssse3", PLAIN, 0 },
+	{ 1, R_ECX, 19, "sse4_1", PLAIN, 0 },
+	{ 1, R_ECX, 20, "sse4_2", PLAIN, 0 },
+	{ 1, R_ECX, 1, "pclmulqdq", PLAIN, 0 },
+	{ 1, R_ECX, 25, "aes", PLAIN, 0 },
+	{ 1, R_ECX, 22, "movbe", PLAIN, 0 },
+	{ 7, R_EBX, 29, "sha_ni", PLAIN, 0 },
+	{ 7, R_EBX, 9, "erms", PLAIN, 0 },
+	{ 7, R_EDX, 4, "fsrm", PLAIN, 0 },
 	/* Instructions that fail in the emulator but were not met in a boot. */
-	{ 1, R_ECX, 13, "cx16", false },
-	{ 7, R_EBX, 8, "bmi2", false },
-	{ 7, R_EBX, 19, "adx", false },
-	{ 1, R_ECX, 0, "pni", false },
-	{ 7, R_ECX, 22, "rdpid", false },
-	{ 7, R_EBX, 10, "invpcid", false },
-	{ 7, R_EBX, 24, "clwb", false },
-	{ 7, R_ECX, 8, "gfni", false },
-	{ 1, R_ECX, 29, "f16c", false },
-	{ 7, R_EBX, 11, "rtm", false },
-	{ 7, R_EBX, 4, "hle", false },
-	{ 1, R_ECX, 3, "monitor", false },
-	{ 7, R_ECX, 5, "waitpkg", false },
-	{ 7, R_ECX, 27, "movdiri", false },
-	{ 7, R_ECX, 28, "movdir64b", false },
-	{ 7, R_EDX, 16, "tsxldtrk", false },
-	/* The AVX family: gone with noxsave. */
-	{ 1, R_ECX, 28, "avx", true },
-	{ 1, R_ECX, 12, "fma", true },
-	{ 7, R_EBX, 5, "avx2", true },
-	{ 7, R_EBX, 14, "mpx", true },
-	{ 7, R_EBX, 16, "avx512f", true },
-	{ 7, R_EBX, 17, "avx512dq", true },
-	{ 7, R_EBX, 21, "avx512ifma", true },
-	{ 7, R_EBX, 26, "avx512pf", true },
-	{ 7, R_EBX, 27, "avx512er", true },
-	{ 7, R_EBX, 28, "avx512cd", true },
-	{ 7, R_EBX, 30, "avx512bw", true },
-	{ 7, R_EBX, 31, "avx512vl", true },
-	{ 7, R_ECX, 1, "avx512vbmi", true },
-	{ 7, R_ECX, 3, "pku", true },
-	{ 7, R_ECX, 6, "avx512_vbmi2", true },
-	{ 7, R_ECX, 9, "vaes", true },
-	{ 7, R_ECX, 10, "vpclmulqdq", true },
-	{ 7, R_ECX, 11, "avx512_vnni", true },
-	{ 7, R_ECX, 12, "avx512_bitalg", true },
-	{ 7, R_ECX, 14, "avx512_vpopcntdq", true },
-	{ 7, R_ECX, 29, "enqcmd", true },
-	{ 7, R_EDX, 2, "avx512_4vnniw", true },
-	{ 7, R_EDX, 3, "avx512_4fmaps", true },
-	{ 7, R_EDX, 8, "avx512_vp2intersect", true },
-	{ 7, R_EDX, 23, "avx512_fp16", true },
-	{ 7, R_EDX, 24, "amx_tile", true },
+	{ 1, R_ECX, 13, "cx16", PLAIN, 0 },
+	{ 7, R_EBX, 8, "bmi2", PLAIN, 0 },
+	{ 7, R_EBX, 19, "adx", PLAIN, 0 },
+	{ 1, R_ECX, 0, "pni", PLAIN, 0 },
+	{ 7, R_ECX, 22, "rdpid", PLAIN, 0 },
+	{ 7, R_EBX, 10, "invpcid", PLAIN, 0 },
+	{ 7, R_EBX, 24, "clwb", PLAIN, 0 },
+	{ 7, R_ECX, 8, "gfni", PLAIN, 0 },
+	{ 1, R_ECX, 29, "f16c", PLAIN, 0 },
+	{ 7, R_EBX, 11, "rtm", PLAIN, 0 },
+	{ 7, R_EBX, 4, "hle", PLAIN, 0 },
+	{ 1, R_ECX, 3, "monitor", PLAIN, 0 },
+	{ 7, R_ECX, 5, "waitpkg", PLAIN, 0 },
+	{ 7, R_ECX, 27, "movdiri", PLAIN, 0 },
+	{ 7, R_ECX, 28, "movdir64b", PLAIN, 0 },
+	{ 7, R_EDX, 16, "tsxldtrk", PLAIN, 0 },
+	/* The AVX family: registers XSAVE manages. */
+	{ 1, R_ECX, 28, "avx", XSTATE_COMPONENT, 0x4 },
+	{ 1, R_ECX, 12, "fma", NEEDS_XSAVE, 0 },
+	{ 7, R_EBX, 5, "avx2", NEEDS_XSAVE, 0 },
+	{ 7, R_EBX, 14, "mpx", XSTATE_COMPONENT, 0x18 },
+	{ 7, R_EBX, 16, "avx512f", XSTATE_COMPONENT, 0xe0 },
+	{ 7, R_EBX, 17, "avx512dq", NEEDS_XSAVE, 0 },
+	{ 7, R_EBX, 21, "avx512ifma", NEEDS_XSAVE, 0 },
+	{ 7, R_EBX, 26, "avx512pf", NEEDS_XSAVE, 0 },
+	{ 7, R_EBX, 27, "avx512er", NEEDS_XSAVE, 0 },
+	{ 7, R_EBX, 28, "avx512cd", NEEDS_XSAVE, 0 },
+	{ 7, R_EBX, 30, "avx512bw", NEEDS_XSAVE, 0 },
+	{ 7, R_EBX, 31, "avx512vl", NEEDS_XSAVE, 0 },
+	{ 7, R_ECX, 1, "avx512vbmi", NEEDS_XSAVE, 0 },
+	{ 7, R_ECX, 3, "pku", XSTATE_COMPONENT, 0x200 },
+	{ 7, R_ECX, 6, "avx512_vbmi2", NEEDS_XSAVE, 0 },
+	{ 7, R_ECX, 9, "vaes", NEEDS_XSAVE, 0 },
+	{ 7, R_ECX, 10, "vpclmulqdq", NEEDS_XSAVE, 0 },
+	{ 7, R_ECX, 11, "avx512_vnni", NEEDS_XSAVE, 0 },
+	{ 7, R_ECX, 12, "avx512_bitalg", NEEDS_XSAVE, 0 },
+	{ 7, R_ECX, 14, "avx512_vpopcntdq", NEEDS_XSAVE, 0 },
+	{ 7, R_ECX, 29, "enqcmd", XSTATE_COMPONENT, 0x400 },
+	{ 7, R_EDX, 2, "avx512_4vnniw", NEEDS_XSAVE, 0 },
+	{ 7, R_EDX, 3, "avx512_4fmaps", NEEDS_XSAVE, 0 },
+	{ 7, R_EDX, 8, "avx512_vp2intersect", NEEDS_XSAVE, 0 },
+	{ 7, R_EDX, 23, "avx512_fp16", NEEDS_XSAVE, 0 },
+	{ 7, R_EDX, 24, "amx_tile", XSTATE_COMPONENT, 0x60000 },
 };
 
 /* Longest value Linux reads for clearcpuid= (arch/x86/kernel/cpu/common.c: char arg[128]). */
@@ -513,7 +556,8 @@ int cpuid_guest_cmdline_options(const struct host_caps *host, char *buf, size_t 
 	if (!host)
 		return 0;
 
-	bool noxsave = host->leaked_1_ecx & L1_ECX_XSAVE;
+	/* noxsave keeps a kernel off the XSAVE instructions, unless it has user AVX state to save. */
+	bool noxsave = (host->leaked_1_ecx & L1_ECX_XSAVE) && !host_user_xstate_leaks(host);
 	char value[CLEARCPUID_MAX_VALUE + 1] = "";
 	char left_out[256] = "";
 	size_t vlen = 0, left_len = 0;
@@ -521,7 +565,8 @@ int cpuid_guest_cmdline_options(const struct host_caps *host, char *buf, size_t 
 		const struct feature_name *f = &feature_names[i];
 		if (!(leaked_mask(host, f->function, f->reg) & BIT(f->bit)))
 			continue;
-		if (noxsave && f->implied_by_noxsave)
+		if ((noxsave && f->xsave != PLAIN) ||
+		    (f->xsave == XSTATE_COMPONENT && (host->user_xcr0 & f->components)))
 			continue;
 		size_t need = strlen(f->name) + (vlen ? 1 : 0);
 		if (vlen + need > CLEARCPUID_MAX_VALUE) {

@@ -1,12 +1,15 @@
 #include "arch/x86/emulate.h"
 
 #include <errno.h>
+#include <cpuid.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 
 #include "arch/x86/syscall_fixup.h"
 #include "arch/x86/vcpu_arch.h"
+#include "arch/x86/xsave_image.h"
 #include "lib/log.h"
 #include "lib/util.h"
 #include "vm/vcpu.h"
@@ -383,6 +386,142 @@ static int emulate_fwait(struct x86_cpu *cpu, const struct x86_insn *in)
 	return EMUL_DONE;
 }
 
+/*
+ * The XSAVE family: the guest's area in memory against the vCPU state KVM holds (KVM_GET_XSAVE,
+ * standard format). On a host whose emulator fails on these, a Linux guest runs them at every
+ * context switch, so that guest user code's AVX state (which such a host lets it use) is kept.
+ */
+enum xsave_op { OP_XSAVE, OP_XSAVEC, OP_XRSTOR };
+
+/* Bytes of KVM's XSAVE image: 4 KiB, or more where KVM_CAP_XSAVE2 says so. */
+static size_t kvm_xsave_size(const struct x86_cpu *cpu)
+{
+	int n = ioctl(cpu->vcpu->vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_XSAVE2);
+	return n > (int)sizeof(struct kvm_xsave) ? (size_t)n : sizeof(struct kvm_xsave);
+}
+
+/* True if the CPU the guest runs on has XSAVEC, so XRSTOR accepts a compacted area. */
+static bool host_has_xsavec(void)
+{
+	unsigned int a, b, c, d;
+	return __get_cpuid_count(0xd, 1, &a, &b, &c, &d) && (a & 2);
+}
+
+/* XCR0 as KVM holds it for the vCPU (x87 only if KVM cannot tell). */
+static int read_xcr0(const struct x86_cpu *cpu, uint64_t *xcr0)
+{
+	struct kvm_xcrs xcrs;
+	memset(&xcrs, 0, sizeof(xcrs));
+	if (ioctl(cpu->vcpu->fd, KVM_GET_XCRS, &xcrs) < 0)
+		return -errno;
+	*xcr0 = XFEATURE_MASK_FP;
+	for (unsigned int i = 0; i < xcrs.nr_xcrs && i < KVM_MAX_XCRS; i++)
+		if (xcrs.xcrs[i].xcr == 0)
+			*xcr0 = xcrs.xcrs[i].value;
+	return 0;
+}
+
+/*
+ * Copies between guest-virtual memory and buf with the guest's permissions. Returns 0, 1 when
+ * the guest got the exception its CPU would raise instead (*err: the injection's result), or
+ * a negative errno.
+ */
+static int guest_copy(struct x86_cpu *cpu, uint64_t lin, void *buf, size_t len, unsigned int access, bool write,
+		      int *err)
+{
+	struct guest_fault f = { 0 };
+	const struct guest_mem *mem = &cpu->vcpu->vm->mem;
+	int rc = write ? guest_virt_write(mem, &cpu->pg, lin, buf, len, access, &f)
+		       : guest_virt_read(mem, &cpu->pg, lin, buf, len, access, &f);
+	if (rc == 0)
+		return 0;
+	*err = access_fault(cpu, rc, &f);
+	return 1;
+}
+
+/*
+ * One XSAVE-family instruction against KVM's image kvm (already read). Returns 0 when it was
+ * emulated, 1 when an exception was delivered instead (*err), or a negative errno.
+ */
+static int xsave_op_apply(struct x86_cpu *cpu, const struct x86_insn *in, enum xsave_op op, uint8_t *kvm,
+			  size_t kvm_len, int *err)
+{
+	uint64_t lin = mem_linear(cpu, in);
+	if (lin & (XSAVE_ALIGN - 1)) {
+		*err = inject_gp0(cpu);
+		return 1;
+	}
+	struct xsave_layout layout;
+	uint64_t xcr0 = XFEATURE_MASK_FP;
+	int rc = x86_xsave_layout(cpu->vcpu->vm, &layout);
+	if (rc || (rc = read_xcr0(cpu, &xcr0)))
+		return rc;
+	uint64_t rfbm = xcr0 & ((cpu->gpr[X86_RDX] << 32) | (cpu->gpr[X86_RAX] & 0xffffffffULL));
+	unsigned int user = cpu->cpl == 3 ? GUEST_ACCESS_USER : 0;
+
+	size_t len;
+	if (op == OP_XRSTOR) {
+		uint8_t head[XSAVE_EXT_OFFSET];
+		if ((rc = guest_copy(cpu, lin, head, sizeof(head), user, false, err)))
+			return rc;
+		rc = xsave_restore_check(&layout, head + XSAVE_HDR_OFFSET, xcr0, rfbm, host_has_xsavec(), &len);
+		if (rc == -EINVAL) {
+			*err = inject_gp0(cpu);
+			return 1;
+		}
+		if (rc)
+			return rc;
+	} else {
+		len = xsave_area_size(&layout, rfbm, op == OP_XSAVEC);
+	}
+	uint8_t *area = malloc(len);
+	if (!area)
+		return -ENOMEM;
+	/* A save reads the area first, as a write: a read-only page faults as the store would. */
+	unsigned int access = user | (op == OP_XRSTOR ? 0 : GUEST_ACCESS_WRITE);
+	rc = guest_copy(cpu, lin, area, len, access, false, err);
+	if (rc == 0 && op == OP_XRSTOR) {
+		rc = xsave_restore(&layout, area, len, rfbm, kvm, kvm_len);
+		if (rc == -EINVAL) {
+			*err = inject_gp0(cpu);
+			rc = 1;
+		} else if (rc == 0 && ioctl(cpu->vcpu->fd, KVM_SET_XSAVE, kvm) < 0) {
+			rc = -errno;
+		}
+	} else if (rc == 0) {
+		rc = xsave_save(&layout, kvm, kvm_len, rfbm, op == OP_XSAVEC, area, len);
+		if (rc == 0)
+			rc = guest_copy(cpu, lin, area, len, access, true, err);
+	}
+	free(area);
+	return rc;
+}
+
+static int emulate_xsave_op(struct x86_cpu *cpu, const struct x86_insn *in, enum xsave_op op)
+{
+	if (!(cpu->sregs.cr4 & CR4_OSXSAVE))
+		return inject_ud(cpu);
+	if (cpu->sregs.cr0 & CR0_TS)
+		return inject(cpu, VEC_NM, false, 0, 0);
+	size_t kvm_len = kvm_xsave_size(cpu);
+	uint8_t *kvm = calloc(1, kvm_len);
+	if (!kvm)
+		return -ENOMEM;
+	int err = 0, rc;
+	if (ioctl(cpu->vcpu->fd, kvm_len > sizeof(struct kvm_xsave) ? KVM_GET_XSAVE2 : KVM_GET_XSAVE, kvm) < 0)
+		rc = -errno;
+	else
+		rc = xsave_op_apply(cpu, in, op, kvm, kvm_len, &err);
+	free(kvm);
+	if (rc == 1)
+		return err;
+	if (rc == 0) {
+		advance(cpu, in);
+		x86_emul_count(cpu->vcpu, op == OP_XRSTOR ? X86_EMUL_XRSTOR : X86_EMUL_XSAVE);
+	}
+	return rc;
+}
+
 enum fpu_op { FNINIT, FNCLEX, FNSTSW_AX, FNSTSW_M, FNSTCW_M, FLDCW_M, EMMS, LDMXCSR, STMXCSR };
 
 static int emulate_fpu(struct x86_cpu *cpu, const struct x86_insn *in, enum fpu_op op)
@@ -528,6 +667,13 @@ static int emulate(struct x86_cpu *cpu, const struct x86_insn *in)
 			return emulate_fpu(cpu, in, STMXCSR);
 		if (mem && (reg3 == 7 || (reg3 == 6 && in->opsize_prefix)) && !in->rep && !in->repne)
 			return emulate_nop(cpu, in); /* clflush, clflushopt, clwb: guest RAM is coherent */
+		if (mem && reg3 >= 4 && reg3 <= 6 && !in->rep && !in->repne && !in->opsize_prefix)
+			/* XSAVEOPT may store what XSAVE stores: its optimisations are optional. */
+			return emulate_xsave_op(cpu, in, reg3 == 5 ? OP_XRSTOR : OP_XSAVE);
+		return -ENOTSUP;
+	case 0xc7:
+		if (mem && reg3 == 4 && !in->rep && !in->repne && !in->opsize_prefix)
+			return emulate_xsave_op(cpu, in, OP_XSAVEC);
 		return -ENOTSUP;
 	}
 	return -ENOTSUP;

@@ -74,6 +74,26 @@ PROBE_BLOB(vmon_probe_sys_k);
 PROBE_BLOB(vmon_probe_sys_lstar);
 PROBE_BLOB(vmon_probe_sys_u);
 
+/*
+ * XGETBV from CPL3 while the guest has never enabled XSAVE (CR4.OSXSAVE clear): hardware raises
+ * #UD (and, with no IDT, the probe triple-faults with the marker unset). A host that runs guest
+ * user code with its own XCR0 returns that, and guest programs then use AVX state whatever the
+ * guest kernel set up. The kernel part is vmon_probe_sys_k (SYSRET to the user page).
+ */
+__asm__(".pushsection .rodata\n"
+	".globl vmon_probe_uxcr0_start\n .hidden vmon_probe_uxcr0_start\n"
+	".globl vmon_probe_uxcr0_end\n .hidden vmon_probe_uxcr0_end\n"
+	"vmon_probe_uxcr0_start:\n"
+	"  xor %ecx, %ecx\n"
+	"  xgetbv\n"
+	"  mov %eax, " STR(PROBE_VM_UDATA) "\n"
+	"  mov %edx, " STR(PROBE_VM_UDATA) "+4\n"
+	"  movl $1, " STR(PROBE_VM_UDATA) "+8\n"
+	"  ud2\n"
+	"vmon_probe_uxcr0_end:\n"
+	".popsection\n");
+PROBE_BLOB(vmon_probe_uxcr0);
+
 /* An unknown hypercall number: KVM answers -KVM_ENOSYS in RAX and resumes the guest. */
 __asm__(".pushsection .rodata\n"
 	".globl vmon_probe_vmcall_start\n .hidden vmon_probe_vmcall_start\n"
@@ -199,6 +219,27 @@ static int probe_vmcall(int kvm_fd, struct host_caps *caps)
 	return r < 0 && r != -ETIMEDOUT ? r : 0;
 }
 
+static int probe_user_xcr0(int kvm_fd, struct host_caps *caps)
+{
+	struct probe_vm pv;
+	int rc = start_probe(&pv, kvm_fd, vmon_probe_sys_k_start, PROBE_BLOB_SIZE(vmon_probe_sys_k));
+	if (rc)
+		return rc;
+	if ((rc = probe_vm_load(&pv, PROBE_VM_UCODE, vmon_probe_uxcr0_start, PROBE_BLOB_SIZE(vmon_probe_uxcr0))) ||
+	    (rc = probe_vm_set_user(&pv, PROBE_VM_UCODE, 0x2000))) {
+		probe_vm_destroy(&pv);
+		return rc;
+	}
+	int r = probe_vm_run(&pv, PROBE_TIMEOUT_MS);
+	uint32_t seen[3] = { 0 };
+	if (guest_mem_read(&pv.mem, PROBE_VM_UDATA, seen, sizeof(seen)) == 0 && seen[2] == 1)
+		caps->user_xcr0 = seen[0] | ((uint64_t)seen[1] << 32);
+	log_debug("host-probe", "xgetbv at CPL3 without CR4.OSXSAVE: %s, %s 0x%llx", exit_name(r),
+		  seen[2] == 1 ? "returned" : "faulted", (unsigned long long)caps->user_xcr0);
+	probe_vm_destroy(&pv);
+	return r < 0 && r != -ETIMEDOUT ? r : 0;
+}
+
 static struct kvm_cpuid_entry2 *find_leaf(struct kvm_cpuid2 *c, uint32_t fn, uint32_t idx)
 {
 	for (uint32_t i = 0; i < c->nent; i++)
@@ -258,14 +299,15 @@ int host_probe_run(int kvm_fd, struct host_caps *caps)
 	uint64_t t0 = monotonic_ns();
 	int rc;
 	if ((rc = probe_cmpxchg16b(kvm_fd, caps)) || (rc = probe_syscall(kvm_fd, caps)) ||
-	    (rc = probe_vmcall(kvm_fd, caps)) || (rc = probe_cpuid_leaks(kvm_fd, caps)))
+	    (rc = probe_vmcall(kvm_fd, caps)) || (rc = probe_cpuid_leaks(kvm_fd, caps)) ||
+	    (rc = probe_user_xcr0(kvm_fd, caps)))
 		return rc;
 	caps->probed = true;
 	log_info("host-probe",
-		 "emulator_limited=%d syscall_broken=%d hypercall_broken=%d cpuid leaks: 1.ecx 0x%08x 1.edx 0x%08x "
-		 "7.ebx 0x%08x 7.ecx 0x%08x 7.edx 0x%08x (%llu ms)",
-		 caps->emulator_limited, caps->syscall_broken, caps->hypercall_broken, caps->leaked_1_ecx,
-		 caps->leaked_1_edx, caps->leaked_7_ebx, caps->leaked_7_ecx, caps->leaked_7_edx,
-		 (unsigned long long)((monotonic_ns() - t0) / 1000000));
+		 "emulator_limited=%d syscall_broken=%d hypercall_broken=%d user_xcr0=0x%llx cpuid leaks: "
+		 "1.ecx 0x%08x 1.edx 0x%08x 7.ebx 0x%08x 7.ecx 0x%08x 7.edx 0x%08x (%llu ms)",
+		 caps->emulator_limited, caps->syscall_broken, caps->hypercall_broken,
+		 (unsigned long long)caps->user_xcr0, caps->leaked_1_ecx, caps->leaked_1_edx, caps->leaked_7_ebx,
+		 caps->leaked_7_ecx, caps->leaked_7_edx, (unsigned long long)((monotonic_ns() - t0) / 1000000));
 	return 0;
 }

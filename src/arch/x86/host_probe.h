@@ -23,7 +23,16 @@ struct host_caps {
 	 */
 	uint32_t leaked_1_ecx, leaked_1_edx;
 	uint32_t leaked_7_ebx, leaked_7_ecx, leaked_7_edx;
+	/*
+	 * XCR0 in force while guest user code runs before the guest kernel enabled XSAVE (XGETBV at
+	 * CPL3 with CR4.OSXSAVE clear); 0 where that raises #UD, as on hardware. Bits beyond x87 and
+	 * SSE mean guest programs use AVX state the guest kernel must save at context switches.
+	 */
+	uint64_t user_xcr0;
 };
+
+/* True if guest user code can use register state beyond x87/SSE without the guest kernel. */
+static inline bool host_user_xstate_leaks(const struct host_caps *c) { return c && (c->user_xcr0 & ~3ULL); }
 
 /*
  * Runs the probes against the open /dev/kvm fd. Each probe is a throwaway VM that lives a few

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "arch/x86/cpuid.h"
 #include "arch/x86/syscall_fixup.h"
 #include "lib/util.h"
 
@@ -22,6 +23,8 @@ const char *x86_emul_kind_name(enum x86_emul_kind k)
 		[X86_EMUL_FPU_CONTROL] = "fpu_control",
 		[X86_EMUL_RDTSCP] = "rdtscp",
 		[X86_EMUL_XGETBV] = "xgetbv",
+		[X86_EMUL_XSAVE] = "xsave",
+		[X86_EMUL_XRSTOR] = "xrstor",
 		[X86_EMUL_NOP] = "nop",
 		[X86_EMUL_UD] = "invalid_opcode",
 		[X86_EMUL_FAULT] = "fault_injected",
@@ -94,6 +97,32 @@ void x86_vcpu_after_exit(struct vcpu *vcpu)
 		return;
 	va->checks++;
 	syscall_fixup_try_arm(vcpu);
+}
+
+int x86_xsave_layout(struct vm *vm, struct xsave_layout *out)
+{
+	struct x86_vm_arch *va = vm->arch;
+	if (va) {
+		pthread_mutex_lock(&va->lock);
+		bool valid = va->xsave_layout_valid;
+		if (valid)
+			*out = va->xsave_layout;
+		pthread_mutex_unlock(&va->lock);
+		if (valid)
+			return 0;
+	}
+	struct kvm_cpuid2 *supported = cpuid_get_supported(vm->kvm_fd);
+	if (!supported)
+		return -errno;
+	xsave_layout_from_cpuid(supported, out);
+	free(supported);
+	if (va) {
+		pthread_mutex_lock(&va->lock);
+		va->xsave_layout = *out;
+		va->xsave_layout_valid = true;
+		pthread_mutex_unlock(&va->lock);
+	}
+	return 0;
 }
 
 int x86_vm_arch_init(struct vm *vm)

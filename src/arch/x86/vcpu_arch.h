@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "arch/x86/xsave_image.h"
 #include "lib/log.h"
 #include "vm/vcpu.h"
 #include "vm/vm.h"
@@ -26,6 +27,8 @@ enum x86_emul_kind {
 	X86_EMUL_FPU_CONTROL, /* fninit, fnclex, fnstsw, fnstcw, fldcw, emms, ldmxcsr, stmxcsr */
 	X86_EMUL_RDTSCP,
 	X86_EMUL_XGETBV,
+	X86_EMUL_XSAVE,       /* xsave, xsaveopt, xsavec */
+	X86_EMUL_XRSTOR,
 	X86_EMUL_NOP,         /* long NOPs, hints, fences, endbr, cache-line flushes */
 	X86_EMUL_UD,          /* #UD delivered (ud0/ud1/ud2, or an instruction invalid where it ran) */
 	X86_EMUL_FAULT,       /* #PF/#GP/#NM/#MF delivered while emulating */
@@ -56,12 +59,20 @@ struct x86_vm_arch {
 	uint64_t patch_gva;       /* linear address of the int3, valid once armed */
 	uint8_t slot[3];          /* the original 3-byte slot (0f 1f 00 or 0f 01 ca) */
 	unsigned int checks;      /* readiness checks made, for the log */
+	bool xsave_layout_valid;  /* xsave_layout filled, on the first emulated XSAVE-family instruction */
+	struct xsave_layout xsave_layout;
 };
 
 int x86_vcpu_arch_init(struct vcpu *vcpu);
 void x86_vcpu_arch_free(struct vcpu *vcpu);
 /* Called by the vCPU loop after every handled exit; costs a load and a compare when idle. */
 void x86_vcpu_after_exit(struct vcpu *vcpu);
+
+/*
+ * Where KVM's XSAVE image (KVM_GET_XSAVE) keeps each state component, from the host's CPUID as
+ * KVM reports it; looked up once per VM. Returns 0 or a negative errno.
+ */
+int x86_xsave_layout(struct vm *vm, struct xsave_layout *out);
 
 int x86_vm_arch_init(struct vm *vm);
 void x86_vm_arch_free(struct vm *vm);
