@@ -74,4 +74,4 @@ run: deps build/vmon guest
 clean:
 	rm -rf build
 
--include $(REL_OBJS:.o=.d) $(SAN_OBJS:.o=.d)
+-include $(REL_OBJS:.o=.d) $(SAN_OBJS:.o=.d) $(UNIT_BINS:=.d)

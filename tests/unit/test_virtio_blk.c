@@ -18,9 +18,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "arch/x86/layout.h"
 #include "backends/disk_uring.h"
 #include "virtio/virtio_blk.h"
+
+#include "virtio_rig.h"
 
 /* ---- parsing ---- */
 
@@ -248,27 +249,20 @@ static void get_id_takes_the_writable_buffer(void **state)
 /* ---- the device through the transport ---- */
 
 #define RAM (2u << 20)
-#define DESC 0x1000
-#define AVAIL 0x2000
-#define USED 0x3000
-#define HDRS 0x8000   /* request headers, 32 bytes apart */
-#define STATUS 0x9000 /* status bytes, one per request */
+#define HDRS 0x8000         /* request headers, 32 bytes apart */
+#define STATUS_BYTES 0x9000 /* one per request */
 #define DATA 0x10000
 #define QSZ 16
 #define DISK_SECTORS 256
 
 struct rig {
-	struct bus pio, mmio;
-	struct pci_bus pci;
-	struct event_loop *loop;
-	struct guest_mem mem;
-	uint8_t *ram;
+	struct vrig v;
 	struct virtio_blk *blk;
-	struct pci_device *fn;
-	uint64_t bar0;
-	uint16_t avail_idx;
-	uint16_t next_desc;
 	char path[64];
+};
+
+static const struct vrig_spec spec = {
+	.ram = RAM, .device_id = VIRTIO_ID_BLOCK, .queues = 1, .qsize = QSZ, .max_qsize = VIRTIO_BLK_QUEUE_SIZE
 };
 
 static void make_image(char *path, size_t pathlen, size_t bytes)
@@ -287,28 +281,15 @@ static void make_image(char *path, size_t pathlen, size_t bytes)
 static int rig_setup_sized(struct rig *r, bool readonly, unsigned int sectors)
 {
 	memset(r, 0, sizeof(*r));
-	bus_init(&r->pio, "pio");
-	bus_init(&r->mmio, "mmio");
-	assert_int_equal(pci_bus_init(&r->pci, &r->pio, &r->mmio, LAYOUT_PCI_MMIO_START, LAYOUT_IOAPIC), 0);
-	assert_int_equal(event_loop_create(&r->loop), 0);
-	r->ram = calloc(1, RAM);
-	r->mem.nregions = 1;
-	r->mem.regions[0] = (struct guest_mem_region){ .gpa = 0, .size = RAM, .host = r->ram };
-	r->mem.ram_size = RAM;
-	r->mem.fd = -1;
+	vrig_init(&r->v, &spec);
 	make_image(r->path, sizeof(r->path), (size_t)sectors * 512);
-	struct virtio_pci_deps deps = { .pci = &r->pci, .loop = r->loop, .mem = &r->mem, .vm_fd = -1 };
-	int rc = virtio_blk_create(&deps, r->path, readonly, "vmon-serial-1", &r->blk);
+	int rc = virtio_blk_create(&r->v.deps, r->path, readonly, "vmon-serial-1", &r->blk);
 	if (rc) {
+		vrig_free(&r->v);
 		unlink(r->path);
 		return rc; /* io_uring unavailable: the caller skips */
 	}
-	assert_int_equal(event_loop_start(r->loop), 0);
-	r->fn = r->pci.devices[1];
-	assert_non_null(r->fn);
-	assert_int_equal(pci_config_read(r->fn, PCI_DEVICE_ID, 2), 0x1040 + VIRTIO_ID_BLOCK);
-	pci_config_write(r->fn, PCI_COMMAND, PCI_COMMAND_MEMORY, 2);
-	r->bar0 = pci_config_read(r->fn, PCI_BAR0, 4);
+	vrig_attach(&r->v);
 	return 0;
 }
 
@@ -316,66 +297,10 @@ static int rig_setup(struct rig *r, bool readonly) { return rig_setup_sized(r, r
 
 static void rig_free(struct rig *r)
 {
-	event_loop_stop(r->loop);
+	event_loop_stop(r->v.loop);
 	virtio_blk_destroy(r->blk);
-	event_loop_destroy(r->loop);
-	pci_bus_destroy(&r->pci);
-	bus_destroy(&r->pio);
-	bus_destroy(&r->mmio);
-	free(r->ram);
+	vrig_free(&r->v);
 	unlink(r->path);
-}
-
-static uint32_t rd(struct rig *r, uint64_t off, uint32_t len)
-{
-	uint32_t v = 0;
-	assert_true(bus_read(&r->mmio, r->bar0 + off, &v, len));
-	return v;
-}
-
-static void wr(struct rig *r, uint64_t off, uint32_t v, uint32_t len)
-{
-	assert_true(bus_write(&r->mmio, r->bar0 + off, &v, len));
-}
-
-enum { DFSEL = 0x00, DF = 0x04, GFSEL = 0x08, GF = 0x0c, STAT = 0x14, QSEL = 0x16, QSIZE = 0x18,
-       QENABLE = 0x1c, QDESC = 0x20, QDRIVER = 0x28, QDEVICE = 0x30 };
-
-static uint64_t device_features(struct rig *r)
-{
-	wr(r, DFSEL, 0, 4);
-	uint64_t lo = rd(r, DF, 4);
-	wr(r, DFSEL, 1, 4);
-	return lo | (uint64_t)rd(r, DF, 4) << 32;
-}
-
-/* Brings the device up as a driver would, accepting `features` (VERSION_1 is added). */
-static void start_device(struct rig *r, uint64_t features)
-{
-	features |= VIRTIO_F_BIT(VIRTIO_F_VERSION_1);
-	wr(r, STAT, 0, 1);
-	wr(r, STAT, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER, 1);
-	wr(r, GFSEL, 0, 4);
-	wr(r, GF, (uint32_t)features, 4);
-	wr(r, GFSEL, 1, 4);
-	wr(r, GF, (uint32_t)(features >> 32), 4);
-	wr(r, STAT, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER | VIRTIO_STATUS_FEATURES_OK, 1);
-	assert_true(rd(r, STAT, 1) & VIRTIO_STATUS_FEATURES_OK);
-	wr(r, QSEL, 0, 2);
-	assert_int_equal(rd(r, QSIZE, 2), VIRTIO_BLK_QUEUE_SIZE);
-	wr(r, QSIZE, QSZ, 2);
-	wr(r, QDESC, DESC, 4);
-	wr(r, QDRIVER, AVAIL, 4);
-	wr(r, QDEVICE, USED, 4);
-	wr(r, QENABLE, 1, 2);
-	wr(r, STAT, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER | VIRTIO_STATUS_FEATURES_OK |
-			    VIRTIO_STATUS_DRIVER_OK, 1);
-}
-
-static void put_desc(struct rig *r, uint16_t i, uint64_t addr, uint32_t len, uint16_t flags, uint16_t next)
-{
-	struct virtq_desc d = { .addr = addr, .len = len, .flags = flags, .next = next };
-	memcpy(r->ram + DESC + 16u * i, &d, sizeof(d));
 }
 
 /*
@@ -385,35 +310,23 @@ static void put_desc(struct rig *r, uint16_t i, uint64_t addr, uint32_t len, uin
 static uint8_t request(struct rig *r, uint32_t type, uint64_t sector, uint64_t data_off, uint32_t len,
 		       bool data_writable, uint32_t *used_len)
 {
-	uint16_t n = r->avail_idx;
-	uint64_t hdr = HDRS + 32u * (n % QSZ), status = STATUS + (n % QSZ);
-	put_hdr(r->ram + hdr, type, sector);
-	r->ram[status] = 0xee;
-	uint16_t d0 = (uint16_t)((n * 3) % QSZ), d1 = (uint16_t)((d0 + 1) % QSZ), d2 = (uint16_t)((d0 + 2) % QSZ);
-	if (len) {
-		put_desc(r, d0, hdr, VIRTIO_BLK_HDR_SIZE, VIRTQ_DESC_F_NEXT, d1);
-		put_desc(r, d1, DATA + data_off, len, VIRTQ_DESC_F_NEXT | (data_writable ? VIRTQ_DESC_F_WRITE : 0), d2);
-		put_desc(r, d2, status, 1, VIRTQ_DESC_F_WRITE, 0);
-	} else {
-		put_desc(r, d0, hdr, VIRTIO_BLK_HDR_SIZE, VIRTQ_DESC_F_NEXT, d1);
-		put_desc(r, d1, status, 1, VIRTQ_DESC_F_WRITE, 0);
-	}
-	uint16_t *avail = (uint16_t *)(r->ram + AVAIL);
-	avail[2 + n % QSZ] = d0;
-	r->avail_idx++;
-	__atomic_store_n(&avail[1], r->avail_idx, __ATOMIC_RELEASE);
-	wr(r, VIRTIO_PCI_NOTIFY_OFF, 0, 2);
-	uint16_t *used = (uint16_t *)(r->ram + USED);
-	for (int i = 0; i < 5000 && __atomic_load_n(&used[1], __ATOMIC_ACQUIRE) != r->avail_idx; i++)
-		usleep(1000);
-	assert_int_equal(__atomic_load_n(&used[1], __ATOMIC_ACQUIRE), r->avail_idx);
+	struct vrig *v = &r->v;
+	uint16_t n = v->q[0].avail_idx;
+	uint64_t hdr = HDRS + 32u * (n % QSZ), status = STATUS_BYTES + (n % QSZ);
+	put_hdr(v->ram + hdr, type, sector);
+	v->ram[status] = 0xee;
+	struct seg segs[3] = { { hdr, VIRTIO_BLK_HDR_SIZE, false }, { DATA + data_off, len, data_writable },
+			       { status, 1, true } };
+	if (!len)
+		segs[1] = segs[2];
+	uint16_t head = add_chain(v, 0, segs, len ? 3 : 2, true);
+	assert_true(wait_used(v, 0, v->q[0].avail_idx));
 	uint32_t id, ulen;
-	memcpy(&id, r->ram + USED + 4 + 8 * (n % QSZ), 4);
-	memcpy(&ulen, r->ram + USED + 8 + 8 * (n % QSZ), 4);
-	assert_int_equal(id, d0);
+	used_elem(v, 0, n, &id, &ulen);
+	assert_int_equal(id, head);
 	if (used_len)
 		*used_len = ulen;
-	return r->ram[status];
+	return v->ram[status];
 }
 
 static void file_bytes(const char *path, off_t off, void *buf, size_t len)
@@ -430,28 +343,28 @@ static void reads_writes_flushes_and_get_id(void **state)
 	struct rig r;
 	if (rig_setup(&r, false))
 		skip();
-	uint64_t f = device_features(&r);
+	uint64_t f = device_features(&r.v);
 	assert_true(f & VIRTIO_F_BIT(VIRTIO_BLK_F_FLUSH));
 	assert_true(f & VIRTIO_F_BIT(VIRTIO_BLK_F_DISCARD));
 	assert_true(f & VIRTIO_F_BIT(VIRTIO_BLK_F_SEG_MAX));
 	assert_true(f & VIRTIO_F_BIT(VIRTIO_BLK_F_BLK_SIZE));
 	assert_false(f & VIRTIO_F_BIT(VIRTIO_BLK_F_RO));
 	/* Capacity, seg_max and blk_size in the device configuration. */
-	uint64_t cap = rd(&r, VIRTIO_PCI_DEVICE_OFF, 4) | (uint64_t)rd(&r, VIRTIO_PCI_DEVICE_OFF + 4, 4) << 32;
+	uint64_t cap = rd(&r.v, VIRTIO_PCI_DEVICE_OFF, 4) | (uint64_t)rd(&r.v, VIRTIO_PCI_DEVICE_OFF + 4, 4) << 32;
 	assert_int_equal(cap, DISK_SECTORS);
-	assert_int_equal(rd(&r, VIRTIO_PCI_DEVICE_OFF + 12, 4), VIRTIO_BLK_SEG_MAX);
-	assert_int_equal(rd(&r, VIRTIO_PCI_DEVICE_OFF + 20, 4), 512);
-	start_device(&r, VIRTIO_F_BIT(VIRTIO_BLK_F_FLUSH) | VIRTIO_F_BIT(VIRTIO_BLK_F_DISCARD));
+	assert_int_equal(rd(&r.v, VIRTIO_PCI_DEVICE_OFF + 12, 4), VIRTIO_BLK_SEG_MAX);
+	assert_int_equal(rd(&r.v, VIRTIO_PCI_DEVICE_OFF + 20, 4), 512);
+	start_driver(&r.v, VIRTIO_F_BIT(VIRTIO_BLK_F_FLUSH) | VIRTIO_F_BIT(VIRTIO_BLK_F_DISCARD));
 
 	/* Read sectors 10..11: the image's pattern arrives in guest RAM. */
 	uint32_t ulen;
 	assert_int_equal(request(&r, VIRTIO_BLK_T_IN, 10, 0, 1024, true, &ulen), VIRTIO_BLK_S_OK);
 	assert_int_equal(ulen, 1025);
-	assert_int_equal(r.ram[DATA], 11);
-	assert_int_equal(r.ram[DATA + 1023], 12);
+	assert_int_equal(r.v.ram[DATA], 11);
+	assert_int_equal(r.v.ram[DATA + 1023], 12);
 
 	/* Write sector 20, flush, and the file has it. */
-	memset(r.ram + DATA + 4096, 0xab, 512);
+	memset(r.v.ram + DATA + 4096, 0xab, 512);
 	assert_int_equal(request(&r, VIRTIO_BLK_T_OUT, 20, 4096, 512, false, &ulen), VIRTIO_BLK_S_OK);
 	assert_int_equal(ulen, 1);
 	assert_int_equal(request(&r, VIRTIO_BLK_T_FLUSH, 0, 0, 0, false, NULL), VIRTIO_BLK_S_OK);
@@ -461,17 +374,17 @@ static void reads_writes_flushes_and_get_id(void **state)
 	assert_memory_equal(buf, want, sizeof(buf));
 
 	/* get-id: the serial, zero-padded to 20 bytes. */
-	memset(r.ram + DATA, 0xff, 32);
+	memset(r.v.ram + DATA, 0xff, 32);
 	assert_int_equal(request(&r, VIRTIO_BLK_T_GET_ID, 0, 0, VIRTIO_BLK_ID_BYTES, true, &ulen), VIRTIO_BLK_S_OK);
 	assert_int_equal(ulen, VIRTIO_BLK_ID_BYTES + 1);
-	assert_memory_equal(r.ram + DATA, "vmon-serial-1\0\0\0\0\0\0", VIRTIO_BLK_ID_BYTES);
-	assert_int_equal(r.ram[DATA + VIRTIO_BLK_ID_BYTES], 0xff);
+	assert_memory_equal(r.v.ram + DATA, "vmon-serial-1\0\0\0\0\0\0", VIRTIO_BLK_ID_BYTES);
+	assert_int_equal(r.v.ram[DATA + VIRTIO_BLK_ID_BYTES], 0xff);
 
 	/* Errors: past the end, an unknown type. The device goes on working. */
 	assert_int_equal(request(&r, VIRTIO_BLK_T_IN, DISK_SECTORS, 0, 512, true, NULL), VIRTIO_BLK_S_IOERR);
 	assert_int_equal(request(&r, 42, 0, 0, 0, false, NULL), VIRTIO_BLK_S_UNSUPP);
 	assert_int_equal(request(&r, VIRTIO_BLK_T_IN, DISK_SECTORS - 1, 0, 512, true, NULL), VIRTIO_BLK_S_OK);
-	assert_int_equal(r.ram[DATA], (uint8_t)DISK_SECTORS);
+	assert_int_equal(r.v.ram[DATA], (uint8_t)DISK_SECTORS);
 
 	struct virtio_blk_stats s;
 	virtio_blk_get_stats(r.blk, &s);
@@ -493,8 +406,8 @@ static void discard_punches_a_hole(void **state)
 	int fd = open(r.path, O_RDWR | O_CLOEXEC);
 	bool can_punch = fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 255 * 512, 512) == 0;
 	close(fd);
-	start_device(&r, VIRTIO_F_BIT(VIRTIO_BLK_F_FLUSH) | VIRTIO_F_BIT(VIRTIO_BLK_F_DISCARD));
-	uint8_t *seg = r.ram + DATA;
+	start_driver(&r.v, VIRTIO_F_BIT(VIRTIO_BLK_F_FLUSH) | VIRTIO_F_BIT(VIRTIO_BLK_F_DISCARD));
+	uint8_t *seg = r.v.ram + DATA;
 	uint64_t sector = 8;
 	uint32_t sectors = 16, flags = 0;
 	memcpy(seg, &sector, 8);
@@ -519,15 +432,15 @@ static void a_read_only_disk_refuses_writes(void **state)
 	struct rig r;
 	if (rig_setup(&r, true))
 		skip();
-	uint64_t f = device_features(&r);
+	uint64_t f = device_features(&r.v);
 	assert_true(f & VIRTIO_F_BIT(VIRTIO_BLK_F_RO));
 	assert_false(f & VIRTIO_F_BIT(VIRTIO_BLK_F_DISCARD));
-	start_device(&r, VIRTIO_F_BIT(VIRTIO_BLK_F_RO) | VIRTIO_F_BIT(VIRTIO_BLK_F_FLUSH));
-	memset(r.ram + DATA, 0xcd, 512);
+	start_driver(&r.v, VIRTIO_F_BIT(VIRTIO_BLK_F_RO) | VIRTIO_F_BIT(VIRTIO_BLK_F_FLUSH));
+	memset(r.v.ram + DATA, 0xcd, 512);
 	assert_int_equal(request(&r, VIRTIO_BLK_T_OUT, 0, 0, 512, false, NULL), VIRTIO_BLK_S_IOERR);
 	assert_int_equal(request(&r, VIRTIO_BLK_T_FLUSH, 0, 0, 0, false, NULL), VIRTIO_BLK_S_OK);
 	assert_int_equal(request(&r, VIRTIO_BLK_T_IN, 0, 4096, 512, true, NULL), VIRTIO_BLK_S_OK);
-	assert_int_equal(r.ram[DATA + 4096], 1); /* sector 0 as it was */
+	assert_int_equal(r.v.ram[DATA + 4096], 1); /* sector 0 as it was */
 	uint8_t b;
 	file_bytes(r.path, 0, &b, 1);
 	assert_int_equal(b, 1);
@@ -540,8 +453,8 @@ static void a_write_without_flush_negotiated_is_write_through(void **state)
 	struct rig r;
 	if (rig_setup(&r, false))
 		skip();
-	start_device(&r, 0);
-	memset(r.ram + DATA, 0x5a, 1024);
+	start_driver(&r.v, 0);
+	memset(r.v.ram + DATA, 0x5a, 1024);
 	assert_int_equal(request(&r, VIRTIO_BLK_T_OUT, 2, 0, 1024, false, NULL), VIRTIO_BLK_S_OK);
 	uint8_t buf[1024], want[1024];
 	memset(want, 0x5a, sizeof(want));
@@ -556,22 +469,22 @@ static void device_state_checks_the_image(void **state)
 	struct rig r;
 	if (rig_setup(&r, false))
 		skip();
-	start_device(&r, VIRTIO_F_BIT(VIRTIO_BLK_F_FLUSH));
+	start_driver(&r.v, VIRTIO_F_BIT(VIRTIO_BLK_F_FLUSH));
 	assert_int_equal(request(&r, VIRTIO_BLK_T_IN, 0, 0, 512, true, NULL), VIRTIO_BLK_S_OK);
 	static uint8_t blob[1 << 16];
-	struct virtio_device *vdev = r.fn->owner;
+	struct virtio_device *vdev = r.v.fn->owner;
 	long n = virtio_pci_save(vdev, blob, sizeof(blob));
 	assert_true(n > 0);
 	assert_int_equal(virtio_pci_load(vdev, blob, (size_t)n), 0);
 	/* The same disk answers after the load. */
 	assert_int_equal(request(&r, VIRTIO_BLK_T_IN, 1, 0, 512, true, NULL), VIRTIO_BLK_S_OK);
-	assert_int_equal(r.ram[DATA], 2);
+	assert_int_equal(r.v.ram[DATA], 2);
 	rig_free(&r);
 
 	/* A disk of another size refuses the state. */
 	struct rig r2;
 	assert_int_equal(rig_setup_sized(&r2, false, 128), 0);
-	assert_int_equal(virtio_pci_load(r2.fn->owner, blob, (size_t)n), -EINVAL);
+	assert_int_equal(virtio_pci_load(r2.v.fn->owner, blob, (size_t)n), -EINVAL);
 	rig_free(&r2);
 }
 

@@ -11,72 +11,29 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "arch/x86/layout.h"
 #include "backends/unix_socket.h"
 #include "virtio/virtio_console.h"
 
+#include "virtio_rig.h"
+
 #define RAM (8u << 20)
 #define QSZ 32
-#define NQ 2
 #define RXQ 0
 #define TXQ 1
-#define QBASE(q) (0x10000u + (q) * 0x4000u)
-#define DATA_START 0x100000u
 
 struct rig {
-	struct bus pio, mmio;
-	struct pci_bus pci;
-	struct event_loop *loop;
-	struct guest_mem mem;
-	uint8_t *ram;
+	struct vrig v;
 	struct virtio_console *con;
-	struct pci_device *fn;
-	uint64_t bar0;
-	uint16_t avail_idx[NQ], desc_next[NQ], used_seen[NQ];
-	uint64_t data_next;
 	char dir[64], path[96];
 };
 
-enum { GFSEL = 0x08, GF = 0x0c, NUMQ = 0x12, STATUS = 0x14, QSEL = 0x16, QSIZE = 0x18, QENABLE = 0x1c, QDESC = 0x20,
-       QDRIVER = 0x28, QDEVICE = 0x30 };
-
-static uint32_t rd(struct rig *r, uint64_t off, uint32_t len)
-{
-	uint32_t v = 0;
-	assert_true(bus_read(&r->mmio, r->bar0 + off, &v, len));
-	return v;
-}
-
-static void wr(struct rig *r, uint64_t off, uint32_t v, uint32_t len)
-{
-	assert_true(bus_write(&r->mmio, r->bar0 + off, &v, len));
-}
-
-static void start_driver(struct rig *r)
-{
-	wr(r, STATUS, 0, 1);
-	wr(r, STATUS, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER, 1);
-	wr(r, GFSEL, 1, 4);
-	wr(r, GF, 1, 4);
-	wr(r, STATUS, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER | VIRTIO_STATUS_FEATURES_OK, 1);
-	for (uint16_t q = 0; q < NQ; q++) {
-		wr(r, QSEL, q, 2);
-		wr(r, QSIZE, QSZ, 2);
-		wr(r, QDESC, QBASE(q), 4);
-		wr(r, QDRIVER, QBASE(q) + 0x1000, 4);
-		wr(r, QDEVICE, QBASE(q) + 0x2000, 4);
-		wr(r, QENABLE, 1, 2);
-	}
-	wr(r, STATUS, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER | VIRTIO_STATUS_FEATURES_OK |
-			      VIRTIO_STATUS_DRIVER_OK, 1);
-}
+static const struct vrig_spec spec = { .ram = RAM, .device_id = VIRTIO_ID_CONSOLE, .queues = 2, .qsize = QSZ };
 
 static void rig_setup_backend(struct rig *r, enum virtio_console_backend backend)
 {
@@ -84,90 +41,30 @@ static void rig_setup_backend(struct rig *r, enum virtio_console_backend backend
 	strcpy(r->dir, "/tmp/vmon-console-XXXXXX");
 	assert_non_null(mkdtemp(r->dir));
 	snprintf(r->path, sizeof(r->path), "%s/%s", r->dir, backend == VIRTIO_CONSOLE_SOCKET ? "c.sock" : "out.log");
-	bus_init(&r->pio, "pio");
-	bus_init(&r->mmio, "mmio");
-	assert_int_equal(pci_bus_init(&r->pci, &r->pio, &r->mmio, LAYOUT_PCI_MMIO_START, LAYOUT_IOAPIC), 0);
-	assert_int_equal(event_loop_create(&r->loop), 0);
-	r->ram = calloc(1, RAM);
-	r->mem.nregions = 1;
-	r->mem.regions[0] = (struct guest_mem_region){ .gpa = 0, .size = RAM, .host = r->ram };
-	r->mem.ram_size = RAM;
-	r->mem.fd = -1;
-	r->data_next = DATA_START;
-	struct virtio_pci_deps deps = { .pci = &r->pci, .loop = r->loop, .mem = &r->mem, .vm_fd = -1 };
-	assert_int_equal(virtio_console_create(&deps, backend, r->path, &r->con), 0);
-	assert_int_equal(event_loop_start(r->loop), 0);
-	r->fn = r->pci.devices[1];
-	assert_non_null(r->fn);
-	assert_int_equal(pci_config_read(r->fn, PCI_DEVICE_ID, 2), 0x1040 + VIRTIO_ID_CONSOLE);
-	pci_config_write(r->fn, PCI_COMMAND, PCI_COMMAND_MEMORY, 2);
-	r->bar0 = pci_config_read(r->fn, PCI_BAR0, 4);
-	start_driver(r);
+	vrig_init(&r->v, &spec);
+	assert_int_equal(virtio_console_create(&r->v.deps, backend, r->path, &r->con), 0);
+	vrig_attach(&r->v);
+	start_driver(&r->v, 0);
 }
 
 static void rig_setup(struct rig *r) { rig_setup_backend(r, VIRTIO_CONSOLE_SOCKET); }
 
 static void rig_free(struct rig *r)
 {
-	event_loop_stop(r->loop);
+	event_loop_stop(r->v.loop);
 	virtio_console_destroy(r->con);
-	event_loop_destroy(r->loop);
-	pci_bus_destroy(&r->pci);
-	bus_destroy(&r->pio);
-	bus_destroy(&r->mmio);
-	free(r->ram);
+	vrig_free(&r->v);
 	char cmd[128];
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", r->dir);
 	assert_int_equal(system(cmd), 0);
 }
 
-static uint64_t alloc_data(struct rig *r, uint32_t len)
-{
-	uint64_t a = r->data_next;
-	r->data_next += (len + 63) & ~63u;
-	assert_true(r->data_next < RAM);
-	return a;
-}
-
-/* One-descriptor chain on queue q; returns its head. */
-static uint16_t add_buf(struct rig *r, uint16_t q, uint64_t addr, uint32_t len, bool writable)
-{
-	uint16_t idx = r->desc_next[q]++ % QSZ;
-	struct virtq_desc d = { .addr = addr, .len = len, .flags = writable ? VIRTQ_DESC_F_WRITE : 0 };
-	memcpy(r->ram + QBASE(q) + 16u * idx, &d, sizeof(d));
-	uint16_t *avail = (uint16_t *)(r->ram + QBASE(q) + 0x1000);
-	avail[2 + r->avail_idx[q] % QSZ] = idx;
-	r->avail_idx[q]++;
-	__atomic_store_n(&avail[1], r->avail_idx[q], __ATOMIC_RELEASE);
-	wr(r, VIRTIO_PCI_NOTIFY_OFF + VIRTIO_PCI_NOTIFY_MULTIPLIER * q, q, 2);
-	return idx;
-}
-
-static uint16_t used_idx(struct rig *r, uint16_t q)
-{
-	return __atomic_load_n((uint16_t *)(r->ram + QBASE(q) + 0x2000 + 2), __ATOMIC_ACQUIRE);
-}
-
-static bool wait_used(struct rig *r, uint16_t q, uint16_t want)
-{
-	for (int i = 0; i < 2000 && used_idx(r, q) != want; i++)
-		usleep(1000);
-	return used_idx(r, q) == want;
-}
-
-static void used_elem(struct rig *r, uint16_t q, uint16_t n, uint32_t *id, uint32_t *len)
-{
-	const uint8_t *e = r->ram + QBASE(q) + 0x2000 + 4 + 8u * (n % QSZ);
-	memcpy(id, e, 4);
-	memcpy(len, e + 4, 4);
-}
-
 /* Guest output: a transmit buffer holding s. */
 static void guest_write(struct rig *r, const void *s, uint32_t len)
 {
-	uint64_t a = alloc_data(r, len);
-	memcpy(r->ram + a, s, len);
-	add_buf(r, TXQ, a, len, false);
+	uint64_t a = alloc_data(&r->v, len);
+	memcpy(r->v.ram + a, s, len);
+	add_buf(&r->v, TXQ, a, len, false);
 }
 
 static int client(struct rig *r)
@@ -177,22 +74,14 @@ static int client(struct rig *r)
 	return fd;
 }
 
-static ssize_t read_wait(int fd, void *buf, size_t len)
-{
-	struct pollfd p = { .fd = fd, .events = POLLIN };
-	if (poll(&p, 1, 2000) != 1)
-		return -1;
-	return recv(fd, buf, len, MSG_DONTWAIT);
-}
-
 static void config_says_one_port(void **state)
 {
 	(void)state;
 	struct rig r;
 	rig_setup(&r);
-	assert_int_equal(rd(&r, NUMQ, 2), 2);
-	assert_int_equal(rd(&r, VIRTIO_PCI_DEVICE_OFF, 4), 0);     /* cols, rows */
-	assert_int_equal(rd(&r, VIRTIO_PCI_DEVICE_OFF + 4, 4), 1); /* max_nr_ports */
+	assert_int_equal(rd(&r.v, NUMQ, 2), 2);
+	assert_int_equal(rd(&r.v, VIRTIO_PCI_DEVICE_OFF, 4), 0);     /* cols, rows */
+	assert_int_equal(rd(&r.v, VIRTIO_PCI_DEVICE_OFF + 4, 4), 1); /* max_nr_ports */
 	rig_free(&r);
 }
 
@@ -201,22 +90,22 @@ static void bytes_flow_both_ways(void **state)
 	(void)state;
 	struct rig r;
 	rig_setup(&r);
-	uint64_t rx = alloc_data(&r, 64);
-	add_buf(&r, RXQ, rx, 64, true);
+	uint64_t rx = alloc_data(&r.v, 64);
+	add_buf(&r.v, RXQ, rx, 64, true);
 	int fd = client(&r);
 	usleep(20000); /* accepted on the loop thread */
 	guest_write(&r, "hello from hvc0\n", 16);
 	char buf[64] = { 0 };
 	assert_int_equal(read_wait(fd, buf, sizeof(buf)), 16);
 	assert_string_equal(buf, "hello from hvc0\n");
-	assert_true(wait_used(&r, TXQ, 1));
+	assert_true(wait_used(&r.v, TXQ, 1));
 
 	assert_int_equal(send(fd, "typed\n", 6, 0), 6);
-	assert_true(wait_used(&r, RXQ, 1));
+	assert_true(wait_used(&r.v, RXQ, 1));
 	uint32_t id, len;
-	used_elem(&r, RXQ, 0, &id, &len);
+	used_elem(&r.v, RXQ, 0, &id, &len);
 	assert_int_equal(len, 6);
-	assert_memory_equal(r.ram + rx, "typed\n", 6);
+	assert_memory_equal(r.v.ram + rx, "typed\n", 6);
 
 	struct virtio_console_stats st;
 	virtio_console_get_stats(r.con, &st);
@@ -235,20 +124,20 @@ static void input_waits_for_receive_buffers(void **state)
 	int fd = client(&r);
 	assert_int_equal(send(fd, "abcdefgh", 8, 0), 8);
 	usleep(50000);
-	assert_int_equal(used_idx(&r, RXQ), 0);
-	uint64_t rx = alloc_data(&r, 5);
-	add_buf(&r, RXQ, rx, 5, true);
-	assert_true(wait_used(&r, RXQ, 1));
-	assert_memory_equal(r.ram + rx, "abcde", 5);
+	assert_int_equal(used_idx(&r.v, RXQ), 0);
+	uint64_t rx = alloc_data(&r.v, 5);
+	add_buf(&r.v, RXQ, rx, 5, true);
+	assert_true(wait_used(&r.v, RXQ, 1));
+	assert_memory_equal(r.v.ram + rx, "abcde", 5);
 	usleep(20000);
-	assert_int_equal(used_idx(&r, RXQ), 1); /* the rest waits again */
-	uint64_t rx2 = alloc_data(&r, 64);
-	add_buf(&r, RXQ, rx2, 64, true);
-	assert_true(wait_used(&r, RXQ, 2));
+	assert_int_equal(used_idx(&r.v, RXQ), 1); /* the rest waits again */
+	uint64_t rx2 = alloc_data(&r.v, 64);
+	add_buf(&r.v, RXQ, rx2, 64, true);
+	assert_true(wait_used(&r.v, RXQ, 2));
 	uint32_t id, len;
-	used_elem(&r, RXQ, 1, &id, &len);
+	used_elem(&r.v, RXQ, 1, &id, &len);
 	assert_int_equal(len, 3);
-	assert_memory_equal(r.ram + rx2, "fgh", 3);
+	assert_memory_equal(r.v.ram + rx2, "fgh", 3);
 	close(fd);
 	rig_free(&r);
 }
@@ -268,7 +157,7 @@ static void slow_client_holds_the_transmit_buffer(void **state)
 	guest_write(&r, big, sizeof(big));
 	guest_write(&r, "tail", 4);
 	usleep(100000);
-	assert_int_equal(used_idx(&r, TXQ), 0); /* the socket is full: the first buffer is held */
+	assert_int_equal(used_idx(&r.v, TXQ), 0); /* the socket is full: the first buffer is held */
 	size_t got = 0, xs = 0;
 	char last[4] = { 0 };
 	static char buf[65536];
@@ -285,7 +174,7 @@ static void slow_client_holds_the_transmit_buffer(void **state)
 	assert_int_equal(got, sizeof(big) + 4);
 	assert_int_equal(xs, sizeof(big)); /* in order: all of the big buffer, then "tail" */
 	assert_memory_equal(last, "tail", 4);
-	assert_true(wait_used(&r, TXQ, 2));
+	assert_true(wait_used(&r.v, TXQ, 2));
 	struct virtio_console_stats st;
 	virtio_console_get_stats(r.con, &st);
 	assert_int_equal(st.tx_bytes, sizeof(big) + 4);
@@ -300,7 +189,7 @@ static void output_without_a_client_is_dropped(void **state)
 	struct rig r;
 	rig_setup(&r);
 	guest_write(&r, "nobody listens", 14);
-	assert_true(wait_used(&r, TXQ, 1));
+	assert_true(wait_used(&r.v, TXQ, 1));
 	struct virtio_console_stats st;
 	virtio_console_get_stats(r.con, &st);
 	assert_int_equal(st.dropped_bytes, 14);
@@ -344,7 +233,7 @@ static void file_backend_appends_output(void **state)
 	rig_setup_backend(&r, VIRTIO_CONSOLE_FILE);
 	guest_write(&r, "line one\n", 9);
 	guest_write(&r, "line two\n", 9);
-	assert_true(wait_used(&r, TXQ, 2));
+	assert_true(wait_used(&r.v, TXQ, 2));
 	char buf[64] = { 0 };
 	int fd = open(r.path, O_RDONLY);
 	assert_true(fd >= 0);
@@ -361,20 +250,14 @@ static void wrong_direction_buffers_need_reset(void **state)
 	rig_setup(&r);
 	int fd = client(&r);
 	usleep(20000);
-	add_buf(&r, RXQ, alloc_data(&r, 16), 16, false); /* a receive buffer the device cannot write */
+	add_buf(&r.v, RXQ, alloc_data(&r.v, 16), 16, false); /* a receive buffer the device cannot write */
 	assert_int_equal(send(fd, "x", 1, 0), 1);
-	for (int i = 0; i < 200 && !(rd(&r, STATUS, 1) & VIRTIO_STATUS_NEEDS_RESET); i++)
-		usleep(1000);
-	assert_true(rd(&r, STATUS, 1) & VIRTIO_STATUS_NEEDS_RESET);
+	assert_true(wait_needs_reset(&r.v));
 	/* A reset and re-initialisation bring it back; then a writable transmit buffer is refused. */
-	memset(r.ram + QBASE(0), 0, 3 * 0x4000);
-	memset(r.avail_idx, 0, sizeof(r.avail_idx));
-	start_driver(&r);
-	assert_false(rd(&r, STATUS, 1) & VIRTIO_STATUS_NEEDS_RESET);
-	add_buf(&r, TXQ, alloc_data(&r, 16), 16, true);
-	for (int i = 0; i < 200 && !(rd(&r, STATUS, 1) & VIRTIO_STATUS_NEEDS_RESET); i++)
-		usleep(1000);
-	assert_true(rd(&r, STATUS, 1) & VIRTIO_STATUS_NEEDS_RESET);
+	start_driver(&r.v, 0);
+	assert_false(rd(&r.v, STATUS, 1) & VIRTIO_STATUS_NEEDS_RESET);
+	add_buf(&r.v, TXQ, alloc_data(&r.v, 16), 16, true);
+	assert_true(wait_needs_reset(&r.v));
 	struct virtio_console_stats st;
 	virtio_console_get_stats(r.con, &st);
 	assert_int_equal(st.errors, 2);
@@ -395,16 +278,16 @@ static void snapshot_load_returns_the_held_buffer(void **state)
 	static uint8_t big[1 << 20];
 	guest_write(&r, big, sizeof(big));
 	usleep(50000);
-	assert_int_equal(used_idx(&r, TXQ), 0);
-	struct virtio_device *vdev = r.fn->owner;
+	assert_int_equal(used_idx(&r.v, TXQ), 0);
+	struct virtio_device *vdev = r.v.fn->owner;
 	static uint8_t image[1 << 16];
-	event_loop_stop(r.loop);
+	event_loop_stop(r.v.loop);
 	long len = virtio_pci_save(vdev, image, sizeof(image));
 	assert_true(len > 0);
 	close(fd); /* the old process's client is gone */
 	assert_int_equal(virtio_pci_load(vdev, image, (size_t)len), 0);
-	assert_int_equal(event_loop_start(r.loop), 0);
-	assert_true(wait_used(&r, TXQ, 1));
+	assert_int_equal(event_loop_start(r.v.loop), 0);
+	assert_true(wait_used(&r.v, TXQ, 1));
 	rig_free(&r);
 }
 

@@ -16,14 +16,14 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "arch/x86/layout.h"
 #include "config/config_net.h"
 #include "lib/util.h"
 #include "virtio/virtio_net.h"
 
+#include "virtio_rig.h"
+
 #define RAM (4u << 20)
 #define QSZ 16
-#define DATA 0x100000
 #define BIT(n) (1ull << (n))
 
 /* ---- the fake backend ---- */
@@ -67,23 +67,14 @@ static const struct net_backend_ops fake_ops = {
 
 /* ---- the rig: a PCI bus, guest memory, the device, a running event loop ---- */
 
-struct ring {
-	uint64_t desc, avail, used;
-	uint16_t avail_idx, next_desc;
-};
-
 struct rig {
-	struct bus pio, mmio;
-	struct pci_bus pci;
-	struct event_loop *loop;
-	struct guest_mem mem;
-	uint8_t *ram;
+	struct vrig v;
 	struct fake_be fb;
 	struct virtio_net *net;
-	struct pci_device *fn;
-	uint64_t bar0;
-	struct ring q[2];
-	uint64_t data_next;
+};
+
+static const struct vrig_spec spec = {
+	.ram = RAM, .device_id = VIRTIO_ID_NET, .queues = 2, .qsize = QSZ, .max_qsize = VIRTIO_NET_QUEUE_SIZE
 };
 
 static const uint8_t MAC[6] = { 0x52, 0x54, 0x00, 0xaa, 0xbb, 0xcc };
@@ -91,149 +82,31 @@ static const uint8_t MAC[6] = { 0x52, 0x54, 0x00, 0xaa, 0xbb, 0xcc };
 static void rig_setup(struct rig *r, uint64_t backend_offloads)
 {
 	memset(r, 0, sizeof(*r));
-	bus_init(&r->pio, "pio");
-	bus_init(&r->mmio, "mmio");
-	assert_int_equal(pci_bus_init(&r->pci, &r->pio, &r->mmio, LAYOUT_PCI_MMIO_START, LAYOUT_IOAPIC), 0);
-	assert_int_equal(event_loop_create(&r->loop), 0);
-	r->ram = calloc(1, RAM);
-	r->mem.nregions = 1;
-	r->mem.regions[0] = (struct guest_mem_region){ .gpa = 0, .size = RAM, .host = r->ram };
-	r->mem.ram_size = RAM;
-	r->mem.fd = -1;
+	vrig_init(&r->v, &spec);
 	r->fb.be.ops = &fake_ops;
 	r->fb.be.offloads = backend_offloads;
-	struct virtio_pci_deps deps = { .pci = &r->pci, .loop = r->loop, .mem = &r->mem, .vm_fd = -1 };
-	assert_int_equal(virtio_net_create(&deps, MAC, &r->fb.be, &r->net), 0);
-	assert_int_equal(event_loop_start(r->loop), 0);
-	r->fn = r->pci.devices[1];
-	assert_non_null(r->fn);
-	assert_int_equal(pci_config_read(r->fn, PCI_DEVICE_ID, 2), 0x1040 + VIRTIO_ID_NET);
-	assert_int_equal(pci_config_read(r->fn, PCI_REVISION_ID, 4) >> 8, 0x020000);
-	pci_config_write(r->fn, PCI_COMMAND, PCI_COMMAND_MEMORY, 2);
-	r->bar0 = pci_config_read(r->fn, PCI_BAR0, 4);
-	for (int i = 0; i < 2; i++)
-		r->q[i] = (struct ring){ .desc = 0x1000 + 0x2000u * i, .avail = 0x1800 + 0x2000u * i,
-					 .used = 0x2000 + 0x2000u * i };
-	r->data_next = DATA;
+	assert_int_equal(virtio_net_create(&r->v.deps, MAC, &r->fb.be, &r->net), 0);
+	vrig_attach(&r->v);
+	assert_int_equal(pci_config_read(r->v.fn, PCI_REVISION_ID, 4) >> 8, 0x020000);
 }
 
 static void rig_free(struct rig *r)
 {
-	event_loop_stop(r->loop);
+	event_loop_stop(r->v.loop);
 	virtio_net_destroy(r->net);
 	assert_int_equal(r->fb.destroyed, 1);
-	event_loop_destroy(r->loop);
-	pci_bus_destroy(&r->pci);
-	bus_destroy(&r->pio);
-	bus_destroy(&r->mmio);
-	free(r->ram);
+	vrig_free(&r->v);
 }
 
-static uint32_t rd(struct rig *r, uint64_t off, uint32_t len)
-{
-	uint32_t v = 0;
-	assert_true(bus_read(&r->mmio, r->bar0 + off, &v, len));
-	return v;
-}
-
-static void wr(struct rig *r, uint64_t off, uint32_t v, uint32_t len)
-{
-	assert_true(bus_write(&r->mmio, r->bar0 + off, &v, len));
-}
-
-enum { DFSEL = 0x00, DF = 0x04, GFSEL = 0x08, GF = 0x0c, STATUS = 0x14, QSEL = 0x16, QSIZE = 0x18,
-       QENABLE = 0x1c, QDESC = 0x20, QDRIVER = 0x28, QDEVICE = 0x30 };
-#define S_ALL (VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER | VIRTIO_STATUS_FEATURES_OK | VIRTIO_STATUS_DRIVER_OK)
-
-static uint64_t offered(struct rig *r)
-{
-	wr(r, DFSEL, 0, 4);
-	uint64_t lo = rd(r, DF, 4);
-	wr(r, DFSEL, 1, 4);
-	return lo | (uint64_t)rd(r, DF, 4) << 32;
-}
-
-/* Negotiates VERSION_1 plus lo (device bits 0-31) and starts both queues. */
-static void start(struct rig *r, uint32_t lo)
-{
-	wr(r, STATUS, 0, 1);
-	wr(r, STATUS, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER, 1);
-	wr(r, GFSEL, 0, 4);
-	wr(r, GF, lo, 4);
-	wr(r, GFSEL, 1, 4);
-	wr(r, GF, 1, 4);
-	wr(r, STATUS, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER | VIRTIO_STATUS_FEATURES_OK, 1);
-	assert_true(rd(r, STATUS, 1) & VIRTIO_STATUS_FEATURES_OK);
-	for (uint16_t q = 0; q < 2; q++) {
-		wr(r, QSEL, q, 2);
-		assert_int_equal(rd(r, QSIZE, 2), VIRTIO_NET_QUEUE_SIZE);
-		wr(r, QSIZE, QSZ, 2);
-		wr(r, QDESC, (uint32_t)r->q[q].desc, 4);
-		wr(r, QDRIVER, (uint32_t)r->q[q].avail, 4);
-		wr(r, QDEVICE, (uint32_t)r->q[q].used, 4);
-		wr(r, QENABLE, 1, 2);
-	}
-	wr(r, STATUS, S_ALL, 1);
-}
-
-/* A guest buffer of len bytes (copied from src if given). */
+/* A guest buffer of len bytes: a copy of src, or 0xee bytes, so what the device never wrote shows. */
 static uint64_t guest_buf(struct rig *r, const void *src, uint32_t len)
 {
-	uint64_t gpa = r->data_next;
-	r->data_next += ALIGN_UP(len, 64);
-	assert_true(r->data_next < RAM);
+	uint64_t gpa = alloc_data(&r->v, len);
 	if (src)
-		memcpy(r->ram + gpa, src, len);
+		memcpy(r->v.ram + gpa, src, len);
 	else
-		memset(r->ram + gpa, 0xee, len);
+		memset(r->v.ram + gpa, 0xee, len);
 	return gpa;
-}
-
-struct seg {
-	uint64_t addr;
-	uint32_t len;
-	bool writable;
-};
-
-/* Makes a chain of n segments available on queue q; kick: notify the device. */
-static void add_chain(struct rig *r, uint16_t q, const struct seg *segs, int n, bool kick)
-{
-	struct ring *g = &r->q[q];
-	uint16_t head = g->next_desc % QSZ;
-	for (int i = 0; i < n; i++) {
-		uint16_t idx = (uint16_t)((g->next_desc + i) % QSZ);
-		struct virtq_desc d = { .addr = segs[i].addr, .len = segs[i].len,
-					.flags = (uint16_t)((segs[i].writable ? VIRTQ_DESC_F_WRITE : 0) |
-							    (i + 1 < n ? VIRTQ_DESC_F_NEXT : 0)),
-					.next = (uint16_t)((idx + 1) % QSZ) };
-		memcpy(r->ram + g->desc + 16u * idx, &d, sizeof(d));
-	}
-	g->next_desc = (uint16_t)(g->next_desc + n);
-	uint16_t *avail = (uint16_t *)(r->ram + g->avail);
-	avail[2 + g->avail_idx % QSZ] = head;
-	g->avail_idx++;
-	__atomic_store_n(&avail[1], g->avail_idx, __ATOMIC_RELEASE);
-	if (kick)
-		wr(r, VIRTIO_PCI_NOTIFY_OFF + VIRTIO_PCI_NOTIFY_MULTIPLIER * q, q, 2);
-}
-
-static uint16_t used_idx(struct rig *r, uint16_t q)
-{
-	return __atomic_load_n((uint16_t *)(r->ram + r->q[q].used + 2), __ATOMIC_ACQUIRE);
-}
-
-static void used_elem(struct rig *r, uint16_t q, uint16_t i, uint32_t *id, uint32_t *len)
-{
-	const uint8_t *e = r->ram + r->q[q].used + 4 + 8u * (i % QSZ);
-	memcpy(id, e, 4);
-	memcpy(len, e + 4, 4);
-}
-
-static bool wait_used(struct rig *r, uint16_t q, uint16_t want)
-{
-	for (int i = 0; i < 2000 && used_idx(r, q) != want; i++)
-		usleep(1000);
-	return used_idx(r, q) == want;
 }
 
 static struct virtio_net_stats stats(struct rig *r)
@@ -260,7 +133,7 @@ static void do_deliver(void *opaque)
 static int deliver(struct rig *r, const void *pkt, size_t len)
 {
 	struct deliver_call c = { .r = r, .pkt = pkt, .len = len };
-	event_loop_call(r->loop, do_deliver, &c);
+	event_loop_call(r->v.loop, do_deliver, &c);
 	return c.rc;
 }
 
@@ -280,7 +153,7 @@ static void features_follow_the_backend(void **state)
 	(void)state;
 	struct rig r;
 	rig_setup(&r, 0); /* slirp: no offloads */
-	uint64_t f = offered(&r);
+	uint64_t f = device_features(&r.v);
 	assert_true(f & BIT(VIRTIO_NET_F_MAC));
 	assert_true(f & BIT(VIRTIO_NET_F_STATUS));
 	assert_true(f & BIT(VIRTIO_NET_F_MRG_RXBUF));
@@ -289,23 +162,23 @@ static void features_follow_the_backend(void **state)
 	/* The configuration space: the MAC, link up, one queue pair. */
 	uint8_t mac[6];
 	for (int i = 0; i < 6; i++)
-		mac[i] = (uint8_t)rd(&r, VIRTIO_PCI_DEVICE_OFF + (uint64_t)i, 1);
+		mac[i] = (uint8_t)rd(&r.v, VIRTIO_PCI_DEVICE_OFF + (uint64_t)i, 1);
 	assert_memory_equal(mac, MAC, 6);
-	assert_int_equal(rd(&r, VIRTIO_PCI_DEVICE_OFF + 6, 2), VIRTIO_NET_S_LINK_UP);
-	assert_int_equal(rd(&r, VIRTIO_PCI_DEVICE_OFF + 8, 2), 1);
+	assert_int_equal(rd(&r.v, VIRTIO_PCI_DEVICE_OFF + 6, 2), VIRTIO_NET_S_LINK_UP);
+	assert_int_equal(rd(&r.v, VIRTIO_PCI_DEVICE_OFF + 8, 2), 1);
 	/* The MAC is read-only (no VIRTIO_NET_F_CTRL_MAC_ADDR). */
-	wr(&r, VIRTIO_PCI_DEVICE_OFF, 0xffffffff, 4);
-	assert_int_equal(rd(&r, VIRTIO_PCI_DEVICE_OFF, 1), 0x52);
+	wr(&r.v, VIRTIO_PCI_DEVICE_OFF, 0xffffffff, 4);
+	assert_int_equal(rd(&r.v, VIRTIO_PCI_DEVICE_OFF, 1), 0x52);
 	rig_free(&r);
 
 	rig_setup(&r, TAP_LIKE | BIT(VIRTIO_NET_F_HOST_UFO)); /* tap; bits vmon never offers are dropped */
-	f = offered(&r);
+	f = device_features(&r.v);
 	assert_int_equal(f & TAP_LIKE, TAP_LIKE);
 	assert_int_equal(f & BIT(VIRTIO_NET_F_HOST_UFO), 0);
 	/* DRIVER_OK tells the backend which offloads the guest took; a reset takes them back. */
-	start(&r, (uint32_t)(BIT(VIRTIO_NET_F_GUEST_CSUM) | BIT(VIRTIO_NET_F_GUEST_TSO4) | BIT(VIRTIO_NET_F_MAC)));
+	start_driver(&r.v, BIT(VIRTIO_NET_F_GUEST_CSUM) | BIT(VIRTIO_NET_F_GUEST_TSO4) | BIT(VIRTIO_NET_F_MAC));
 	assert_int_equal(r.fb.offloads_set, BIT(VIRTIO_NET_F_GUEST_CSUM) | BIT(VIRTIO_NET_F_GUEST_TSO4));
-	wr(&r, STATUS, 0, 1);
+	wr(&r.v, STATUS, 0, 1);
 	assert_int_equal(r.fb.offloads_set, 0);
 	rig_free(&r);
 }
@@ -315,7 +188,7 @@ static void a_frame_reaches_the_backend(void **state)
 	(void)state;
 	struct rig r;
 	rig_setup(&r, 0);
-	start(&r, (uint32_t)BIT(VIRTIO_NET_F_MAC));
+	start_driver(&r.v, BIT(VIRTIO_NET_F_MAC));
 	struct virtio_net_hdr_v1 h = { .num_buffers = 7 }; /* ignored on transmit */
 	uint8_t frame[60];
 	for (size_t i = 0; i < sizeof(frame); i++)
@@ -324,10 +197,10 @@ static void a_frame_reaches_the_backend(void **state)
 	struct seg segs[] = { { guest_buf(&r, &h, sizeof(h)), sizeof(h), false },
 			      { guest_buf(&r, frame, 20), 20, false },
 			      { guest_buf(&r, frame + 20, 40), 40, false } };
-	add_chain(&r, VIRTIO_NET_TXQ, segs, 3, true);
-	assert_true(wait_used(&r, VIRTIO_NET_TXQ, 1));
+	add_chain(&r.v, VIRTIO_NET_TXQ, segs, 3, true);
+	assert_true(wait_used(&r.v, VIRTIO_NET_TXQ, 1));
 	uint32_t id, len;
-	used_elem(&r, VIRTIO_NET_TXQ, 0, &id, &len);
+	used_elem(&r.v, VIRTIO_NET_TXQ, 0, &id, &len);
 	assert_int_equal(id, 0);
 	assert_int_equal(len, 0); /* nothing written into a transmit buffer */
 	assert_int_equal(r.fb.sends, 1);
@@ -347,13 +220,13 @@ static void a_frame_reaches_the_backend(void **state)
 static bool tx_with_header(struct rig *r, const struct virtio_net_hdr_v1 *h, uint32_t frame_len)
 {
 	int before = r->fb.sends;
-	uint16_t used = used_idx(r, VIRTIO_NET_TXQ);
+	uint16_t used = used_idx(&r->v, VIRTIO_NET_TXQ);
 	uint8_t *pkt = calloc(1, VIRTIO_NET_HDR_LEN + frame_len);
 	memcpy(pkt, h, sizeof(*h));
 	struct seg s = { guest_buf(r, pkt, VIRTIO_NET_HDR_LEN + frame_len), VIRTIO_NET_HDR_LEN + frame_len, false };
 	free(pkt);
-	add_chain(r, VIRTIO_NET_TXQ, &s, 1, true);
-	assert_true(wait_used(r, VIRTIO_NET_TXQ, (uint16_t)(used + 1)));
+	add_chain(&r->v, VIRTIO_NET_TXQ, &s, 1, true);
+	assert_true(wait_used(&r->v, VIRTIO_NET_TXQ, (uint16_t)(used + 1)));
 	return r->fb.sends != before;
 }
 
@@ -362,19 +235,19 @@ static void malformed_transmits_are_dropped_and_counted(void **state)
 	(void)state;
 	struct rig r;
 	rig_setup(&r, 0);
-	start(&r, 0); /* no offloads negotiated */
+	start_driver(&r.v, 0); /* no offloads negotiated */
 	struct virtio_net_hdr_v1 plain = { 0 };
 	assert_true(tx_with_header(&r, &plain, 60));
 	/* Shorter than a header. */
 	struct seg tiny = { guest_buf(&r, NULL, 8), 8, false };
-	add_chain(&r, VIRTIO_NET_TXQ, &tiny, 1, true);
-	assert_true(wait_used(&r, VIRTIO_NET_TXQ, 2));
+	add_chain(&r.v, VIRTIO_NET_TXQ, &tiny, 1, true);
+	assert_true(wait_used(&r.v, VIRTIO_NET_TXQ, 2));
 	/* A header and less than an Ethernet header. */
 	assert_false(tx_with_header(&r, &plain, 10));
 	/* A device-writable part in a transmit chain. */
 	struct seg mixed[] = { { guest_buf(&r, &plain, 12), 12, false }, { guest_buf(&r, NULL, 60), 60, true } };
-	add_chain(&r, VIRTIO_NET_TXQ, mixed, 2, true);
-	assert_true(wait_used(&r, VIRTIO_NET_TXQ, 4));
+	add_chain(&r.v, VIRTIO_NET_TXQ, mixed, 2, true);
+	assert_true(wait_used(&r.v, VIRTIO_NET_TXQ, 4));
 	/* Longer than any frame without segmentation offload. */
 	assert_false(tx_with_header(&r, &plain, NET_MAX_FRAME + 1));
 	/* Offloads the driver did not negotiate. */
@@ -394,7 +267,7 @@ static void malformed_transmits_are_dropped_and_counted(void **state)
 	assert_int_equal(s.tx_packets, 1);
 	assert_int_equal(s.tx_errors, 9);
 	/* None of that broke the device: a good frame still goes out. */
-	assert_false(rd(&r, STATUS, 1) & VIRTIO_STATUS_NEEDS_RESET);
+	assert_false(rd(&r.v, STATUS, 1) & VIRTIO_STATUS_NEEDS_RESET);
 	assert_true(tx_with_header(&r, &plain, 60));
 	rig_free(&r);
 }
@@ -404,7 +277,7 @@ static void offloads_are_checked_against_the_frame(void **state)
 	(void)state;
 	struct rig r;
 	rig_setup(&r, TAP_LIKE);
-	start(&r, (uint32_t)(BIT(VIRTIO_NET_F_CSUM) | BIT(VIRTIO_NET_F_HOST_TSO4)));
+	start_driver(&r.v, BIT(VIRTIO_NET_F_CSUM) | BIT(VIRTIO_NET_F_HOST_TSO4));
 	struct virtio_net_hdr_v1 csum = { .flags = VIRTIO_NET_HDR_F_NEEDS_CSUM, .csum_start = 34, .csum_offset = 16 };
 	assert_true(tx_with_header(&r, &csum, 60));
 	/* The checksum field would lie past the end of the frame. */
@@ -433,12 +306,10 @@ static void a_transmit_descriptor_outside_ram_needs_reset(void **state)
 	(void)state;
 	struct rig r;
 	rig_setup(&r, 0);
-	start(&r, 0);
+	start_driver(&r.v, 0);
 	struct seg bad = { RAM - 8, 64, false };
-	add_chain(&r, VIRTIO_NET_TXQ, &bad, 1, true);
-	for (int i = 0; i < 2000 && !(rd(&r, STATUS, 1) & VIRTIO_STATUS_NEEDS_RESET); i++)
-		usleep(1000);
-	assert_true(rd(&r, STATUS, 1) & VIRTIO_STATUS_NEEDS_RESET);
+	add_chain(&r.v, VIRTIO_NET_TXQ, &bad, 1, true);
+	assert_true(wait_needs_reset(&r.v));
 	assert_int_equal(r.fb.sends, 0);
 	rig_free(&r);
 }
@@ -448,22 +319,22 @@ static void a_frame_fills_one_receive_buffer(void **state)
 	(void)state;
 	struct rig r;
 	rig_setup(&r, 0);
-	start(&r, 0);
+	start_driver(&r.v, 0);
 	struct seg buf = { guest_buf(&r, NULL, 1526), 1526, true };
-	add_chain(&r, VIRTIO_NET_RXQ, &buf, 1, true);
+	add_chain(&r.v, VIRTIO_NET_RXQ, &buf, 1, true);
 	uint8_t pkt[VIRTIO_NET_HDR_LEN + 100];
 	size_t len = make_rx(pkt, 100, 5);
 	assert_int_equal(deliver(&r, pkt, len), 0);
-	assert_int_equal(used_idx(&r, VIRTIO_NET_RXQ), 1);
+	assert_int_equal(used_idx(&r.v, VIRTIO_NET_RXQ), 1);
 	uint32_t id, used_len;
-	used_elem(&r, VIRTIO_NET_RXQ, 0, &id, &used_len);
+	used_elem(&r.v, VIRTIO_NET_RXQ, 0, &id, &used_len);
 	assert_int_equal(used_len, len);
 	struct virtio_net_hdr_v1 h;
-	memcpy(&h, r.ram + buf.addr, sizeof(h));
+	memcpy(&h, r.v.ram + buf.addr, sizeof(h));
 	assert_int_equal(h.num_buffers, 1); /* always 1 without mergeable buffers */
 	assert_int_equal(h.flags, 0);
-	assert_memory_equal(r.ram + buf.addr + VIRTIO_NET_HDR_LEN, pkt + VIRTIO_NET_HDR_LEN, 100);
-	assert_int_equal(r.ram[buf.addr + len], 0xee); /* nothing past the frame */
+	assert_memory_equal(r.v.ram + buf.addr + VIRTIO_NET_HDR_LEN, pkt + VIRTIO_NET_HDR_LEN, 100);
+	assert_int_equal(r.v.ram[buf.addr + len], 0xee); /* nothing past the frame */
 	struct virtio_net_stats s = stats(&r);
 	assert_int_equal(s.rx_packets, 1);
 	assert_int_equal(s.rx_bytes, 100);
@@ -475,31 +346,31 @@ static void mergeable_buffers_take_a_frame_in_pieces(void **state)
 	(void)state;
 	struct rig r;
 	rig_setup(&r, 0);
-	start(&r, (uint32_t)BIT(VIRTIO_NET_F_MRG_RXBUF));
+	start_driver(&r.v, BIT(VIRTIO_NET_F_MRG_RXBUF));
 	struct seg b[3];
 	for (int i = 0; i < 3; i++) {
 		b[i] = (struct seg){ guest_buf(&r, NULL, 100), 100, true };
-		add_chain(&r, VIRTIO_NET_RXQ, &b[i], 1, i == 2);
+		add_chain(&r.v, VIRTIO_NET_RXQ, &b[i], 1, i == 2);
 	}
 	uint8_t pkt[VIRTIO_NET_HDR_LEN + 238];
 	size_t len = make_rx(pkt, 238, 9); /* 250 bytes with the header: 100 + 100 + 50 */
 	assert_int_equal(deliver(&r, pkt, len), 0);
-	assert_int_equal(used_idx(&r, VIRTIO_NET_RXQ), 3);
+	assert_int_equal(used_idx(&r.v, VIRTIO_NET_RXQ), 3);
 	uint32_t lens[3], id;
 	for (uint16_t i = 0; i < 3; i++)
-		used_elem(&r, VIRTIO_NET_RXQ, i, &id, &lens[i]);
+		used_elem(&r.v, VIRTIO_NET_RXQ, i, &id, &lens[i]);
 	assert_int_equal(lens[0], 100);
 	assert_int_equal(lens[1], 100);
 	assert_int_equal(lens[2], 50);
 	struct virtio_net_hdr_v1 h;
-	memcpy(&h, r.ram + b[0].addr, sizeof(h));
+	memcpy(&h, r.v.ram + b[0].addr, sizeof(h));
 	assert_int_equal(h.num_buffers, 3);
-	assert_memory_equal(r.ram + b[0].addr + VIRTIO_NET_HDR_LEN, pkt + VIRTIO_NET_HDR_LEN, 88);
-	assert_memory_equal(r.ram + b[1].addr, pkt + 100, 100);
-	assert_memory_equal(r.ram + b[2].addr, pkt + 200, 50);
+	assert_memory_equal(r.v.ram + b[0].addr + VIRTIO_NET_HDR_LEN, pkt + VIRTIO_NET_HDR_LEN, 88);
+	assert_memory_equal(r.v.ram + b[1].addr, pkt + 100, 100);
+	assert_memory_equal(r.v.ram + b[2].addr, pkt + 200, 50);
 	/* Not enough buffers left for the next one: it waits, whole, for more. */
 	assert_int_equal(deliver(&r, pkt, len), 1);
-	assert_int_equal(used_idx(&r, VIRTIO_NET_RXQ), 3);
+	assert_int_equal(used_idx(&r.v, VIRTIO_NET_RXQ), 3);
 	rig_free(&r);
 }
 
@@ -508,10 +379,10 @@ static void a_frame_bigger_than_the_whole_ring_is_dropped(void **state)
 	(void)state;
 	struct rig r;
 	rig_setup(&r, 0);
-	start(&r, (uint32_t)BIT(VIRTIO_NET_F_MRG_RXBUF));
+	start_driver(&r.v, BIT(VIRTIO_NET_F_MRG_RXBUF));
 	for (int i = 0; i < QSZ; i++) {
 		struct seg b = { guest_buf(&r, NULL, 20), 20, true };
-		add_chain(&r, VIRTIO_NET_RXQ, &b, 1, i == QSZ - 1);
+		add_chain(&r.v, VIRTIO_NET_RXQ, &b, 1, i == QSZ - 1);
 	}
 	/* 16 buffers of 20 bytes hold 320 bytes: a 400-byte frame must not wait for ever. */
 	uint8_t pkt[VIRTIO_NET_HDR_LEN + 388];
@@ -519,7 +390,7 @@ static void a_frame_bigger_than_the_whole_ring_is_dropped(void **state)
 	assert_int_equal(stats(&r).rx_dropped, 1);
 	/* The buffers are all still there. */
 	assert_int_equal(deliver(&r, pkt, make_rx(pkt, 300, 0)), 0);
-	assert_int_equal(used_idx(&r, VIRTIO_NET_RXQ), 16);
+	assert_int_equal(used_idx(&r.v, VIRTIO_NET_RXQ), 16);
 	rig_free(&r);
 }
 
@@ -528,26 +399,26 @@ static void a_too_small_buffer_drops_the_frame_not_the_buffer(void **state)
 	(void)state;
 	struct rig r;
 	rig_setup(&r, 0);
-	start(&r, 0);
+	start_driver(&r.v, 0);
 	struct seg buf = { guest_buf(&r, NULL, 64), 64, true };
-	add_chain(&r, VIRTIO_NET_RXQ, &buf, 1, true);
+	add_chain(&r.v, VIRTIO_NET_RXQ, &buf, 1, true);
 	uint8_t pkt[VIRTIO_NET_HDR_LEN + 200];
 	size_t len = make_rx(pkt, 200, 1);
 	assert_int_equal(deliver(&r, pkt, len), -ENOBUFS);
-	assert_int_equal(used_idx(&r, VIRTIO_NET_RXQ), 0);
+	assert_int_equal(used_idx(&r.v, VIRTIO_NET_RXQ), 0);
 	assert_int_equal(stats(&r).rx_dropped, 1);
 	/* The buffer is still there for a frame that fits. */
 	len = make_rx(pkt, 40, 2);
 	assert_int_equal(deliver(&r, pkt, len), 0);
-	assert_int_equal(used_idx(&r, VIRTIO_NET_RXQ), 1);
+	assert_int_equal(used_idx(&r.v, VIRTIO_NET_RXQ), 1);
 	/* A buffer smaller than the header itself. */
 	struct seg tiny = { guest_buf(&r, NULL, 8), 8, true };
-	add_chain(&r, VIRTIO_NET_RXQ, &tiny, 1, true);
+	add_chain(&r.v, VIRTIO_NET_RXQ, &tiny, 1, true);
 	assert_int_equal(deliver(&r, pkt, len), -ENOBUFS);
 	assert_int_equal(stats(&r).rx_dropped, 2);
 	/* Frames that are not frames never reach the guest. */
 	assert_int_equal(deliver(&r, pkt, VIRTIO_NET_HDR_LEN + 5), -ENOBUFS);
-	assert_false(rd(&r, STATUS, 1) & VIRTIO_STATUS_NEEDS_RESET);
+	assert_false(rd(&r.v, STATUS, 1) & VIRTIO_STATUS_NEEDS_RESET);
 	rig_free(&r);
 }
 
@@ -556,7 +427,7 @@ static void frames_without_buffers_wait_in_a_bounded_queue(void **state)
 	(void)state;
 	struct rig r;
 	rig_setup(&r, 0);
-	start(&r, 0);
+	start_driver(&r.v, 0);
 	uint8_t pkt[VIRTIO_NET_HDR_LEN + 100];
 	int queued = 0, dropped = 0;
 	for (int i = 0; i < VIRTIO_NET_RX_QUEUE_FRAMES + 44; i++) {
@@ -572,20 +443,20 @@ static void frames_without_buffers_wait_in_a_bounded_queue(void **state)
 	struct seg b[4];
 	for (int i = 0; i < 4; i++) {
 		b[i] = (struct seg){ guest_buf(&r, NULL, 200), 200, true };
-		add_chain(&r, VIRTIO_NET_RXQ, &b[i], 1, i == 3);
+		add_chain(&r.v, VIRTIO_NET_RXQ, &b[i], 1, i == 3);
 	}
-	assert_true(wait_used(&r, VIRTIO_NET_RXQ, 4));
+	assert_true(wait_used(&r.v, VIRTIO_NET_RXQ, 4));
 	for (int i = 0; i < 4; i++)
-		assert_int_equal(r.ram[b[i].addr + VIRTIO_NET_HDR_LEN], (uint8_t)i);
+		assert_int_equal(r.v.ram[b[i].addr + VIRTIO_NET_HDR_LEN], (uint8_t)i);
 	assert_int_equal(r.fb.resumes, 0); /* the queue is not empty yet */
 	/* A reset empties the queue and lets a waiting backend read again. */
-	wr(&r, STATUS, 0, 1);
+	wr(&r.v, STATUS, 0, 1);
 	assert_int_equal(r.fb.resumes, 1);
 	rig_free(&r);
 
 	/* The byte bound: big frames fill it long before the frame count does. */
 	rig_setup(&r, 0);
-	start(&r, 0);
+	start_driver(&r.v, 0);
 	static uint8_t big[VIRTIO_NET_HDR_LEN + 65000];
 	queued = 0;
 	for (int i = 0; i < 40; i++)
@@ -599,12 +470,12 @@ static void a_drained_queue_resumes_the_backend(void **state)
 	(void)state;
 	struct rig r;
 	rig_setup(&r, 0);
-	start(&r, 0);
+	start_driver(&r.v, 0);
 	uint8_t pkt[VIRTIO_NET_HDR_LEN + 60];
 	assert_int_equal(deliver(&r, pkt, make_rx(pkt, 60, 0)), 1);
 	struct seg b = { guest_buf(&r, NULL, 200), 200, true };
-	add_chain(&r, VIRTIO_NET_RXQ, &b, 1, true);
-	assert_true(wait_used(&r, VIRTIO_NET_RXQ, 1));
+	add_chain(&r.v, VIRTIO_NET_RXQ, &b, 1, true);
+	assert_true(wait_used(&r.v, VIRTIO_NET_RXQ, 1));
 	for (int i = 0; i < 2000 && r.fb.resumes == 0; i++)
 		usleep(1000);
 	assert_int_equal(r.fb.resumes, 1);
@@ -616,14 +487,14 @@ static void a_readable_receive_buffer_needs_reset(void **state)
 	(void)state;
 	struct rig r;
 	rig_setup(&r, 0);
-	start(&r, 0);
+	start_driver(&r.v, 0);
 	struct seg b = { guest_buf(&r, NULL, 200), 200, false };
-	add_chain(&r, VIRTIO_NET_RXQ, &b, 1, true);
+	add_chain(&r.v, VIRTIO_NET_RXQ, &b, 1, true);
 	uint8_t pkt[VIRTIO_NET_HDR_LEN + 60];
 	assert_int_equal(deliver(&r, pkt, make_rx(pkt, 60, 0)), -ENOBUFS);
-	assert_true(rd(&r, STATUS, 1) & VIRTIO_STATUS_NEEDS_RESET);
+	assert_true(rd(&r.v, STATUS, 1) & VIRTIO_STATUS_NEEDS_RESET);
 	assert_int_equal(stats(&r).rx_errors, 1);
-	assert_int_equal(r.ram[b.addr], 0xee); /* never written */
+	assert_int_equal(r.v.ram[b.addr], 0xee); /* never written */
 	rig_free(&r);
 }
 
@@ -643,23 +514,23 @@ static void state_survives_save_and_load(void **state)
 	(void)state;
 	struct rig r;
 	rig_setup(&r, TAP_LIKE);
-	start(&r, (uint32_t)(BIT(VIRTIO_NET_F_GUEST_CSUM) | BIT(VIRTIO_NET_F_MAC)));
+	start_driver(&r.v, BIT(VIRTIO_NET_F_GUEST_CSUM) | BIT(VIRTIO_NET_F_MAC));
 	static uint8_t blob[1 << 16];
 	long n = virtio_pci_save(virtio_net_vdev(r.net), blob, sizeof(blob));
 	assert_true(n > 0);
 	/* A new process picks another MAC; the snapshot's wins, and the backend gets the offloads. */
 	struct rig r2;
 	rig_setup(&r2, TAP_LIKE);
-	memcpy(r2.ram, r.ram, RAM);
+	memcpy(r2.v.ram, r.v.ram, RAM);
 	struct virtio_device *vdev2 = virtio_net_vdev(r2.net);
 	assert_int_equal(virtio_pci_load(vdev2, blob, (size_t)n - 1), -EINVAL); /* truncated */
 	assert_int_equal(virtio_pci_load(vdev2, blob, (size_t)n), 0);
 	assert_int_equal(r2.fb.offloads_set, BIT(VIRTIO_NET_F_GUEST_CSUM));
-	assert_int_equal(rd(&r2, STATUS, 1), S_ALL);
-	assert_int_equal(rd(&r2, VIRTIO_PCI_DEVICE_OFF + 5, 1), 0xcc);
+	assert_int_equal(rd(&r2.v, STATUS, 1), DRIVER_RUNNING);
+	assert_int_equal(rd(&r2.v, VIRTIO_PCI_DEVICE_OFF + 5, 1), 0xcc);
 	/* The restored device moves frames. */
-	struct seg b = { r.data_next, 200, true };
-	add_chain(&r2, VIRTIO_NET_RXQ, &b, 1, true);
+	struct seg b = { r.v.data_next, 200, true };
+	add_chain(&r2.v, VIRTIO_NET_RXQ, &b, 1, true);
 	uint8_t pkt[VIRTIO_NET_HDR_LEN + 60];
 	for (int i = 0; i < 2000 && deliver(&r2, pkt, make_rx(pkt, 60, 0)) != 0; i++)
 		usleep(1000);

@@ -19,73 +19,28 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "arch/x86/layout.h"
 #include "backends/unix_socket.h"
 #include "backends/vsock_unix.h"
 #include "lib/util.h"
 #include "virtio/virtio_vsock.h"
 
+#include "virtio_rig.h"
+
 #define RAM (8u << 20)
 #define QSZ 64
-#define NQ 3
 #define RXQ 0
 #define TXQ 1
 #define EVQ 2
-#define QBASE(q) (0x10000u + (q) * 0x4000u)
-#define DATA_START 0x100000u
 #define CID 3
 #define HOST 2
 
 struct rig {
-	struct bus pio, mmio;
-	struct pci_bus pci;
-	struct event_loop *loop;
-	struct guest_mem mem;
-	uint8_t *ram;
+	struct vrig v;
 	struct virtio_vsock *vs;
-	struct pci_device *fn;
-	uint64_t bar0;
-	uint16_t avail_idx[NQ], desc_next[NQ], used_seen[NQ];
-	uint64_t data_next;
 	char dir[64], uds[96];
 };
 
-enum { DFSEL = 0x00, DF = 0x04, GFSEL = 0x08, GF = 0x0c, NUMQ = 0x12, STATUS = 0x14, QSEL = 0x16, QSIZE = 0x18,
-       QENABLE = 0x1c, QDESC = 0x20, QDRIVER = 0x28, QDEVICE = 0x30 };
-
-static uint32_t rd(struct rig *r, uint64_t off, uint32_t len)
-{
-	uint32_t v = 0;
-	assert_true(bus_read(&r->mmio, r->bar0 + off, &v, len));
-	return v;
-}
-
-static void wr(struct rig *r, uint64_t off, uint32_t v, uint32_t len)
-{
-	assert_true(bus_write(&r->mmio, r->bar0 + off, &v, len));
-}
-
-static void start_driver(struct rig *r)
-{
-	wr(r, STATUS, 0, 1);
-	wr(r, STATUS, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER, 1);
-	wr(r, GFSEL, 1, 4);
-	wr(r, GF, 1, 4); /* VERSION_1 only: plain rings */
-	wr(r, STATUS, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER | VIRTIO_STATUS_FEATURES_OK, 1);
-	for (uint16_t q = 0; q < NQ; q++) {
-		wr(r, QSEL, q, 2);
-		wr(r, QSIZE, QSZ, 2);
-		wr(r, QDESC, QBASE(q), 4);
-		wr(r, QDRIVER, QBASE(q) + 0x1000, 4);
-		wr(r, QDEVICE, QBASE(q) + 0x2000, 4);
-		wr(r, QENABLE, 1, 2);
-	}
-	wr(r, STATUS, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER | VIRTIO_STATUS_FEATURES_OK |
-			      VIRTIO_STATUS_DRIVER_OK, 1);
-	memset(r->avail_idx, 0, sizeof(r->avail_idx));
-	memset(r->desc_next, 0, sizeof(r->desc_next));
-	memset(r->used_seen, 0, sizeof(r->used_seen));
-}
+static const struct vrig_spec spec = { .ram = RAM, .device_id = VIRTIO_ID_VSOCK, .queues = 3, .qsize = QSZ };
 
 static void rig_setup(struct rig *r)
 {
@@ -93,101 +48,20 @@ static void rig_setup(struct rig *r)
 	strcpy(r->dir, "/tmp/vmon-vsock-XXXXXX");
 	assert_non_null(mkdtemp(r->dir));
 	snprintf(r->uds, sizeof(r->uds), "%s/v.sock", r->dir);
-	bus_init(&r->pio, "pio");
-	bus_init(&r->mmio, "mmio");
-	assert_int_equal(pci_bus_init(&r->pci, &r->pio, &r->mmio, LAYOUT_PCI_MMIO_START, LAYOUT_IOAPIC), 0);
-	assert_int_equal(event_loop_create(&r->loop), 0);
-	r->ram = calloc(1, RAM);
-	r->mem.nregions = 1;
-	r->mem.regions[0] = (struct guest_mem_region){ .gpa = 0, .size = RAM, .host = r->ram };
-	r->mem.ram_size = RAM;
-	r->mem.fd = -1;
-	r->data_next = DATA_START;
-	struct virtio_pci_deps deps = { .pci = &r->pci, .loop = r->loop, .mem = &r->mem, .vm_fd = -1 };
-	assert_int_equal(virtio_vsock_create(&deps, CID, r->uds, &r->vs), 0);
-	assert_int_equal(event_loop_start(r->loop), 0);
-	r->fn = r->pci.devices[1];
-	assert_non_null(r->fn);
-	assert_int_equal(pci_config_read(r->fn, PCI_DEVICE_ID, 2), 0x1040 + VIRTIO_ID_VSOCK);
-	pci_config_write(r->fn, PCI_COMMAND, PCI_COMMAND_MEMORY, 2);
-	r->bar0 = pci_config_read(r->fn, PCI_BAR0, 4);
-	start_driver(r);
+	vrig_init(&r->v, &spec);
+	assert_int_equal(virtio_vsock_create(&r->v.deps, CID, r->uds, &r->vs), 0);
+	vrig_attach(&r->v);
+	start_driver(&r->v, 0); /* VERSION_1 only: plain rings */
 }
 
 static void rig_free(struct rig *r)
 {
-	event_loop_stop(r->loop);
+	event_loop_stop(r->v.loop);
 	virtio_vsock_destroy(r->vs);
-	event_loop_destroy(r->loop);
-	pci_bus_destroy(&r->pci);
-	bus_destroy(&r->pio);
-	bus_destroy(&r->mmio);
-	free(r->ram);
+	vrig_free(&r->v);
 	char cmd[128];
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", r->dir);
 	assert_int_equal(system(cmd), 0);
-}
-
-static uint64_t alloc_data(struct rig *r, uint32_t len)
-{
-	uint64_t a = r->data_next;
-	r->data_next += (len + 63) & ~63u;
-	assert_true(r->data_next < RAM);
-	return a;
-}
-
-struct seg {
-	uint64_t addr;
-	uint32_t len;
-	bool writable;
-};
-
-/* Puts a chain on queue q and notifies the device. */
-static void add_chain(struct rig *r, uint16_t q, const struct seg *s, int n, bool kick)
-{
-	uint16_t head = r->desc_next[q] % QSZ;
-	for (int i = 0; i < n; i++) {
-		uint16_t idx = (uint16_t)((r->desc_next[q] + i) % QSZ);
-		struct virtq_desc d = { .addr = s[i].addr, .len = s[i].len,
-					.flags = (uint16_t)((s[i].writable ? VIRTQ_DESC_F_WRITE : 0) |
-							    (i + 1 < n ? VIRTQ_DESC_F_NEXT : 0)),
-					.next = (uint16_t)((idx + 1) % QSZ) };
-		memcpy(r->ram + QBASE(q) + 16u * idx, &d, sizeof(d));
-	}
-	r->desc_next[q] = (uint16_t)(r->desc_next[q] + n);
-	uint16_t *avail = (uint16_t *)(r->ram + QBASE(q) + 0x1000);
-	avail[2 + r->avail_idx[q] % QSZ] = head;
-	r->avail_idx[q]++;
-	__atomic_store_n(&avail[1], r->avail_idx[q], __ATOMIC_RELEASE);
-	if (kick)
-		wr(r, VIRTIO_PCI_NOTIFY_OFF + VIRTIO_PCI_NOTIFY_MULTIPLIER * q, q, 2);
-}
-
-static uint16_t used_idx(struct rig *r, uint16_t q)
-{
-	return __atomic_load_n((uint16_t *)(r->ram + QBASE(q) + 0x2000 + 2), __ATOMIC_ACQUIRE);
-}
-
-static bool wait_used(struct rig *r, uint16_t q, uint16_t want)
-{
-	for (int i = 0; i < 2000 && used_idx(r, q) != want; i++)
-		usleep(1000);
-	return used_idx(r, q) == want;
-}
-
-/* The next used element of q (waits up to 2 s); false if none came. */
-static bool next_used(struct rig *r, uint16_t q, uint32_t *id, uint32_t *len)
-{
-	/* The device may have used several at once: wait for any, not for exactly one more. */
-	for (int i = 0; i < 2000 && used_idx(r, q) == r->used_seen[q]; i++)
-		usleep(1000);
-	if (used_idx(r, q) == r->used_seen[q])
-		return false;
-	const uint8_t *e = r->ram + QBASE(q) + 0x2000 + 4 + 8u * (r->used_seen[q] % QSZ);
-	memcpy(id, e, 4);
-	memcpy(len, e + 4, 4);
-	r->used_seen[q]++;
-	return true;
 }
 
 /* Offers n rx buffers of 44 + payload bytes (header and data in separate descriptors, as Linux). */
@@ -197,11 +71,11 @@ static unsigned int rx_buf_count;
 static void give_rx(struct rig *r, int n, uint32_t payload)
 {
 	for (int i = 0; i < n; i++) {
-		uint64_t a = alloc_data(r, VIRTIO_VSOCK_HDR_SIZE + payload);
-		rx_bufs[(r->desc_next[RXQ] % QSZ)] = a;
+		uint64_t a = alloc_data(&r->v, VIRTIO_VSOCK_HDR_SIZE + payload);
+		rx_bufs[(r->v.q[RXQ].desc_next % QSZ)] = a;
 		rx_buf_count++;
 		struct seg s[2] = { { a, VIRTIO_VSOCK_HDR_SIZE, true }, { a + VIRTIO_VSOCK_HDR_SIZE, payload, true } };
-		add_chain(r, RXQ, s, 2, i == n - 1);
+		add_chain(&r->v, RXQ, s, 2, i == n - 1);
 	}
 }
 
@@ -209,14 +83,14 @@ static void give_rx(struct rig *r, int n, uint32_t payload)
 static bool recv_pkt(struct rig *r, struct virtio_vsock_hdr *h, void *data, uint32_t cap)
 {
 	uint32_t id, len;
-	if (!next_used(r, RXQ, &id, &len))
+	if (!next_used(&r->v, RXQ, &id, &len))
 		return false;
 	assert_true(len >= VIRTIO_VSOCK_HDR_SIZE);
 	uint64_t a = rx_bufs[id];
-	virtio_vsock_hdr_decode(r->ram + a, h);
+	virtio_vsock_hdr_decode(r->v.ram + a, h);
 	assert_int_equal(len, VIRTIO_VSOCK_HDR_SIZE + h->len);
 	if (data)
-		memcpy(data, r->ram + a + VIRTIO_VSOCK_HDR_SIZE, MIN(cap, h->len));
+		memcpy(data, r->v.ram + a + VIRTIO_VSOCK_HDR_SIZE, MIN(cap, h->len));
 	return true;
 }
 
@@ -229,15 +103,15 @@ static struct virtio_vsock_hdr hdr(uint16_t op, uint32_t src_port, uint32_t dst_
 /* Sends a packet from the guest: header and payload in two descriptors; waits until it is used. */
 static void send_pkt_raw(struct rig *r, const struct virtio_vsock_hdr *h, const void *data, uint32_t len)
 {
-	uint64_t a = alloc_data(r, VIRTIO_VSOCK_HDR_SIZE + len);
-	virtio_vsock_hdr_encode(h, r->ram + a);
+	uint64_t a = alloc_data(&r->v, VIRTIO_VSOCK_HDR_SIZE + len);
+	virtio_vsock_hdr_encode(h, r->v.ram + a);
 	if (len)
-		memcpy(r->ram + a + VIRTIO_VSOCK_HDR_SIZE, data, len);
+		memcpy(r->v.ram + a + VIRTIO_VSOCK_HDR_SIZE, data, len);
 	struct seg s[2] = { { a, VIRTIO_VSOCK_HDR_SIZE, false }, { a + VIRTIO_VSOCK_HDR_SIZE, len, false } };
-	uint16_t want = (uint16_t)(r->used_seen[TXQ] + 1);
-	add_chain(r, TXQ, s, len ? 2 : 1, true);
-	assert_true(wait_used(r, TXQ, want));
-	r->used_seen[TXQ] = want;
+	uint16_t want = (uint16_t)(r->v.q[TXQ].used_seen + 1);
+	add_chain(&r->v, TXQ, s, len ? 2 : 1, true);
+	assert_true(wait_used(&r->v, TXQ, want));
+	r->v.q[TXQ].used_seen = want;
 }
 
 static void send_pkt(struct rig *r, struct virtio_vsock_hdr h, const void *data, uint32_t len)
@@ -264,18 +138,10 @@ static int accept_wait(int lfd)
 	return fd;
 }
 
-static ssize_t read_wait(int fd, void *buf, size_t len)
-{
-	struct pollfd p = { .fd = fd, .events = POLLIN };
-	if (poll(&p, 1, 2000) != 1)
-		return -1;
-	return recv(fd, buf, len, MSG_DONTWAIT);
-}
-
 static bool no_packet_within(struct rig *r, int ms)
 {
 	usleep((useconds_t)ms * 1000);
-	return used_idx(r, RXQ) == r->used_seen[RXQ];
+	return used_idx(&r->v, RXQ) == r->v.q[RXQ].used_seen;
 }
 
 /* ---- pure functions ---- */
@@ -334,10 +200,10 @@ static void config_holds_the_guest_cid(void **state)
 	(void)state;
 	struct rig r;
 	rig_setup(&r);
-	assert_int_equal(rd(&r, NUMQ, 2), 3);
-	assert_int_equal(rd(&r, VIRTIO_PCI_DEVICE_OFF, 4), CID);
-	assert_int_equal(rd(&r, VIRTIO_PCI_DEVICE_OFF + 4, 4), 0);
-	assert_int_equal(rd(&r, VIRTIO_PCI_DEVICE_OFF, 1), CID);
+	assert_int_equal(rd(&r.v, NUMQ, 2), 3);
+	assert_int_equal(rd(&r.v, VIRTIO_PCI_DEVICE_OFF, 4), CID);
+	assert_int_equal(rd(&r.v, VIRTIO_PCI_DEVICE_OFF + 4, 4), 0);
+	assert_int_equal(rd(&r.v, VIRTIO_PCI_DEVICE_OFF, 1), CID);
 	rig_free(&r);
 }
 
@@ -552,7 +418,7 @@ static void guest_exceeding_vmon_credit_is_reset(void **state)
 		send_pkt(&r, hdr(VIRTIO_VSOCK_OP_RW, 6001, 8), chunk, 16384);
 		sent += 16384;
 		usleep(2000);
-		while (!reset && used_idx(&r, RXQ) != r.used_seen[RXQ]) {
+		while (!reset && used_idx(&r.v, RXQ) != r.v.q[RXQ].used_seen) {
 			assert_true(recv_pkt(&r, &h, NULL, 0));
 			if (h.op == VIRTIO_VSOCK_OP_RST)
 				reset = true;
@@ -626,18 +492,18 @@ static void malformed_packets_are_dropped_or_reset(void **state)
 	} while (0)
 
 	/* Shorter than a header: nothing to answer. */
-	uint64_t a = alloc_data(&r, 64);
+	uint64_t a = alloc_data(&r.v, 64);
 	struct seg s = { a, 20, false };
-	add_chain(&r, TXQ, &s, 1, true);
-	assert_true(wait_used(&r, TXQ, ++r.used_seen[TXQ]));
+	add_chain(&r.v, TXQ, &s, 1, true);
+	assert_true(wait_used(&r.v, TXQ, ++r.v.q[TXQ].used_seen));
 	EXPECT_ERRORS_UP();
 	assert_true(no_packet_within(&r, 20));
 	/* A writable descriptor on the tx queue. */
 	struct seg s2[2] = { { a, VIRTIO_VSOCK_HDR_SIZE, false }, { a + 48, 8, true } };
 	h = hdr(VIRTIO_VSOCK_OP_REQUEST, 1, 2);
-	virtio_vsock_hdr_encode(&h, r.ram + a);
-	add_chain(&r, TXQ, s2, 2, true);
-	assert_true(wait_used(&r, TXQ, ++r.used_seen[TXQ]));
+	virtio_vsock_hdr_encode(&h, r.v.ram + a);
+	add_chain(&r.v, TXQ, s2, 2, true);
+	assert_true(wait_used(&r.v, TXQ, ++r.v.q[TXQ].used_seen));
 	EXPECT_ERRORS_UP();
 	assert_true(no_packet_within(&r, 20));
 	/* Another guest's CID as source, and VMADDR_PORT_ANY: dropped. */
@@ -696,13 +562,11 @@ static void rx_buffer_the_device_cannot_write_needs_reset(void **state)
 	(void)state;
 	struct rig r;
 	rig_setup(&r);
-	uint64_t a = alloc_data(&r, 128);
+	uint64_t a = alloc_data(&r.v, 128);
 	struct seg s = { a, 128, false };
-	add_chain(&r, RXQ, &s, 1, true);
+	add_chain(&r.v, RXQ, &s, 1, true);
 	send_pkt(&r, hdr(VIRTIO_VSOCK_OP_RW, 1, 2), NULL, 0); /* needs an RST: the device looks at rx */
-	for (int i = 0; i < 200 && !(rd(&r, STATUS, 1) & VIRTIO_STATUS_NEEDS_RESET); i++)
-		usleep(1000);
-	assert_true(rd(&r, STATUS, 1) & VIRTIO_STATUS_NEEDS_RESET);
+	assert_true(wait_needs_reset(&r.v));
 	rig_free(&r);
 }
 
@@ -717,16 +581,16 @@ static void rst_queue_is_bounded_and_tx_waits(void **state)
 	while (sent < VIRTIO_VSOCK_RST_QUEUE + QSZ) {
 		for (int i = 0; i < QSZ / 2; i++, sent++) {
 			struct virtio_vsock_hdr h = hdr(VIRTIO_VSOCK_OP_RW, 100 + sent, 1);
-			uint64_t a = alloc_data(&r, VIRTIO_VSOCK_HDR_SIZE);
-			virtio_vsock_hdr_encode(&h, r.ram + a);
+			uint64_t a = alloc_data(&r.v, VIRTIO_VSOCK_HDR_SIZE);
+			virtio_vsock_hdr_encode(&h, r.v.ram + a);
 			struct seg s = { a, VIRTIO_VSOCK_HDR_SIZE, false };
-			add_chain(&r, TXQ, &s, 1, true);
+			add_chain(&r.v, TXQ, &s, 1, true);
 		}
 		usleep(20000);
-		if (used_idx(&r, TXQ) != sent)
+		if (used_idx(&r.v, TXQ) != sent)
 			break;
 	}
-	assert_int_equal(used_idx(&r, TXQ), VIRTIO_VSOCK_RST_QUEUE);
+	assert_int_equal(used_idx(&r.v, TXQ), VIRTIO_VSOCK_RST_QUEUE);
 	/* Receive buffers let the RSTs out, and the waiting tx packets are processed. */
 	unsigned int rsts = 0;
 	struct virtio_vsock_hdr got;
@@ -738,7 +602,7 @@ static void rst_queue_is_bounded_and_tx_waits(void **state)
 			assert_int_equal(got.dst_port, 100 + rsts);
 		}
 	}
-	assert_true(wait_used(&r, TXQ, (uint16_t)sent));
+	assert_true(wait_used(&r.v, TXQ, (uint16_t)sent));
 	rig_free(&r);
 }
 
@@ -751,24 +615,24 @@ static void snapshot_load_sends_transport_reset(void **state)
 	int lfd = listen_port(&r, 10);
 	give_rx(&r, 8, 4096);
 	int hfd = open_guest_conn(&r, lfd, 6003, 10);
-	uint64_t ev = alloc_data(&r, 4);
-	memset(r.ram + ev, 0xff, 4);
+	uint64_t ev = alloc_data(&r.v, 4);
+	memset(r.v.ram + ev, 0xff, 4);
 	struct seg s = { ev, 4, true };
-	add_chain(&r, EVQ, &s, 1, true);
+	add_chain(&r.v, EVQ, &s, 1, true);
 
-	struct virtio_device *vdev = r.fn->owner;
+	struct virtio_device *vdev = r.v.fn->owner;
 	static uint8_t image[1 << 16];
-	event_loop_stop(r.loop);
+	event_loop_stop(r.v.loop);
 	long len = virtio_pci_save(vdev, image, sizeof(image));
 	assert_true(len > 0);
 	assert_int_equal(virtio_pci_load(vdev, image, (size_t)len), 0);
-	assert_int_equal(event_loop_start(r.loop), 0);
+	assert_int_equal(event_loop_start(r.v.loop), 0);
 
 	uint32_t id, used_len;
-	assert_true(next_used(&r, EVQ, &id, &used_len));
+	assert_true(next_used(&r.v, EVQ, &id, &used_len));
 	assert_int_equal(used_len, 4);
 	uint32_t event;
-	memcpy(&event, r.ram + ev, 4);
+	memcpy(&event, r.v.ram + ev, 4);
 	assert_int_equal(event, VIRTIO_VSOCK_EVENT_TRANSPORT_RESET);
 	/* The host side of the old connection was closed; data for it is answered with RST. */
 	char b[4];
@@ -790,7 +654,7 @@ static void driver_reset_closes_connections(void **state)
 	int lfd = listen_port(&r, 11);
 	give_rx(&r, 8, 4096);
 	int hfd = open_guest_conn(&r, lfd, 6004, 11);
-	wr(&r, STATUS, 0, 1);
+	wr(&r.v, STATUS, 0, 1);
 	char b[4];
 	assert_int_equal(read_wait(hfd, b, sizeof(b)), 0);
 	/* Host connections are refused while the driver is not running. */
