@@ -18,7 +18,7 @@ import fig_snapshot
 import proc
 import report
 import vmms
-from common import Context, fails, not_available, say
+from common import Context, fails, not_available, not_run, say
 
 
 def parse_args():
@@ -104,6 +104,8 @@ def build_table(ctx, res):
         t.section("5. Start rate (VMs/s, all started at once) and density (VMs in available memory)")
         for guest, what in (("tiny", "tiny idle guest"), ("linux", "default guest")):
             rows = {r["vmm"]: r for r in dens if r["guest"] == guest}
+            if not rows and guest == "linux" and ctx.quick and ctx.guest:
+                t.row(f"{what}: start rate and density", {"vmon": not_run("not run with --quick")})
             if not rows:
                 continue
             k = max(r["k"] for r in rows.values())
