@@ -77,6 +77,7 @@ run_script_suite() { # run_script_suite SCRIPT
 t0=$(date +%s)
 for s in "${suites[@]}"; do
 	echo "== $s tests"
+	ts=$(date +%s)
 	case "$s" in
 	unit) run_unit ;;
 	guests) run_script_suite tests/integration/test_guests.sh ;;
@@ -90,6 +91,7 @@ for s in "${suites[@]}"; do
 	fuzz) run_script_suite tests/fuzz/run-fuzz.sh ;;
 	*) echo "unknown suite '$s' (unit, guests, api, snapshot, linux, virtio, blk, vsock, net, fuzz)"; exit 2 ;;
 	esac
+	echo "== $s tests took $(($(date +%s) - ts))s"
 done
 
 echo "== test suite took $(($(date +%s) - t0))s"

@@ -99,6 +99,10 @@ def build_table(ctx, res):
                 for key, unit in (("mib_s", "MiB/s"), ("lat_us", "us")):
                     t.row(f"{k.replace('_', ' ')} {unit}", {"vmon": g[key] if isinstance(g, dict) else g},
                           other=h[key] if isinstance(h, dict) else h, other_label="host fio")
+            ex = blk["vmon"].get("exits")
+            if ex is not None:
+                t.row("VM exits per request, all", {"vmon": ex["total"] if isinstance(ex, dict) else ex})
+                t.row("VM exits per request, MMIO", {"vmon": ex["mmio"] if isinstance(ex, dict) else ex})
     dens = res.get("density")
     if dens:
         t.section("5. Start rate (VMs/s, all started at once) and density (VMs in available memory)")

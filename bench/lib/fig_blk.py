@@ -4,7 +4,9 @@ the host reading and writing the same file.
 Lights up by itself once `vmon run --help` documents a disk option (--disk/--drive/--blk).
 In the guest, bench/lib/blkbench.c (built static, appended to the default initramfs) is
 started through the serial console (the default guest's shell): 4 KiB requests with O_DIRECT
-at queue depth 1, sequential and random, reads and writes, the same count each.
+at queue depth 1, sequential and random, reads and writes, the same count each. vmon's
+metrics (its control API) just before and after give the VM exits per request, by reason:
+queue notifications and completions go through ioeventfd and irqfd, so none should be MMIO.
 """
 import json
 import os
@@ -62,26 +64,64 @@ def blk_initrd(ctx):
     return out
 
 
+def vm_exits(sock):
+    """{reason: exits summed over vCPUs, "blk_requests": ...} from vmon's /metrics, or {}."""
+    p = subprocess.run(["curl", "-s", "--max-time", "10", "--unix-socket", sock, "http://localhost/metrics"],
+                       capture_output=True, text=True)
+    out = {}
+    for line in p.stdout.splitlines():
+        m = re.match(r'vmon_vcpu_exits_total\{vcpu="\d+",reason="([^"]+)"\} (\d+)', line)
+        if m:
+            out[m.group(1)] = out.get(m.group(1), 0) + int(m.group(2))
+        m = re.match(r'vmon_device_requests_total\{device="blk0"\} (\d+)', line)
+        if m:
+            out["blk_requests"] = int(m.group(1))
+    return out
+
+
+def exits_per_request(before, after):
+    req = after.get("blk_requests", 0) - before.get("blk_requests", 0)
+    if not before or not after or req <= 0:
+        return fails("no metrics from vmon's API (is curl installed?)")
+    reasons = {k: (after.get(k, 0) - before.get(k, 0)) / req for k in set(before) | set(after)
+               if k != "blk_requests"}
+    return {"requests": req, "total": sum(reasons.values()), "mmio": reasons.get("mmio", 0.0),
+            "by_reason": {k: round(v, 3) for k, v in sorted(reasons.items()) if v}}
+
+
 def guest_blkbench(ctx, option, path):
     initrd = blk_initrd(ctx)
     if not initrd:
         f = fails("could not build the initramfs with blkbench (make -f bench/Makefile; cpio)")
-        return {p: f for p in PATTERNS}
+        return {p: f for p in PATTERNS + ("exits",)}
     ops = GUEST_OPS if ctx.quick else 4 * GUEST_OPS
     script = f"/blkbench /dev/vda {ops}\n".encode()
     vmm = ctx.vmon
-    cmd = vmm.cmd(ctx.guest["kernel"], initrd, "console=ttyS0", 1, 256) + [option, path]
+    sock = os.path.join(ctx.bench_build, "blk-api.sock")
+    cmd = vmm.cmd(ctx.guest["kernel"], initrd, "console=ttyS0", 1, 256) + [option, path, "--api-sock", sock]
+    before, after = {}, {}
+
+    def start():
+        before.update(vm_exits(sock))
+        return script
+
+    def done():
+        after.update(vm_exits(sock))
+        return b""
+
     pr = proc.run("vmon-blk", cmd, markers={"idle": "Welcome to the vmon default guest",
                                             "done": "BENCH-BLK-DONE"},
-                  send={"idle": script}, stop_on="done", grace=0.5, timeout=300 if ctx.quick else 900,
-                  log_path=ctx.log_path("blk", "vmon"))
+                  send={"idle": start, "done": done}, stop_on="done", grace=0.5,
+                  timeout=300 if ctx.quick else 900, log_path=ctx.log_path("blk", "vmon"))
     results = {}
     for _, s, text in pr.lines:
         m = re.search(r"BENCH-BLK (\w+) ops=\d+ seconds=[\d.]+ mib_s=([\d.]+) lat_us=([\d.]+)", text)
         if s == "out" and m and m.group(1) in PATTERNS:
             results[m.group(1)] = {"mib_s": float(m.group(2)), "lat_us": float(m.group(3))}
     missing = fails("blkbench in the guest gave no result (see the log in bench/results/logs)")
-    return {p: results.get(p, missing) for p in PATTERNS}
+    out = {p: results.get(p, missing) for p in PATTERNS}
+    out["exits"] = exits_per_request(before, after) if results else missing
+    return out
 
 
 def run(ctx):

@@ -28,8 +28,8 @@ class Proc:
 
     markers: {name: substring}; the first line (stdout or stderr) containing it sets
              self.marks[name] to the arrival time of that line.
-    send:    {marker name: bytes} written to the process's stdin (the guest console) when
-             the marker is seen; "start": right after spawning.
+    send:    {marker name: bytes, or a function returning them} written to the process's
+             stdin (the guest console) when the marker is seen; "start": right after spawning.
     stop_on: marker name after which the process is asked to stop (SIGTERM) once
              `grace` seconds passed and memory was sampled (if asked).
     mem_after: marker name; `mem_delay` seconds after it, /proc/PID/status and smaps are
@@ -121,7 +121,10 @@ class Proc:
                     self._mem_at = t + self.mem_delay
                 if name in self.send:
                     try:
-                        self.p.stdin.write(self.send[name])
+                        data = self.send[name]
+                        if callable(data):  # e.g. to read the VMM's metrics at that moment
+                            data = data()
+                        self.p.stdin.write(data)
                         self.p.stdin.flush()
                     except (BrokenPipeError, ValueError):
                         pass

@@ -86,8 +86,6 @@ enum {
 	OPT_VSOCK,
 };
 
-/* --no-rng; belongs in struct vm_config once the JSON config maps it (see the virtio report). */
-static bool opt_no_rng;
 
 static void set_str(char **field, const char *value)
 {
@@ -140,7 +138,7 @@ static int parse_args(int argc, char **argv, struct vm_config *cfg, bool config_
 		}
 		switch (c) {
 		case OPT_CONFIG: break; /* read in the first pass */
-		case OPT_NO_RNG: opt_no_rng = true; break;
+		case OPT_NO_RNG: cfg->rng = false; break;
 		case OPT_CONSOLE2: set_str(&cfg->console2, optarg); break;
 		case OPT_VSOCK: set_str(&cfg->vsock, optarg); break;
 		case OPT_NET:
@@ -237,7 +235,7 @@ static int parse_args(int argc, char **argv, struct vm_config *cfg, bool config_
 static int boot_setup(struct vm *vm, const struct vm_config *cfg, void *arg)
 {
 	(void)arg;
-	int rc = vm_runner_create_vm(vm, cfg, !opt_no_rng);
+	int rc = vm_runner_create_vm(vm, cfg, cfg->rng);
 	return rc ? rc : vm_boot_setup(vm);
 }
 

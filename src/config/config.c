@@ -24,6 +24,7 @@ void config_init_defaults(struct vm_config *cfg)
 	cfg->cpus = 1;
 	cfg->memory = DEFAULT_MEMORY;
 	cfg->workarounds = HOST_WORKAROUNDS_AUTO;
+	cfg->rng = true;
 }
 
 void config_free(struct vm_config *cfg)

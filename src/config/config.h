@@ -45,6 +45,7 @@ struct vm_config {
 	unsigned int ndisks;
 	char *console2;         /* --console2 value: socket=PATH or file=PATH (config_sockets.h); NULL = none */
 	char *vsock;            /* --vsock value: cid=N,uds=PATH (config_sockets.h); NULL = none */
+	bool rng;               /* the virtio entropy device, the guest's /dev/hwrng (default on; --no-rng) */
 };
 
 void config_init_defaults(struct vm_config *cfg);

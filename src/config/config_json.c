@@ -156,12 +156,20 @@ static int set_nets(struct vm_config *cfg, const char *key, const json_t *v, cha
 	return 0;
 }
 
-enum key_kind { KEY_PATH, KEY_TEXT, KEY_CPUS, KEY_MEMORY, KEY_WORKAROUNDS, KEY_LOG_LEVEL, KEY_NET, KEY_DISKS };
+static int set_bool(bool *field, const char *key, const json_t *v, char *err, size_t errlen)
+{
+	if (!json_is_boolean(v))
+		return wrong_type(key, "true or false", v, err, errlen);
+	*field = json_is_true(v);
+	return 0;
+}
+
+enum key_kind { KEY_PATH, KEY_TEXT, KEY_BOOL, KEY_CPUS, KEY_MEMORY, KEY_WORKAROUNDS, KEY_LOG_LEVEL, KEY_NET, KEY_DISKS };
 
 static const struct config_key {
 	const char *name;
 	enum key_kind kind;
-	size_t offset; /* of the char * field, for KEY_PATH and KEY_TEXT */
+	size_t offset; /* of the char * field (KEY_PATH, KEY_TEXT) or the bool field (KEY_BOOL) */
 } config_keys[] = {
 	{ "kernel", KEY_PATH, offsetof(struct vm_config, kernel_path) },
 	{ "initrd", KEY_PATH, offsetof(struct vm_config, initrd_path) },
@@ -177,6 +185,7 @@ static const struct config_key {
 	{ "disks", KEY_DISKS, 0 },
 	{ "console2", KEY_PATH, offsetof(struct vm_config, console2) },
 	{ "vsock", KEY_PATH, offsetof(struct vm_config, vsock) },
+	{ "rng", KEY_BOOL, offsetof(struct vm_config, rng) },
 };
 
 static int apply_key(struct vm_config *cfg, const struct config_key *k, const json_t *v, char *err, size_t errlen)
@@ -185,6 +194,7 @@ static int apply_key(struct vm_config *cfg, const struct config_key *k, const js
 	case KEY_PATH:
 	case KEY_TEXT:
 		return set_string((char **)((char *)cfg + k->offset), k->name, v, k->kind == KEY_TEXT, err, errlen);
+	case KEY_BOOL: return set_bool((bool *)((char *)cfg + k->offset), k->name, v, err, errlen);
 	case KEY_CPUS: return set_cpus(cfg, k->name, v, err, errlen);
 	case KEY_MEMORY: return set_memory(cfg, k->name, v, err, errlen);
 	case KEY_WORKAROUNDS: return set_workarounds(cfg, k->name, v, err, errlen);
@@ -306,6 +316,7 @@ json_t *config_json_dump(const struct vm_config *cfg)
 	rc |= disks ? json_object_set_new(o, "disks", disks) : -1;
 	rc |= put_string(o, "console2", cfg->console2);
 	rc |= put_string(o, "vsock", cfg->vsock);
+	rc |= json_object_set_new(o, "rng", json_boolean(cfg->rng));
 	if (rc) {
 		json_decref(o);
 		return NULL;

@@ -27,7 +27,7 @@ static void test_full_file_sets_every_field(void **state)
 	assert_int_equal(apply(&c,
 			       "{\"kernel\": \"/k\", \"initrd\": \"/i\", \"cmdline\": \"console=ttyS0 quiet\", \"cpus\": 4,"
 			       " \"memory\": \"1G\", \"host_workarounds\": \"off\", \"log_level\": \"debug\","
-			       " \"log_file\": \"/tmp/l\", \"api_sock\": \"/tmp/s\", \"name\": \"web-1\"}",
+			       " \"log_file\": \"/tmp/l\", \"api_sock\": \"/tmp/s\", \"name\": \"web-1\", \"rng\": false}",
 			       err, sizeof(err)),
 			 0);
 	assert_string_equal(c.kernel_path, "/k");
@@ -40,6 +40,7 @@ static void test_full_file_sets_every_field(void **state)
 	assert_string_equal(c.log_file, "/tmp/l");
 	assert_string_equal(c.api_sock, "/tmp/s");
 	assert_string_equal(c.name, "web-1");
+	assert_false(c.rng);
 	assert_int_equal(config_validate(&c, err, sizeof(err)), 0);
 	config_free(&c);
 }
@@ -53,6 +54,7 @@ static void test_absent_keys_keep_values_and_null_unsets(void **state)
 	c.initrd_path = strdup("/old-initrd");
 	assert_int_equal(apply(&c, "{\"kernel\": \"/k\", \"memory\": 67108864, \"initrd\": null}", err, sizeof(err)), 0);
 	assert_int_equal(c.cpus, 1); /* default kept */
+	assert_true(c.rng);
 	assert_int_equal(c.memory, 64ULL << 20);
 	assert_null(c.initrd_path);
 	config_free(&c);
@@ -78,6 +80,7 @@ static void test_errors_name_the_key_and_the_expectation(void **state)
 		{ "{\"kernel\": \"\"}", { "key \"kernel\": expected a non-empty string", NULL } },
 		{ "{\"host_workarounds\": \"maybe\"}", { "key \"host_workarounds\"", "\"auto\", \"on\" or \"off\"" } },
 		{ "{\"log_level\": \"loud\"}", { "key \"log_level\": \"loud\" is not a log level", NULL } },
+		{ "{\"rng\": \"no\"}", { "key \"rng\": expected true or false, got a string", NULL } },
 		{ "[1, 2]", { "vm.json: expected a JSON object", "got an array" } },
 		{ "{\"kernel\": \"/k\",}", { "vm.json is not valid JSON: line 1 column", NULL } },
 		{ "{\"cpus\": 1, \"cpus\": 2}", { "not valid JSON", "duplicate" } },
@@ -109,6 +112,7 @@ static void test_dump_round_trips(void **state)
 	a.memory = 512ULL << 20;
 	a.workarounds = HOST_WORKAROUNDS_ON;
 	a.api_sock = strdup("/run/x.sock");
+	a.rng = false;
 	json_t *o = config_json_dump(&a);
 	assert_non_null(o);
 	char err[256];
@@ -122,6 +126,7 @@ static void test_dump_round_trips(void **state)
 	assert_int_equal(b.workarounds, HOST_WORKAROUNDS_ON);
 	assert_string_equal(b.api_sock, a.api_sock);
 	assert_string_equal(b.log_level, "info");
+	assert_false(b.rng);
 	config_free(&a);
 	config_free(&b);
 }
