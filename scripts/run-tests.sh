@@ -19,7 +19,7 @@ set -u
 cd "$(dirname "$0")/.."
 
 suites=("$@")
-[ ${#suites[@]} -eq 0 ] && suites=(unit guests api snapshot fuzz linux virtio blk vsock net)
+[ ${#suites[@]} -eq 0 ] && suites=(unit guests api fuzz linux snapshot virtio blk vsock net)
 
 passed=0 failed=0 skipped=0
 failures=()

@@ -299,11 +299,11 @@ if [ "${VMON_SNAPSHOT_LINUX:-1}" = 0 ]; then
 	skip snapshot/linux "VMON_SNAPSHOT_LINUX=0"
 	exit 0
 fi
-if ! paths=$(scripts/guest-paths.sh 2>/dev/null); then
-	skip snapshot/linux "the default guest is not built (scripts/build-guest.sh)"
+if ! scripts/build-guest.sh >"$TEST_TMP/build-guest.log" 2>&1; then
+	fail snapshot/build-guest "scripts/build-guest.sh failed: $(tail -5 "$TEST_TMP/build-guest.log" | tr '\n' ' ')"
 	exit 0
 fi
-eval "$paths"
+eval "$(scripts/guest-paths.sh)"
 BOOT_TIMEOUT=${VMON_LINUX_BOOT_TIMEOUT:-1800}
 IN=$TEST_TMP/linux.in
 mkfifo $IN
@@ -324,6 +324,7 @@ echo 'echo before-snapshot >/tmp/before.txt; (i=0; while :; do i=$((i+1)); echo 
 sleep 6
 echo 'echo "COUNT-BEFORE=$(cat /tmp/count)"' >&7
 wait_for $OUT '^COUNT-BEFORE=[0-9]+' 300
+snap_time=$(date +%s)
 ctl $TEST_TMP/linux.sock snapshot $TEST_TMP/linux-snap >/dev/null 2>$TEST_TMP/linux-snap.err
 RC=$?
 expect snapshot/linux-snapshot "the running Linux guest is snapshotted" sh -c "[ $RC -eq 0 ]"
@@ -339,8 +340,9 @@ OUT=$TEST_TMP/linux-restored.out ERR=$TEST_TMP/linux-restored.err
 L2_PID=$!
 PIDS+=($L2_PID)
 sleep 8
-echo 'echo "AFTER count=$(cat /tmp/count) file=$(cat /tmp/before.txt)"' >&8
+echo 'echo "AFTER count=$(cat /tmp/count) file=$(cat /tmp/before.txt) date=$(date +%s)"' >&8
 wait_for $OUT '^AFTER count=' 300
+host_after=$(date +%s)
 sleep 6
 echo 'echo "LATER count=$(cat /tmp/count)"' >&8
 wait_for $OUT '^LATER count=' 300
@@ -350,6 +352,11 @@ expect snapshot/linux-shell "the restored guest's shell answers and the file wri
 	sh -c "tr -d '\r' <$OUT | grep -q '^AFTER count=[0-9]* file=before-snapshot'"
 expect snapshot/linux-counter "the guest's counting process counts on ($before before, $after and $later after)" \
 	sh -c "[ -n '$before' ] && [ -n '$after' ] && [ -n '$later' ] && [ $after -ge $before ] && [ $later -gt $after ]"
+# The guest's clock continues from the snapshot: never ahead of the host, and behind by at most
+# the time between snapshot and restore (plus the guest's own second of resolution).
+gdate=$(tr -d '\r' <$OUT | sed -n 's/^AFTER count=.* date=\([0-9]*\).*/\1/p' | head -1)
+expect snapshot/linux-clock "the restored guest's date ($gdate) is between the snapshot ($snap_time) and now ($host_after)" \
+	sh -c "[ -n '$gdate' ] && [ '$gdate' -ge $((snap_time - 2)) ] && [ '$gdate' -le $((host_after + 2)) ]"
 ctl $TEST_TMP/linux2.sock stop >/dev/null
 wait $L2_PID
 RC=$?
