@@ -10,6 +10,8 @@ PKGS=(
   liburing-dev libslirp-dev libjansson-dev libmicrohttpd-dev libseccomp-dev
   # tests
   libcmocka-dev clang curl
+  # ACPI tables checked by disassembling them with iasl
+  acpica-tools
   # disk tests: images made and checked on the host, fio figures
   e2fsprogs fio
   # default guest: kernel source, its build tools, busybox for the initramfs
