@@ -9,14 +9,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "api/api_routes.h"
 #include "lib/log.h"
+#include "lib/unix_socket.h"
 #include "lib/util.h"
 
 struct api_server {
@@ -32,79 +30,6 @@ struct request {
 	size_t len;
 	bool too_big;
 };
-
-static int fill_addr(struct sockaddr_un *sa, const char *path)
-{
-	memset(sa, 0, sizeof(*sa));
-	sa->sun_family = AF_UNIX;
-	if (strlen(path) >= sizeof(sa->sun_path))
-		return -ENAMETOOLONG;
-	strcpy(sa->sun_path, path);
-	return 0;
-}
-
-/* A socket file nobody listens on is what a killed vmon leaves behind. */
-static int remove_stale_socket(const char *path, const struct sockaddr_un *sa)
-{
-	struct stat st;
-	if (lstat(path, &st) < 0)
-		return errno == ENOENT ? 0 : -errno;
-	if (!S_ISSOCK(st.st_mode)) {
-		log_error("api", "%s exists and is not a socket: choose another --api-sock path or remove the file", path);
-		return -EEXIST;
-	}
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
-	int rc = connect(fd, (const struct sockaddr *)sa, sizeof(*sa));
-	int e = errno;
-	close(fd);
-	if (rc == 0) {
-		log_error("api", "%s is in use by another process (another VM?): choose another --api-sock path", path);
-		return -EADDRINUSE;
-	}
-	if (e != ECONNREFUSED) {
-		log_error("api", "cannot check the existing socket %s: %s", path, strerror(e));
-		return -e;
-	}
-	if (unlink(path) < 0 && errno != ENOENT)
-		return -errno;
-	log_info("api", "replaced the stale socket %s", path);
-	return 0;
-}
-
-static int listen_unix(const char *path)
-{
-	struct sockaddr_un sa;
-	int rc = fill_addr(&sa, path);
-	if (rc) {
-		log_error("api", "socket path %s is too long: use at most %zu bytes", path, sizeof(sa.sun_path) - 1);
-		return rc;
-	}
-	if ((rc = remove_stale_socket(path, &sa)))
-		return rc;
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	if (fd < 0)
-		return -errno;
-	/* Owner only: the API controls the VM. The umask covers the window before chmod. */
-	mode_t old = umask(0177);
-	rc = bind(fd, (const struct sockaddr *)&sa, sizeof(sa));
-	int e = errno;
-	umask(old);
-	if (rc < 0) {
-		log_error("api", "cannot create the API socket %s: %s", path, strerror(e));
-		close(fd);
-		return -e;
-	}
-	if (chmod(path, 0600) < 0 || listen(fd, 16) < 0) {
-		e = errno;
-		log_error("api", "cannot listen on %s: %s", path, strerror(e));
-		close(fd);
-		unlink(path);
-		return -e;
-	}
-	return fd;
-}
 
 static void mhd_logger(void *cls, const char *fmt, va_list ap)
 {
@@ -196,7 +121,7 @@ int api_server_start(struct api_server **out, const char *path, struct vm *vm)
 		return -ENOMEM;
 	}
 	api_ctx_init(&s->ctx, vm);
-	int fd = listen_unix(path);
+	int fd = unix_socket_listen(path, "--api-sock");
 	if (fd < 0) {
 		api_ctx_destroy(&s->ctx);
 		free(s->path);

@@ -9,7 +9,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "backends/unix_socket.h"
+#include "lib/unix_socket.h"
 #include "lib/log.h"
 #include "lib/util.h"
 

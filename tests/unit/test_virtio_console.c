@@ -17,7 +17,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "backends/unix_socket.h"
+#include "lib/unix_socket.h"
 #include "virtio/virtio_console.h"
 
 #include "virtio_rig.h"

@@ -19,7 +19,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "backends/unix_socket.h"
+#include "lib/unix_socket.h"
 #include "backends/vsock_unix.h"
 #include "lib/util.h"
 #include "virtio/virtio_vsock.h"

@@ -217,18 +217,29 @@ static int access_fault(struct x86_cpu *cpu, int rc, const struct guest_fault *f
 	return rc;
 }
 
-/* Reads or writes the memory operand; returns 1 when an exception was delivered instead. */
-static int mem_access(struct x86_cpu *cpu, const struct x86_insn *in, void *buf, size_t len, bool write, int *err)
+/*
+ * Copies between guest-virtual memory and buf with the guest's permissions. Returns 0, 1 when
+ * the guest got the exception its CPU would raise instead (*err: the injection's result), or
+ * a negative errno.
+ */
+static int guest_copy(struct x86_cpu *cpu, uint64_t lin, void *buf, size_t len, unsigned int access, bool write,
+		      int *err)
 {
 	struct guest_fault f = { 0 };
-	unsigned int access = cpu->cpl == 3 ? GUEST_ACCESS_USER : 0;
-	uint64_t lin = mem_linear(cpu, in);
-	int rc = write ? guest_virt_write(&cpu->vcpu->vm->mem, &cpu->pg, lin, buf, len, access, &f)
-		       : guest_virt_read(&cpu->vcpu->vm->mem, &cpu->pg, lin, buf, len, access, &f);
+	const struct guest_mem *mem = &cpu->vcpu->vm->mem;
+	int rc = write ? guest_virt_write(mem, &cpu->pg, lin, buf, len, access, &f)
+		       : guest_virt_read(mem, &cpu->pg, lin, buf, len, access, &f);
 	if (rc == 0)
 		return 0;
 	*err = access_fault(cpu, rc, &f);
 	return 1;
+}
+
+/* Reads or writes the memory operand; returns 1 when an exception was delivered instead. */
+static int mem_access(struct x86_cpu *cpu, const struct x86_insn *in, void *buf, size_t len, bool write, int *err)
+{
+	unsigned int access = cpu->cpl == 3 ? GUEST_ACCESS_USER : 0;
+	return guest_copy(cpu, mem_linear(cpu, in), buf, len, access, write, err);
 }
 
 static uint64_t size_mask(unsigned int bytes) { return bytes == 8 ? ~0ULL : (1ULL << (8 * bytes)) - 1; }
@@ -308,6 +319,20 @@ static int emulate_rdtscp(struct x86_cpu *cpu, const struct x86_insn *in)
 	return EMUL_DONE;
 }
 
+/* XCR0 as KVM holds it for the vCPU (x87 and SSE if KVM lists no XCR0). */
+static int read_xcr0(const struct x86_cpu *cpu, uint64_t *xcr0)
+{
+	struct kvm_xcrs xcrs;
+	memset(&xcrs, 0, sizeof(xcrs));
+	if (ioctl(cpu->vcpu->fd, KVM_GET_XCRS, &xcrs) < 0)
+		return -errno;
+	*xcr0 = XFEATURE_MASK_FP | XFEATURE_MASK_SSE;
+	for (unsigned int i = 0; i < xcrs.nr_xcrs && i < KVM_MAX_XCRS; i++)
+		if (xcrs.xcrs[i].xcr == 0)
+			*xcr0 = xcrs.xcrs[i].value;
+	return 0;
+}
+
 static int emulate_xgetbv(struct x86_cpu *cpu, const struct x86_insn *in)
 {
 	if (!(cpu->sregs.cr4 & CR4_OSXSAVE))
@@ -315,14 +340,9 @@ static int emulate_xgetbv(struct x86_cpu *cpu, const struct x86_insn *in)
 	uint32_t index = (uint32_t)cpu->gpr[X86_RCX];
 	if (index > 1)
 		return inject_gp0(cpu);
-	uint64_t xcr0 = 0x3; /* x87 and SSE: what a CPU without KVM_GET_XCRS support must have */
-	struct kvm_xcrs xcrs;
-	memset(&xcrs, 0, sizeof(xcrs));
-	if (ioctl(cpu->vcpu->fd, KVM_GET_XCRS, &xcrs) == 0) {
-		for (unsigned int i = 0; i < xcrs.nr_xcrs && i < KVM_MAX_XCRS; i++)
-			if (xcrs.xcrs[i].xcr == 0)
-				xcr0 = xcrs.xcrs[i].value;
-	}
+	uint64_t xcr0;
+	if (read_xcr0(cpu, &xcr0))
+		xcr0 = XFEATURE_MASK_FP | XFEATURE_MASK_SSE; /* what a CPU without KVM_GET_XCRS must have */
 	/* XCR1 (XINUSE) may report more in use than is: every component enabled is a safe answer. */
 	cpu->gpr[X86_RAX] = xcr0 & 0xffffffffULL;
 	cpu->gpr[X86_RDX] = xcr0 >> 32;
@@ -393,13 +413,6 @@ static int emulate_fwait(struct x86_cpu *cpu, const struct x86_insn *in)
  */
 enum xsave_op { OP_XSAVE, OP_XSAVEC, OP_XRSTOR };
 
-/* Bytes of KVM's XSAVE image: 4 KiB, or more where KVM_CAP_XSAVE2 says so. */
-static size_t kvm_xsave_size(const struct x86_cpu *cpu)
-{
-	int n = ioctl(cpu->vcpu->vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_XSAVE2);
-	return n > (int)sizeof(struct kvm_xsave) ? (size_t)n : sizeof(struct kvm_xsave);
-}
-
 /* True if the CPU the guest runs on has XSAVEC, so XRSTOR accepts a compacted area. */
 static bool host_has_xsavec(void)
 {
@@ -407,54 +420,21 @@ static bool host_has_xsavec(void)
 	return __get_cpuid_count(0xd, 1, &a, &b, &c, &d) && (a & 2);
 }
 
-/* XCR0 as KVM holds it for the vCPU (x87 only if KVM cannot tell). */
-static int read_xcr0(const struct x86_cpu *cpu, uint64_t *xcr0)
-{
-	struct kvm_xcrs xcrs;
-	memset(&xcrs, 0, sizeof(xcrs));
-	if (ioctl(cpu->vcpu->fd, KVM_GET_XCRS, &xcrs) < 0)
-		return -errno;
-	*xcr0 = XFEATURE_MASK_FP;
-	for (unsigned int i = 0; i < xcrs.nr_xcrs && i < KVM_MAX_XCRS; i++)
-		if (xcrs.xcrs[i].xcr == 0)
-			*xcr0 = xcrs.xcrs[i].value;
-	return 0;
-}
-
-/*
- * Copies between guest-virtual memory and buf with the guest's permissions. Returns 0, 1 when
- * the guest got the exception its CPU would raise instead (*err: the injection's result), or
- * a negative errno.
- */
-static int guest_copy(struct x86_cpu *cpu, uint64_t lin, void *buf, size_t len, unsigned int access, bool write,
-		      int *err)
-{
-	struct guest_fault f = { 0 };
-	const struct guest_mem *mem = &cpu->vcpu->vm->mem;
-	int rc = write ? guest_virt_write(mem, &cpu->pg, lin, buf, len, access, &f)
-		       : guest_virt_read(mem, &cpu->pg, lin, buf, len, access, &f);
-	if (rc == 0)
-		return 0;
-	*err = access_fault(cpu, rc, &f);
-	return 1;
-}
-
 /*
  * One XSAVE-family instruction against KVM's image kvm (already read). Returns 0 when it was
  * emulated, 1 when an exception was delivered instead (*err), or a negative errno.
  */
-static int xsave_op_apply(struct x86_cpu *cpu, const struct x86_insn *in, enum xsave_op op, uint8_t *kvm,
-			  size_t kvm_len, int *err)
+static int xsave_op_apply(struct x86_cpu *cpu, const struct x86_insn *in, enum xsave_op op,
+			  const struct xsave_layout *layout, uint8_t *kvm, size_t kvm_len, int *err)
 {
 	uint64_t lin = mem_linear(cpu, in);
 	if (lin & (XSAVE_ALIGN - 1)) {
 		*err = inject_gp0(cpu);
 		return 1;
 	}
-	struct xsave_layout layout;
-	uint64_t xcr0 = XFEATURE_MASK_FP;
-	int rc = x86_xsave_layout(cpu->vcpu->vm, &layout);
-	if (rc || (rc = read_xcr0(cpu, &xcr0)))
+	uint64_t xcr0;
+	int rc = read_xcr0(cpu, &xcr0);
+	if (rc)
 		return rc;
 	uint64_t rfbm = xcr0 & ((cpu->gpr[X86_RDX] << 32) | (cpu->gpr[X86_RAX] & 0xffffffffULL));
 	unsigned int user = cpu->cpl == 3 ? GUEST_ACCESS_USER : 0;
@@ -464,7 +444,7 @@ static int xsave_op_apply(struct x86_cpu *cpu, const struct x86_insn *in, enum x
 		uint8_t head[XSAVE_EXT_OFFSET];
 		if ((rc = guest_copy(cpu, lin, head, sizeof(head), user, false, err)))
 			return rc;
-		rc = xsave_restore_check(&layout, head + XSAVE_HDR_OFFSET, xcr0, rfbm, host_has_xsavec(), &len);
+		rc = xsave_restore_check(layout, head + XSAVE_HDR_OFFSET, xcr0, rfbm, host_has_xsavec(), &len);
 		if (rc == -EINVAL) {
 			*err = inject_gp0(cpu);
 			return 1;
@@ -472,7 +452,7 @@ static int xsave_op_apply(struct x86_cpu *cpu, const struct x86_insn *in, enum x
 		if (rc)
 			return rc;
 	} else {
-		len = xsave_area_size(&layout, rfbm, op == OP_XSAVEC);
+		len = xsave_area_size(layout, rfbm, op == OP_XSAVEC);
 	}
 	uint8_t *area = malloc(len);
 	if (!area)
@@ -481,7 +461,7 @@ static int xsave_op_apply(struct x86_cpu *cpu, const struct x86_insn *in, enum x
 	unsigned int access = user | (op == OP_XRSTOR ? 0 : GUEST_ACCESS_WRITE);
 	rc = guest_copy(cpu, lin, area, len, access, false, err);
 	if (rc == 0 && op == OP_XRSTOR) {
-		rc = xsave_restore(&layout, area, len, rfbm, kvm, kvm_len);
+		rc = xsave_restore(layout, area, len, rfbm, kvm, kvm_len);
 		if (rc == -EINVAL) {
 			*err = inject_gp0(cpu);
 			rc = 1;
@@ -489,7 +469,7 @@ static int xsave_op_apply(struct x86_cpu *cpu, const struct x86_insn *in, enum x
 			rc = -errno;
 		}
 	} else if (rc == 0) {
-		rc = xsave_save(&layout, kvm, kvm_len, rfbm, op == OP_XSAVEC, area, len);
+		rc = xsave_save(layout, kvm, kvm_len, rfbm, op == OP_XSAVEC, area, len);
 		if (rc == 0)
 			rc = guest_copy(cpu, lin, area, len, access, true, err);
 	}
@@ -503,15 +483,18 @@ static int emulate_xsave_op(struct x86_cpu *cpu, const struct x86_insn *in, enum
 		return inject_ud(cpu);
 	if (cpu->sregs.cr0 & CR0_TS)
 		return inject(cpu, VEC_NM, false, 0, 0);
-	size_t kvm_len = kvm_xsave_size(cpu);
+	struct xsave_layout layout;
+	size_t kvm_len;
+	int err = 0, rc = x86_xsave_layout(cpu->vcpu->vm, &layout, &kvm_len);
+	if (rc)
+		return rc;
 	uint8_t *kvm = calloc(1, kvm_len);
 	if (!kvm)
 		return -ENOMEM;
-	int err = 0, rc;
 	if (ioctl(cpu->vcpu->fd, kvm_len > sizeof(struct kvm_xsave) ? KVM_GET_XSAVE2 : KVM_GET_XSAVE, kvm) < 0)
 		rc = -errno;
 	else
-		rc = xsave_op_apply(cpu, in, op, kvm, kvm_len, &err);
+		rc = xsave_op_apply(cpu, in, op, &layout, kvm, kvm_len, &err);
 	free(kvm);
 	if (rc == 1)
 		return err;

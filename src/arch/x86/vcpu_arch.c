@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/ioctl.h>
 
 #include "arch/x86/cpuid.h"
 #include "arch/x86/syscall_fixup.h"
@@ -99,14 +100,16 @@ void x86_vcpu_after_exit(struct vcpu *vcpu)
 	syscall_fixup_try_arm(vcpu);
 }
 
-int x86_xsave_layout(struct vm *vm, struct xsave_layout *out)
+int x86_xsave_layout(struct vm *vm, struct xsave_layout *out, size_t *kvm_len)
 {
 	struct x86_vm_arch *va = vm->arch;
 	if (va) {
 		pthread_mutex_lock(&va->lock);
 		bool valid = va->xsave_layout_valid;
-		if (valid)
+		if (valid) {
 			*out = va->xsave_layout;
+			*kvm_len = va->xsave_kvm_len;
+		}
 		pthread_mutex_unlock(&va->lock);
 		if (valid)
 			return 0;
@@ -116,9 +119,12 @@ int x86_xsave_layout(struct vm *vm, struct xsave_layout *out)
 		return -errno;
 	xsave_layout_from_cpuid(supported, out);
 	free(supported);
+	int n = ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_XSAVE2);
+	*kvm_len = n > (int)sizeof(struct kvm_xsave) ? (size_t)n : sizeof(struct kvm_xsave);
 	if (va) {
 		pthread_mutex_lock(&va->lock);
 		va->xsave_layout = *out;
+		va->xsave_kvm_len = *kvm_len;
 		va->xsave_layout_valid = true;
 		pthread_mutex_unlock(&va->lock);
 	}

@@ -59,8 +59,9 @@ struct x86_vm_arch {
 	uint64_t patch_gva;       /* linear address of the int3, valid once armed */
 	uint8_t slot[3];          /* the original 3-byte slot (0f 1f 00 or 0f 01 ca) */
 	unsigned int checks;      /* readiness checks made, for the log */
-	bool xsave_layout_valid;  /* xsave_layout filled, on the first emulated XSAVE-family instruction */
+	bool xsave_layout_valid;  /* the two below filled, on the first emulated XSAVE-family instruction */
 	struct xsave_layout xsave_layout;
+	size_t xsave_kvm_len;     /* bytes of KVM_GET_XSAVE(2)'s image */
 };
 
 int x86_vcpu_arch_init(struct vcpu *vcpu);
@@ -70,9 +71,10 @@ void x86_vcpu_after_exit(struct vcpu *vcpu);
 
 /*
  * Where KVM's XSAVE image (KVM_GET_XSAVE) keeps each state component, from the host's CPUID as
- * KVM reports it; looked up once per VM. Returns 0 or a negative errno.
+ * KVM reports it, and the image's size (4 KiB, or more where KVM_CAP_XSAVE2 says so); looked up
+ * once per VM. Returns 0 or a negative errno.
  */
-int x86_xsave_layout(struct vm *vm, struct xsave_layout *out);
+int x86_xsave_layout(struct vm *vm, struct xsave_layout *out, size_t *kvm_len);
 
 int x86_vm_arch_init(struct vm *vm);
 void x86_vm_arch_free(struct vm *vm);

@@ -1,4 +1,4 @@
-#include "backends/unix_socket.h"
+#include "lib/unix_socket.h"
 
 #include <errno.h>
 #include <string.h>
@@ -46,6 +46,7 @@ static int remove_stale(const char *path, const struct sockaddr_un *sa, const ch
 	}
 	if (unlink(path) < 0 && errno != ENOENT)
 		return -errno;
+	log_info(COMP, "replaced the stale socket %s (%s)", path, what);
 	return 0;
 }
 
