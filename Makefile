@@ -1,11 +1,18 @@
 # vmon build. `make` builds build/vmon; `make test` runs the whole suite; `make run` sets
-# everything up and boots the default guest. See README.md.
+# everything up and boots the default guest; `make install` installs vmon. See README.md.
 
 CC      ?= cc
-CFLAGS_COMMON := -std=gnu11 -Wall -Wextra -Werror -D_GNU_SOURCE -Isrc -g -MMD -MP
-LIBS    := -lpthread -lz -llzma -llz4 -lzstd $(shell pkg-config --libs jansson libmicrohttpd liburing)
+PREFIX  ?= /usr/local
+# The release in VERSION, plus the commit when built from a git clone (0.1.0+g883b1bd).
+VERSION := $(shell cat VERSION)$(shell git rev-parse --short HEAD 2>/dev/null | sed 's/^/+g/')
+CFLAGS_COMMON := -std=gnu11 -Wall -Wextra -Werror -D_GNU_SOURCE -Isrc -Ibuild -g -MMD -MP
+# Recursive (=), not simple (:=): the packages that provide pkg-config and the -dev files may
+# be installed by a prerequisite of the same make run, after this file was read, so the
+# libraries are looked up only when a link command needs them.
+PKG_LIBS = $(shell pkg-config --libs jansson libmicrohttpd liburing)
 # libslirp's .pc file requires glib's, which only its -dev package installs: fall back to -lslirp.
-LIBS    += $(shell pkg-config --libs slirp 2>/dev/null || echo -lslirp)
+SLIRP_LIBS = $(shell pkg-config --libs slirp 2>/dev/null || echo -lslirp)
+LIBS    = -lpthread -lz -llzma -llz4 -lzstd $(PKG_LIBS) $(SLIRP_LIBS)
 
 CFLAGS_RELEASE := $(CFLAGS_COMMON) -O2
 CFLAGS_SAN     := $(CFLAGS_COMMON) -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
@@ -20,8 +27,15 @@ SAN_OBJS := $(SRCS:%.c=build/san/%.o)
 SAN_LIB_OBJS := $(LIB_SRCS:%.c=build/san/%.o)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=build/san/tests/unit/%)
 
-.PHONY: all san unit-tests guests test run guest deps clean fuzz
+.PHONY: all san unit-tests guests test run guest deps clean fuzz install FORCE
 all: build/vmon
+
+# Rewritten only when the version changes, so a new commit relinks but does not rebuild all.
+build/version.h: FORCE
+	@mkdir -p build
+	@echo '#define VMON_VERSION "$(VERSION)"' >$@.tmp
+	@cmp -s $@.tmp $@ && rm $@.tmp || mv $@.tmp $@
+build/release/src/main.o build/san/src/main.o: build/version.h
 
 build/vmon: $(REL_OBJS)
 	$(CC) -o $@ $^ $(LIBS)
@@ -65,11 +79,23 @@ guest:
 deps:
 	scripts/install-deps.sh
 
-test: deps build/vmon build/vmon-san unit-tests guests
+# `run` and `test` install packages first and only then build, in a second make that reads
+# this file anew, so nothing is compiled or linked before its headers and libraries exist.
+test:
+	scripts/install-deps.sh test
+	$(MAKE) build/vmon build/vmon-san unit-tests guests
 	scripts/run-tests.sh
 
-run: deps build/vmon guest
+run:
+	scripts/install-deps.sh run
+	$(MAKE) build/vmon
 	scripts/run-default-guest.sh
+
+install: build/vmon
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/doc/vmon/docs
+	install -m 0755 build/vmon $(DESTDIR)$(PREFIX)/bin/vmon
+	install -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/vmon/README.md
+	install -m 0644 $(wildcard docs/*.md) $(DESTDIR)$(PREFIX)/share/doc/vmon/docs/
 
 clean:
 	rm -rf build

@@ -1,22 +1,36 @@
 #!/usr/bin/env bash
-# Installs the Debian packages vmon needs to build, test and build its default guest.
-# Safe to run repeatedly: packages already present are skipped.
+# Installs the Debian packages vmon needs.
+#   scripts/install-deps.sh run    what `make run` needs: build vmon, build and boot the default guest
+#   scripts/install-deps.sh test   that and what the tests need (the default)
+# Safe to run repeatedly: packages already present are skipped. Works on a minimal Debian 12
+# (debootstrap --variant=minbase), which has apt and dpkg but no compiler and no make.
 set -euo pipefail
+
+set_name=${1:-test}
+case "$set_name" in
+  run | test) ;;
+  *) echo "usage: $0 [run|test]" >&2; exit 2 ;;
+esac
 
 PKGS=(
   build-essential pkg-config git
   # libraries linked into vmon
   zlib1g-dev liblzma-dev liblz4-dev libzstd-dev
   liburing-dev libslirp-dev libjansson-dev libmicrohttpd-dev libseccomp-dev
+  # default guest: kernel source, its build tools, busybox for the initramfs
+  linux-source-6.1 flex bison bc libelf-dev libssl-dev cpio xz-utils busybox-static
+)
+TEST_PKGS=(
   # tests
   libcmocka-dev clang curl
   # ACPI tables checked by disassembling them with iasl
   acpica-tools
   # disk tests: images made and checked on the host, fio figures
   e2fsprogs fio
-  # default guest: kernel source, its build tools, busybox for the initramfs
-  linux-source-6.1 flex bison bc libelf-dev libssl-dev cpio xz-utils busybox-static
+  # the fresh-machine check builds a minimal Debian root
+  debootstrap
 )
+[ "$set_name" = run ] || PKGS+=("${TEST_PKGS[@]}")
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -3,8 +3,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
-
-#define VMON_VERSION "0.1.0"
+#include "version.h" /* build/version.h, made by the Makefile */
 
 static void usage(FILE *f)
 {

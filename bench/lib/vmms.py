@@ -81,7 +81,7 @@ def qemu_version():
 
 
 # Instruction bytes seen in QEMU's "Code=" dump when KVM on a software-virtualized host
-# cannot emulate them (see /work/shared/ENVIRONMENT.md); the longest prefix wins.
+# cannot emulate them (see docs/host-quirks.md); the longest prefix wins.
 KNOWN_INSNS = {
     "f0 48 0f c7": "lock cmpxchg16b",
     "48 0f c7": "cmpxchg16b",

@@ -95,7 +95,7 @@ enum cpuid_reg { R_EAX, R_EBX, R_ECX, R_EDX };
 	 BIT(13) /* PV_SCHED_YIELD: KVM_HC_SCHED_YIELD */ | BIT(16) /* HC_MAP_GPA_RANGE */)
 
 /*
- * Features whose instructions the emulator of a limited host fails on (see ENVIRONMENT.md):
+ * Features whose instructions the emulator of a limited host fails on (see docs/host-quirks.md):
  * the kernel uses them at CPL0, where every instruction is emulated there.
  */
 struct feature_clear {
@@ -474,7 +474,7 @@ struct feature_name {
 };
 
 static const struct feature_name feature_names[] = {
-	/* Measured to matter for a stock kernel (ENVIRONMENT.md). */
+	/* Measured to matter for a stock kernel (docs/host-quirks.md). */
 	{ 7, R_EBX, 20, "smap", PLAIN, 0 },
 	{ 7, R_EBX, 0, "fsgsbase", PLAIN, 0 },
 	{ 1, R_ECX, 23, "popcnt", PLAIN, 0 },
