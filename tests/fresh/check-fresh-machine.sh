@@ -116,14 +116,16 @@ cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
 git clone -q "$repo" "$ROOT/root/vmon"
 say "cloned $(git -C "$ROOT/root/vmon" log -1 --format='%h %s' | cut -c1-60)"
 
-# The default guest's kernel from this machine's cache, where it has the one these sources build.
-if guest_dir=$(scripts/guest-paths.sh --dir 2>/dev/null) && [ -f "$guest_dir/complete" ]; then
-	mkdir -p "$ROOT/root/.cache/vmon"
-	cp -a "$guest_dir" "$ROOT/root/.cache/vmon/"
-	say "default guest copied from this machine's cache ($(basename "$guest_dir"))"
-else
-	say "no cached default guest here: the root builds its own kernel (7-15 minutes)"
+# The default guest's kernel from this machine's cache, built here first if the cache has none
+# for these sources (a build already running is waited for).
+if ! scripts/build-guest.sh >"$LOG" 2>&1 || ! guest_dir=$(scripts/guest-paths.sh --dir); then
+	show_tail "$LOG"
+	fail fresh/first-command "the default guest could not be built on this machine (log above)"
+	exit 0
 fi
+mkdir -p "$ROOT/root/.cache/vmon"
+cp -a "$guest_dir" "$ROOT/root/.cache/vmon/"
+say "default guest copied from this machine's cache ($(basename "$guest_dir"))"
 
 mount -t proc proc "$ROOT/proc"
 mount --bind /sys "$ROOT/sys"
