@@ -85,7 +85,7 @@ cleanup() {
 	else
 		rm -rf --one-file-system "$ROOT"
 	fi
-	rm -f "$CONSOLE" "$LOG.fifo"
+	rm -f "$CONSOLE" "$LOG" "$LOG.fifo"
 }
 trap cleanup EXIT
 trap 'exit 1' INT TERM
@@ -142,6 +142,7 @@ chroot "$ROOT" /usr/bin/env -i HOME=/root TERM=dumb \
 	/bin/bash -c "cd /root/vmon && $first_command" <"$LOG.fifo" >"$CONSOLE" 2>&1 &
 runner=$!
 exec 3>"$LOG.fifo"
+first_start=$SECONDS
 
 # wait_console PATTERN SECONDS: true once the console shows PATTERN; false if it times out
 # or the command ended.
@@ -187,4 +188,4 @@ if [ "$rc" -ne 0 ]; then
 	exit 0
 fi
 pass fresh/first-command
-say "'$first_command' took $((greet - start)) s to the shell on a fresh root (debootstrap included); the guest ran a command and powered off"
+say "'$first_command' took $((greet - first_start)) s from a minimal root to the guest's shell (packages, build, boot); the whole check $((SECONDS - start)) s"
