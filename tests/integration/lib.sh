@@ -31,4 +31,15 @@ expect() {
 	fi
 }
 
+# wait_for FILE PATTERN SECONDS: true once FILE has a line matching PATTERN (carriage returns
+# from the guest's console ignored).
+wait_for() {
+	local i
+	for ((i = 0; i < $3 * 10; i++)); do
+		tr -d '\r' 2>/dev/null <"$1" | grep -qE "$2" && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
 have_kvm() { [ -r /dev/kvm ] && [ -w /dev/kvm ]; }

@@ -19,16 +19,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# wait_for FILE PATTERN SECONDS: true once FILE has a line matching PATTERN.
-wait_for() {
-	local i
-	for ((i = 0; i < $3 * 10; i++)); do
-		tr -d '\r' 2>/dev/null <"$1" | grep -qE "$2" && return 0
-		sleep 0.1
-	done
-	return 1
-}
-
 # start NAME ARGS...: runs vmon in the background (stdin closed); sets PID, OUT, ERR.
 start() {
 	local name=$1

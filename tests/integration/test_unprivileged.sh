@@ -67,15 +67,6 @@ run_user() {
 	RC=$?
 }
 
-wait_for() { # FILE PATTERN SECONDS
-	local i
-	for ((i = 0; i < $3 * 10; i++)); do
-		tr -d '\r' 2>/dev/null <"$1" | grep -qE "$2" && return 0
-		sleep 0.1
-	done
-	return 1
-}
-
 if [ -n "${VMON_UNPRIV_NS:-}" ]; then
 	run_user denied 60 run --kernel "$GUESTS/hello.elf" --memory 32M
 	expect unprivileged/no-kvm-access "a non-zero exit and one line that names /dev/kvm and the kvm group" \
