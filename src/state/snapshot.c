@@ -64,6 +64,9 @@ struct disk_identity {
 	int64_t mtime_sec, mtime_nsec;
 };
 
+/* Settings of the vmon process rather than of the VM: a snapshot leaves them out. */
+static const char *const process_keys[] = { "log_level", "log_file", "api_sock", "name" };
+
 /* ---- saving ---- */
 
 /* The VM's configuration as JSON, without the settings of the vmon process that ran it. */
@@ -72,7 +75,6 @@ static int add_config(const struct vm *vm, struct snap_writer *w)
 	json_t *o = config_json_dump(vm->cfg);
 	if (!o)
 		return -ENOMEM;
-	static const char *const process_keys[] = { "log_level", "log_file", "api_sock", "name" };
 	for (size_t i = 0; i < ARRAY_SIZE(process_keys); i++)
 		json_object_del(o, process_keys[i]);
 	const char *key;
@@ -328,6 +330,27 @@ int vmon_snapshot_save(struct vm *vm, const char *dir, bool keep_running, char *
 
 /* ---- restoring ---- */
 
+/*
+ * A configuration that carries a per-process setting (an API socket, a log file) would make the
+ * restoring vmon act on a path the snapshot's author chose: vmon never writes one, so refuse it.
+ */
+static int check_no_process_keys(const char *text, size_t len, const char *state_path, char *err, size_t errlen)
+{
+	json_t *o = json_loadb(text, len, JSON_REJECT_DUPLICATES, NULL);
+	int rc = 0;
+	if (!o || !json_is_object(o))
+		rc = fail(err, errlen, -EINVAL, "%s has a configuration section that is not a JSON object", state_path);
+	for (size_t i = 0; i < ARRAY_SIZE(process_keys) && !rc; i++)
+		if (json_object_get(o, process_keys[i]))
+			rc = fail(err, errlen, -EINVAL,
+				  "%s has \"%s\" in its configuration section, a setting of the vmon process that "
+				  "snapshots never hold: the file was not written by vmon (give it on the vmon restore "
+				  "command line instead)",
+				  state_path, process_keys[i]);
+	json_decref(o);
+	return rc;
+}
+
 int snapshot_open(struct snapshot_image *img, const char *dir, struct vm_config *cfg, char *err, size_t errlen)
 {
 	memset(img, 0, sizeof(*img));
@@ -365,6 +388,8 @@ int snapshot_open(struct snapshot_image *img, const char *dir, struct vm_config 
 		goto bad;
 	}
 	text = snap_file_section(&img->f, "config", &len);
+	if ((rc = check_no_process_keys(text, len, img->state_path, err, errlen)))
+		goto bad;
 	char *copy = strndup(text, len);
 	if (!copy) {
 		rc = -ENOMEM;
