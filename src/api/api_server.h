@@ -15,7 +15,7 @@ struct api_server;
 #define API_CONNECTION_LIMIT 64
 #define API_CONNECTION_TIMEOUT_S 10 /* of silence on an idle keep-alive connection */
 #define API_REQUEST_DEADLINE_S 5    /* to send one whole request, headers and body */
-#define API_CONNECTIONS_PER_PEER 8
+#define API_CONNECTIONS_PER_PEER 16
 #define API_OVER_LIMIT_GRACE_MS 1000 /* for a connection over its process's share to read its 429 */
 
 /*
