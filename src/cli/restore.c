@@ -186,6 +186,17 @@ static int apply_overrides(struct vm_config *cfg, const struct overrides *ov)
 			fprintf(stderr, "vmon: %s\n", err);
 			return -EINVAL;
 		}
+		if (d.readonly != cfg->disks[i].readonly) {
+			/* The guest's driver and file system were set up for the access it had. */
+			fprintf(stderr,
+				"vmon: disk %u was %s when the snapshot was taken and --disk %s makes it %s: the guest "
+				"keeps using it as %s, so give the same access (%s ',readonly')\n",
+				i, cfg->disks[i].readonly ? "read-only" : "read-write", ov->disks[i],
+				d.readonly ? "read-only" : "read-write", cfg->disks[i].readonly ? "read-only" : "read-write",
+				cfg->disks[i].readonly ? "add" : "drop");
+			config_disk_free(&d);
+			return -EINVAL;
+		}
 		config_disk_free(&cfg->disks[i]);
 		cfg->disks[i] = d;
 	}

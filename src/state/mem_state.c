@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -128,9 +129,50 @@ static int write_all(int fd, const uint8_t *p, size_t len, off_t off)
 	return 0;
 }
 
+/* The path of an open file, for messages ("(unknown)" if /proc cannot tell). */
+static const char *fd_path(int fd, char *buf, size_t len)
+{
+	char link[64];
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+	ssize_t n = readlink(link, buf, len - 1);
+	if (n < 0)
+		return "(unknown)";
+	buf[n] = 0;
+	return buf;
+}
+
+/*
+ * RAM mapped from a snapshot's memory file reads the file for every page the guest has not
+ * written: if the file shrank, those pages are gone (the scan would see holes past the end and
+ * write an empty snapshot), so refuse before copying anything.
+ */
+static int check_backing_file(const struct guest_mem *mem, char *err, size_t errlen)
+{
+	if (!mem->file_backed)
+		return 0;
+	uint64_t need = 0;
+	for (int r = 0; r < mem->nregions; r++)
+		need = MAX(need, mem->regions[r].fd_offset + mem->regions[r].size);
+	struct stat st;
+	char path[PATH_MAX];
+	if (fstat(mem->fd, &st) < 0)
+		return fail(err, errlen, -errno, "cannot check the memory file %s the VM was restored from: %s",
+			    fd_path(mem->fd, path, sizeof(path)), strerror(errno));
+	if ((uint64_t)st.st_size < need)
+		return fail(err, errlen, -EIO,
+			    "the memory file %s this VM was restored from has shrunk to %lld bytes while the VM ran "
+			    "(its RAM needs %llu): the guest memory it held is lost, so no snapshot was written; "
+			    "never truncate or rewrite a snapshot's memory file while a VM restored from it runs",
+			    fd_path(mem->fd, path, sizeof(path)), (long long)st.st_size, (unsigned long long)need);
+	return 0;
+}
+
 int mem_state_write(const struct guest_mem *mem, int fd, uint64_t snapshot_id, char *err, size_t errlen)
 {
 	uint64_t total = mem->ram_size;
+	int brc = check_backing_file(mem, err, errlen);
+	if (brc)
+		return brc;
 	if (ftruncate(fd, (off_t)(total + MEM_TRAILER_SIZE)) < 0)
 		return fail(err, errlen, -errno, "cannot size the memory file: %s", strerror(errno));
 	struct page_source ps = { .mem = mem, .pagemap_fd = -1, .data_start = 0, .data_end = 0 };
@@ -190,12 +232,34 @@ int mem_state_write(const struct guest_mem *mem, int fd, uint64_t snapshot_id, c
 	return 0;
 }
 
+static const char *file_kind(mode_t mode)
+{
+	switch (mode & S_IFMT) {
+	case S_IFDIR: return "a directory";
+	case S_IFCHR: return "a character device";
+	case S_IFBLK: return "a block device";
+	case S_IFIFO: return "a FIFO";
+	case S_IFSOCK: return "a socket";
+	default: return "not a plain file";
+	}
+}
+
 int mem_state_check(const char *path, uint64_t ram_size, uint64_t snapshot_id, char *err, size_t errlen)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	/* O_NONBLOCK: a FIFO put in its place must not hang the restore in open(). */
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 	if (fd < 0)
 		return fail(err, errlen, -errno, "cannot open the snapshot's memory file %s: %s", path, strerror(errno));
-	off_t size = lseek(fd, 0, SEEK_END);
+	struct stat st = { .st_mode = 0 };
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		int rc = fail(err, errlen, -EINVAL,
+			      "the snapshot's memory file %s is not a regular file (it is %s): put back the file "
+			      "vmon wrote",
+			      path, file_kind(st.st_mode));
+		close(fd);
+		return rc;
+	}
+	off_t size = st.st_size;
 	struct mem_trailer t;
 	int rc = 0;
 	if (size < 0 || (uint64_t)size != ram_size + MEM_TRAILER_SIZE)

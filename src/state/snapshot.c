@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/random.h>
 #include <sys/stat.h>
@@ -64,6 +65,9 @@ struct disk_identity {
 	int64_t mtime_sec, mtime_nsec;
 };
 
+/* Settings of the vmon process rather than of the VM: a snapshot leaves them out. */
+static const char *const process_keys[] = { "log_level", "log_file", "api_sock", "name" };
+
 /* ---- saving ---- */
 
 /* The VM's configuration as JSON, without the settings of the vmon process that ran it. */
@@ -72,7 +76,6 @@ static int add_config(const struct vm *vm, struct snap_writer *w)
 	json_t *o = config_json_dump(vm->cfg);
 	if (!o)
 		return -ENOMEM;
-	static const char *const process_keys[] = { "log_level", "log_file", "api_sock", "name" };
 	for (size_t i = 0; i < ARRAY_SIZE(process_keys); i++)
 		json_object_del(o, process_keys[i]);
 	const char *key;
@@ -212,6 +215,46 @@ static void remove_old_memory_files(const char *dir, const char *keep)
 	closedir(d);
 }
 
+/*
+ * Takes the snapshot directory for this writer (flock on the directory, held until unlock_dir):
+ * two vmon processes never write into one directory at once, and a temporary file found while
+ * holding the lock was left by a writer that died (SIGKILL, power loss), so it is removed.
+ * Returns the directory's fd or -errno (message in err).
+ */
+static int lock_dir(const char *dir, char *err, size_t errlen)
+{
+	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		return fail(err, errlen, -errno, "cannot open the snapshot directory %s: %s", dir, strerror(errno));
+	if (flock(dfd, LOCK_EX | LOCK_NB) < 0) {
+		int rc = errno == EWOULDBLOCK ? -EBUSY : -errno;
+		close(dfd);
+		return rc == -EBUSY ? fail(err, errlen, rc,
+					   "another vmon is writing a snapshot into %s right now: wait for it or use another "
+					   "directory",
+					   dir)
+				    : fail(err, errlen, rc, "cannot lock the snapshot directory %s: %s", dir, strerror(-rc));
+	}
+	DIR *d = fdopendir(dup(dfd));
+	if (!d)
+		return dfd;
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		if (strncmp(e->d_name, ".tmp-memory-", 12) && strncmp(e->d_name, ".tmp-state-", 11))
+			continue;
+		if (unlinkat(dfd, e->d_name, 0) == 0)
+			log_info("snapshot", "removed %s/%s, left by a snapshot that was interrupted", dir, e->d_name);
+	}
+	closedir(d);
+	return dfd;
+}
+
+static void unlock_dir(int dfd)
+{
+	fsync(dfd);
+	close(dfd); /* releases the flock */
+}
+
 static int make_tmp(const char *dir, const char *what, char *path, size_t len)
 {
 	if (snprintf(path, len, "%s/.tmp-%s-XXXXXX", dir, what) >= (int)len)
@@ -219,6 +262,9 @@ static int make_tmp(const char *dir, const char *what, char *path, size_t len)
 	int fd = mkostemp(path, O_CLOEXEC);
 	return fd < 0 ? -errno : fd;
 }
+
+static int write_locked(struct vm *vm, const char *dir, uint64_t id, const char *mem_file, const uint8_t *state,
+			size_t state_len, char *err, size_t errlen);
 
 /* Writes both files under temporary names, then renames memory and state into place. */
 static int write_snapshot(struct vm *vm, const char *dir, char *err, size_t errlen)
@@ -234,19 +280,29 @@ static int write_snapshot(struct vm *vm, const char *dir, char *err, size_t errl
 	int rc = build_state(vm, id, mem_file, &state, &state_len, err, errlen);
 	if (rc)
 		return rc;
+	int dfd = lock_dir(dir, err, errlen);
+	if (dfd < 0) {
+		free(state);
+		return dfd;
+	}
+	rc = write_locked(vm, dir, id, mem_file, state, state_len, err, errlen);
+	unlock_dir(dfd);
+	free(state);
+	return rc;
+}
 
+static int write_locked(struct vm *vm, const char *dir, uint64_t id, const char *mem_file, const uint8_t *state,
+			size_t state_len, char *err, size_t errlen)
+{
+	int rc;
 	char mem_tmp[PATH_MAX], state_tmp[PATH_MAX], mem_final[PATH_MAX], state_final[PATH_MAX];
 	mem_tmp[0] = state_tmp[0] = 0;
 	if (snprintf(mem_final, sizeof(mem_final), "%s/%s", dir, mem_file) >= (int)sizeof(mem_final) ||
-	    snprintf(state_final, sizeof(state_final), "%s/" STATE_FILE, dir) >= (int)sizeof(state_final)) {
-		free(state);
+	    snprintf(state_final, sizeof(state_final), "%s/" STATE_FILE, dir) >= (int)sizeof(state_final))
 		return fail(err, errlen, -ENAMETOOLONG, "the snapshot directory's path is too long");
-	}
 	int mfd = make_tmp(dir, "memory", mem_tmp, sizeof(mem_tmp));
-	if (mfd < 0) {
-		free(state);
+	if (mfd < 0)
 		return fail(err, errlen, mfd, "cannot create a file in %s: %s", dir, strerror(-mfd));
-	}
 	uint64_t t0 = monotonic_ns();
 	rc = mem_state_write(&vm->mem, mfd, id, err, errlen);
 	if (!rc && fsync(mfd) < 0)
@@ -264,7 +320,6 @@ static int write_snapshot(struct vm *vm, const char *dir, char *err, size_t errl
 		rc = fail(err, errlen, -errno, "cannot flush the state file to disk: %s", strerror(errno));
 	if (sfd >= 0)
 		close(sfd);
-	free(state);
 	/* The new memory file gets its final name first: until state is renamed, the old snapshot stands. */
 	if (!rc && rename(mem_tmp, mem_final) < 0)
 		rc = fail(err, errlen, -errno, "cannot rename the memory file into place: %s", strerror(errno));
@@ -282,11 +337,6 @@ static int write_snapshot(struct vm *vm, const char *dir, char *err, size_t errl
 		unlink(state_tmp);
 	if (rc)
 		return rc;
-	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dfd >= 0) {
-		fsync(dfd);
-		close(dfd);
-	}
 	remove_old_memory_files(dir, mem_file);
 	log_info("snapshot", "wrote %s (%zu KiB of state, %llu MiB of RAM) in %llu ms", dir, state_len / 1024,
 		 (unsigned long long)(vm->mem.ram_size / MiB), (unsigned long long)((monotonic_ns() - t0) / 1000000));
@@ -328,6 +378,27 @@ int vmon_snapshot_save(struct vm *vm, const char *dir, bool keep_running, char *
 
 /* ---- restoring ---- */
 
+/*
+ * A configuration that carries a per-process setting (an API socket, a log file) would make the
+ * restoring vmon act on a path the snapshot's author chose: vmon never writes one, so refuse it.
+ */
+static int check_no_process_keys(const char *text, size_t len, const char *state_path, char *err, size_t errlen)
+{
+	json_t *o = json_loadb(text, len, JSON_REJECT_DUPLICATES, NULL);
+	int rc = 0;
+	if (!o || !json_is_object(o))
+		rc = fail(err, errlen, -EINVAL, "%s has a configuration section that is not a JSON object", state_path);
+	for (size_t i = 0; i < ARRAY_SIZE(process_keys) && !rc; i++)
+		if (json_object_get(o, process_keys[i]))
+			rc = fail(err, errlen, -EINVAL,
+				  "%s has \"%s\" in its configuration section, a setting of the vmon process that "
+				  "snapshots never hold: the file was not written by vmon (give it on the vmon restore "
+				  "command line instead)",
+				  state_path, process_keys[i]);
+	json_decref(o);
+	return rc;
+}
+
 int snapshot_open(struct snapshot_image *img, const char *dir, struct vm_config *cfg, char *err, size_t errlen)
 {
 	memset(img, 0, sizeof(*img));
@@ -365,6 +436,8 @@ int snapshot_open(struct snapshot_image *img, const char *dir, struct vm_config 
 		goto bad;
 	}
 	text = snap_file_section(&img->f, "config", &len);
+	if ((rc = check_no_process_keys(text, len, img->state_path, err, errlen)))
+		goto bad;
 	char *copy = strndup(text, len);
 	if (!copy) {
 		rc = -ENOMEM;

@@ -183,6 +183,17 @@ int snap_file_parse(struct snap_file *f, const uint8_t *buf, size_t len, char *e
 		const struct snap_section_entry *e = &table[i];
 		if (strnlen(e->name, SNAP_NAME_MAX) == SNAP_NAME_MAX)
 			return fail(err, errlen, -EINVAL, "section %u of the snapshot has an unterminated name", i);
+		/* The name goes into messages: say where it is wrong without printing what is in it. */
+		if (!valid_name(e->name))
+			return fail(err, errlen, -EINVAL,
+				    "section %u of the snapshot has a name that is empty or holds characters other than "
+				    "printable ASCII: the file was not written by vmon",
+				    i);
+		for (uint32_t j = 0; j < i; j++)
+			if (!strcmp(table[j].name, e->name))
+				return fail(err, errlen, -EINVAL,
+					    "the snapshot has two sections called '%s': the file was not written by vmon",
+					    e->name);
 		if (e->offset < data_start || e->offset > len || e->length > len - e->offset)
 			return fail(err, errlen, -EINVAL, "section '%s' of the snapshot lies outside the file", e->name);
 		if (crc(buf + e->offset, (size_t)e->length) != e->crc)

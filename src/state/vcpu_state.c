@@ -380,6 +380,12 @@ int vcpu_state_restore(struct vcpu *v, int kvm_fd, const struct snap_file *f, ch
 	optional(f, id, "msrs", &msrs_len);
 	if (msrs_len % sizeof(struct kvm_msr_entry))
 		return fail(err, errlen, -EINVAL, "section 'vcpu.%u.msrs' has a size that is not a whole number of MSRs", id);
+	/* vmon always saves the MSRs KVM lists (EFER, the SYSCALL MSRs, the TSC...); none means a forged file. */
+	if (msrs_len == 0)
+		return fail(err, errlen, -EINVAL,
+			    "section 'vcpu.%u.msrs' is empty: a vCPU cannot run without its MSRs; the file was not "
+			    "written by vmon",
+			    id);
 
 	restore_tsc_khz(v, kvm_fd, f);
 

@@ -273,6 +273,65 @@ else
 	cleanup_vm
 fi
 
+# --- 40 slow clients (a header every ~4 s, from 4 processes) lock nobody out; each is cut by its deadline
+# slow_clients TAG: 4 background processes of 10 connections each; each writes "CUT LATEST_S" to slow.TAG.N.
+slow_clients() {
+	local p
+	rm -f "$TEST_TMP/slow.$1".*
+	for p in 1 2 3 4; do
+		python3 - "$SOCK" "$TEST_TMP/slow.$1.$p" <<'PY' &
+import select, socket, sys, time
+conns = []
+for _ in range(10):
+    c = socket.socket(socket.AF_UNIX); c.connect(sys.argv[1])
+    c.sendall(b"PUT /vm/state HTTP/1.1\r\nHost: x\r\n"); conns.append(c)
+t0 = time.monotonic(); cut = {}; next_header = t0 + 4
+while len(cut) < len(conns) and time.monotonic() - t0 < 16:
+    alive = [c for c in conns if c not in cut]
+    readable, _, _ = select.select(alive, [], [], max(0, next_header - time.monotonic()))
+    for c in readable:
+        try:
+            if c.recv(4096) == b"":
+                cut[c] = time.monotonic() - t0
+        except OSError:
+            cut[c] = time.monotonic() - t0
+    if time.monotonic() >= next_header:
+        next_header += 4
+        for c in alive:
+            try:
+                if c not in cut:
+                    c.sendall(b"X-Slow: 1\r\n")
+            except OSError:
+                cut[c] = time.monotonic() - t0
+open(sys.argv[2], "w").write("%d %.1f\n" % (len(cut), max(cut.values(), default=99)))
+PY
+	done
+	sleep 1
+}
+READY='count: '
+if start_vm slowpeers --kernel $GUESTS/counter.elf --memory 32M; then
+	slow_clients a
+	t0=$(date +%s%N)
+	ctl --sock "$SOCK" info
+	t1=$(date +%s%N)
+	check api/slow-peers-info "with 40 slow clients connected, vmon ctl info answers at once ($(( (t1 - t0) / 1000000 )) ms)" \
+		sh -c "[ $CTL_RC = 0 ] && grep -q '\"running\"' <<<'$CTL_OUT' && [ $(( (t1 - t0) / 1000000 )) -lt 3000 ]"
+	wait_concurrent
+	check api/slow-peers-cut "every slow client is cut off by its 5 s deadline while the VM runs ($(cat "$TEST_TMP"/slow.a.* | tr '\n' ' '))" \
+		sh -c "cat '$TEST_TMP'/slow.a.* | awk '{ n += \$1; if (\$2 > 7) bad = 1 } END { exit !(n == 40 && !bad) }' && kill -0 $VM_PID"
+	slow_clients b
+	t0=$(date +%s%N)
+	ctl --sock "$SOCK" stop
+	wait_vm 10
+	t1=$(date +%s%N)
+	check api/slow-peers-stop "with 40 slow clients connected, vmon ctl stop stops the VM at once ($(( (t1 - t0) / 1000000 )) ms, exit $RC)" \
+		sh -c "[ $CTL_RC = 0 ] && [ $RC = 0 ] && [ $(( (t1 - t0) / 1000000 )) -lt 4000 ] && ! grep -qE 'Sanitizer|runtime error' '$ERR'"
+	wait_concurrent
+else
+	fail api/slow-peers-info "the VM did not start: $(tail -c 300 "$ERR")"
+	cleanup_vm
+fi
+
 # --- the config file, overridden by the command line; JSON-lines logging
 cat >"$TEST_TMP/vm.json" <<EOF
 {

@@ -176,6 +176,10 @@ truncate -s 32M $TEST_TMP/disk.img
 run_vmon disk-resized 60 restore $TEST_TMP/dsnap
 expect snapshot/disk-resized-refused "an image of another size is refused (exit 2)" \
 	sh -c "[ $RC -eq 2 ] && grep -q 'the snapshot.s guest knew it with 16777216' $ERR"
+truncate -s 16M $TEST_TMP/disk.img
+run_vmon disk-readonly 60 restore $TEST_TMP/dsnap --disk $TEST_TMP/disk.img,readonly
+expect snapshot/disk-readonly-refused "--disk ...,readonly for a disk that was read-write: exit 2, says read-only versus read-write" \
+	sh -c "[ $RC -eq 2 ] && grep -q 'was read-write when the snapshot was taken and --disk .* makes it read-only' $ERR"
 
 # ---- a snapshot that fails leaves the VM running and an earlier snapshot intact ----
 # vmon is started with SIGXFSZ ignored, then its file-size limit is lowered: writing the memory
@@ -228,6 +232,24 @@ def section(name):
 def fix_header():
     struct.pack_into("<I", b, 96, 0)
     struct.pack_into("<I", b, 96, zlib.crc32(bytes(b[:128])))
+def sections():
+    n = struct.unpack_from("<I", b, 24)[0]
+    out = []
+    for i in range(n):
+        nm, off, ln, _, _ = struct.unpack_from("<40sQQII", b, 128 + 64 * i)
+        out.append((nm.rstrip(b"\0"), bytes(b[off:off + ln])))
+    return out
+def rebuild(secs):
+    """Lays the file out again with secs [(name, data)], every checksum valid: what a forger does."""
+    table, body, start = bytearray(), bytearray(), 128 + 64 * len(secs)
+    for nm, data in secs:
+        table += struct.pack("<40sQQII", nm, start + len(body), len(data), zlib.crc32(data), 0)
+        body += data + b"\0" * (-len(data) % 8)
+    new = bytearray(b[:128]) + table + body
+    struct.pack_into("<QI", new, 16, len(new), len(secs))
+    struct.pack_into("<II", new, 88, zlib.crc32(bytes(table)), zlib.crc32(bytes(new[128:])))
+    b[:] = new
+    fix_header()
 exec(code)
 open(path, "wb").write(b)
 EOF
@@ -255,6 +277,41 @@ d=$(copy_snap mem-missing); rm $d/memory-*
 bad_snapshot memory-missing "cannot open the snapshot.s memory file" $d
 d=$(copy_snap mem-foreign); cp $TEST_TMP/snap-again/memory-* $d/"$(basename $d/memory-*)"
 bad_snapshot memory-foreign "belongs to another snapshot" $d
+d=$(copy_snap mem-dir); m=$(basename $d/memory-*); rm $d/$m; mkdir $d/$m
+bad_snapshot memory-is-dir "memory file .*$m is not a regular file \(it is a directory\)" $d
+d=$(copy_snap mem-zero); m=$(basename $d/memory-*); ln -sf /dev/zero $d/$m
+bad_snapshot memory-is-dev-zero "memory file .*$m is not a regular file \(it is a character device\)" $d
+d=$(copy_snap api-sock); patch $d/state 'rebuild([(n, (v[:-1] + b",\"api_sock\":\"/tmp/forged.sock\"}") if n == b"config" else v) for n, v in sections()])'
+bad_snapshot config-api-sock '"api_sock" in its configuration section.*not written by vmon' $d
+d=$(copy_snap dup); patch $d/state 's = sections(); rebuild(s + [x for x in s if x[0] == b"vcpu.0.regs"])'
+bad_snapshot duplicate-section "two sections called .vcpu.0.regs." $d
+d=$(copy_snap ctrl); patch $d/state 'rebuild(sections() + [(b"dev.\x1b[2J", b"x")])'
+bad_snapshot control-chars "has a name that is empty or holds characters other than printable ASCII" $d
+d=$(copy_snap no-msrs); patch $d/state 'rebuild([(n, b"" if n == b"vcpu.0.msrs" else v) for n, v in sections()])'
+bad_snapshot empty-msrs "section .vcpu.0.msrs. is empty" $d
+
+# ---- a snapshot of a restored VM whose memory file was truncated fails and names the file ----
+d=$(copy_snap shrunk)
+start shrunk restore $d --api-sock $TEST_TMP/shrunk.sock
+wait_for $OUT "^count: [0-9]+\$" 120
+ctl $TEST_TMP/shrunk.sock pause >/dev/null
+truncate -s 4096 $d/memory-*
+ctl $TEST_TMP/shrunk.sock snapshot $TEST_TMP/from-shrunk >/dev/null 2>$TEST_TMP/shrunk-snap.err
+rc=$?
+expect snapshot/source-memory-truncated "the snapshot fails naming the shrunk memory file; no state file is written" \
+	sh -c "[ $rc -ne 0 ] && grep -q 'memory file $d/memory-.* has shrunk to 4096 bytes' $TEST_TMP/shrunk-snap.err && [ ! -e $TEST_TMP/from-shrunk/state ]"
+kill -KILL $PID 2>/dev/null
+
+# ---- temporaries left by a snapshot killed half-way are removed by the next one ----
+d=$(copy_snap stale)
+: >$d/.tmp-memory-AbCdEf
+: >$d/.tmp-state-AbCdEf
+start stale restore $d --api-sock $TEST_TMP/stale.sock
+wait_for $OUT "^count: [0-9]+\$" 120
+ctl $TEST_TMP/stale.sock snapshot $d >/dev/null 2>&1
+expect snapshot/stale-temporaries "a snapshot into the directory removes temporaries left by a killed writer" \
+	sh -c "[ -e $d/state ] && ! ls -A $d | grep -q '^.tmp-' && grep -q 'left by a snapshot that was interrupted' $ERR"
+finish $PID
 
 # ---- restore latency: vmon restore start to the guest running ----
 # The release build, as users run it; the time grows with the host probes, not with RAM.

@@ -6,12 +6,14 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "api/api_conn_guard.h"
 #include "api/api_server.h"
 #include "api/http_client.h"
 #include "api_fake_vm.h"
@@ -189,6 +191,91 @@ static void test_stop_reply_arrives_before_the_server_goes(void **state)
 	assert_int_equal(status_of(fx->sock, "PUT", "/vm/state", "{\"state\": \"paused\"}"), 409);
 }
 
+static int raw_connect(const char *sock)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	strcpy(sa.sun_path, sock);
+	int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	return fd;
+}
+
+/* Whether the server closed fd within ms (EOF or an error on read). */
+static bool closed_within(int fd, int ms)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	char buf[512];
+	uint64_t end = monotonic_ns() + (uint64_t)ms * 1000000ULL;
+	while (monotonic_ns() < end) {
+		if (poll(&p, 1, 50) == 1) {
+			ssize_t n = read(fd, buf, sizeof(buf));
+			if (n <= 0)
+				return true;
+		}
+	}
+	return false;
+}
+
+static void test_trickling_client_is_cut_at_its_deadline(void **state)
+{
+	struct fixture *fx = *state;
+	int slow = raw_connect(fx->sock);
+	const char line[] = "PUT /vm/state HTTP/1.1\r\n";
+	assert_int_equal(write(slow, line, sizeof(line) - 1), (ssize_t)sizeof(line) - 1);
+	/* A header line every second never lets the per-read timeout fire; the total deadline does. */
+	uint64_t t0 = monotonic_ns();
+	bool cut = false;
+	for (int i = 0; i < API_REQUEST_DEADLINE_S + 2 && !cut; i++) {
+		if (write(slow, "X-Slow: 1\r\n", 11) != 11)
+			break; /* EPIPE: already cut */
+		cut = closed_within(slow, 1000);
+		assert_int_equal(status_of(fx->sock, "GET", "/vm", NULL), 200);
+	}
+	uint64_t took_ms = (monotonic_ns() - t0) / 1000000;
+	assert_true(cut || closed_within(slow, 100));
+	assert_true(took_ms >= API_REQUEST_DEADLINE_S * 1000 - 200 && took_ms < API_REQUEST_DEADLINE_S * 1000 + 1500);
+	/* The request it never finished was not carried out. */
+	assert_int_equal(atomic_load(&fx->f.vm.state), VM_RUNNING);
+	close(slow);
+}
+
+static void test_one_process_gets_only_its_share_of_connections(void **state)
+{
+	struct fixture *fx = *state;
+	int held[API_CONNECTIONS_PER_PEER];
+	for (int i = 0; i < API_CONNECTIONS_PER_PEER; i++)
+		held[i] = raw_connect(fx->sock);
+	sleep_ms(100);
+	struct http_response r;
+	assert_int_equal(http_unix_request(fx->sock, "GET", "/vm", NULL, 5000, &r), 0);
+	assert_int_equal(r.status, 429);
+	assert_non_null(strstr(r.body, "connections to this API"));
+	free(r.body);
+	for (int i = 0; i < API_CONNECTIONS_PER_PEER; i++)
+		close(held[i]);
+	/* Once they are closed the process is served again. */
+	int status = 0;
+	for (int i = 0; i < 20 && status != 200; i++) {
+		sleep_ms(50);
+		status = status_of(fx->sock, "GET", "/vm", NULL);
+	}
+	assert_int_equal(status, 200);
+}
+
+static void test_peer_gone_only_when_the_client_closed(void **state)
+{
+	(void)state;
+	int sv[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	assert_false(api_conn_peer_gone(sv[0]));
+	/* A client that half-closes after its request still reads the reply. */
+	shutdown(sv[1], SHUT_WR);
+	assert_false(api_conn_peer_gone(sv[0]));
+	close(sv[1]);
+	assert_true(api_conn_peer_gone(sv[0]));
+	close(sv[0]);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -197,6 +284,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_stalled_and_vanished_clients_block_nobody, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_socket_files, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_stop_reply_arrives_before_the_server_goes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_trickling_client_is_cut_at_its_deadline, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_one_process_gets_only_its_share_of_connections, setup, teardown),
+		cmocka_unit_test(test_peer_gone_only_when_the_client_closed),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

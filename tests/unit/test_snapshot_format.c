@@ -217,6 +217,19 @@ static void every_bit_flip_is_caught(void **state)
 }
 
 /* A section whose table entry points outside the file, with checksums made consistent. */
+/* Makes the table, body and header checksums valid again after an edit of the section table. */
+static void reseal(uint8_t *buf, size_t len)
+{
+	struct snap_header h;
+	memcpy(&h, buf, sizeof(h));
+	const uint8_t *table = buf + sizeof(h);
+	h.table_crc = (uint32_t)crc32(0, table, (unsigned int)(h.nsections * sizeof(struct snap_section_entry)));
+	h.body_crc = (uint32_t)crc32(0, buf + sizeof(h), (unsigned int)(len - sizeof(h)));
+	h.header_crc = 0;
+	h.header_crc = (uint32_t)crc32(0, (const unsigned char *)&h, sizeof(h));
+	memcpy(buf, &h, sizeof(h));
+}
+
 static void section_outside_file(void **state)
 {
 	(void)state;
@@ -225,19 +238,47 @@ static void section_outside_file(void **state)
 	build(&buf, &len);
 	struct snap_section_entry *e = (struct snap_section_entry *)(buf + sizeof(struct snap_header));
 	e[1].length = 1ULL << 40;
-	/* Rebuild the checksums the way a hostile writer would. */
-	struct snap_header h;
-	memcpy(&h, buf, sizeof(h));
-	h.table_crc = (uint32_t)crc32(0, (const unsigned char *)e, (unsigned int)(3 * sizeof(*e)));
-	h.body_crc = (uint32_t)crc32(0, buf + sizeof(h), (unsigned int)(len - sizeof(h)));
-	h.header_crc = 0;
-	h.header_crc = (uint32_t)crc32(0, (const unsigned char *)&h, sizeof(h));
-	memcpy(buf, &h, sizeof(h));
+	reseal(buf, len);
 	char err[256];
 	assert_int_equal(parse_copy(buf, len, err, sizeof(err)), -EINVAL);
 	assert_non_null(strstr(err, "outside the file"));
 	free(buf);
 }
+
+/* A table entry renamed the way a hostile writer would, checksums made valid again. */
+static int parse_renamed(int index, const char *name, char *err, size_t errlen)
+{
+	uint8_t *buf;
+	size_t len;
+	build(&buf, &len);
+	struct snap_section_entry *e = (struct snap_section_entry *)(buf + sizeof(struct snap_header));
+	memset(e[index].name, 0, sizeof(e[index].name));
+	memcpy(e[index].name, name, strlen(name));
+	reseal(buf, len);
+	int rc = parse_copy(buf, len, err, errlen);
+	free(buf);
+	return rc;
+}
+
+static void duplicate_section_refused(void **state)
+{
+	(void)state;
+	char err[256];
+	assert_int_equal(parse_renamed(2, "vcpu.0.regs", err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "two sections called 'vcpu.0.regs'"));
+}
+
+static void section_name_with_control_characters_refused(void **state)
+{
+	(void)state;
+	char err[256];
+	assert_int_equal(parse_renamed(1, "vcpu\033[2J", err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "section 1 of the snapshot has a name"));
+	assert_null(strchr(err, '\033'));
+	assert_int_equal(parse_renamed(1, "", err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "empty"));
+}
+
 
 static void cpu_vendor_must_match(void **state)
 {
@@ -277,6 +318,8 @@ int main(void)
 		cmocka_unit_test(flipped_bytes),
 		cmocka_unit_test(every_bit_flip_is_caught),
 		cmocka_unit_test(section_outside_file),
+		cmocka_unit_test(duplicate_section_refused),
+		cmocka_unit_test(section_name_with_control_characters_refused),
 		cmocka_unit_test(cpu_vendor_must_match),
 		cmocka_unit_test(cpu_features_must_be_present),
 	};
