@@ -15,6 +15,7 @@
 #include "api/api_server.h"
 #include "cli/cli.h"
 #include "devices/console.h"
+#include "devices/console_output.h"
 #include "lib/log.h"
 #include "lib/util.h"
 #include "vm/platform.h"
@@ -63,12 +64,17 @@ int vm_runner_prepare(struct vm_config *cfg)
 	return setup_logging(cfg);
 }
 
+/* Guest serial output to stdout; stopped by vm_runner_main once no vCPU can write any more. */
+static struct console_output *serial_output;
+
 int vm_runner_create_vm(struct vm *vm, const struct vm_config *cfg, bool rng)
 {
 	int rc = vm_create(vm, cfg);
 	if (rc)
 		return rc;
-	if ((rc = platform_create(vm, console_write_stdout, NULL)))
+	if ((rc = console_output_start(&serial_output, STDOUT_FILENO, CONSOLE_OUTPUT_DEFAULT_CAPACITY)))
+		return rc;
+	if ((rc = platform_create(vm, console_output_write, serial_output)))
 		return rc;
 	/* PCI slots go in this order; snapshots name virtio devices by slot, so keep it stable. */
 	if (rng && (rc = platform_add_rng(vm)))
@@ -232,6 +238,9 @@ int vm_runner_main(const struct vm_config *cfg, int (*setup)(struct vm *vm, cons
 			log_error("vm", "%s", vm.stop_message);
 	}
 
+	/* Every vCPU is joined: nothing writes to the serial port any more. */
+	console_output_stop(serial_output, CONSOLE_OUTPUT_FLUSH_MS);
+	serial_output = NULL;
 	platform_destroy(&vm);
 	vm_destroy(&vm);
 	log_close_json_file();
