@@ -64,6 +64,22 @@ for sig in TERM INT; do
 	expect guest/sig$sig "SIG$sig stops the VM with exit 0" sh -c "[ $RC -eq 0 ] && grep -q 'stopped on' $ERR"
 done
 
+# A guest printing while nobody reads vmon's stdout: output is dropped (and said so), the vCPU
+# never blocks on it, and SIGTERM still stops the VM within a few seconds.
+ERR=$TEST_TMP/stalled.err
+"$VMON" run --kernel $GUESTS/chatter.elf --memory 32M </dev/null 2>"$ERR" > >(sleep 120) &
+pid=$!
+for _ in $(seq 300); do grep -q 'not being read' "$ERR" 2>/dev/null && break; sleep 0.2; done
+t0=$(date +%s%N)
+kill -TERM $pid
+( sleep 30; kill -KILL $pid 2>/dev/null ) & watchdog=$!
+wait $pid
+RC=$?
+took_ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+kill $watchdog 2>/dev/null; wait $watchdog 2>/dev/null
+expect guest/stalled-stdout-sigterm "SIGTERM stops a VM whose stdout is stalled in under 5 s (took ${took_ms} ms)" \
+	sh -c "[ $RC -eq 0 ] && [ $took_ms -lt 5000 ] && grep -q 'stopped on' $ERR && grep -q 'dropped' $ERR"
+
 # Bad input: one clear line on stderr, exit 2, never a crash.
 bad() { # bad NAME PATTERN ARGS...
 	local name=$1 pattern=$2
