@@ -7,6 +7,7 @@
 
 #include "config/config_disk.h"
 #include "lib/log.h"
+#include "lib/user_file.h"
 #include "lib/util.h"
 
 static const char *json_type_phrase(const json_t *v)
@@ -264,6 +265,8 @@ int config_json_load_file(struct vm_config *cfg, const char *path, char *err, si
 	uint8_t *data;
 	size_t len;
 	int rc = read_file(path, &data, &len);
+	if (rc == -EINVAL)
+		return not_regular_file_error(path, "config file", err, errlen);
 	if (rc) {
 		snprintf(err, errlen, "cannot read config file %s: %s", path, strerror(-rc));
 		return rc;

@@ -12,6 +12,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "lib/user_file.h"
 #include "lib/log.h"
 #include "lib/util.h"
 #include "vm/vm.h"
@@ -192,9 +193,9 @@ int mem_state_write(const struct guest_mem *mem, int fd, uint64_t snapshot_id, c
 
 int mem_state_check(const char *path, uint64_t ram_size, uint64_t snapshot_id, char *err, size_t errlen)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	int fd = open_regular_file(path, "the snapshot's memory file", O_RDONLY, err, errlen);
 	if (fd < 0)
-		return fail(err, errlen, -errno, "cannot open the snapshot's memory file %s: %s", path, strerror(errno));
+		return fd;
 	off_t size = lseek(fd, 0, SEEK_END);
 	struct mem_trailer t;
 	int rc = 0;
