@@ -73,6 +73,7 @@ static void test_errors_name_the_key_and_the_expectation(void **state)
 		{ "{\"cpus\": 2.5}", { "key \"cpus\"", "got a fractional number" } },
 		{ "{\"cpus\": 0}", { "key \"cpus\": 0 is out of range", "from 1 to 254" } },
 		{ "{\"cpus\": 300}", { "key \"cpus\": 300 is out of range", NULL } },
+		{ "{\"cpus\": 1e300}", { "key \"cpus\": 1e+300 is out of range", "from 1 to 254" } },
 		{ "{\"memory\": true}", { "key \"memory\"", "a size such as \"256M\"" } },
 		{ "{\"memory\": \"lots\"}", { "key \"memory\": \"lots\" is not a size", NULL } },
 		{ "{\"memory\": -4}", { "key \"memory\": -4 bytes is impossible", NULL } },
