@@ -58,7 +58,7 @@ static int place(const struct guest_mem *mem, const char *path, const struct ker
 		snprintf(err, errlen,
 			 "initrd %s (%.1f MiB) does not fit in guest RAM above the kernel (which ends at "
 			 "%.1f MiB); it needs --memory of at least %" PRIu64 "M",
-			 path, mib(size), mib(k->load_end), (uint64_t)(ALIGN_UP(needed, MiB) / MiB));
+			 path, mib(size), mib(k->load_end), (uint64_t)MEMORY_OPTION_MIB(needed));
 	return -E2BIG;
 }
 
