@@ -67,7 +67,9 @@ done
 # A guest printing while nobody reads vmon's stdout: output is dropped (and said so), the vCPU
 # never blocks on it, and SIGTERM still stops the VM within a few seconds.
 ERR=$TEST_TMP/stalled.err
-"$VMON" run --kernel $GUESTS/chatter.elf --memory 32M </dev/null 2>"$ERR" > >(sleep 120) &
+mkfifo "$TEST_TMP/stall.fifo"
+sleep 120 <"$TEST_TMP/stall.fifo" >/dev/null 2>&1 & stalled_reader=$! # opens the pipe, never reads
+"$VMON" run --kernel $GUESTS/chatter.elf --memory 32M </dev/null 2>"$ERR" >"$TEST_TMP/stall.fifo" &
 pid=$!
 for _ in $(seq 300); do grep -q 'not being read' "$ERR" 2>/dev/null && break; sleep 0.2; done
 t0=$(date +%s%N)
@@ -76,7 +78,7 @@ kill -TERM $pid
 wait $pid
 RC=$?
 took_ms=$(( ($(date +%s%N) - t0) / 1000000 ))
-kill $watchdog 2>/dev/null; wait $watchdog 2>/dev/null
+kill $watchdog $stalled_reader 2>/dev/null; wait $watchdog $stalled_reader 2>/dev/null
 expect guest/stalled-stdout-sigterm "SIGTERM stops a VM whose stdout is stalled in under 5 s (took ${took_ms} ms)" \
 	sh -c "[ $RC -eq 0 ] && [ $took_ms -lt 5000 ] && grep -q 'stopped on' $ERR && grep -q 'dropped' $ERR"
 
