@@ -129,6 +129,26 @@ static int fail(struct net_tap *t, int rc, const char *why)
 	return rc;
 }
 
+/*
+ * TUNSETIFF on an existing interface that the tun driver did not make (lo, eth0) fails with
+ * EINVAL, which says nothing; sysfs tells: only tun/tap interfaces have tun_flags.
+ */
+static bool is_tap_interface_or_absent(const char *ifname)
+{
+	char path[128];
+	snprintf(path, sizeof(path), "/sys/class/net/%s", ifname);
+	if (access(path, F_OK) != 0)
+		return true;
+	snprintf(path, sizeof(path), "/sys/class/net/%s/tun_flags", ifname);
+	FILE *f = fopen(path, "re");
+	if (!f)
+		return false;
+	unsigned int flags = 0;
+	bool tap = fscanf(f, "%x", &flags) == 1 && (flags & IFF_TAP);
+	fclose(f);
+	return tap;
+}
+
 int net_tap_create(struct event_loop *loop, const char *ifname, struct net_backend **out)
 {
 	if (!ifname || !*ifname || strlen(ifname) > NET_TAP_IFNAME_MAX)
@@ -151,10 +171,18 @@ int net_tap_create(struct event_loop *loop, const char *ifname, struct net_backe
 		return fail(t, -ENOTSUP, "this kernel's tun driver lacks IFF_VNET_HDR, which vmon needs");
 	struct ifreq ifr = { .ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR };
 	snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", ifname);
-	if (ioctl(t->fd, TUNSETIFF, &ifr) < 0)
-		return fail(t, -errno,
+	if (ioctl(t->fd, TUNSETIFF, &ifr) < 0) {
+		int rc = -errno;
+		if (!is_tap_interface_or_absent(ifname)) {
+			log_error(COMP, "interface %s exists but is not a tap device: give --net tap= a tap "
+					"interface (ip tuntap add dev NAME mode tap user $USER)", ifname);
+			tap_destroy(&t->be);
+			return rc;
+		}
+		return fail(t, rc,
 			    "cannot attach to the tap interface: create it first and give it to your user "
 			    "(ip tuntap add dev NAME mode tap user $USER), or run vmon with CAP_NET_ADMIN");
+	}
 	int hdr_len = VIRTIO_NET_HDR_LEN;
 	if (ioctl(t->fd, TUNSETVNETHDRSZ, &hdr_len) < 0)
 		return fail(t, -errno, "cannot set the 12-byte vnet header");

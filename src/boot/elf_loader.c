@@ -23,20 +23,30 @@ static uint64_t memory_needed_for(uint64_t end)
 	return GUEST_MEM_LOW_LIMIT + (end - GUEST_MEM_HIGH_BASE);
 }
 
+/* The most RAM --memory accepts (config.c); a segment above it cannot be fixed with --memory. */
+#define MEMORY_OPTION_MAX (1024 * GiB)
+
 static int segment_outside_ram(uint64_t start, uint64_t end, const char *what, char *err, size_t errlen)
 {
 	bool in_hole = start < GUEST_MEM_HIGH_BASE && end > GUEST_MEM_LOW_LIMIT;
-	if (in_hole || end < start) {
+	if (in_hole) {
 		snprintf(err, errlen,
 			 "%s has a segment at 0x%" PRIx64 "-0x%" PRIx64 " that overlaps the MMIO hole at "
 			 "3-4 GiB, where there is no guest RAM; link it below 3 GiB",
 			 what, start, end);
 		return -EINVAL;
 	}
+	if (memory_needed_for(end) > MEMORY_OPTION_MAX) {
+		snprintf(err, errlen,
+			 "%s has a segment at 0x%" PRIx64 "-0x%" PRIx64 ", beyond the 1T of guest RAM vmon "
+			 "supports; link it lower (Linux uses 16 MiB)",
+			 what, start, end);
+		return -EINVAL;
+	}
 	snprintf(err, errlen,
 		 "%s has a segment at 0x%" PRIx64 "-0x%" PRIx64 " beyond the end of guest RAM; "
 		 "it needs --memory of at least %" PRIu64 "M",
-		 what, start, end, (uint64_t)(ALIGN_UP(memory_needed_for(end), MiB) / MiB));
+		 what, start, end, (uint64_t)MEMORY_OPTION_MIB(memory_needed_for(end)));
 	return -E2BIG;
 }
 
@@ -52,9 +62,14 @@ static int check_segment(const struct guest_mem *mem, const Elf64_Phdr *ph, size
 		return -ENOEXEC;
 	}
 	uint64_t start = ph->p_paddr;
-	uint64_t end = start + ph->p_memsz;
-	if (end < start)
-		return segment_outside_ram(start, end, what, err, errlen);
+	uint64_t end;
+	if (__builtin_add_overflow(start, ph->p_memsz, &end)) {
+		snprintf(err, errlen,
+			 "%s is corrupt: a segment at 0x%" PRIx64 " of 0x%" PRIx64 " bytes has an invalid "
+			 "range (it runs past the end of the 64-bit address space)",
+			 what, start, (uint64_t)ph->p_memsz);
+		return -ENOEXEC;
+	}
 	if (start < LAYOUT_HIMEM) {
 		snprintf(err, errlen,
 			 "%s has a segment at 0x%" PRIx64 "-0x%" PRIx64 " in the first MiB of guest memory, "

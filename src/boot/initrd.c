@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "lib/user_file.h"
 #include "lib/util.h"
 
 #define INITRD_ALIGN (4 * KiB)
@@ -57,32 +58,28 @@ static int place(const struct guest_mem *mem, const char *path, const struct ker
 		snprintf(err, errlen,
 			 "initrd %s (%.1f MiB) does not fit in guest RAM above the kernel (which ends at "
 			 "%.1f MiB); it needs --memory of at least %" PRIu64 "M",
-			 path, mib(size), mib(k->load_end), (uint64_t)(ALIGN_UP(needed, MiB) / MiB));
+			 path, mib(size), mib(k->load_end), (uint64_t)MEMORY_OPTION_MIB(needed));
 	return -E2BIG;
 }
 
 int initrd_load(struct guest_mem *mem, const char *path, const struct kernel_image *k, uint64_t *gpa,
 		uint64_t *size, char *err, size_t errlen)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	int fd = open_regular_file(path, "initrd", O_RDONLY, err, errlen);
+	if (fd == -EISDIR) {
+		snprintf(err, errlen, "initrd %s is a directory; give a cpio archive (build one with "
+			 "`find . | cpio -o -H newc`)", path);
+		return fd;
+	}
+	if (fd == -EINVAL)
+		return fd; /* err names the file type */
 	if (fd < 0)
-		return open_error(path, -errno, err, errlen);
+		return open_error(path, fd, err, errlen);
 	struct stat st;
 	int rc = 0;
 	if (fstat(fd, &st) < 0) {
 		rc = -errno;
 		snprintf(err, errlen, "initrd %s cannot be read: %s", path, strerror(-rc));
-		goto out;
-	}
-	if (S_ISDIR(st.st_mode)) {
-		snprintf(err, errlen, "initrd %s is a directory; give a cpio archive (build one with "
-			 "`find . | cpio -o -H newc`)", path);
-		rc = -EISDIR;
-		goto out;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		snprintf(err, errlen, "initrd %s is not a regular file", path);
-		rc = -EINVAL;
 		goto out;
 	}
 	if (st.st_size == 0) {

@@ -9,6 +9,7 @@
 
 #include "boot/bzimage.h"
 #include "boot/elf_loader.h"
+#include "lib/user_file.h"
 #include "lib/util.h"
 
 /* A vmlinux carries no header limit; 4 GiB - 1 is the highest byte a 32-bit ramdisk_image can reach. */
@@ -28,7 +29,7 @@ static int read_error(const char *path, int rc, char *err, size_t errlen)
 		snprintf(err, errlen, "kernel %s is a directory, not a kernel image", path);
 		break;
 	case -EINVAL:
-		snprintf(err, errlen, "kernel %s is not a regular file", path);
+		not_regular_file_error(path, "kernel", err, errlen);
 		break;
 	default:
 		snprintf(err, errlen, "kernel %s cannot be read: %s", path, strerror(-rc));

@@ -9,6 +9,9 @@
 #include "memory/guest_mem.h"
 
 /* Bytes 0x1f1..0x290 of a bzImage: struct setup_header, copied into boot_params as is. */
+/* The --memory value (in M) to advise for bytes of RAM: --memory takes multiples of 2M. */
+#define MEMORY_OPTION_MIB(bytes) (((bytes) + 2 * 1024 * 1024 - 1) / (2 * 1024 * 1024) * 2)
+
 #define SETUP_HEADER_OFFSET 0x1f1
 #define SETUP_HEADER_SIZE   (0x290 - 0x1f1)
 

@@ -93,6 +93,23 @@ static void set_str(char **field, const char *value)
 	*field = strdup(value);
 }
 
+/* A whole number that does not fit is out of range, not "not a whole number". */
+static int parse_cpus(const char *arg, unsigned int *cpus)
+{
+	if (!*arg || strspn(arg, "0123456789") != strlen(arg)) {
+		fprintf(stderr, "vmon: --cpus takes a whole number, not '%s'\n", arg);
+		return -EINVAL;
+	}
+	errno = 0;
+	unsigned long long n = strtoull(arg, NULL, 10);
+	if (errno == ERANGE || n < 1 || n > CONFIG_MAX_CPUS) {
+		fprintf(stderr, "vmon: --cpus %s is out of range: give a number from 1 to %d\n", arg, CONFIG_MAX_CPUS);
+		return -EINVAL;
+	}
+	*cpus = (unsigned int)n;
+	return 0;
+}
+
 /*
  * Two passes over the options: the first only reads --config, so that the file sets the
  * configuration and every other option given on the command line overrides it, wherever the
@@ -125,7 +142,8 @@ static int parse_args(int argc, char **argv, struct vm_config *cfg, bool config_
 	int c;
 	bool cli_nets = false; /* the first --net replaces the config file's list */
 	bool cli_disks = false; /* likewise for --disk */
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+	/* The leading ':' tells a missing value (':') from an unknown option ('?'). */
+	while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
 		if (config_pass) {
 			if (c == OPT_CONFIG) {
 				char err[512];
@@ -181,17 +199,10 @@ static int parse_args(int argc, char **argv, struct vm_config *cfg, bool config_
 		case OPT_KERNEL: free(cfg->kernel_path); cfg->kernel_path = strdup(optarg); break;
 		case OPT_INITRD: free(cfg->initrd_path); cfg->initrd_path = strdup(optarg); break;
 		case OPT_CMDLINE: free(cfg->cmdline); cfg->cmdline = strdup(optarg); break;
-		case OPT_CPUS: {
-			char *end;
-			errno = 0;
-			long n = strtol(optarg, &end, 10);
-			if (errno || *end || end == optarg || n < 0 || n > 100000) {
-				fprintf(stderr, "vmon: --cpus takes a whole number, not '%s'\n", optarg);
+		case OPT_CPUS:
+			if (parse_cpus(optarg, &cfg->cpus))
 				return -EINVAL;
-			}
-			cfg->cpus = (unsigned int)n;
 			break;
-		}
 		case OPT_MEMORY:
 			if (parse_size(optarg, &cfg->memory)) {
 				fprintf(stderr, "vmon: --memory takes a size like 256M or 2G, not '%s'\n", optarg);
@@ -216,9 +227,12 @@ static int parse_args(int argc, char **argv, struct vm_config *cfg, bool config_
 			cfg->log_level = strdup(optarg);
 			break;
 		case 'h': usage(stdout); exit(0);
+		case ':':
+			fprintf(stderr, "vmon: option '%s' needs a value (see vmon run --help)\n", argv[optind - 1]);
+			return -EINVAL;
 		default:
-			if (optopt)
-				fprintf(stderr, "vmon: option '%s' needs a value (see vmon run --help)\n", argv[optind - 1]);
+			if (optopt && optopt < 256)
+				fprintf(stderr, "vmon: unknown option '-%c' (see vmon run --help)\n", optopt);
 			else
 				fprintf(stderr, "vmon: unknown option '%s' (see vmon run --help)\n", argv[optind - 1]);
 			return -EINVAL;

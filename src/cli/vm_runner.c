@@ -15,6 +15,7 @@
 #include "api/api_server.h"
 #include "cli/cli.h"
 #include "devices/console.h"
+#include "devices/console_output.h"
 #include "lib/log.h"
 #include "lib/util.h"
 #include "vm/platform.h"
@@ -63,12 +64,17 @@ int vm_runner_prepare(struct vm_config *cfg)
 	return setup_logging(cfg);
 }
 
+/* Guest serial output to stdout; stopped by vm_runner_main once no vCPU can write any more. */
+static struct console_output *serial_output;
+
 int vm_runner_create_vm(struct vm *vm, const struct vm_config *cfg, bool rng)
 {
 	int rc = vm_create(vm, cfg);
 	if (rc)
 		return rc;
-	if ((rc = platform_create(vm, console_write_stdout, NULL)))
+	if ((rc = console_output_start(&serial_output, STDOUT_FILENO, CONSOLE_OUTPUT_DEFAULT_CAPACITY)))
+		return rc;
+	if ((rc = platform_create(vm, console_output_write, serial_output)))
 		return rc;
 	/* PCI slots go in this order; snapshots name virtio devices by slot, so keep it stable. */
 	if (rng && (rc = platform_add_rng(vm)))
@@ -90,9 +96,15 @@ struct signal_waiter {
 	struct vm *vm;
 	sigset_t set;
 	_Atomic bool done;
+	_Atomic bool set_up; /* the VM is built: a stop request from here on is acted upon */
 };
 
-/* Turns SIGINT/SIGTERM/SIGHUP into a clean stop; the VM's threads never see them. */
+/*
+ * Turns SIGINT/SIGTERM/SIGHUP into a clean stop; the VM's threads never see them. During
+ * set-up nothing would act on a stop request, and set-up can wait on the host (reading a
+ * kernel from a slow file system, probing KVM), so a signal then ends vmon at once; nothing
+ * has been started that needs undoing.
+ */
 static void *signal_thread(void *arg)
 {
 	struct signal_waiter *w = arg;
@@ -102,6 +114,11 @@ static void *signal_thread(void *arg)
 			continue;
 		if (atomic_load(&w->done))
 			return NULL;
+		if (!atomic_load(&w->set_up)) {
+			log_error("vm", "stopped on %s during set-up, before the guest started", strsignal(sig));
+			console_restore_terminal();
+			_exit(EXIT_GUEST_FAILED);
+		}
 		vm_request_stop(w->vm, VM_STOP_SIGNAL, "stopped on %s", strsignal(sig));
 	}
 }
@@ -135,11 +152,12 @@ static void freeze_clock(struct vm *vm)
 
 static int run_vm(struct vm *vm, const struct vm_config *cfg,
 		  int (*setup)(struct vm *vm, const struct vm_config *cfg, void *arg), void *arg,
-		  struct api_server **api, char *reg_path, size_t reg_len)
+		  struct signal_waiter *waiter, struct api_server **api, char *reg_path, size_t reg_len)
 {
 	int rc = setup(vm, cfg, arg);
 	if (rc)
 		return rc;
+	atomic_store(&waiter->set_up, true);
 	/* Up before the vCPUs start, so that a client can pause a guest from its first instruction on. */
 	if (cfg->api_sock && (rc = api_server_start(api, cfg->api_sock, vm)))
 		return rc;
@@ -200,11 +218,12 @@ int vm_runner_main(const struct vm_config *cfg, int (*setup)(struct vm *vm, cons
 	static struct vm vm;
 	waiter.vm = &vm;
 	atomic_store(&waiter.done, false);
+	atomic_store(&waiter.set_up, false);
 	pthread_t sig_thread;
 	bool have_sig_thread = pthread_create(&sig_thread, NULL, signal_thread, &waiter) == 0;
 	struct api_server *api = NULL;
 	char reg_path[4096] = "";
-	int rc = run_vm(&vm, cfg, setup, arg, &api, reg_path, sizeof(reg_path));
+	int rc = run_vm(&vm, cfg, setup, arg, &waiter, &api, reg_path, sizeof(reg_path));
 	/* No client may touch the VM from here on; the shutdown watchdog is joined too. */
 	api_server_stop(api);
 	registry_unregister(reg_path);
@@ -232,6 +251,9 @@ int vm_runner_main(const struct vm_config *cfg, int (*setup)(struct vm *vm, cons
 			log_error("vm", "%s", vm.stop_message);
 	}
 
+	/* Every vCPU is joined: nothing writes to the serial port any more. */
+	console_output_stop(serial_output, CONSOLE_OUTPUT_FLUSH_MS);
+	serial_output = NULL;
 	platform_destroy(&vm);
 	vm_destroy(&vm);
 	log_close_json_file();

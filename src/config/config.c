@@ -75,7 +75,12 @@ int config_validate(const struct vm_config *cfg, char *err, unsigned long errlen
 			 cfg->log_level);
 		return -EINVAL;
 	}
-	if (cfg->api_sock && (!*cfg->api_sock || strlen(cfg->api_sock) >= CONFIG_MAX_SOCK_PATH)) {
+	if (cfg->api_sock && !*cfg->api_sock) {
+		snprintf(err, errlen, "--api-sock (\"api_sock\") is empty: give the path of the Unix socket to serve "
+				      "the API on");
+		return -EINVAL;
+	}
+	if (cfg->api_sock && strlen(cfg->api_sock) >= CONFIG_MAX_SOCK_PATH) {
 		snprintf(err, errlen, "--api-sock (\"api_sock\") must be a path of 1 to %d bytes (a Unix socket "
 				      "path limit); use a shorter path", CONFIG_MAX_SOCK_PATH - 1);
 		return -EINVAL;

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #define SPEC_MAX 4096 /* longer than any sensible --disk value */
 
@@ -67,6 +68,15 @@ int config_disk_parse(const char *spec, struct disk_config *out, char *err, size
 	return 0;
 }
 
+/* Two names for one file (a relative and an absolute path, a symbolic link) are caught too. */
+static bool same_file(const char *a, const char *b)
+{
+	struct stat sa, sb;
+	if (!strcmp(a, b))
+		return true;
+	return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
 int config_disks_validate(const struct vm_config *cfg, char *err, size_t errlen)
 {
 	if (cfg->ndisks > CONFIG_MAX_DISKS) {
@@ -86,8 +96,13 @@ int config_disks_validate(const struct vm_config *cfg, char *err, size_t errlen)
 			return -EINVAL;
 		}
 		for (unsigned int j = 0; j < i; j++)
-			if (!strcmp(cfg->disks[j].path, d->path)) {
-				snprintf(err, errlen, "--disk %s is given twice: a VM can attach an image only once", d->path);
+			if (same_file(cfg->disks[j].path, d->path)) {
+				if (!strcmp(cfg->disks[j].path, d->path))
+					snprintf(err, errlen, "--disk %s is given twice: a VM can attach an image only once",
+						 d->path);
+				else
+					snprintf(err, errlen, "--disk %s and --disk %s are the same file given twice: a VM "
+							      "can attach an image only once", cfg->disks[j].path, d->path);
 				return -EINVAL;
 			}
 	}

@@ -7,6 +7,7 @@
 
 #include "config/config_disk.h"
 #include "lib/log.h"
+#include "lib/user_file.h"
 #include "lib/util.h"
 
 static const char *json_type_phrase(const json_t *v)
@@ -57,8 +58,25 @@ static int set_string(char **field, const char *key, const json_t *v, bool allow
 	return 0;
 }
 
+/* Every double of magnitude 2^53 or more is a whole number; below, the cast is exact. */
+static bool is_whole(double x)
+{
+	return x >= 9007199254740992.0 || x <= -9007199254740992.0 || (double)(long long)x == x;
+}
+
 static int set_cpus(struct vm_config *cfg, const char *key, const json_t *v, char *err, size_t errlen)
 {
+	/* JSON has one number type: 1e300 is a whole number, just far out of range. */
+	if (json_is_real(v) && is_whole(json_real_value(v))) {
+		double n = json_real_value(v);
+		if (n < 1 || n > CONFIG_MAX_CPUS) {
+			snprintf(err, errlen, "key \"%s\": %g is out of range, expected a number from 1 to %d", key,
+				 n, CONFIG_MAX_CPUS);
+			return -EINVAL;
+		}
+		cfg->cpus = (unsigned int)n;
+		return 0;
+	}
 	if (!json_is_integer(v))
 		return wrong_type(key, "a whole number of vCPUs (1 to 254)", v, err, errlen);
 	json_int_t n = json_integer_value(v);
@@ -264,6 +282,8 @@ int config_json_load_file(struct vm_config *cfg, const char *path, char *err, si
 	uint8_t *data;
 	size_t len;
 	int rc = read_file(path, &data, &len);
+	if (rc == -EINVAL)
+		return not_regular_file_error(path, "config file", err, errlen);
 	if (rc) {
 		snprintf(err, errlen, "cannot read config file %s: %s", path, strerror(-rc));
 		return rc;

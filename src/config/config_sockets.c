@@ -27,7 +27,11 @@ int config_console2_parse(const char *spec, struct console2_spec *out, char *err
 			   spec);
 	}
 	size_t max = out->is_file ? sizeof(out->path) : CONFIG_MAX_SOCK_PATH;
-	if (!*path || strlen(path) >= max) {
+	if (!*path) {
+		snprintf(err, errlen, "--console2 (\"console2\") '%s' has an empty path: give %sPATH", spec, spec);
+		return -EINVAL;
+	}
+	if (strlen(path) >= max) {
 		snprintf(err, errlen, "--console2 (\"console2\") needs a path of 1 to %zu bytes after '%s': use a "
 				      "shorter path", max - 1, out->is_file ? "file=" : "socket=");
 		return -EINVAL;

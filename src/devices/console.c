@@ -1,5 +1,6 @@
 /*
- * Terminal console: raw-mode stdin feeding the guest's UART, guest output to stdout.
+ * Terminal console: raw-mode stdin feeding the guest's UART (guest output goes through
+ * console_output.c, so a stalled stdout never holds up a vCPU).
  *
  * The input thread never blocks on the guest: bytes the UART cannot take yet wait in a
  * buffer until the guest drains its RX FIFO (the serial device signals an eventfd), and
@@ -339,30 +340,4 @@ void console_stop(struct console *c)
 	close(c->wake_fd);
 	console_restore_terminal();
 	free(c);
-}
-
-/* ---- output ---- */
-
-static struct log_ratelimit stdout_rl;
-
-void console_write_stdout(void *opaque, const uint8_t *buf, size_t len)
-{
-	(void)opaque;
-	while (len > 0) {
-		ssize_t n = write(STDOUT_FILENO, buf, len);
-		if (n > 0) {
-			buf += n;
-			len -= (size_t)n;
-		} else if (n < 0 && errno == EINTR) {
-			continue;
-		} else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-			struct pollfd p = { .fd = STDOUT_FILENO, .events = POLLOUT };
-			poll(&p, 1, -1);
-		} else {
-			log_warn_ratelimited(&stdout_rl, "console",
-					     "cannot write guest console output to stdout: %s",
-					     n < 0 ? strerror(errno) : "nothing written");
-			return;
-		}
-	}
 }

@@ -1,7 +1,8 @@
 /*
- * The host terminal as the guest's serial console: keystrokes go to the UART, guest output
- * goes to stdout. Ctrl-A is the escape key (see docs/console.md): Ctrl-A x quits, Ctrl-A h
- * prints help, Ctrl-A Ctrl-A sends one Ctrl-A to the guest.
+ * The host terminal as the guest's serial console: keystrokes go to the UART (guest output
+ * goes to stdout through devices/console_output.h). Ctrl-A is the escape key (see
+ * docs/console.md): Ctrl-A x quits, Ctrl-A h prints help, Ctrl-A Ctrl-A sends one Ctrl-A to
+ * the guest.
  */
 #ifndef VMON_DEVICES_CONSOLE_H
 #define VMON_DEVICES_CONSOLE_H
@@ -32,12 +33,6 @@ void console_stop(struct console *c);
 
 /* Restores the terminal mode if the console changed it. Async-signal-safe and idempotent. */
 void console_restore_terminal(void);
-
-/*
- * Writes guest console bytes to stdout, all of them, retrying on EINTR and short writes.
- * Usable as the serial out callback (opaque is unused).
- */
-void console_write_stdout(void *opaque, const uint8_t *buf, size_t len);
 
 /* The escape-sequence parser, a pure state machine so it can be tested on its own. */
 enum console_key_action {

@@ -1,4 +1,5 @@
 #include "lib/util.h"
+#include "lib/user_file.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -41,9 +42,9 @@ int parse_size(const char *s, uint64_t *out)
 
 int read_file(const char *path, uint8_t **data, size_t *len)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	int fd = open_regular_file(path, NULL, O_RDONLY, NULL, 0);
 	if (fd < 0)
-		return -errno;
+		return fd;
 	struct stat st;
 	if (fstat(fd, &st) < 0) {
 		int e = -errno;

@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "lib/user_file.h"
 #include "lib/util.h"
 
 /* Splits one mapping of ram_size bytes into the region below the MMIO hole and the one above 4 GiB. */
@@ -62,9 +63,9 @@ int guest_mem_init_from_file(struct guest_mem *mem, uint64_t ram_size, const cha
 	mem->fd = -1;
 	if (ram_size == 0 || ram_size % (4 * KiB))
 		return -EINVAL;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	int fd = open_regular_file(path, NULL, O_RDONLY, NULL, 0);
 	if (fd < 0)
-		return -errno;
+		return fd;
 	struct stat st;
 	int e = fstat(fd, &st) < 0 ? -errno : (uint64_t)st.st_size < ram_size ? -EINVAL : 0;
 	if (e) {

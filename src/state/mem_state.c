@@ -13,6 +13,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "lib/user_file.h"
 #include "lib/log.h"
 #include "lib/util.h"
 #include "vm/vm.h"
@@ -232,34 +233,12 @@ int mem_state_write(const struct guest_mem *mem, int fd, uint64_t snapshot_id, c
 	return 0;
 }
 
-static const char *file_kind(mode_t mode)
-{
-	switch (mode & S_IFMT) {
-	case S_IFDIR: return "a directory";
-	case S_IFCHR: return "a character device";
-	case S_IFBLK: return "a block device";
-	case S_IFIFO: return "a FIFO";
-	case S_IFSOCK: return "a socket";
-	default: return "not a plain file";
-	}
-}
-
 int mem_state_check(const char *path, uint64_t ram_size, uint64_t snapshot_id, char *err, size_t errlen)
 {
-	/* O_NONBLOCK: a FIFO put in its place must not hang the restore in open(). */
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+	int fd = open_regular_file(path, "the snapshot's memory file", O_RDONLY, err, errlen);
 	if (fd < 0)
-		return fail(err, errlen, -errno, "cannot open the snapshot's memory file %s: %s", path, strerror(errno));
-	struct stat st = { .st_mode = 0 };
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-		int rc = fail(err, errlen, -EINVAL,
-			      "the snapshot's memory file %s is not a regular file (it is %s): put back the file "
-			      "vmon wrote",
-			      path, file_kind(st.st_mode));
-		close(fd);
-		return rc;
-	}
-	off_t size = st.st_size;
+		return fd;
+	off_t size = lseek(fd, 0, SEEK_END);
 	struct mem_trailer t;
 	int rc = 0;
 	if (size < 0 || (uint64_t)size != ram_size + MEM_TRAILER_SIZE)

@@ -64,13 +64,31 @@ for sig in TERM INT; do
 	expect guest/sig$sig "SIG$sig stops the VM with exit 0" sh -c "[ $RC -eq 0 ] && grep -q 'stopped on' $ERR"
 done
 
+# A guest printing while nobody reads vmon's stdout: output is dropped (and said so), the vCPU
+# never blocks on it, and SIGTERM still stops the VM within a few seconds.
+ERR=$TEST_TMP/stalled.err
+mkfifo "$TEST_TMP/stall.fifo"
+sleep 120 <"$TEST_TMP/stall.fifo" >/dev/null 2>&1 & stalled_reader=$! # opens the pipe, never reads
+"$VMON" run --kernel $GUESTS/chatter.elf --memory 32M </dev/null 2>"$ERR" >"$TEST_TMP/stall.fifo" &
+pid=$!
+for _ in $(seq 300); do grep -q 'not being read' "$ERR" 2>/dev/null && break; sleep 0.2; done
+t0=$(date +%s%N)
+kill -TERM $pid
+( sleep 30; kill -KILL $pid 2>/dev/null ) & watchdog=$!
+wait $pid
+RC=$?
+took_ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+kill $watchdog $stalled_reader 2>/dev/null; wait $watchdog $stalled_reader 2>/dev/null
+expect guest/stalled-stdout-sigterm "SIGTERM stops a VM whose stdout is stalled in under 5 s (took ${took_ms} ms)" \
+	sh -c "[ $RC -eq 0 ] && [ $took_ms -lt 5000 ] && grep -q 'stopped on' $ERR && grep -q 'dropped' $ERR"
+
 # Bad input: one clear line on stderr, exit 2, never a crash.
 bad() { # bad NAME PATTERN ARGS...
 	local name=$1 pattern=$2
 	shift 2
 	run_vmon "bad-$name" 60 "$@"
 	expect "bad-input/$name" "exit 2 and a message matching '$pattern'" \
-		sh -c "[ $RC -eq 2 ] && grep -qiE '$pattern' $ERR && ! grep -q 'Sanitizer' $ERR"
+		sh -c "[ $RC -eq 2 ] && grep -qiE -e '$pattern' $ERR && ! grep -q 'Sanitizer' $ERR"
 }
 bad missing-kernel "no such file|not found|does not exist" run --kernel /nonexistent/vmlinux
 bad no-kernel "no kernel given" run --memory 64M
@@ -101,6 +119,25 @@ truncate -s 48M "$TEST_TMP/big.initrd"
 bad initrd-too-big "initrd" run --kernel $GUESTS/hello.elf --memory 32M --initrd "$TEST_TMP/big.initrd"
 bad missing-initrd "initrd|no such file" run --kernel $GUESTS/hello.elf --initrd /nonexistent/initrd
 bad unknown-option "unknown option" run --kernel $GUESTS/hello.elf --frobnicate
+bad unknown-short-option "unknown option .-x. " run -x foo
+bad cpus-beyond-32-bits "--cpus 4294967297 is out of range: give a number from 1 to 254" run --kernel $GUESTS/hello.elf --cpus 4294967297
+bad cpus-beyond-64-bits "out of range: give a number from 1 to 254" run --kernel $GUESTS/hello.elf --cpus 99999999999999999999
+printf '{"kernel": "%s", "cpus": 1e300}' "$GUESTS/hello.elf" >"$TEST_TMP/cpus.json"
+bad config-cpus-1e300 '"cpus": 1e\+300 is out of range' run --config "$TEST_TMP/cpus.json"
+mkfifo "$TEST_TMP/fifo"
+bad kernel-fifo "kernel .*fifo is not a regular file \(a FIFO\)" run --kernel "$TEST_TMP/fifo"
+bad initrd-fifo "initrd .*fifo is not a regular file \(a FIFO\)" run --kernel $GUESTS/hello.elf --initrd "$TEST_TMP/fifo"
+bad config-fifo "config file .*fifo is not a regular file \(a FIFO\)" run --config "$TEST_TMP/fifo"
+bad config-dev-zero "config file /dev/zero is not a regular file \(a character device\)" run --config /dev/zero
+truncate -s 1M "$TEST_TMP/a.img"; ln -sf "$TEST_TMP/a.img" "$TEST_TMP/link.img"
+bad disk-twice-abs "the same file given twice" run --kernel $GUESTS/hello.elf --disk "$TEST_TMP/a.img" --disk "$TEST_TMP/./a.img"
+bad disk-twice-symlink "the same file given twice" run --kernel $GUESTS/hello.elf --disk "$TEST_TMP/a.img" --disk "$TEST_TMP/link.img"
+bad console2-socket-empty "has an empty path" run --kernel $GUESTS/hello.elf --console2 socket=
+bad console2-file-empty "has an empty path" run --kernel $GUESTS/hello.elf --console2 file=
+bad api-sock-empty "--api-sock .* is empty" run --kernel $GUESTS/hello.elf --api-sock ""
+if [ "$(id -u)" -eq 0 ]; then
+	bad tap-not-tap "interface lo exists but is not a tap device" run --kernel $GUESTS/hello.elf --memory 32M --net tap=lo
+fi
 
 if command -v unshare >/dev/null && [ "$(id -u)" -eq 0 ]; then
 	OUT=$TEST_TMP/nokvm.out ERR=$TEST_TMP/nokvm.err

@@ -278,9 +278,9 @@ bad_snapshot memory-missing "cannot open the snapshot.s memory file" $d
 d=$(copy_snap mem-foreign); cp $TEST_TMP/snap-again/memory-* $d/"$(basename $d/memory-*)"
 bad_snapshot memory-foreign "belongs to another snapshot" $d
 d=$(copy_snap mem-dir); m=$(basename $d/memory-*); rm $d/$m; mkdir $d/$m
-bad_snapshot memory-is-dir "memory file .*$m is not a regular file \(it is a directory\)" $d
+bad_snapshot memory-is-dir "memory file .*$m is not a regular file \(a directory\)" $d
 d=$(copy_snap mem-zero); m=$(basename $d/memory-*); ln -sf /dev/zero $d/$m
-bad_snapshot memory-is-dev-zero "memory file .*$m is not a regular file \(it is a character device\)" $d
+bad_snapshot memory-is-dev-zero "memory file .*$m is not a regular file \(a character device\)" $d
 d=$(copy_snap api-sock); patch $d/state 'rebuild([(n, (v[:-1] + b",\"api_sock\":\"/tmp/forged.sock\"}") if n == b"config" else v) for n, v in sections()])'
 bad_snapshot config-api-sock '"api_sock" in its configuration section.*not written by vmon' $d
 d=$(copy_snap dup); patch $d/state 's = sections(); rebuild(s + [x for x in s if x[0] == b"vcpu.0.regs"])'

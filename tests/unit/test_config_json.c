@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "config/config_json.h"
@@ -73,6 +74,7 @@ static void test_errors_name_the_key_and_the_expectation(void **state)
 		{ "{\"cpus\": 2.5}", { "key \"cpus\"", "got a fractional number" } },
 		{ "{\"cpus\": 0}", { "key \"cpus\": 0 is out of range", "from 1 to 254" } },
 		{ "{\"cpus\": 300}", { "key \"cpus\": 300 is out of range", NULL } },
+		{ "{\"cpus\": 1e300}", { "key \"cpus\": 1e+300 is out of range", "from 1 to 254" } },
 		{ "{\"memory\": true}", { "key \"memory\"", "a size such as \"256M\"" } },
 		{ "{\"memory\": \"lots\"}", { "key \"memory\": \"lots\" is not a size", NULL } },
 		{ "{\"memory\": -4}", { "key \"memory\": -4 bytes is impossible", NULL } },
@@ -129,6 +131,31 @@ static void test_dump_round_trips(void **state)
 	assert_false(b.rng);
 	config_free(&a);
 	config_free(&b);
+}
+
+/* A FIFO or a device is refused before it is read: --config /dev/zero used to say "Invalid argument". */
+static void test_load_file_refuses_what_is_not_a_regular_file(void **state)
+{
+	(void)state;
+	char dir[] = "/tmp/vmon-test-fifo-XXXXXX";
+	assert_non_null(mkdtemp(dir));
+	char fifo[64];
+	snprintf(fifo, sizeof(fifo), "%s/vm.json", dir);
+	assert_int_equal(mkfifo(fifo, 0600), 0);
+	struct vm_config c;
+	config_init_defaults(&c);
+	char err[512] = "";
+	alarm(10); /* a blocked open fails the test instead of hanging it */
+	int rc = config_json_load_file(&c, fifo, err, sizeof(err));
+	alarm(0);
+	unlink(fifo);
+	rmdir(dir);
+	assert_int_equal(rc, -EINVAL);
+	assert_non_null(strstr(err, "is not a regular file (a FIFO)"));
+
+	assert_int_equal(config_json_load_file(&c, "/dev/zero", err, sizeof(err)), -EINVAL);
+	assert_string_equal(err, "config file /dev/zero is not a regular file (a character device)");
+	config_free(&c);
 }
 
 static void test_load_file(void **state)
@@ -196,6 +223,7 @@ int main(void)
 		cmocka_unit_test(test_absent_keys_keep_values_and_null_unsets),
 		cmocka_unit_test(test_errors_name_the_key_and_the_expectation),
 		cmocka_unit_test(test_dump_round_trips),
+		cmocka_unit_test(test_load_file_refuses_what_is_not_a_regular_file),
 		cmocka_unit_test(test_load_file),
 		cmocka_unit_test(test_validate_names_both_spellings),
 	};

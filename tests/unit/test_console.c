@@ -17,6 +17,8 @@
 #include <unistd.h>
 
 #include "devices/console.h"
+#include "devices/console_output.h"
+#include "lib/util.h"
 
 /* ---- the escape-sequence parser ---- */
 
@@ -333,7 +335,14 @@ static void *drain_pipe(void *arg)
 	return NULL;
 }
 
-static void test_write_stdout_delivers_everything(void **state)
+static struct console_output *start_output(int fd, size_t capacity)
+{
+	struct console_output *o = NULL;
+	assert_int_equal(console_output_start(&o, fd, capacity), 0);
+	return o;
+}
+
+static void test_output_delivers_everything_to_a_slow_reader(void **state)
 {
 	(void)state;
 	size_t size = 256 * 1024; /* several pipe buffers */
@@ -344,17 +353,16 @@ static void test_write_stdout_delivers_everything(void **state)
 
 	int p[2];
 	assert_int_equal(pipe(p), 0);
-	fcntl(p[1], F_SETFL, O_NONBLOCK); /* short writes and EAGAIN must be handled */
-	int saved_stdout = dup(STDOUT_FILENO);
 	struct drain d = { .fd = p[0], .buf = malloc(size + 1), .cap = size + 1 };
 	assert_non_null(d.buf);
 	pthread_t t;
 	pthread_create(&t, NULL, drain_pipe, &d);
 
-	dup2(p[1], STDOUT_FILENO);
-	console_write_stdout(NULL, data, size);
-	dup2(saved_stdout, STDOUT_FILENO);
-	close(saved_stdout);
+	struct console_output *o = start_output(p[1], size);
+	for (size_t off = 0; off < size; off += 1000) /* a guest writes a little at a time */
+		console_output_write(o, data + off, MIN(1000, size - off));
+	assert_int_equal(console_output_dropped(o), 0);
+	console_output_stop(o, 10000); /* a clean shutdown flushes what the reader takes */
 	close(p[1]);
 	pthread_join(t, NULL);
 	close(p[0]);
@@ -363,6 +371,35 @@ static void test_write_stdout_delivers_everything(void **state)
 	assert_memory_equal(d.buf, data, size);
 	free(d.buf);
 	free(data);
+}
+
+static void test_output_to_a_stalled_reader_never_blocks_and_stops_promptly(void **state)
+{
+	(void)state;
+	int p[2];
+	assert_int_equal(pipe(p), 0); /* nobody reads p[0] */
+	size_t capacity = 64 * 1024;
+	struct console_output *o = start_output(p[1], capacity);
+
+	uint8_t line[1024];
+	memset(line, 'x', sizeof(line));
+	size_t total = 4 * 1024 * 1024; /* far more than the pipe and the buffer hold */
+	int64_t t0 = now_ms();
+	for (size_t off = 0; off < total; off += sizeof(line))
+		console_output_write(o, line, sizeof(line));
+	int64_t produced_ms = now_ms() - t0;
+	assert_true(produced_ms < 2000); /* a blocking producer would never get here */
+
+	uint64_t dropped = console_output_dropped(o);
+	/* At most the buffer and the pipe (64 KiB on Linux) were taken. */
+	assert_true(dropped >= total - capacity - 1024 * 1024);
+	assert_true(dropped < total);
+
+	t0 = now_ms();
+	console_output_stop(o, 100);
+	assert_true(now_ms() - t0 < 2000);
+	close(p[0]);
+	close(p[1]);
 }
 
 int main(void)
@@ -378,7 +415,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_stop_is_prompt_while_waiting_for_input, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_terminal_is_raw_then_restored, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_terminal_restored_when_vmon_crashes, setup, teardown),
-		cmocka_unit_test(test_write_stdout_delivers_everything),
+		cmocka_unit_test(test_output_delivers_everything_to_a_slow_reader),
+		cmocka_unit_test(test_output_to_a_stalled_reader_never_blocks_and_stops_promptly),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

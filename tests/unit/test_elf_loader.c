@@ -23,7 +23,8 @@
 
 struct seg {
 	uint64_t paddr, vaddr;
-	uint32_t filesz, memsz;
+	uint32_t filesz;
+	uint64_t memsz;
 	uint8_t fill;
 };
 
@@ -187,8 +188,76 @@ static void test_segment_beyond_ram_says_memory_needed(void **state)
 	struct kernel_image k;
 	char err[512] = "";
 	assert_int_equal(load_image(*state, elf, len, &k, err, sizeof(err)), -E2BIG);
-	assert_non_null(strstr(err, "--memory of at least 49M"));
+	assert_non_null(strstr(err, "--memory of at least 50M")); /* 48M + 4K, in --memory's 2M steps */
 	free(elf);
+}
+
+/* The advice must be a value --memory accepts: a segment just above 2 GiB needs 2050M, not 2049M. */
+static void test_memory_advice_is_a_multiple_of_2m(void **state)
+{
+	struct seg s = { .paddr = 0x80000000, .vaddr = 0x80000000, .filesz = 0x100, .memsz = 0x1000, .fill = 1 };
+	size_t len;
+	uint8_t *elf = build_elf(&s, 1, 0x80000000, &len);
+	struct kernel_image k;
+	char err[512] = "";
+	assert_int_equal(load_image(*state, elf, len, &k, err, sizeof(err)), -E2BIG);
+	assert_non_null(strstr(err, "--memory of at least 2050M"));
+	free(elf);
+}
+
+/* A range that wraps past 2^64 is corrupt: no wrapped range printed, no linking advice. */
+static void test_segment_wrapping_past_2_64_is_invalid(void **state)
+{
+	static const struct seg cases[] = {
+		{ .paddr = 0xfffffffffffff000, .vaddr = 0xfffffffffffff000, .filesz = 0x100, .memsz = 0x2000, .fill = 1 },
+		{ .paddr = 0x1000000, .vaddr = 0x1000000, .filesz = 0x100, .memsz = 0xffffffffffffff00ULL, .fill = 1 },
+	};
+	for (size_t i = 0; i < 2; i++) {
+		size_t len;
+		uint8_t *elf = build_elf(&cases[i], 1, cases[i].paddr, &len);
+		struct kernel_image k;
+		char err[512] = "";
+		assert_int_equal(load_image(*state, elf, len, &k, err, sizeof(err)), -ENOEXEC);
+		assert_non_null(strstr(err, "invalid range"));
+		assert_null(strstr(err, "3 GiB"));
+		assert_null(strstr(err, "--memory"));
+		free(elf);
+	}
+}
+
+/* An address no --memory value can reach is not answered with a --memory value. */
+static void test_segment_beyond_supported_ram(void **state)
+{
+	struct seg s = { .paddr = 0xffff000000000000, .vaddr = 0xffff000000000000, .filesz = 0x100, .memsz = 0x1000,
+			 .fill = 1 };
+	size_t len;
+	uint8_t *elf = build_elf(&s, 1, s.paddr, &len);
+	struct kernel_image k;
+	char err[512] = "";
+	assert_int_equal(load_image(*state, elf, len, &k, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "beyond the 1T of guest RAM vmon supports"));
+	assert_null(strstr(err, "--memory"));
+	free(elf);
+}
+
+/* A FIFO would block open() until a writer comes; it is refused at once (alarm: a hang fails). */
+static void test_fifo_refused_without_blocking(void **state)
+{
+	char path[] = "/tmp/vmon-test-fifo-XXXXXX";
+	assert_non_null(mkdtemp(path));
+	char fifo[64];
+	snprintf(fifo, sizeof(fifo), "%s/kernel", path);
+	assert_int_equal(mkfifo(fifo, 0600), 0);
+	struct kernel_image k;
+	char err[512] = "";
+	alarm(10);
+	int rc = kernel_load(*state, fifo, &k, err, sizeof(err));
+	alarm(0);
+	unlink(fifo);
+	rmdir(path);
+	assert_int_equal(rc, -EINVAL);
+	assert_non_null(strstr(err, "is not a regular file (a FIFO)"));
+	assert_non_null(strstr(err, "kernel /tmp/vmon-test-fifo-"));
 }
 
 static void test_segment_in_mmio_hole(void **state)
@@ -313,7 +382,11 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_32bit_elf_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_other_machine_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_segment_beyond_ram_says_memory_needed, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_memory_advice_is_a_multiple_of_2m, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_segment_wrapping_past_2_64_is_invalid, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_segment_beyond_supported_ram, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_segment_in_mmio_hole, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_fifo_refused_without_blocking, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_segment_in_low_memory_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_truncated_segment, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_truncated_program_headers, setup, teardown),

@@ -93,6 +93,26 @@ static void test_exactly_fills_space_above_kernel(void **state)
 	assert_int_equal(gpa, 24 * MiB);
 }
 
+/* A FIFO would block open() until a writer comes; it is refused at once (alarm: a hang fails). */
+static void test_fifo_refused_without_blocking(void **state)
+{
+	char dir[] = "/tmp/vmon-test-fifo-XXXXXX";
+	assert_non_null(mkdtemp(dir));
+	char fifo[64];
+	snprintf(fifo, sizeof(fifo), "%s/initrd", dir);
+	assert_int_equal(mkfifo(fifo, 0600), 0);
+	uint64_t gpa = 0, size = 0;
+	char err[512] = "";
+	alarm(10);
+	int rc = initrd_load(*state, fifo, &bz_kernel, &gpa, &size, err, sizeof(err));
+	alarm(0);
+	unlink(fifo);
+	rmdir(dir);
+	assert_int_equal(rc, -EINVAL);
+	assert_non_null(strstr(err, "initrd /tmp/vmon-test-fifo-"));
+	assert_non_null(strstr(err, "is not a regular file (a FIFO)"));
+}
+
 static void test_too_big_says_memory_needed(void **state)
 {
 	const char *path = make_initrd(41 * MiB);
@@ -101,7 +121,7 @@ static void test_too_big_says_memory_needed(void **state)
 	assert_int_equal(initrd_load(*state, path, &bz_kernel, &gpa, &size, err, sizeof(err)), -E2BIG);
 	assert_non_null(strstr(err, path));
 	assert_non_null(strstr(err, "41.0 MiB"));
-	assert_non_null(strstr(err, "--memory of at least 65M"));
+	assert_non_null(strstr(err, "--memory of at least 66M")); /* 65M rounded to --memory's 2M steps */
 }
 
 static void test_too_big_for_kernel_limit_says_use_smaller(void **state)
@@ -175,6 +195,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_placed_at_top_of_low_ram_page_aligned, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_stays_below_initrd_addr_max, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_exactly_fills_space_above_kernel, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_fifo_refused_without_blocking, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_too_big_says_memory_needed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_too_big_for_kernel_limit_says_use_smaller, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_missing_file, setup, teardown),
