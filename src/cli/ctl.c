@@ -44,10 +44,8 @@ static int lookup_vm(const char *which, char *sock, size_t len)
 {
 	struct registry_entry *list;
 	int n = registry_list(&list);
-	if (n < 0) {
-		fprintf(stderr, "vmon: cannot read the list of running VMs: %s\n", strerror(-n));
-		return -1;
-	}
+	if (n < 0)
+		return -1; /* the registry said why */
 	char *end;
 	long pid = strtol(which, &end, 10);
 	bool by_pid = *which && !*end;

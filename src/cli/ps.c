@@ -91,12 +91,8 @@ int cli_ps(int argc, char **argv)
 
 	struct registry_entry *list;
 	int n = registry_list(&list);
-	if (n < 0) {
-		char dir[4096] = "";
-		registry_dir(dir, sizeof(dir));
-		fprintf(stderr, "vmon: cannot read the list of running VMs in %s: %s\n", dir, strerror(-n));
-		return EXIT_GUEST_FAILED;
-	}
+	if (n < 0)
+		return EXIT_GUEST_FAILED; /* the registry said why */
 	json_t *arr = as_json ? json_array() : NULL;
 	if (!as_json)
 		printf("%-8s %-16s %-11s %4s %7s %8s  %s\n", "PID", "NAME", "STATE", "CPUS", "MEMORY", "UPTIME", "API");
