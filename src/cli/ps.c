@@ -25,7 +25,10 @@ static void usage(FILE *f)
 		   "  -h, --help  this help\n");
 }
 
-/* Asks the VM's API for its state; "-" without an API, "unreachable" when it does not answer. */
+/*
+ * Asks the VM's API for its state; "-" without an API, "unreachable" when it does not answer,
+ * "?" when the answer is not a state name (whatever listens there is not trusted).
+ */
 static void query_state(const struct registry_entry *e, char *state, size_t len)
 {
 	snprintf(state, len, "%s", e->api_sock[0] ? "unreachable" : "-");
@@ -38,7 +41,7 @@ static void query_state(const struct registry_entry *e, char *state, size_t len)
 	json_t *o = r.status == 200 ? json_loadb(r.body, r.len, 0, &jerr) : NULL;
 	const char *s = o ? json_string_value(json_object_get(o, "state")) : NULL;
 	if (s)
-		snprintf(state, len, "%s", s);
+		snprintf(state, len, "%s", s[strspn(s, "abcdefghijklmnopqrstuvwxyz_-")] ? "?" : s);
 	json_decref(o);
 	free(r.body);
 }
