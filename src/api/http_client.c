@@ -1,168 +1,158 @@
 #include "api/http_client.h"
 
+#include <curl/curl.h>
 #include <errno.h>
-#include <poll.h>
+#include <pthread.h>
 #include <stdbool.h>
-#include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
-#include <sys/socket.h>
-#include <sys/un.h>
-#include <unistd.h>
 
-#include "lib/util.h"
+struct reply {
+	char *buf;
+	size_t len, cap;
+	bool too_big;
+};
 
-static int remaining_ms(uint64_t deadline)
+/* Collects the body; refusing a byte past the limit makes curl stop with CURLE_WRITE_ERROR. */
+static size_t on_body(char *data, size_t size, size_t n, void *opaque)
 {
-	uint64_t now = monotonic_ns();
-	return now >= deadline ? 0 : (int)((deadline - now) / 1000000) + 1;
-}
-
-static int wait_fd(int fd, short events, uint64_t deadline)
-{
-	for (;;) {
-		struct pollfd p = { .fd = fd, .events = events };
-		int ms = remaining_ms(deadline);
-		if (ms == 0)
-			return -ETIMEDOUT;
-		int n = poll(&p, 1, ms);
-		if (n > 0)
+	struct reply *r = opaque;
+	size_t add = size * n;
+	if (add > HTTP_CLIENT_MAX_RESPONSE - r->len) {
+		r->too_big = true;
+		return 0;
+	}
+	if (r->len + add + 1 > r->cap) {
+		size_t cap = r->cap ? r->cap : 8192;
+		while (cap < r->len + add + 1)
+			cap *= 2;
+		char *more = realloc(r->buf, cap);
+		if (!more)
 			return 0;
-		if (n == 0)
-			return -ETIMEDOUT;
-		if (errno != EINTR)
-			return -errno;
+		r->buf = more;
+		r->cap = cap;
 	}
+	memcpy(r->buf + r->len, data, add);
+	r->len += add;
+	r->buf[r->len] = 0;
+	return add;
 }
 
-static int send_all(int fd, const char *buf, size_t len, uint64_t deadline)
+static void init_curl(void)
 {
-	while (len) {
-		int rc = wait_fd(fd, POLLOUT, deadline);
-		if (rc)
-			return rc;
-		ssize_t n = send(fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
-		if (n < 0) {
-			if (errno == EINTR || errno == EAGAIN)
-				continue;
-			return -errno;
-		}
-		buf += n;
-		len -= (size_t)n;
-	}
-	return 0;
+	curl_global_init(CURL_GLOBAL_NOTHING); /* no TLS: only plain HTTP on a Unix socket */
 }
 
-/* Finds the end of the header block; returns the body offset or 0. */
-static size_t header_end(const char *buf, size_t len)
+static int to_errno(CURLcode c, CURL *h, const struct reply *r)
 {
-	for (size_t i = 0; i + 3 < len; i++)
-		if (!memcmp(buf + i, "\r\n\r\n", 4))
-			return i + 4;
-	return 0;
-}
-
-/* Returns Content-Length, or -1 if absent; -2 for chunked (which this client does not take). */
-static long long parse_headers(const char *buf, size_t hdr_len)
-{
-	long long clen = -1;
-	const char *p = memchr(buf, '\n', hdr_len);
-	while (p && (size_t)(p - buf) < hdr_len) {
-		p++;
-		const char *eol = memchr(p, '\n', hdr_len - (size_t)(p - buf));
-		if (!eol)
-			break;
-		if (!strncasecmp(p, "Content-Length:", 15))
-			clen = strtoll(p + 15, NULL, 10);
-		else if (!strncasecmp(p, "Transfer-Encoding:", 18) && strstr(p, "chunked") && strstr(p, "chunked") < eol)
-			return -2;
-		p = eol;
+	long os_errno = 0;
+	switch (c) {
+	case CURLE_OK: return 0;
+	case CURLE_COULDNT_CONNECT:
+		curl_easy_getinfo(h, CURLINFO_OS_ERRNO, &os_errno);
+		return os_errno > 0 ? -(int)os_errno : -ECONNREFUSED;
+	case CURLE_OPERATION_TIMEDOUT: return -ETIMEDOUT;
+	case CURLE_FILESIZE_EXCEEDED: return -EFBIG;
+	case CURLE_WRITE_ERROR: return r->too_big ? -EFBIG : -ENOMEM;
+	case CURLE_OUT_OF_MEMORY: return -ENOMEM;
+	case CURLE_SEND_ERROR:
+	case CURLE_RECV_ERROR:
+		curl_easy_getinfo(h, CURLINFO_OS_ERRNO, &os_errno);
+		return os_errno > 0 ? -(int)os_errno : -EPROTO;
+	default: return -EPROTO; /* not HTTP, a bad header, a body cut short, nothing at all */
 	}
-	return clen;
 }
 
 int http_unix_request(const char *sock, const char *method, const char *path, const char *body, int timeout_ms,
 		      struct http_response *resp)
 {
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
 	memset(resp, 0, sizeof(*resp));
-	uint64_t deadline = monotonic_ns() + (uint64_t)timeout_ms * 1000000ULL;
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	if (strlen(sock) >= sizeof(sa.sun_path))
+	pthread_once(&once, init_curl);
+	char url[1024];
+	if (snprintf(url, sizeof(url), "http://localhost%s", path) >= (int)sizeof(url))
 		return -ENAMETOOLONG;
-	strcpy(sa.sun_path, sock);
-
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
-	/* A Unix-socket connect does not block for long; the backlog being full gives EAGAIN. */
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		int e = errno;
-		close(fd);
-		return -e;
+	CURL *h = curl_easy_init();
+	if (!h)
+		return -ENOMEM;
+	struct reply r = { 0 };
+	/* No Expect: 100-continue round trip; the body is JSON. */
+	struct curl_slist *hdrs = curl_slist_append(NULL, "Expect:");
+	struct curl_slist *more = hdrs ? curl_slist_append(hdrs, "Content-Type: application/json") : NULL;
+	if (!more) {
+		curl_slist_free_all(hdrs);
+		curl_easy_cleanup(h);
+		return -ENOMEM;
 	}
-	size_t blen = body ? strlen(body) : 0;
-	char head[512];
-	int hn = snprintf(head, sizeof(head),
-			  "%s %s HTTP/1.1\r\nHost: localhost\r\nUser-Agent: vmon\r\nAccept: */*\r\n"
-			  "Connection: close\r\n%sContent-Length: %zu\r\n\r\n",
-			  method, path, blen ? "Content-Type: application/json\r\n" : "", blen);
-	int rc = hn < 0 || (size_t)hn >= sizeof(head) ? -EINVAL : send_all(fd, head, (size_t)hn, deadline);
-	if (rc == 0 && blen)
-		rc = send_all(fd, body, blen, deadline);
-
-	char *buf = NULL;
-	size_t len = 0, cap = 0;
-	size_t body_off = 0;
-	long long clen = -1;
-	while (rc == 0) {
-		if (body_off && clen >= 0 && len - body_off >= (size_t)clen)
-			break;
-		if (len + 4096 + 1 > cap) {
-			size_t ncap = cap ? cap * 2 : 8192;
-			if (ncap > HTTP_CLIENT_MAX_RESPONSE + 8192) {
-				rc = -EFBIG;
-				break;
-			}
-			char *nb = realloc(buf, ncap);
-			if (!nb) {
-				rc = -ENOMEM;
-				break;
-			}
-			buf = nb;
-			cap = ncap;
-		}
-		if ((rc = wait_fd(fd, POLLIN, deadline)))
-			break;
-		ssize_t n = recv(fd, buf + len, cap - len - 1, MSG_DONTWAIT);
-		if (n < 0) {
-			if (errno == EINTR || errno == EAGAIN)
-				continue;
-			rc = -errno;
-			break;
-		}
-		if (n == 0)
-			break; /* closed: the body ends here */
-		len += (size_t)n;
-		if (!body_off && (body_off = header_end(buf, len))) {
-			clen = parse_headers(buf, body_off);
-			if (clen == -2)
-				rc = -EPROTO;
-		}
+	hdrs = more;
+	bool ok = curl_easy_setopt(h, CURLOPT_UNIX_SOCKET_PATH, sock) == CURLE_OK &&
+		  curl_easy_setopt(h, CURLOPT_URL, url) == CURLE_OK &&
+		  curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http") == CURLE_OK &&
+		  curl_easy_setopt(h, CURLOPT_NOPROXY, "*") == CURLE_OK &&
+		  curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L) == CURLE_OK &&
+		  curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)timeout_ms) == CURLE_OK &&
+		  curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)HTTP_CLIENT_MAX_RESPONSE) == CURLE_OK &&
+		  curl_easy_setopt(h, CURLOPT_USERAGENT, "vmon") == CURLE_OK &&
+		  curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs) == CURLE_OK &&
+		  curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body) == CURLE_OK &&
+		  curl_easy_setopt(h, CURLOPT_WRITEDATA, &r) == CURLE_OK;
+	if (ok && strcmp(method, "GET")) {
+		/* Always a body, empty if none, so the server sees a Content-Length. */
+		ok = curl_easy_setopt(h, CURLOPT_POSTFIELDS, body ? body : "") == CURLE_OK &&
+		     curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method) == CURLE_OK;
 	}
-	close(fd);
-	if (rc == 0 && (!body_off || len < 12 || memcmp(buf, "HTTP/1.", 7)))
+	int rc = ok ? to_errno(curl_easy_perform(h), h, &r) : -EINVAL;
+	long status = 0;
+	if (rc == 0)
+		curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+	if (rc == 0 && status < 100)
 		rc = -EPROTO;
-	if (rc == 0 && clen >= 0 && len - body_off < (size_t)clen)
-		rc = -EPROTO; /* the server closed mid-body */
+	curl_slist_free_all(hdrs);
+	curl_easy_cleanup(h);
+	if (rc == 0 && !r.buf && !(r.buf = calloc(1, 1)))
+		rc = -ENOMEM;
 	if (rc) {
-		free(buf);
+		free(r.buf);
 		return rc;
 	}
-	resp->status = atoi(buf + 9);
-	resp->len = clen >= 0 ? (size_t)clen : len - body_off;
-	memmove(buf, buf + body_off, resp->len);
-	buf[resp->len] = 0;
-	resp->body = buf;
+	resp->status = (int)status;
+	resp->body = r.buf;
+	resp->len = r.len;
 	return 0;
+}
+
+/* Length of the valid UTF-8 sequence at s that is not a C1 control, or 0. */
+static size_t utf8_printable(const unsigned char *s, size_t len)
+{
+	size_t n = s[0] >= 0xf0 && s[0] <= 0xf4 ? 4 : s[0] >= 0xe0 ? 3 : s[0] >= 0xc2 && s[0] < 0xe0 ? 2 : 0;
+	if (n == 0 || n > len)
+		return 0;
+	for (size_t i = 1; i < n; i++)
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+	if (n == 2 && s[0] == 0xc2 && s[1] < 0xa0)
+		return 0; /* U+0080..U+009F: C1 controls, e.g. CSI */
+	return n;
+}
+
+void http_write_escaped(FILE *f, const char *s, size_t len, int keep_lines)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	for (size_t i = 0; i < len;) {
+		unsigned char c = p[i];
+		if ((c >= 0x20 && c < 0x7f) || (keep_lines && (c == '\n' || c == '\t'))) {
+			fputc(c, f);
+			i++;
+			continue;
+		}
+		size_t n = c >= 0x80 ? utf8_printable(p + i, len - i) : 0;
+		if (n) {
+			fwrite(p + i, 1, n, f);
+			i += n;
+		} else {
+			fprintf(f, "\\x%02x", c);
+			i++;
+		}
+	}
 }

@@ -21,6 +21,11 @@ struct watch {
 	struct watch *next;
 };
 
+struct fd_slot {
+	struct watch *watch; /* NULL when not watched */
+	bool open;           /* slirp registered it and has not unregistered it */
+};
+
 /* One entry of the last slirp_pollfds_fill, in the order slirp numbered them. */
 struct poll_entry {
 	int fd;
@@ -41,9 +46,11 @@ struct net_slirp {
 	struct event_timer *poll_timer; /* slirp's TCP timers, armed with the timeout slirp asks for */
 
 	struct watch *watches;
-	struct watch **by_fd; /* fd -> watch, for the sockets being watched */
-	size_t by_fd_len;
+	struct fd_slot *fds; /* by fd number: slirp's sockets */
+	size_t fds_len;
 	unsigned int gen;
+	unsigned int nsockets;      /* host sockets slirp has open (registered, not yet unregistered) */
+	unsigned long long refused; /* guest packets dropped because they would open one more */
 
 	struct poll_entry *polls;
 	size_t npolls, polls_cap;
@@ -89,8 +96,8 @@ static int from_epoll(uint32_t ev)
 static void unwatch(struct net_slirp *ns, struct watch *w)
 {
 	event_loop_remove_fd(ns->loop, w->fd);
-	if ((size_t)w->fd < ns->by_fd_len && ns->by_fd[w->fd] == w)
-		ns->by_fd[w->fd] = NULL;
+	if ((size_t)w->fd < ns->fds_len && ns->fds[w->fd].watch == w)
+		ns->fds[w->fd].watch = NULL;
 	for (struct watch **p = &ns->watches; *p; p = &(*p)->next) {
 		if (*p == w) {
 			*p = w->next;
@@ -126,25 +133,27 @@ static void on_socket(void *opaque, uint32_t events)
 	run_slirp(w->ns, w->fd, from_epoll(events));
 }
 
-static bool by_fd_fits(struct net_slirp *ns, int fd)
+static bool fds_fit(struct net_slirp *ns, int fd)
 {
-	if ((size_t)fd < ns->by_fd_len)
+	if (fd < 0)
+		return false;
+	if ((size_t)fd < ns->fds_len)
 		return true;
-	size_t n = MAX((size_t)fd + 1, ns->by_fd_len * 2);
-	struct watch **more = realloc(ns->by_fd, n * sizeof(*more));
+	size_t n = MAX((size_t)fd + 1, ns->fds_len * 2);
+	struct fd_slot *more = realloc(ns->fds, n * sizeof(*more));
 	if (!more)
 		return false;
-	memset(more + ns->by_fd_len, 0, (n - ns->by_fd_len) * sizeof(*more));
-	ns->by_fd = more;
-	ns->by_fd_len = n;
+	memset(more + ns->fds_len, 0, (n - ns->fds_len) * sizeof(*more));
+	ns->fds = more;
+	ns->fds_len = n;
 	return true;
 }
 
 static void watch(struct net_slirp *ns, int fd, uint32_t events)
 {
-	if (!by_fd_fits(ns, fd))
+	if (!fds_fit(ns, fd))
 		return;
-	struct watch *w = ns->by_fd[fd];
+	struct watch *w = ns->fds[fd].watch;
 	if (w && w->events == events) {
 		w->gen = ns->gen;
 		return;
@@ -167,7 +176,7 @@ static void watch(struct net_slirp *ns, int fd, uint32_t events)
 		return;
 	}
 	ns->watches = w;
-	ns->by_fd[fd] = w;
+	ns->fds[fd].watch = w;
 }
 
 static int add_poll(int fd, int events, void *opaque)
@@ -283,18 +292,28 @@ static void slirp_timer_mod(void *timer, int64_t expire_ms, void *opaque)
 	event_timer_set(t->t, delay > 0 ? (uint64_t)delay : 1, 0);
 }
 
+/* Slirp opened a host socket (the next fill says how to watch it): counted against the cap. */
 static void slirp_register_fd(int fd, void *opaque)
 {
-	(void)fd;
-	(void)opaque; /* the next fill says how to watch it */
+	struct net_slirp *ns = opaque;
+	if (fds_fit(ns, fd) && !ns->fds[fd].open) {
+		ns->fds[fd].open = true;
+		ns->nsockets++;
+	}
 }
 
 static void slirp_unregister_fd(int fd, void *opaque)
 {
 	struct net_slirp *ns = opaque;
+	if (fd < 0 || (size_t)fd >= ns->fds_len)
+		return;
+	if (ns->fds[fd].open) {
+		ns->fds[fd].open = false;
+		ns->nsockets--;
+	}
 	/* Slirp is about to close it: forget it now, the number may come back as another socket. */
-	if (fd >= 0 && (size_t)fd < ns->by_fd_len && ns->by_fd[fd])
-		unwatch(ns, ns->by_fd[fd]);
+	if (ns->fds[fd].watch)
+		unwatch(ns, ns->fds[fd].watch);
 }
 
 static void slirp_notify(void *opaque)
@@ -316,11 +335,79 @@ static const SlirpCb slirp_callbacks = {
 
 /* ---- backend ops ---- */
 
+/* ---- the cap on host sockets ---- */
+
+static bool internal_udp_port(uint16_t port)
+{
+	return port == 67 || port == 547; /* DHCP and DHCPv6: answered by slirp itself, no socket */
+}
+
+/*
+ * Whether a guest frame may make slirp open a host socket: a TCP SYN without ACK (a new
+ * connection), a UDP datagram (slirp keeps one socket per guest source port, and a datagram
+ * cannot be told from the first of a flow here), an ICMP echo request (ping sockets).
+ */
+static bool may_open_socket(const uint8_t *f, size_t len)
+{
+	if (len < 14)
+		return false;
+	uint16_t type = (uint16_t)(f[12] << 8 | f[13]);
+	const uint8_t *ip = f + 14;
+	size_t iplen = len - 14, hlen;
+	uint8_t proto;
+	if (type == 0x0800 && iplen >= 20) {
+		hlen = (size_t)(ip[0] & 0xf) * 4;
+		if ((ip[6] & 0x1f) | ip[7])
+			return false; /* not the first fragment: its first one decides */
+		proto = ip[9];
+	} else if (type == 0x86dd && iplen >= 40) {
+		hlen = 40;
+		proto = ip[6]; /* slirp takes no IPv6 extension headers */
+	} else {
+		return false;
+	}
+	if (hlen > iplen)
+		return false;
+	const uint8_t *l4 = ip + hlen;
+	size_t l4len = iplen - hlen;
+	switch (proto) {
+	case 6: /* TCP: flags in byte 13; too short to tell counts as a new connection */
+		return l4len < 14 || (l4[13] & 0x12) == 0x02;
+	case 17:
+		return l4len < 4 || !internal_udp_port((uint16_t)(l4[2] << 8 | l4[3]));
+	case 1:
+		return l4len < 1 || l4[0] == 8;
+	case 58:
+		return l4len < 1 || l4[0] == 128;
+	default:
+		return false;
+	}
+}
+
+/* Drops what would open one host socket too many; counts it and says so once. */
+static bool over_socket_cap(struct net_slirp *ns, const uint8_t *frame, size_t len)
+{
+	if (ns->nsockets < NET_SLIRP_MAX_SOCKETS || !may_open_socket(frame, len))
+		return false;
+	if (ns->refused++ == 0)
+		log_warn(COMP, "the guest has %u host connections open through user-mode networking, the limit: new "
+			       "connections, UDP flows and pings are refused until some close (said once)",
+			 ns->nsockets);
+	return true;
+}
+
+unsigned long long net_slirp_refused(const struct net_backend *be)
+{
+	return ((const struct net_slirp *)be)->refused;
+}
+
 static int slirp_send(struct net_backend *be, const void *pkt, size_t len)
 {
 	struct net_slirp *ns = from_be(be);
 	if (len < VIRTIO_NET_HDR_LEN + NET_MIN_FRAME)
 		return -EINVAL;
+	if (over_socket_cap(ns, (const uint8_t *)pkt + VIRTIO_NET_HDR_LEN, len - VIRTIO_NET_HDR_LEN))
+		return 0; /* as if lost on the wire: TCP and the guest's resolver retry */
 	slirp_input(ns->slirp, (const uint8_t *)pkt + VIRTIO_NET_HDR_LEN, (int)(len - VIRTIO_NET_HDR_LEN));
 	rearm(ns); /* a new connection has a new socket to watch */
 	return 0;
@@ -334,7 +421,7 @@ static void slirp_destroy(struct net_backend *be)
 	while (ns->watches)
 		unwatch(ns, ns->watches);
 	event_timer_free(ns->poll_timer);
-	free(ns->by_fd);
+	free(ns->fds);
 	free(ns->polls);
 	free(ns->rxbuf);
 	free(ns);
@@ -353,7 +440,7 @@ static struct in_addr ip4(const char *s)
 	return a;
 }
 
-int net_slirp_create(struct event_loop *loop, const struct net_slirp_fwd *fwd, unsigned int nfwd,
+int net_slirp_create(struct event_loop *loop, const struct net_slirp_fwd *fwd, unsigned int nfwd, bool host_loopback,
 		     struct net_backend **out)
 {
 	struct net_slirp *ns = calloc(1, sizeof(*ns));
@@ -379,6 +466,8 @@ int net_slirp_create(struct event_loop *loop, const struct net_slirp_fwd *fwd, u
 		.vdhcp_start = ip4("10.0.2.15"),
 		.vnameserver = ip4("10.0.2.3"),
 		.vhostname = "vmon",
+		/* 10.0.2.2 reaches the host's loopback services only when asked for. */
+		.disable_host_loopback = !host_loopback,
 	};
 	ns->slirp = slirp_new(&cfg, &slirp_callbacks, ns);
 	if (!ns->slirp) {

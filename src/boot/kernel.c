@@ -15,6 +15,9 @@
 /* A vmlinux carries no header limit; 4 GiB - 1 is the highest byte a 32-bit ramdisk_image can reach. */
 #define ELF_INITRD_ADDR_MAX 0xffffffffULL
 
+/* Well above any kernel image, even a vmlinux with debug information. */
+#define KERNEL_FILE_MAX (1024 * 1024 * 1024)
+
 static int read_error(const char *path, int rc, char *err, size_t errlen)
 {
 	switch (rc) {
@@ -31,6 +34,10 @@ static int read_error(const char *path, int rc, char *err, size_t errlen)
 	case -EINVAL:
 		not_regular_file_error(path, "kernel", err, errlen);
 		break;
+	case -EFBIG:
+		snprintf(err, errlen, "kernel %s is larger than %d MiB, which no kernel image is: check the path", path,
+			 KERNEL_FILE_MAX >> 20);
+		break;
 	default:
 		snprintf(err, errlen, "kernel %s cannot be read: %s", path, strerror(-rc));
 		break;
@@ -43,7 +50,7 @@ int kernel_load(struct guest_mem *mem, const char *path, struct kernel_image *ou
 	memset(out, 0, sizeof(*out));
 	uint8_t *data;
 	size_t len;
-	int rc = read_file(path, &data, &len);
+	int rc = read_file(path, KERNEL_FILE_MAX, &data, &len);
 	if (rc < 0)
 		return read_error(path, rc, err, errlen);
 

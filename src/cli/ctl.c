@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "api/http_client.h"
@@ -44,10 +45,8 @@ static int lookup_vm(const char *which, char *sock, size_t len)
 {
 	struct registry_entry *list;
 	int n = registry_list(&list);
-	if (n < 0) {
-		fprintf(stderr, "vmon: cannot read the list of running VMs: %s\n", strerror(-n));
-		return -1;
-	}
+	if (n < 0)
+		return -1; /* the registry said why */
 	char *end;
 	long pid = strtol(which, &end, 10);
 	bool by_pid = *which && !*end;
@@ -76,32 +75,44 @@ static int lookup_vm(const char *which, char *sock, size_t len)
 	return rc;
 }
 
+/* The body and any message in it come from whatever listens on the socket: escaped before printing. */
 static void print_error_reply(const struct http_response *r)
 {
 	json_error_t jerr;
 	json_t *o = json_loadb(r->body, r->len, 0, &jerr);
 	const char *msg = o ? json_string_value(json_object_get(o, "error")) : NULL;
-	if (msg)
-		fprintf(stderr, "vmon: the VM refused (HTTP %d): %s\n", r->status, msg);
-	else
-		fprintf(stderr, "vmon: the VM's API answered HTTP %d: %.*s\n", r->status, (int)(r->len > 300 ? 300 : r->len),
-			r->body);
+	if (msg) {
+		fprintf(stderr, "vmon: the VM refused (HTTP %d): ", r->status);
+		http_write_escaped(stderr, msg, strlen(msg), 0);
+	} else {
+		fprintf(stderr, "vmon: the VM's API answered HTTP %d: ", r->status);
+		http_write_escaped(stderr, r->body, r->len > 300 ? 300 : r->len, 0);
+	}
+	fputc('\n', stderr);
 	json_decref(o);
 }
 
-static void print_connect_error(const char *sock, int rc)
+static void print_connect_error(const char *sock, int rc, int timeout_ms)
 {
+	struct stat st;
 	if (rc == -ENOENT)
 		fprintf(stderr, "vmon: no API socket at %s: is the VM running with --api-sock %s? (vmon ps lists "
 				"running VMs)\n", sock, sock);
+	else if ((rc == -ECONNREFUSED || rc == -ENOTSOCK) && lstat(sock, &st) == 0 && !S_ISSOCK(st.st_mode))
+		fprintf(stderr, "vmon: %s is not a socket: give the API socket of a running VM (vmon ps lists them)\n",
+			sock);
 	else if (rc == -ECONNREFUSED)
 		fprintf(stderr, "vmon: nothing listens on %s: the VM has exited; remove the stale socket\n", sock);
 	else if (rc == -EACCES)
 		fprintf(stderr, "vmon: no permission to use %s: run vmon ctl as the user that started the VM\n", sock);
 	else if (rc == -ETIMEDOUT)
-		fprintf(stderr, "vmon: the VM's API on %s did not answer within %d s\n", sock, CTL_TIMEOUT_MS / 1000);
+		fprintf(stderr, "vmon: the VM's API on %s did not answer within %d s\n", sock, timeout_ms / 1000);
+	else if (rc == -EFBIG)
+		fprintf(stderr, "vmon: the reply on %s is larger than %d bytes, which no vmon API sends: is it a vmon "
+				"API socket?\n", sock, HTTP_CLIENT_MAX_RESPONSE);
 	else if (rc == -EPROTO)
-		fprintf(stderr, "vmon: %s did not answer with HTTP: is it a vmon API socket?\n", sock);
+		fprintf(stderr, "vmon: %s did not answer with HTTP, or its reply was cut short: is it a vmon API "
+				"socket?\n", sock);
 	else
 		fprintf(stderr, "vmon: cannot talk to the VM's API on %s: %s\n", sock, strerror(-rc));
 }
@@ -237,16 +248,16 @@ int cli_ctl(int argc, char **argv)
 	}
 	struct http_response resp;
 	/* Writing a big guest's memory takes a while. */
-	int rc = http_unix_request(sock, commands[which].method, commands[which].path, req_body,
-				   is_snapshot ? CTL_SNAPSHOT_TIMEOUT_MS : CTL_TIMEOUT_MS, &resp);
+	int timeout_ms = is_snapshot ? CTL_SNAPSHOT_TIMEOUT_MS : CTL_TIMEOUT_MS;
+	int rc = http_unix_request(sock, commands[which].method, commands[which].path, req_body, timeout_ms, &resp);
 	free(snap_body);
 	if (rc) {
-		print_connect_error(sock, rc);
+		print_connect_error(sock, rc, timeout_ms);
 		return EXIT_GUEST_FAILED;
 	}
 	int status = EXIT_GUEST_OK;
 	if (resp.status >= 200 && resp.status < 300) {
-		fwrite(resp.body, 1, resp.len, stdout);
+		http_write_escaped(stdout, resp.body, resp.len, 1);
 		if (resp.len && resp.body[resp.len - 1] != '\n')
 			putchar('\n');
 	} else {

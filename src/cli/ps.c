@@ -25,7 +25,10 @@ static void usage(FILE *f)
 		   "  -h, --help  this help\n");
 }
 
-/* Asks the VM's API for its state; "-" without an API, "unreachable" when it does not answer. */
+/*
+ * Asks the VM's API for its state; "-" without an API, "unreachable" when it does not answer,
+ * "?" when the answer is not a state name (whatever listens there is not trusted).
+ */
 static void query_state(const struct registry_entry *e, char *state, size_t len)
 {
 	snprintf(state, len, "%s", e->api_sock[0] ? "unreachable" : "-");
@@ -38,7 +41,7 @@ static void query_state(const struct registry_entry *e, char *state, size_t len)
 	json_t *o = r.status == 200 ? json_loadb(r.body, r.len, 0, &jerr) : NULL;
 	const char *s = o ? json_string_value(json_object_get(o, "state")) : NULL;
 	if (s)
-		snprintf(state, len, "%s", s);
+		snprintf(state, len, "%s", s[strspn(s, "abcdefghijklmnopqrstuvwxyz_-")] ? "?" : s);
 	json_decref(o);
 	free(r.body);
 }
@@ -91,12 +94,8 @@ int cli_ps(int argc, char **argv)
 
 	struct registry_entry *list;
 	int n = registry_list(&list);
-	if (n < 0) {
-		char dir[4096] = "";
-		registry_dir(dir, sizeof(dir));
-		fprintf(stderr, "vmon: cannot read the list of running VMs in %s: %s\n", dir, strerror(-n));
-		return EXIT_GUEST_FAILED;
-	}
+	if (n < 0)
+		return EXIT_GUEST_FAILED; /* the registry said why */
 	json_t *arr = as_json ? json_array() : NULL;
 	if (!as_json)
 		printf("%-8s %-16s %-11s %4s %7s %8s  %s\n", "PID", "NAME", "STATE", "CPUS", "MEMORY", "UPTIME", "API");

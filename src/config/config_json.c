@@ -281,15 +281,19 @@ int config_json_load_file(struct vm_config *cfg, const char *path, char *err, si
 {
 	uint8_t *data;
 	size_t len;
-	int rc = read_file(path, &data, &len);
+	int rc = read_file(path, CONFIG_FILE_MAX, &data, &len);
+	if (rc == -EFBIG) {
+		snprintf(err, errlen, "config file %s is not a JSON text file (larger than 1 MiB)", path);
+		return -EINVAL;
+	}
 	if (rc == -EINVAL)
 		return not_regular_file_error(path, "config file", err, errlen);
 	if (rc) {
 		snprintf(err, errlen, "cannot read config file %s: %s", path, strerror(-rc));
 		return rc;
 	}
-	if (len > CONFIG_FILE_MAX || memchr(data, 0, len)) {
-		snprintf(err, errlen, "config file %s is not a JSON text file (binary or larger than 1 MiB)", path);
+	if (memchr(data, 0, len)) {
+		snprintf(err, errlen, "config file %s is not a JSON text file (binary)", path);
 		free(data);
 		return -EINVAL;
 	}

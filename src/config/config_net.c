@@ -134,9 +134,15 @@ int config_net_parse(const char *spec, struct net_spec *out, char *err, size_t e
 			if (rc)
 				return rc;
 			out->nfwd++;
+		} else if (!strncmp(tok, "host-loopback=", 14)) {
+			if (out->kind != NET_USER)
+				return bad(err, errlen, "--net %s: host-loopback= works with user networking only", spec);
+			if (strcmp(tok + 14, "on") && strcmp(tok + 14, "off"))
+				return bad(err, errlen, "--net ...,%s: write host-loopback=on or host-loopback=off", tok);
+			out->host_loopback = !strcmp(tok + 14, "on");
 		} else {
-			return bad(err, errlen, "--net ...,%s: unknown setting; the settings are mac= and (for user) hostfwd=",
-				   tok);
+			return bad(err, errlen, "--net ...,%s: unknown setting; the settings are mac= and (for user) hostfwd= "
+					       "and host-loopback=", tok);
 		}
 	}
 	return 0;

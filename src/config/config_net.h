@@ -1,12 +1,13 @@
 /*
  * The --net option ("net" in the JSON config): one network card per occurrence.
  *
- *   user[,hostfwd=PROTO:[HOSTADDR]:HOSTPORT-[GUESTADDR]:GUESTPORT ...][,mac=MAC]
+ *   user[,hostfwd=PROTO:[HOSTADDR]:HOSTPORT-[GUESTADDR]:GUESTPORT ...][,host-loopback=on|off][,mac=MAC]
  *   tap=IFNAME[,mac=MAC]
  *
  * PROTO is tcp or udp; HOSTADDR defaults to 127.0.0.1 (only this machine can connect; give
  * 0.0.0.0 to accept connections from anywhere), GUESTADDR to 10.0.2.15; the ':' before HOSTPORT
- * may be left out (tcp:8080-:80). MAC is six hex bytes, e.g. 52:54:00:12:34:56, a unicast address.
+ * may be left out (tcp:8080-:80). host-loopback=on lets the guest reach the host's loopback
+ * services at 10.0.2.2 (off by default). MAC is six hex bytes, e.g. 52:54:00:12:34:56, a unicast address.
  */
 #ifndef VMON_CONFIG_CONFIG_NET_H
 #define VMON_CONFIG_CONFIG_NET_H
@@ -27,6 +28,7 @@ struct net_spec {
 	uint8_t mac[6];
 	struct net_slirp_fwd fwd[NET_SLIRP_MAX_FWD]; /* user */
 	unsigned int nfwd;
+	bool host_loopback; /* user: 10.0.2.2 reaches the host's 127.0.0.1 */
 };
 
 /*

@@ -1,6 +1,7 @@
 #include "lib/unix_socket.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -50,6 +51,26 @@ static int remove_stale(const char *path, const struct sockaddr_un *sa, const ch
 	return 0;
 }
 
+/*
+ * chmod 0600 without following a symlink. glibc does that through /proc/self/fd; where /proc is
+ * not mounted (a jail), fall back to chmod once lstat has seen a socket there.
+ */
+static int make_private(const char *path)
+{
+	if (fchmodat(AT_FDCWD, path, 0600, AT_SYMLINK_NOFOLLOW) == 0)
+		return 0;
+	if (errno == EOPNOTSUPP)
+		return -1; /* a symlink */
+	struct stat st;
+	if (lstat(path, &st) < 0)
+		return -1;
+	if (!S_ISSOCK(st.st_mode)) {
+		errno = EEXIST;
+		return -1;
+	}
+	return chmod(path, 0600);
+}
+
 int unix_socket_listen(const char *path, const char *what)
 {
 	struct sockaddr_un sa;
@@ -64,18 +85,27 @@ int unix_socket_listen(const char *path, const char *what)
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0)
 		return -errno;
-	/* Owner only: whoever connects talks to the guest. The umask covers bind to chmod. */
-	mode_t old = umask(0177);
-	rc = bind(fd, (const struct sockaddr *)&sa, sizeof(sa));
-	int e = errno;
-	umask(old);
-	if (rc < 0) {
+	/*
+	 * Owner only: whoever connects talks to the guest. The mode is set after bind but before
+	 * listen, and nobody can connect to a socket that does not listen yet, so there is no moment
+	 * of wider access; the process-wide umask is left alone (other threads create files).
+	 * AT_SYMLINK_NOFOLLOW: a path swapped for a symlink in between is refused, not followed.
+	 */
+	if (bind(fd, (const struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		int e = errno;
 		log_error(COMP, "cannot create the %s socket %s: %s", what, path, strerror(e));
 		close(fd);
 		return -e;
 	}
+	if (make_private(path) < 0) {
+		int e = errno;
+		log_error(COMP, "cannot make the %s socket %s private to its owner: %s", what, path, strerror(e));
+		close(fd);
+		unlink(path);
+		return -e;
+	}
 	if (listen(fd, 16) < 0) {
-		e = errno;
+		int e = errno;
 		log_error(COMP, "cannot listen on the %s socket %s: %s", what, path, strerror(e));
 		close(fd);
 		unlink(path);

@@ -40,7 +40,7 @@ int parse_size(const char *s, uint64_t *out)
 	return 0;
 }
 
-int read_file(const char *path, uint8_t **data, size_t *len)
+int read_file(const char *path, size_t max, uint8_t **data, size_t *len)
 {
 	int fd = open_regular_file(path, NULL, O_RDONLY, NULL, 0);
 	if (fd < 0)
@@ -54,6 +54,10 @@ int read_file(const char *path, uint8_t **data, size_t *len)
 	if (!S_ISREG(st.st_mode)) {
 		close(fd);
 		return S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL;
+	}
+	if ((uint64_t)st.st_size > max) {
+		close(fd);
+		return -EFBIG;
 	}
 	size_t size = (size_t)st.st_size;
 	uint8_t *buf = malloc(size ? size : 1);

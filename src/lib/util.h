@@ -21,8 +21,13 @@
  */
 int parse_size(const char *s, uint64_t *out);
 
-/* Reads a whole file into a malloc'ed buffer. Returns 0 or a negative errno. */
-int read_file(const char *path, uint8_t **data, size_t *len);
+/*
+ * Reads a whole regular file into a malloc'ed buffer, refusing one larger than max bytes with
+ * -EFBIG (before allocating: a file's size is not trusted to be sensible). A path that is not
+ * a regular file gives -EISDIR for a directory, -EINVAL otherwise; it is opened without
+ * blocking, so a FIFO cannot hang the caller. Returns 0 or a negative errno.
+ */
+int read_file(const char *path, size_t max, uint8_t **data, size_t *len);
 
 /* Monotonic clock in nanoseconds. */
 uint64_t monotonic_ns(void);

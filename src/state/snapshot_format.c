@@ -214,12 +214,18 @@ int snap_file_parse(struct snap_file *f, const uint8_t *buf, size_t len, char *e
 	return 0;
 }
 
+/* A state file holds tens of KiB per vCPU (no guest RAM): 254 vCPUs and every device fit many times over. */
+#define SNAP_STATE_FILE_MAX (64 * 1024 * 1024)
+
 int snap_file_read(struct snap_file *f, const char *path, char *err, size_t errlen)
 {
 	memset(f, 0, sizeof(*f));
 	uint8_t *buf;
 	size_t len;
-	int rc = read_file(path, &buf, &len);
+	int rc = read_file(path, SNAP_STATE_FILE_MAX, &buf, &len);
+	if (rc == -EFBIG)
+		return fail(err, errlen, rc, "%s is larger than %d MiB, which no vmon state file is: this is not a vmon "
+			    "snapshot", path, SNAP_STATE_FILE_MAX >> 20);
 	if (rc)
 		return fail(err, errlen, rc, "cannot read %s: %s", path, strerror(-rc));
 	rc = snap_file_parse(f, buf, len, err, errlen);

@@ -132,7 +132,8 @@ int platform_add_net(struct vm *vm, const char *spec)
 	if (!ns.has_mac)
 		config_net_default_mac(p->nnets, ns.mac);
 	struct net_backend *be;
-	int rc = ns.kind == NET_TAP ? net_tap_create(p->loop, ns.ifname, &be) : net_slirp_create(p->loop, ns.fwd, ns.nfwd, &be);
+	int rc = ns.kind == NET_TAP ? net_tap_create(p->loop, ns.ifname, &be)
+				    : net_slirp_create(p->loop, ns.fwd, ns.nfwd, ns.host_loopback, &be);
 	if (rc)
 		return rc;
 	struct virtio_pci_deps deps;

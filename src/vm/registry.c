@@ -15,20 +15,54 @@
 #include "config/config_json.h"
 #include "lib/log.h"
 
-int registry_dir(char *buf, size_t len)
+/* Writes the directory's path; *shared: it is the fallback in /tmp, where anyone can create it first. */
+static int runtime_dir(char *buf, size_t len, bool *shared)
 {
 	const char *env = getenv("VMON_RUNTIME_DIR");
 	const char *xdg = getenv("XDG_RUNTIME_DIR");
 	int n;
+	*shared = false;
 	if (env && *env)
 		n = snprintf(buf, len, "%s", env);
 	else if (xdg && *xdg)
 		n = snprintf(buf, len, "%s/vmon", xdg);
 	else if (geteuid() == 0)
 		n = snprintf(buf, len, "/run/vmon");
-	else
+	else {
 		n = snprintf(buf, len, "/tmp/vmon-%u", (unsigned int)geteuid());
+		*shared = true;
+	}
 	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
+int registry_dir(char *buf, size_t len)
+{
+	bool shared;
+	return runtime_dir(buf, len, &shared);
+}
+
+int registry_check_dir(const char *dir, bool private_dir)
+{
+	struct stat st;
+	/* A private directory must be the directory itself: a symlink could point anywhere. */
+	if ((private_dir ? lstat(dir, &st) : stat(dir, &st)) < 0) {
+		int rc = -errno;
+		if (rc != -ENOENT)
+			log_error("registry", "cannot use the runtime directory %s: %s", dir, strerror(-rc));
+		return rc;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		log_error("registry", "the runtime directory %s is not a directory%s: set VMON_RUNTIME_DIR to a directory",
+			  dir, S_ISLNK(st.st_mode) ? " (a symlink)" : "");
+		return -ENOTDIR;
+	}
+	if (private_dir && (st.st_uid != geteuid() || (st.st_mode & 077))) {
+		log_error("registry", "the runtime directory %s %s, so another user could read or plant entries in it: "
+				      "set VMON_RUNTIME_DIR to a private directory, or remove it so that vmon recreates it private",
+			  dir, st.st_uid != geteuid() ? "belongs to another user" : "is open to group or others");
+		return -EPERM;
+	}
+	return 0;
 }
 
 /* mkdir -p, the last component private to the user. */
@@ -48,6 +82,21 @@ static int make_dir(const char *path)
 	if (mkdir(tmp, 0700) < 0 && errno != EEXIST)
 		return -errno;
 	return 0;
+}
+
+/* The directory, created when create is set, and checked; the reason for a refusal is logged. */
+static int open_dir(char *dir, size_t len, bool create)
+{
+	bool shared;
+	int rc = runtime_dir(dir, len, &shared);
+	if (rc == 0 && create)
+		rc = make_dir(dir);
+	if (rc && rc != -EEXIST && rc != -ENOTDIR) { /* a file in the way: the check names it */
+		log_error("registry", "cannot create the runtime directory %s (%s): set VMON_RUNTIME_DIR to a writable "
+				      "directory", dir, strerror(-rc));
+		return rc;
+	}
+	return registry_check_dir(dir, shared);
 }
 
 unsigned long long registry_proc_start(int pid)
@@ -88,12 +137,9 @@ int registry_register(const struct vm_config *cfg, char *path, size_t len)
 	char dir[PATH_MAX];
 	if (len)
 		path[0] = 0;
-	int rc = registry_dir(dir, sizeof(dir));
-	if (rc == 0)
-		rc = make_dir(dir);
+	int rc = open_dir(dir, sizeof(dir), true);
 	if (rc) {
-		log_warn("registry", "cannot create the runtime directory %s (%s): `vmon ps` will not list this VM; "
-				     "set VMON_RUNTIME_DIR to a writable directory", dir, strerror(-rc));
+		log_warn("registry", "`vmon ps` will not list this VM");
 		return rc;
 	}
 	int pid = (int)getpid();
@@ -102,13 +148,15 @@ int registry_register(const struct vm_config *cfg, char *path, size_t len)
 		path[0] = 0; /* nothing for registry_unregister to remove */
 		return -ENAMETOOLONG;
 	}
-	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	/* A fresh, unguessable name (mkstemp: O_EXCL, 0600), hidden from registry_list until renamed. */
+	snprintf(tmp, sizeof(tmp), "%s/.%d.XXXXXX", dir, pid);
 
 	json_t *o = json_object();
 	json_t *c = config_json_dump(cfg);
 	if (!o || !c) {
 		json_decref(o);
 		json_decref(c);
+		path[0] = 0;
 		return -ENOMEM;
 	}
 	json_object_set_new(o, "pid", json_integer(pid));
@@ -116,12 +164,20 @@ int registry_register(const struct vm_config *cfg, char *path, size_t len)
 	json_object_set_new(o, "started_at", json_integer((json_int_t)time(NULL)));
 	json_object_set_new(o, "config", c);
 	/* Written whole and renamed into place, so a reader never sees half an entry. */
-	rc = json_dump_file(o, tmp, JSON_INDENT(2)) ? -EIO : 0;
+	int fd = mkostemp(tmp, O_CLOEXEC);
+	rc = fd < 0 ? -errno : 0;
+	if (rc == 0) {
+		errno = 0;
+		if (json_dumpfd(o, fd, JSON_INDENT(2)) < 0 || fsync(fd) < 0)
+			rc = errno ? -errno : -EIO;
+		close(fd);
+		if (rc == 0 && rename(tmp, path) < 0)
+			rc = -errno;
+		if (rc)
+			unlink(tmp);
+	}
 	json_decref(o);
-	if (rc == 0 && rename(tmp, path) < 0)
-		rc = -errno;
 	if (rc) {
-		unlink(tmp);
 		log_warn("registry", "cannot write %s: %s; `vmon ps` will not list this VM", path, strerror(-rc));
 		path[0] = 0;
 	}
@@ -182,12 +238,17 @@ int registry_list(struct registry_entry **out)
 {
 	*out = NULL;
 	char dir[PATH_MAX];
-	int rc = registry_dir(dir, sizeof(dir));
+	int rc = open_dir(dir, sizeof(dir), false);
+	if (rc == -ENOENT)
+		return 0; /* no directory: no VMs */
 	if (rc)
 		return rc;
 	DIR *d = opendir(dir);
-	if (!d)
-		return errno == ENOENT ? 0 : -errno;
+	if (!d) {
+		rc = -errno;
+		log_error("registry", "cannot read the runtime directory %s: %s", dir, strerror(-rc));
+		return rc;
+	}
 	struct registry_entry *list = NULL;
 	int n = 0, cap = 0;
 	struct dirent *de;

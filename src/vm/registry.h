@@ -33,6 +33,13 @@ struct registry_entry {
 int registry_dir(char *buf, size_t len);
 
 /*
+ * Whether dir may hold the registry: a directory (-ENOTDIR otherwise); when private_dir (the
+ * fallback in /tmp, which another user could have created first) also not a symlink, owned by
+ * this user and closed to group and others (-EPERM). Logs the reason for a refusal.
+ */
+int registry_check_dir(const char *dir, bool private_dir);
+
+/*
  * Registers the calling process as running a VM with this configuration. path receives the
  * entry's file, for registry_unregister. 0 or a negative errno (the reason is logged).
  */
@@ -43,8 +50,8 @@ void registry_unregister(const char *path);
 
 /*
  * Reads every entry, sorted by pid, into *out (malloc'ed, free() it; NULL when there are none).
- * Unreadable or malformed files are skipped. Returns the number of entries or a negative errno.
- * A missing directory means no VMs: 0.
+ * Unreadable or malformed files are skipped. Returns the number of entries or a negative errno
+ * (the reason logged). A missing directory means no VMs: 0.
  */
 int registry_list(struct registry_entry **out);
 

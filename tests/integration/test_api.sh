@@ -190,6 +190,56 @@ check api/ctl-bad-command "an unknown command: exit 2 naming it" ctl_ok 2 "unkno
 ctl --vm no-such-vm info
 check api/ctl-unknown-vm "an unknown VM name: exit 1 pointing at vmon ps" ctl_ok 1 'vmon ps' "$CTL_ERR"
 
+# vmon ctl against things that are not a vmon API: a plain file, and fake servers that misbehave.
+head -c 4096 /dev/zero >"$TEST_TMP/disk.img"
+ctl --sock "$TEST_TMP/disk.img" info
+check api/ctl-not-a-socket "--sock naming a disk image: 'is not a socket', no advice to remove it" \
+	eval 'ctl_ok 1 "disk.img is not a socket" "$CTL_ERR" && ! grep -q stale <<<"$CTL_ERR" && [ -s "$TEST_TMP/disk.img" ]'
+# fake_api MODE: a server on $TEST_TMP/fake.sock answering one request as MODE; sets FAKE_PID.
+fake_api() {
+	rm -f "$TEST_TMP/fake.sock"
+	python3 - "$TEST_TMP/fake.sock" "$1" <<'PY' &
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX)
+s.bind(sys.argv[1]); s.listen(1)
+c, _ = s.accept(); c.recv(65536)
+mode = sys.argv[2]
+try:
+    if mode == "huge":
+        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000000\r\n\r\n{"); time.sleep(20)
+    elif mode == "endless":
+        c.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")
+        while True: c.sendall(b"x" * 65536)
+    elif mode == "escapes":
+        body = b'{"error": "\\u001b[2J\\u001b]0;pwned\\u0007gone"}'
+        c.sendall(b"HTTP/1.1 500 Oops\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+except OSError:
+    pass
+PY
+	FAKE_PID=$!
+	for _ in $(seq 50); do [ -S "$TEST_TMP/fake.sock" ] && return; sleep 0.1; done
+}
+fake_api huge
+t0=$SECONDS; ctl --sock "$TEST_TMP/fake.sock" info; t=$((SECONDS - t0))
+kill $FAKE_PID 2>/dev/null; wait $FAKE_PID 2>/dev/null
+check api/ctl-huge-reply "a reply announcing 100000000 bytes: 'larger than', at once (${t}s)" \
+	eval 'ctl_ok 1 "larger than [0-9]+ bytes" "$CTL_ERR" && [ $t -lt 10 ]'
+fake_api endless
+ctl --sock "$TEST_TMP/fake.sock" info
+kill $FAKE_PID 2>/dev/null; wait $FAKE_PID 2>/dev/null
+check api/ctl-endless-reply "an endless reply body: 'larger than'" ctl_ok 1 "larger than [0-9]+ bytes" "$CTL_ERR"
+fake_api escapes
+ctl --sock "$TEST_TMP/fake.sock" info
+wait $FAKE_PID 2>/dev/null
+escapes_shown() { [ "$CTL_RC" = 1 ] && grep -qF 'HTTP 500): \x1b[2J\x1b]0;pwned\x07gone' "$TEST_TMP/ctl.err" &&
+	! grep -q $'\x1b' "$TEST_TMP/ctl.err"; }
+check api/ctl-escapes "terminal escape sequences in an error reply are shown escaped, not sent to the terminal" \
+	escapes_shown
+touch "$TEST_TMP/runtime-file"
+PS_ERR=$(VMON_RUNTIME_DIR=$TEST_TMP/runtime-file "$VMON" ps 2>&1 >/dev/null); CTL_RC=$?
+check api/ps-runtime-dir-file "VMON_RUNTIME_DIR naming a regular file: 'is not a directory'" \
+	ctl_ok 1 "runtime-file is not a directory" "$PS_ERR"
+
 # --- vmon ps, with a stale entry left by a process that is gone
 sh -c 'exit 0' & dead=$!; wait $dead
 cat >"$VMON_RUNTIME_DIR/$dead.json" <<EOF

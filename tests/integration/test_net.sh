@@ -2,7 +2,7 @@
 # virtio-net seen from a real Linux guest. One boot of the default guest with user-mode
 # networking (libslirp) covers: a DHCP lease from the kernel's ip=dhcp, a page and a bulk file
 # fetched with busybox wget from an HTTP server this script runs on the host's loopback (the
-# guest reaches it at 10.0.2.2), and a hostfwd port reaching a server in the guest. A second
+# guest reaches it at 10.0.2.2, with host-loopback=on), and a hostfwd port reaching a server in the guest. A second
 # boot, only where this script may create network namespaces (root), attaches a tap device in a
 # namespace of its own and talks to the host end of it. All traffic stays on this machine.
 #   VMON_NET_BULK_MIB   size of the bulk download (default 2; 0 skips it; the guest kernel is
@@ -86,7 +86,7 @@ OUT=$TEST_TMP/user.out
 ERR=$TEST_TMP/user.err
 start=$(date +%s)
 timeout --signal=KILL "$BOOT_TIMEOUT" "$VMON" run --kernel "$GUEST_KERNEL" --initrd "$TEST_TMP/initrd.cpio" \
-	--memory 128M --net "user,hostfwd=tcp:$FWD_PORT-:8000" \
+	--memory 128M --net "user,hostfwd=tcp:$FWD_PORT-:8000,host-loopback=on" \
 	--cmdline "$CMDLINE ip=dhcp nettest=user nettest.port=$HTTP_PORT nettest.bulk=$BULK_MIB" \
 	</dev/null >"$OUT" 2>"$ERR" &
 VMON_PID=$!

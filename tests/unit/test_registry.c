@@ -5,12 +5,15 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "lib/log.h"
 #include "lib/util.h"
 #include "vm/registry.h"
 
@@ -131,11 +134,116 @@ static void test_stale_entries_are_recognised(void **state)
 	config_free(&cfg);
 }
 
+static void register_sample(char *path, size_t len, int expect)
+{
+	struct vm_config cfg;
+	config_init_defaults(&cfg);
+	cfg.kernel_path = strdup("/k");
+	assert_int_equal(registry_register(&cfg, path, len), expect);
+	config_free(&cfg);
+}
+
+/* The logged messages, as the user sees them, collected through the JSON log file. */
+static char *logged(const char *log_path)
+{
+	log_close_json_file();
+	uint8_t *data;
+	size_t len;
+	assert_int_equal(read_file(log_path, 1 << 20, &data, &len), 0);
+	char *text = malloc(len + 1);
+	memcpy(text, data, len);
+	text[len] = 0;
+	free(data);
+	return text;
+}
+
+/* VMON_RUNTIME_DIR naming a regular file: "is not a directory", not an I/O error. */
+static void test_runtime_dir_is_a_file(void **state)
+{
+	(void)state;
+	char file[128], log_path[128];
+	snprintf(file, sizeof(file), "%s/notadir", dir);
+	snprintf(log_path, sizeof(log_path), "%s/log.json", dir);
+	FILE *f = fopen(file, "w");
+	assert_non_null(f);
+	fclose(f);
+	setenv("VMON_RUNTIME_DIR", file, 1);
+	assert_int_equal(log_open_json_file(log_path), 0);
+	char path[4096];
+	register_sample(path, sizeof(path), -ENOTDIR);
+	assert_string_equal(path, "");
+	struct registry_entry *list;
+	assert_int_equal(registry_list(&list), -ENOTDIR);
+	char *text = logged(log_path);
+	assert_non_null(strstr(text, "notadir is not a directory"));
+	assert_null(strstr(text, "Input/output error"));
+	free(text);
+}
+
+/* The /tmp fallback must be this user's own private directory, not one someone else made. */
+static void test_private_dir_checks(void **state)
+{
+	(void)state;
+	char d[128], link[128], file[128];
+	snprintf(d, sizeof(d), "%s/priv", dir);
+	snprintf(link, sizeof(link), "%s/link", dir);
+	snprintf(file, sizeof(file), "%s/file", dir);
+	assert_int_equal(mkdir(d, 0700), 0);
+	assert_int_equal(registry_check_dir(d, true), 0);
+	assert_int_equal(chmod(d, 0755), 0);
+	assert_int_equal(registry_check_dir(d, true), -EPERM);
+	assert_int_equal(registry_check_dir(d, false), 0); /* a directory the user chose may be shared */
+	assert_int_equal(chmod(d, 0700), 0);
+	assert_int_equal(symlink(d, link), 0);
+	assert_int_equal(registry_check_dir(link, true), -ENOTDIR);
+	FILE *f = fopen(file, "w");
+	assert_non_null(f);
+	fclose(f);
+	assert_int_equal(registry_check_dir(file, false), -ENOTDIR);
+	if (geteuid() == 0) { /* only root can give a directory away */
+		assert_int_equal(chown(d, 65534, 65534), 0);
+		assert_int_equal(registry_check_dir(d, true), -EPERM);
+	}
+}
+
+/* A symlink planted at the old predictable temporary name is neither followed nor replaced. */
+static void test_entry_not_written_through_planted_link(void **state)
+{
+	(void)state;
+	char d[256], victim[128], planted[512], path[4096];
+	snprintf(victim, sizeof(victim), "%s/victim", dir);
+	FILE *f = fopen(victim, "w");
+	assert_non_null(f);
+	fputs("precious", f);
+	fclose(f);
+	register_sample(path, sizeof(path), 0); /* creates the directory */
+	registry_unregister(path);
+	registry_dir(d, sizeof(d));
+	snprintf(planted, sizeof(planted), "%s/%d.json.tmp", d, (int)getpid());
+	assert_int_equal(symlink(victim, planted), 0);
+
+	register_sample(path, sizeof(path), 0);
+	uint8_t *data;
+	size_t len;
+	assert_int_equal(read_file(victim, 100, &data, &len), 0);
+	assert_int_equal(len, 8);
+	assert_memory_equal(data, "precious", 8);
+	free(data);
+	struct stat st;
+	assert_int_equal(lstat(path, &st), 0);
+	assert_true(S_ISREG(st.st_mode));
+	assert_int_equal(st.st_mode & 0777, 0600);
+	registry_unregister(path);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_register_list_unregister, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_stale_entries_are_recognised, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_runtime_dir_is_a_file, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_private_dir_checks, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_entry_not_written_through_planted_link, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

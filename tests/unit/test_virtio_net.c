@@ -550,6 +550,11 @@ static void net_options_parse(void **state)
 	assert_int_equal(s.kind, NET_USER);
 	assert_false(s.has_mac);
 	assert_int_equal(s.nfwd, 0);
+	assert_false(s.host_loopback); /* the host's loopback services stay out of the guest's reach */
+	assert_int_equal(config_net_parse("user,host-loopback=on", &s, err, sizeof(err)), 0);
+	assert_true(s.host_loopback);
+	assert_int_equal(config_net_parse("user,host-loopback=off", &s, err, sizeof(err)), 0);
+	assert_false(s.host_loopback);
 	assert_int_equal(config_net_parse("user,hostfwd=tcp:8080-:80,hostfwd=udp:0.0.0.0:5353-10.0.2.9:53,"
 					  "mac=02:00:00:00:00:01", &s, err, sizeof(err)), 0);
 	assert_int_equal(s.nfwd, 2);
@@ -574,7 +579,7 @@ static void net_options_parse(void **state)
 		"user,mac=01:00:00:00:00:01", "user,mac=00:00:00:00:00:00", "user,mac=zz:54:00:12:34:56",
 		"user,hostfwd=tcp:99999-:80", "user,hostfwd=tcp:8080", "user,hostfwd=sctp:1-:2",
 		"user,hostfwd=tcp:8080-192.168.1.1:80", "user,hostfwd=tcp:8080-:0", "tap=t0,hostfwd=tcp:1-:2",
-		"user,speed=fast",
+		"user,speed=fast", "user,host-loopback=yes", "user,host-loopback=", "tap=t0,host-loopback=on",
 		"user,hostfwd=tcp:1-:1,hostfwd=tcp:2-:1,hostfwd=tcp:3-:1,hostfwd=tcp:4-:1,hostfwd=tcp:5-:1,"
 		"hostfwd=tcp:6-:1,hostfwd=tcp:7-:1,hostfwd=tcp:8-:1,hostfwd=tcp:9-:1",
 	};
