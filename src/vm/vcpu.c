@@ -151,7 +151,9 @@ static void handle_internal_error(struct vcpu *v)
 {
 	struct kvm_run *run = v->run;
 	if (run->internal.suberror == KVM_INTERNAL_ERROR_EMULATION) {
-		x86_handle_emulation_failure(v);
+		char why[sizeof(v->vm->stop_message)];
+		if (x86_handle_emulation_failure(v, why, sizeof(why)))
+			vm_request_stop(v->vm, VM_STOP_ERROR, "%s", why);
 		return;
 	}
 	vm_request_stop(v->vm, VM_STOP_ERROR, "vCPU %u: KVM internal error (suberror %u) at RIP 0x%llx", v->id,

@@ -24,22 +24,6 @@
 #define STR_(x) #x
 #define STR(x) STR_(x)
 
-/*
- * The real vm_request_stop lives in src/vm/vm.c; this stand-in, used only when that file is not
- * linked, records the first reason and message the same way.
- */
-__attribute__((weak)) void vm_request_stop(struct vm *vm, enum vm_stop_reason reason, const char *fmt, ...)
-{
-	if (atomic_load(&vm->stop_reason) != VM_STOP_NONE)
-		return;
-	atomic_store(&vm->stop_reason, reason);
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(vm->stop_message, sizeof(vm->stop_message), fmt, ap);
-	va_end(ap);
-	atomic_store(&vm->state, VM_STOPPED);
-}
-
 struct harness {
 	int kvm_fd;
 	struct probe_vm pv;
@@ -105,8 +89,12 @@ static inline int harness_run(struct harness *h)
 		int r = probe_vm_run(&h->pv, 2000);
 		if (r == KVM_EXIT_INTERNAL_ERROR && h->pv.run->internal.suberror == KVM_INTERNAL_ERROR_EMULATION) {
 			h->failures++;
-			if (x86_handle_emulation_failure(&h->vcpu))
+			/* As the vCPU loop does: the handler says why, the loop stops the VM. */
+			char why[sizeof(h->vm.stop_message)];
+			if (x86_handle_emulation_failure(&h->vcpu, why, sizeof(why))) {
+				vm_request_stop(&h->vm, VM_STOP_ERROR, "%s", why);
 				return -1;
+			}
 			x86_vcpu_after_exit(&h->vcpu);
 			continue;
 		}

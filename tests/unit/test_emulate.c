@@ -329,6 +329,13 @@ __asm__(".pushsection .rodata\n" BLOB(t_sys_kernel)
 	"  syscall\n"
 	"  ud2\n"
 	BLOB_END(t_sys_user)
+	/* A jump to LSTAR dressed as a system call: RCX after a real syscall, R11 = RFLAGS. */
+	BLOB(t_sys_user_jump)
+	"  lea 1f(%rip), %rcx\n pushfq\n pop %r11\n"
+	"  mov $" STR(LSTAR_ADDR) ", %eax\n jmp *%rax\n"
+	"  syscall\n"
+	"1: ud2\n"
+	BLOB_END(t_sys_user_jump)
 	BLOB(t_sys_user_fault)
 	"  movq (0x20000), %rax\n"
 	"  ud2\n"
@@ -338,16 +345,21 @@ PROBE_BLOB(t_sys_lstar);
 PROBE_BLOB(t_sys_pf);
 PROBE_BLOB(t_sys_user);
 PROBE_BLOB(t_sys_user_fault);
+PROBE_BLOB(t_sys_user_jump);
 
-static void syscall_guest(struct harness *h, bool make_syscall)
+enum sys_user { USER_SYSCALL, USER_FAULT, USER_JUMP };
+
+static void syscall_guest(struct harness *h, enum sys_user user)
 {
 	load(h, PROBE_VM_KCODE, t_sys_kernel_start, t_sys_kernel_end);
 	load(h, LSTAR_ADDR, t_sys_lstar_start, t_sys_lstar_end);
 	load(h, PF_ENTRY, t_sys_pf_start, t_sys_pf_end);
-	if (make_syscall)
+	if (user == USER_SYSCALL)
 		load(h, PROBE_VM_UCODE, t_sys_user_start, t_sys_user_end);
-	else
+	else if (user == USER_FAULT)
 		load(h, PROBE_VM_UCODE, t_sys_user_fault_start, t_sys_user_fault_end);
+	else
+		load(h, PROBE_VM_UCODE, t_sys_user_jump_start, t_sys_user_jump_end);
 	assert_int_equal(probe_vm_set_user(&h->pv, PROBE_VM_UCODE, 0x2000), 0);
 	assert_int_equal(probe_vm_set_gate(&h->pv, 14, PF_ENTRY, 0), 0);
 }
@@ -359,7 +371,7 @@ static void test_syscall_reaches_cpl0(void **state)
 	harness_init(&h);
 	const struct host_caps *c = caps(h.kvm_fd);
 	harness_vm_arch(&h, c);
-	syscall_guest(&h, true);
+	syscall_guest(&h, USER_SYSCALL);
 
 	int r = harness_run(&h);
 	assert_int_equal(r, KVM_EXIT_HLT);
@@ -386,7 +398,7 @@ static void test_ordinary_page_fault_passes_through(void **state)
 	harness_init(&h);
 	const struct host_caps *c = caps(h.kvm_fd);
 	harness_vm_arch(&h, c);
-	syscall_guest(&h, false);
+	syscall_guest(&h, USER_FAULT);
 
 	assert_int_equal(harness_run(&h), KVM_EXIT_HLT);
 	assert_int_equal(kdata(&h, 0), 0);          /* no system call */
@@ -398,6 +410,28 @@ static void test_ordinary_page_fault_passes_through(void **state)
 	harness_destroy(&h);
 }
 
+/* User code that jumps to LSTAR takes the page fault, as on hardware: no CPL0 for it. */
+static void test_jump_to_lstar_faults(void **state)
+{
+	(void)state;
+	struct harness h;
+	harness_init(&h);
+	const struct host_caps *c = caps(h.kvm_fd);
+	harness_vm_arch(&h, c);
+	syscall_guest(&h, USER_JUMP);
+
+	assert_int_equal(harness_run(&h), KVM_EXIT_HLT);
+	assert_int_equal(kdata(&h, 0), 0);                /* the LSTAR code never ran */
+	assert_int_equal(kdata(&h, 5), LSTAR_ADDR);       /* CR2: the guest's handler got the fault */
+	assert_int_equal(kdata(&h, 6) & 0x7, 0x5);        /* user access to a present supervisor page */
+	assert_int_equal(kdata(&h, 7), PROBE_VM_SEL_UCODE);
+	if (c->syscall_broken) {
+		assert_int_equal(x86_emul_get(&h.vcpu, X86_EMUL_SYSCALL_REFUSED), 1);
+		assert_int_equal(x86_emul_get(&h.vcpu, X86_EMUL_SYSCALL_COMPLETED), 0);
+	}
+	harness_destroy(&h);
+}
+
 /* A page-fault entry that does not look like Linux's is never patched. */
 static void test_fixup_refuses_unknown_entry(void **state)
 {
@@ -406,7 +440,7 @@ static void test_fixup_refuses_unknown_entry(void **state)
 	harness_init(&h);
 	struct host_caps c = { .syscall_broken = true };
 	harness_vm_arch(&h, &c);
-	syscall_guest(&h, true);
+	syscall_guest(&h, USER_SYSCALL);
 	static const uint8_t other[4] = { 0x90, 0x90, 0x90, 0xfc };
 	assert_int_equal(probe_vm_load(&h.pv, PF_ENTRY, other, sizeof(other)), 0);
 	struct x86_vm_arch *va = h.vm.arch;
@@ -434,6 +468,7 @@ int main(void)
 		cmocka_unit_test(test_unhandled_instruction_stops_vm),
 		cmocka_unit_test(test_syscall_reaches_cpl0),
 		cmocka_unit_test(test_ordinary_page_fault_passes_through),
+		cmocka_unit_test(test_jump_to_lstar_faults),
 		cmocka_unit_test(test_fixup_refuses_unknown_entry),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

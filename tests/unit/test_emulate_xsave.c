@@ -219,9 +219,92 @@ static void test_xsave_faults(void **state)
 	harness_destroy(&h);
 }
 
+/*
+ * XRSTOR against a racing vCPU, without KVM: guest memory whose header turns bad as soon as
+ * it has been read once (another vCPU rewriting it between the checks and the restore).
+ */
+struct racing_area {
+	uint8_t mem[1024];
+	unsigned int reads;
+	size_t bytes_read[1024]; /* how often each byte was read */
+};
+
+static int racing_read(void *ctx, size_t offset, void *buf, size_t len)
+{
+	struct racing_area *r = ctx;
+	assert_true(offset + len <= sizeof(r->mem));
+	memcpy(buf, r->mem + offset, len);
+	for (size_t i = 0; i < len; i++)
+		r->bytes_read[offset + i]++;
+	r->reads++;
+	/* The other vCPU: a reserved header byte set, and XSTATE_BV beyond XCR0. */
+	r->mem[XSAVE_HDR_OFFSET + 8] = 1;
+	r->mem[XSAVE_HDR_OFFSET + 7] = 0x80;
+	return 0;
+}
+
+static void racing_layout(struct xsave_layout *l)
+{
+	memset(l, 0, sizeof(*l));
+	l->known = XFEATURE_MASK_FP | XFEATURE_MASK_SSE | XFEATURE_MASK_YMM;
+	l->offset[2] = 576;
+	l->size[2] = 256;
+}
+
+static void test_xrstor_reads_guest_area_once(void **state)
+{
+	(void)state;
+	struct xsave_layout l;
+	racing_layout(&l);
+	const uint64_t xcr0 = 7, bv = 7;
+	struct racing_area r;
+	memset(&r, 0, sizeof(r));
+	fill(r.mem + 160, 256, 0x21);
+	fill(r.mem + 576, 256, 0x42);
+	uint32_t mxcsr = 0x1f80;
+	memcpy(r.mem + 24, &mxcsr, 4);
+	memcpy(r.mem + XSAVE_HDR_OFFSET, &bv, 8);
+	uint8_t checked_hdr[XSAVE_HDR_SIZE];
+	memcpy(checked_hdr, r.mem + XSAVE_HDR_OFFSET, sizeof(checked_hdr));
+
+	uint8_t *area = NULL;
+	size_t len = 0;
+	assert_int_equal(xsave_restore_copy_area(&l, xcr0, xcr0, false, racing_read, &r, &area, &len), 0);
+	assert_int_equal(len, 576 + 256);
+	/* every byte came from guest memory exactly once ... */
+	for (size_t i = 0; i < len; i++)
+		assert_int_equal(r.bytes_read[i], 1);
+	/* ... and the copy holds the header that passed the checks, not what the guest wrote later */
+	assert_memory_equal(area + XSAVE_HDR_OFFSET, checked_hdr, sizeof(checked_hdr));
+	assert_int_equal(xsave_restore_check(&l, r.mem + XSAVE_HDR_OFFSET, xcr0, xcr0, false, &(size_t){ 0 }),
+			 -EINVAL);
+	uint8_t kvm[4096];
+	memset(kvm, 0, sizeof(kvm));
+	assert_int_equal(xsave_restore(&l, area, len, xcr0, kvm, sizeof(kvm)), 0);
+	assert_memory_equal(kvm + 576, area + 576, 256);
+	free(area);
+}
+
+static void test_xrstor_bad_header_reads_no_more(void **state)
+{
+	(void)state;
+	struct xsave_layout l;
+	racing_layout(&l);
+	struct racing_area r;
+	memset(&r, 0, sizeof(r));
+	r.mem[XSAVE_HDR_OFFSET + 8] = 1; /* XCOMP_BV = 1: a reserved header byte */
+	uint8_t *area = NULL;
+	size_t len = 0;
+	assert_int_equal(xsave_restore_copy_area(&l, 7, 7, false, racing_read, &r, &area, &len), -EINVAL);
+	assert_int_equal(r.reads, 1);
+	assert_null(area);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_xrstor_reads_guest_area_once),
+		cmocka_unit_test(test_xrstor_bad_header_reads_no_more),
 		cmocka_unit_test(test_xsave_xsavec_xrstor),
 		cmocka_unit_test(test_xsave_faults),
 	};

@@ -58,6 +58,12 @@ static int setup(void **state)
 	set64(PT + 1 * 8, 0x30000 | P | US);            /* read-only */
 	set64(PT + 2 * 8, 0x20000 | P | RW | NX);       /* supervisor, not executable */
 	set64(PT + 3 * 8, 0x7ff000000ULL | P | RW);     /* a page outside RAM */
+	set64(PT + 4 * 8, 0x11000 | P | RW | US | (1ULL << 45)); /* address bit 45: beyond a 40-bit MAXPHYADDR */
+	set64(PT + 5 * 8, 0x12000 | P | RW | NX);       /* NX: reserved while EFER.NXE is clear */
+	set64(PT + 6 * 8, 0x13000 | P | RW);            /* supervisor, writable */
+	set64(PD + 5 * 8, 0x800000 | P | RW | PS | (1ULL << 13));  /* 2 MiB page with reserved bit 13 */
+	set64(PDPT + 2 * 8, 0x40000000 | P | RW | PS | (1ULL << 20)); /* 1 GiB page with reserved bit 20 */
+	set64(PML4 + 1 * 8, PDPT | P | RW | PS);        /* PS in a PML4 entry is reserved */
 	return 0;
 }
 
@@ -177,6 +183,16 @@ static void test_paging_off_and_legacy_modes(void **state)
 	assert_int_equal(gpa, 0x205abc);
 	struct guest_fault f;
 	assert_int_equal(guest_walk(&mem, &p32, 0x00412345, GUEST_ACCESS_USER, &gpa, &f), -EFAULT);
+	/* without CR4.PSE the PS bit is ignored: the entry points at a page table */
+	set32(0x100000 + 3 * 4, 0x101000 | P | RW | US | PS);
+	struct guest_paging nopse = p32;
+	nopse.cr4 = 0;
+	assert_int_equal(guest_walk(&mem, &nopse, 0x00c05abc, 0, &gpa, NULL), 0);
+	assert_int_equal(gpa, 0x205abc);
+	/* a 4 MiB page's bit 21 is reserved */
+	set32(0x100000 + 4 * 4, 0x00400000 | P | RW | PS | (1u << 21));
+	assert_int_equal(guest_walk(&mem, &p32, 0x01000000, 0, &gpa, &f), -EFAULT);
+	assert_int_equal(f.pf_error, PF_ERR_PRESENT | PF_ERR_RSVD);
 
 	/* PAE without long mode: four PDPTEs at CR3, then PD and PT */
 	set64(0x110000 + 0 * 8, 0x111000 | P);
@@ -189,6 +205,94 @@ static void test_paging_off_and_legacy_modes(void **state)
 	assert_int_equal(guest_walk(&mem, &pae, 0x00812345, 0, &gpa, NULL), 0);
 	assert_int_equal(gpa, 0x412345);
 	assert_int_equal(guest_walk(&mem, &pae, 0x40000000, 0, &gpa, &f), -EFAULT); /* PDPTE 1 absent */
+	assert_int_equal(f.pf_error, 0);
+	set64(0x110000 + 2 * 8, 0x111000 | P | RW); /* R/W is reserved in a PAE PDPTE */
+	assert_int_equal(guest_walk(&mem, &pae, 0x80607010, 0, &gpa, &f), -EFAULT);
+	assert_int_equal(f.pf_error, PF_ERR_PRESENT | PF_ERR_RSVD);
+}
+
+static void test_reserved_bits(void **state)
+{
+	(void)state;
+	uint64_t gpa;
+	struct guest_fault f;
+	struct guest_paging p40 = lm;
+	p40.maxphyaddr = 40;
+	/* Address bits at or above MAXPHYADDR: fine with 52 bits, reserved with 40. */
+	assert_int_equal(guest_walk(&mem, &lm, 0x404000, GUEST_ACCESS_USER, &gpa, NULL), 0);
+	assert_int_equal(gpa, 0x200000011000ULL);
+	assert_int_equal(guest_walk(&mem, &p40, 0x404000, GUEST_ACCESS_USER | GUEST_ACCESS_WRITE, &gpa, &f), -EFAULT);
+	assert_int_equal(f.pf_error, PF_ERR_PRESENT | PF_ERR_RSVD | PF_ERR_WRITE | PF_ERR_USER);
+	assert_int_equal(f.addr, 0x404000);
+	/* NX is a reserved bit without EFER.NXE, and fetches are then not reported */
+	struct guest_paging nonx = lm;
+	nonx.efer &= ~0x800ULL;
+	assert_int_equal(guest_walk(&mem, &lm, 0x405000, 0, &gpa, NULL), 0);
+	assert_int_equal(guest_walk(&mem, &nonx, 0x405000, GUEST_ACCESS_FETCH, &gpa, &f), -EFAULT);
+	assert_int_equal(f.pf_error, PF_ERR_PRESENT | PF_ERR_RSVD);
+	/* reserved bits of 2 MiB and 1 GiB pages, and PS at the top level */
+	assert_int_equal(guest_walk(&mem, &lm, 0xa00000, 0, &gpa, &f), -EFAULT);
+	assert_int_equal(f.pf_error, PF_ERR_PRESENT | PF_ERR_RSVD);
+	assert_int_equal(guest_walk(&mem, &lm, 0x80000000ULL, GUEST_ACCESS_FETCH, &gpa, &f), -EFAULT);
+	assert_int_equal(f.pf_error, PF_ERR_PRESENT | PF_ERR_RSVD | PF_ERR_FETCH);
+	assert_int_equal(guest_walk(&mem, &lm, 0x8000000000ULL, 0, &gpa, &f), -EFAULT);
+	assert_int_equal(f.pf_error, PF_ERR_PRESENT | PF_ERR_RSVD);
+}
+
+static void test_smep_smap(void **state)
+{
+	(void)state;
+	uint64_t gpa;
+	struct guest_fault f;
+	struct guest_paging smep = lm, smap = lm;
+	smep.cr4 |= 1ULL << 20;
+	smap.cr4 |= 1ULL << 21;
+	/* SMEP: the kernel may not execute a user page; its own pages are fine */
+	assert_int_equal(guest_walk(&mem, &lm, 0x400000, GUEST_ACCESS_FETCH, &gpa, NULL), 0);
+	assert_int_equal(guest_walk(&mem, &smep, 0x400000, GUEST_ACCESS_FETCH, &gpa, &f), -EFAULT);
+	assert_int_equal(f.pf_error, PF_ERR_PRESENT | PF_ERR_FETCH);
+	assert_int_equal(guest_walk(&mem, &smep, 0x406000, GUEST_ACCESS_FETCH, &gpa, NULL), 0);
+	assert_int_equal(guest_walk(&mem, &smep, 0x400000, GUEST_ACCESS_USER | GUEST_ACCESS_FETCH, &gpa, NULL), 0);
+	/* SMAP: kernel data accesses to user pages fault unless RFLAGS.AC is set */
+	assert_int_equal(guest_walk(&mem, &smap, 0x400000, 0, &gpa, &f), -EFAULT);
+	assert_int_equal(f.pf_error, PF_ERR_PRESENT);
+	assert_int_equal(guest_walk(&mem, &smap, 0x400000, GUEST_ACCESS_WRITE, &gpa, &f), -EFAULT);
+	assert_int_equal(f.pf_error, PF_ERR_PRESENT | PF_ERR_WRITE);
+	smap.rflags = 1ULL << 18;
+	assert_int_equal(guest_walk(&mem, &smap, 0x400000, GUEST_ACCESS_WRITE, &gpa, NULL), 0);
+	/* ... but AC does not cover the CPU's own accesses, and user code is unaffected */
+	assert_int_equal(guest_walk(&mem, &smap, 0x400000, GUEST_ACCESS_IMPLICIT, &gpa, &f), -EFAULT);
+	assert_int_equal(f.pf_error, PF_ERR_PRESENT);
+	smap.rflags = 0;
+	assert_int_equal(guest_walk(&mem, &smap, 0x400000, GUEST_ACCESS_USER, &gpa, NULL), 0);
+	assert_int_equal(guest_walk(&mem, &smap, 0x406000, GUEST_ACCESS_IMPLICIT, &gpa, NULL), 0);
+	/* without NXE or SMEP the CPU does not mark fetches in the error code */
+	struct guest_paging plain = lm;
+	plain.efer &= ~0x800ULL;
+	assert_int_equal(guest_walk(&mem, &plain, 0x600000, GUEST_ACCESS_FETCH, &gpa, &f), -EFAULT);
+	assert_int_equal(f.pf_error, 0);
+}
+
+static void test_write_intent(void **state)
+{
+	(void)state;
+	struct guest_fault f;
+	uint8_t buf[8];
+	struct guest_paging nowp = lm;
+	nowp.cr0 &= ~0x10000ULL;
+	/* a read made for a store that follows faults as the store would, with W in the error code */
+	assert_int_equal(guest_virt_read(&mem, &lm, 0x401000, buf, 8, 0, NULL), 0);
+	assert_int_equal(guest_virt_read(&mem, &lm, 0x401000, buf, 8, GUEST_ACCESS_WRITE, &f), -EFAULT);
+	assert_int_equal(f.pf_error, PF_ERR_PRESENT | PF_ERR_WRITE);
+	/* CR0.WP off lets the kernel write a read-only page, never user code */
+	assert_int_equal(guest_virt_read(&mem, &nowp, 0x401000, buf, 8, GUEST_ACCESS_WRITE, NULL), 0);
+	assert_int_equal(guest_virt_read(&mem, &nowp, 0x401000, buf, 8, GUEST_ACCESS_WRITE | GUEST_ACCESS_USER, &f),
+			 -EFAULT);
+	assert_int_equal(f.pf_error, PF_ERR_PRESENT | PF_ERR_WRITE | PF_ERR_USER);
+	/* and the page it will write is marked dirty */
+	set64(PT + 6 * 8, 0x13000 | P | RW);
+	assert_int_equal(guest_virt_read(&mem, &lm, 0x406000, buf, 8, GUEST_ACCESS_WRITE, NULL), 0);
+	assert_int_equal(get64(PT + 6 * 8) & D, D);
 }
 
 int main(void)
@@ -200,6 +304,9 @@ int main(void)
 		cmocka_unit_test(test_hostile_tables),
 		cmocka_unit_test(test_copy_across_pages),
 		cmocka_unit_test(test_paging_off_and_legacy_modes),
+		cmocka_unit_test(test_reserved_bits),
+		cmocka_unit_test(test_smep_smap),
+		cmocka_unit_test(test_write_intent),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

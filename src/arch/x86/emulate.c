@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 
+#include "arch/x86/cpuid.h"
 #include "arch/x86/syscall_fixup.h"
 #include "arch/x86/vcpu_arch.h"
 #include "arch/x86/xsave_image.h"
@@ -90,6 +91,22 @@ static unsigned int fetch_access(const struct x86_cpu *cpu)
 	return GUEST_ACCESS_FETCH | (cpu->cpl == 3 ? GUEST_ACCESS_USER : 0);
 }
 
+/* CPUID 0x80000008 EAX[7:0]: the physical-address width the guest was told about. */
+static unsigned int maxphyaddr(const struct vm *vm)
+{
+	const struct kvm_cpuid_entry2 *e = vm->cpuid ? cpuid_find_entry(vm->cpuid, 0x80000008, 0) : NULL;
+	if (e)
+		return e->eax & 0xff;
+	unsigned int a, b, c, d;
+	return __get_cpuid(0x80000008, &a, &b, &c, &d) ? a & 0xff : 0;
+}
+
+struct guest_paging x86_guest_paging(const struct vm *vm, const struct kvm_sregs *s, uint64_t rflags)
+{
+	return (struct guest_paging){ .cr0 = s->cr0, .cr3 = s->cr3, .cr4 = s->cr4, .efer = s->efer,
+				      .rflags = rflags, .maxphyaddr = maxphyaddr(vm) };
+}
+
 int x86_cpu_load(struct vcpu *vcpu, struct x86_cpu *cpu)
 {
 	memset(cpu, 0, sizeof(*cpu));
@@ -98,7 +115,7 @@ int x86_cpu_load(struct vcpu *vcpu, struct x86_cpu *cpu)
 		return -errno;
 	regs_to_gpr(&cpu->regs, cpu->gpr);
 	const struct kvm_sregs *s = &cpu->sregs;
-	cpu->pg = (struct guest_paging){ .cr0 = s->cr0, .cr3 = s->cr3, .cr4 = s->cr4, .efer = s->efer };
+	cpu->pg = x86_guest_paging(vcpu->vm, s, cpu->regs.rflags);
 	if (!(s->cr0 & CR0_PE)) {
 		cpu->mode = 16;
 		cpu->cpl = 0;
@@ -420,6 +437,20 @@ static bool host_has_xsavec(void)
 	return __get_cpuid_count(0xd, 1, &a, &b, &c, &d) && (a & 2);
 }
 
+/* The guest's XSAVE area for xsave_restore_copy_area(): read with the guest's permissions. */
+struct area_ctx {
+	struct x86_cpu *cpu;
+	uint64_t lin;
+	unsigned int access;
+	int *err;
+};
+
+static int read_area(void *p, size_t offset, void *buf, size_t len)
+{
+	struct area_ctx *c = p;
+	return guest_copy(c->cpu, c->lin + offset, buf, len, c->access, false, c->err);
+}
+
 /*
  * One XSAVE-family instruction against KVM's image kvm (already read). Returns 0 when it was
  * emulated, 1 when an exception was delivered instead (*err), or a negative errno.
@@ -439,37 +470,29 @@ static int xsave_op_apply(struct x86_cpu *cpu, const struct x86_insn *in, enum x
 	uint64_t rfbm = xcr0 & ((cpu->gpr[X86_RDX] << 32) | (cpu->gpr[X86_RAX] & 0xffffffffULL));
 	unsigned int user = cpu->cpl == 3 ? GUEST_ACCESS_USER : 0;
 
+	uint8_t *area = NULL;
 	size_t len;
 	if (op == OP_XRSTOR) {
-		uint8_t head[XSAVE_EXT_OFFSET];
-		if ((rc = guest_copy(cpu, lin, head, sizeof(head), user, false, err)))
-			return rc;
-		rc = xsave_restore_check(layout, head + XSAVE_HDR_OFFSET, xcr0, rfbm, host_has_xsavec(), &len);
-		if (rc == -EINVAL) {
-			*err = inject_gp0(cpu);
-			return 1;
-		}
-		if (rc)
-			return rc;
-	} else {
-		len = xsave_area_size(layout, rfbm, op == OP_XSAVEC);
-	}
-	uint8_t *area = malloc(len);
-	if (!area)
-		return -ENOMEM;
-	/* A save reads the area first, as a write: a read-only page faults as the store would. */
-	unsigned int access = user | (op == OP_XRSTOR ? 0 : GUEST_ACCESS_WRITE);
-	rc = guest_copy(cpu, lin, area, len, access, false, err);
-	if (rc == 0 && op == OP_XRSTOR) {
-		rc = xsave_restore(layout, area, len, rfbm, kvm, kvm_len);
+		struct area_ctx ctx = { cpu, lin, user, err };
+		rc = xsave_restore_copy_area(layout, xcr0, rfbm, host_has_xsavec(), read_area, &ctx, &area, &len);
+		if (rc == 0)
+			rc = xsave_restore(layout, area, len, rfbm, kvm, kvm_len);
 		if (rc == -EINVAL) {
 			*err = inject_gp0(cpu);
 			rc = 1;
 		} else if (rc == 0 && ioctl(cpu->vcpu->fd, KVM_SET_XSAVE, kvm) < 0) {
 			rc = -errno;
 		}
-	} else if (rc == 0) {
-		rc = xsave_save(layout, kvm, kvm_len, rfbm, op == OP_XSAVEC, area, len);
+	} else {
+		len = xsave_area_size(layout, rfbm, op == OP_XSAVEC);
+		area = malloc(len);
+		if (!area)
+			return -ENOMEM;
+		/* A save reads the area first, as a write: a read-only page faults as the store would. */
+		unsigned int access = user | GUEST_ACCESS_WRITE;
+		rc = guest_copy(cpu, lin, area, len, access, false, err);
+		if (rc == 0)
+			rc = xsave_save(layout, kvm, kvm_len, rfbm, op == OP_XSAVEC, area, len);
 		if (rc == 0)
 			rc = guest_copy(cpu, lin, area, len, access, true, err);
 	}
@@ -672,35 +695,42 @@ static void hex_bytes(const uint8_t *b, unsigned int n, char *out, size_t size)
 		snprintf(out, size, "(unreadable)");
 }
 
-static int give_up(struct x86_cpu *cpu, const char *why)
+/* The reason the guest cannot go on, for the caller to stop the VM with. */
+struct stop_reason {
+	char *text;
+	size_t size;
+};
+
+static int give_up(struct x86_cpu *cpu, const struct stop_reason *out, const char *why)
 {
 	char hex[64];
 	hex_bytes(cpu->bytes, cpu->nbytes, hex, sizeof(hex));
 	x86_emul_count(cpu->vcpu, X86_EMUL_UNHANDLED);
-	vm_request_stop(cpu->vcpu->vm, VM_STOP_ERROR,
-			"vCPU %u: the host's KVM could not run the guest instruction at RIP 0x%llx (CPL %u, "
-			"bytes %s) and vmon %s; run on a host with hardware virtualization, or see "
-			"docs/host-quirks.md for kernel options that avoid such instructions",
-			cpu->vcpu->id, (unsigned long long)cpu->regs.rip, cpu->cpl, hex, why);
+	snprintf(out->text, out->size,
+		 "vCPU %u: the host's KVM could not run the guest instruction at RIP 0x%llx (CPL %u, "
+		 "bytes %s) and vmon %s; run on a host with hardware virtualization, or see "
+		 "docs/host-quirks.md for kernel options that avoid such instructions",
+		 cpu->vcpu->id, (unsigned long long)cpu->regs.rip, cpu->cpl, hex, why);
 	return -ENOTSUP;
 }
 
-int x86_handle_emulation_failure(struct vcpu *vcpu)
+int x86_handle_emulation_failure(struct vcpu *vcpu, char *why, size_t why_size)
 {
+	const struct stop_reason out = { why, why_size };
 	struct x86_cpu cpu;
 	int rc = x86_cpu_load(vcpu, &cpu);
 	if (rc) {
-		vm_request_stop(vcpu->vm, VM_STOP_ERROR,
-				"vCPU %u: the host's KVM could not emulate an instruction and its registers "
-				"could not be read: %s",
-				vcpu->id, strerror(-rc));
+		snprintf(why, why_size,
+			 "vCPU %u: the host's KVM could not emulate an instruction and its registers could not be "
+			 "read: %s",
+			 vcpu->id, strerror(-rc));
 		return rc;
 	}
 
 	rc = syscall_fixup_on_emulation_failure(vcpu, &cpu);
 	if (rc <= 0) {
 		if (rc < 0)
-			return give_up(&cpu, "could not complete the SYSCALL fix there");
+			return give_up(&cpu, &out, "could not complete the SYSCALL fix there");
 		return 0;
 	}
 
@@ -712,23 +742,23 @@ int x86_handle_emulation_failure(struct vcpu *vcpu)
 		uint64_t gpa;
 		int wrc = guest_walk(&vcpu->vm->mem, &cpu.pg, cpu.rip_linear + cpu.nbytes, fetch_access(&cpu), &gpa, &f);
 		if (wrc == -EFAULT || wrc == -EINVAL)
-			return access_fault(&cpu, wrc, &f) ? give_up(&cpu, "could not deliver the fault") : 0;
-		return give_up(&cpu, "could not fetch it (code outside guest RAM)");
+			return access_fault(&cpu, wrc, &f) ? give_up(&cpu, &out, "could not deliver the fault") : 0;
+		return give_up(&cpu, &out, "could not fetch it (code outside guest RAM)");
 	}
 	if (rc == -E2BIG)
-		return inject_gp0(&cpu) ? give_up(&cpu, "could not deliver #GP") : 0;
+		return inject_gp0(&cpu) ? give_up(&cpu, &out, "could not deliver #GP") : 0;
 	if (rc)
-		return give_up(&cpu, "cannot decode it");
+		return give_up(&cpu, &out, "cannot decode it");
 
 	uint64_t rip = cpu.regs.rip;
 	rc = emulate(&cpu, &in);
 	if (rc == -ENOTSUP)
-		return give_up(&cpu, "does not emulate it either");
+		return give_up(&cpu, &out, "does not emulate it either");
 	if (rc == 0)
 		rc = x86_cpu_store(&cpu);
 	if (rc) {
 		log_error("emulate", "vCPU %u: applying the emulated result failed: %s", vcpu->id, strerror(-rc));
-		return give_up(&cpu, "could not apply its emulation");
+		return give_up(&cpu, &out, "could not apply its emulation");
 	}
 	log_debug("emulate", "vCPU %u: emulated %u-byte instruction at RIP 0x%llx (map %u opcode 0x%02x)", vcpu->id,
 		  in.len, (unsigned long long)rip, in.map, in.opcode);

@@ -10,6 +10,7 @@
 
 #include <linux/kvm.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "arch/x86/guest_walk.h"
@@ -17,12 +18,22 @@
 
 struct vcpu;
 
+struct vm;
+struct kvm_sregs;
+
 /*
  * Handles one emulation failure. Returns 0 when the guest can continue (instruction emulated
- * or exception injected); otherwise stops the VM with VM_STOP_ERROR and a message naming the
- * vCPU, RIP, CPL and instruction bytes, and returns a negative errno.
+ * or exception injected); otherwise returns a negative errno and writes to why (why_size
+ * bytes) the one-line reason the guest cannot go on, naming the vCPU, RIP, CPL and
+ * instruction bytes, for the caller to stop the VM with.
  */
-int x86_handle_emulation_failure(struct vcpu *vcpu);
+int x86_handle_emulation_failure(struct vcpu *vcpu, char *why, size_t why_size);
+
+/*
+ * How the vCPU translates addresses now: its control registers, RFLAGS (for SMAP) and the
+ * MAXPHYADDR of the VM's CPUID policy (the host's where the VM has none).
+ */
+struct guest_paging x86_guest_paging(const struct vm *vm, const struct kvm_sregs *s, uint64_t rflags);
 
 /* The vCPU state an emulated instruction reads and writes, loaded once per failure. */
 struct x86_cpu {

@@ -15,9 +15,14 @@
 #define EFER_SCE 0x1ULL
 #define EFER_NXE (1ULL << 11)
 #define CR4_SMEP (1ULL << 20)
+#define RFLAGS_FIXED (1ULL << 1)
+#define RFLAGS_IF (1ULL << 9)
+#define RFLAGS_RF (1ULL << 16)
+#define RFLAGS_VM (1ULL << 17)
 #define RFLAGS_AC (1ULL << 18)
 #define MSR_STAR 0xc0000081
 #define MSR_LSTAR 0xc0000082
+#define MSR_SYSCALL_MASK 0xc0000084
 #define VEC_PF 14
 
 static const uint8_t slot_nop3[3] = { 0x0f, 0x1f, 0x00 };
@@ -109,9 +114,10 @@ int syscall_fixup_try_arm(struct vcpu *vcpu)
 	if (lstar == 0)
 		return 0;
 
-	struct guest_paging pg = { .cr0 = sregs.cr0, .cr3 = sregs.cr3, .cr4 = sregs.cr4, .efer = sregs.efer };
+	struct guest_paging pg = x86_guest_paging(vm, &sregs, 0);
 	uint64_t gate[2];
-	if (guest_virt_read(&vm->mem, &pg, sregs.idt.base + VEC_PF * 16, gate, sizeof(gate), 0, NULL))
+	if (guest_virt_read(&vm->mem, &pg, sregs.idt.base + VEC_PF * 16, gate, sizeof(gate), GUEST_ACCESS_IMPLICIT,
+			    NULL))
 		return 0;
 	unsigned int type = (gate[0] >> 40) & 0xf;
 	if (!(gate[0] & (1ULL << 47)) || (type != 0xe && type != 0xf))
@@ -164,6 +170,46 @@ struct pf_frame {
 	uint64_t error, rip, cs, rflags, rsp, ss;
 };
 
+enum syscall_verdict syscall_fixup_judge(const struct syscall_evidence *ev)
+{
+	uint64_t want = PF_ERR_USER | (ev->fetch_reported ? PF_ERR_FETCH : 0);
+	bool at_lstar = (ev->cs & 3) == 3 && (ev->error & want) == want &&
+			!(ev->error & (PF_ERR_WRITE | PF_ERR_RSVD)) && ev->lstar != 0 && ev->rip == ev->lstar &&
+			ev->cr2 == ev->lstar;
+	if (!at_lstar)
+		return SYSCALL_VERDICT_OTHER;
+	/* A fault pushes RF set; it plays no part in what SYSCALL did. */
+	uint64_t fmask = ev->fmask & ~RFLAGS_RF;
+	bool masked = (fmask & RFLAGS_IF) && !(ev->rflags & fmask) && !(ev->rflags & RFLAGS_VM);
+	bool r11_ok = (ev->r11 & RFLAGS_FIXED) && ((ev->r11 ^ ev->rflags) & ~fmask & ~RFLAGS_RF) == 0;
+	bool rcx_ok = ev->insn_fetched && ev->insn[0] == 0x0f && ev->insn[1] == 0x05;
+	return masked && r11_ok && rcx_ok ? SYSCALL_VERDICT_SYSCALL : SYSCALL_VERDICT_FORGED;
+}
+
+/* Gathers the evidence for syscall_fixup_judge(); returns 0 or the error that stopped it. */
+static int gather_evidence(struct vcpu *vcpu, struct x86_cpu *cpu, struct syscall_evidence *ev, uint64_t *star)
+{
+	struct pf_frame f;
+	uint64_t msr[3] = { 0, 0, 0 };
+	static const uint32_t idx[3] = { MSR_LSTAR, MSR_STAR, MSR_SYSCALL_MASK };
+	const struct guest_mem *mem = &vcpu->vm->mem;
+	int rc = guest_virt_read(mem, &cpu->pg, cpu->gpr[X86_RSP], &f, sizeof(f), GUEST_ACCESS_IMPLICIT, NULL);
+	if (rc == 0)
+		rc = x86_read_msrs(vcpu->fd, idx, msr, 3);
+	if (rc)
+		return rc;
+	*ev = (struct syscall_evidence){
+		.error = f.error, .rip = f.rip, .cs = f.cs, .rflags = f.rflags, .rsp = f.rsp, .cr2 = cpu->sregs.cr2,
+		.lstar = msr[0], .fmask = msr[2], .rcx = cpu->gpr[X86_RCX], .r11 = cpu->gpr[X86_R11],
+		.fetch_reported = (cpu->sregs.efer & EFER_NXE) || (cpu->sregs.cr4 & CR4_SMEP),
+	};
+	*star = msr[1];
+	/* The SYSCALL instruction itself, as user code fetched it: through the guest's tables at CPL3. */
+	ev->insn_fetched = ev->rcx >= 2 && guest_virt_read(mem, &cpu->pg, ev->rcx - 2, ev->insn, sizeof(ev->insn),
+							   GUEST_ACCESS_USER | GUEST_ACCESS_FETCH, NULL) == 0;
+	return 0;
+}
+
 int syscall_fixup_on_emulation_failure(struct vcpu *vcpu, struct x86_cpu *cpu)
 {
 	struct x86_vm_arch *va = vcpu->vm->arch;
@@ -174,40 +220,30 @@ int syscall_fixup_on_emulation_failure(struct vcpu *vcpu, struct x86_cpu *cpu)
 	if (cpu->nbytes < 3 || cpu->bytes[0] != 0xcc || memcmp(cpu->bytes + 1, va->slot + 1, 2) != 0)
 		return 1;
 
-	struct pf_frame f;
-	bool is_syscall = false;
-	uint64_t msr[2] = { 0, 0 };
-	static const uint32_t idx[2] = { MSR_LSTAR, MSR_STAR };
-	if (guest_virt_read(&vcpu->vm->mem, &cpu->pg, cpu->gpr[X86_RSP], &f, sizeof(f), 0, NULL) == 0 &&
-	    x86_read_msrs(vcpu->fd, idx, msr, 2) == 0) {
-		uint64_t lstar = msr[0];
-		/* The CPU reports instruction fetches in the error code only with EFER.NXE or CR4.SMEP. */
-		bool fetch_reported = (cpu->sregs.efer & EFER_NXE) || (cpu->sregs.cr4 & CR4_SMEP);
-		uint64_t want = PF_ERR_USER | (fetch_reported ? PF_ERR_FETCH : 0);
-		is_syscall = (f.cs & 3) == 3 && (f.error & want) == want &&
-			     !(f.error & (PF_ERR_WRITE | PF_ERR_RSVD)) && f.rip == lstar && cpu->sregs.cr2 == lstar &&
-			     lstar != 0;
-	}
+	struct syscall_evidence ev;
+	uint64_t star = 0;
+	enum syscall_verdict verdict = SYSCALL_VERDICT_OTHER;
+	if (gather_evidence(vcpu, cpu, &ev, &star) == 0)
+		verdict = syscall_fixup_judge(&ev);
 
-	if (is_syscall) {
+	if (verdict == SYSCALL_VERDICT_SYSCALL) {
 		/* What SYSCALL should have done; RCX, R11 and the masked RFLAGS are already right. */
-		uint16_t cs = (uint16_t)((msr[1] >> 32) & 0xfffc);
-		cpu->regs.rip = msr[0];
-		cpu->regs.rsp = f.rsp;
-		cpu->gpr[X86_RSP] = f.rsp;
-		cpu->regs.rflags = f.rflags | 0x2;
+		uint16_t cs = (uint16_t)((star >> 32) & 0xfffc);
+		cpu->regs.rip = ev.lstar;
+		cpu->gpr[X86_RSP] = ev.rsp;
+		cpu->regs.rflags = ev.rflags | RFLAGS_FIXED;
 		cpu->regs_dirty = true;
 		cpu->sregs.cs = flat_segment(cs, true);
 		cpu->sregs.ss = flat_segment((uint16_t)(cs + 8), false);
 		cpu->sregs_dirty = true;
 		x86_emul_count(vcpu, X86_EMUL_SYSCALL_COMPLETED);
 	} else {
-		/* An ordinary page fault: do what the slot would have done and let the handler run. */
+		/* An ordinary page fault, or one no SYSCALL made: the guest's handler runs, as on hardware. */
 		cpu->regs.rip += 3;
 		if (memcmp(va->slot, slot_clac, 3) == 0)
 			cpu->regs.rflags &= ~RFLAGS_AC;
 		cpu->regs_dirty = true;
-		x86_emul_count(vcpu, X86_EMUL_PF_PASSED);
+		x86_emul_count(vcpu, verdict == SYSCALL_VERDICT_FORGED ? X86_EMUL_SYSCALL_REFUSED : X86_EMUL_PF_PASSED);
 	}
 	int rc = x86_cpu_store(cpu);
 	if (rc)

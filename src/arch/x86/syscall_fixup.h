@@ -10,6 +10,9 @@
 #ifndef VMON_ARCH_X86_SYSCALL_FIXUP_H
 #define VMON_ARCH_X86_SYSCALL_FIXUP_H
 
+#include <stdbool.h>
+#include <stdint.h>
+
 struct vm;
 struct vcpu;
 struct x86_cpu;
@@ -33,5 +36,35 @@ int syscall_fixup_try_arm(struct vcpu *vcpu);
  * (the caller handles it), 0 if it was handled, or a negative errno.
  */
 int syscall_fixup_on_emulation_failure(struct vcpu *vcpu, struct x86_cpu *cpu);
+
+/*
+ * What the guest left behind when the fix's int3 stopped its page-fault entry: the exception
+ * frame, CR2, the MSRs SYSCALL uses, RCX and R11 as the CPU left them, and the two bytes
+ * before RCX as guest user code would fetch them.
+ */
+struct syscall_evidence {
+	uint64_t error, rip, cs, rflags, rsp; /* from the page-fault frame */
+	uint64_t cr2;
+	uint64_t lstar, fmask;           /* MSR_LSTAR, MSR_SYSCALL_MASK */
+	uint64_t rcx, r11;
+	bool fetch_reported;             /* EFER.NXE or CR4.SMEP: the error code marks fetches */
+	bool insn_fetched;               /* insn holds the bytes at RCX - 2, fetchable from CPL3 */
+	uint8_t insn[2];
+};
+
+enum syscall_verdict {
+	SYSCALL_VERDICT_OTHER,    /* an ordinary page fault */
+	SYSCALL_VERDICT_SYSCALL,  /* a SYSCALL the host left at CPL3: complete it */
+	SYSCALL_VERDICT_FORGED,   /* a user fetch fault at LSTAR that no SYSCALL made: a fault */
+};
+
+/*
+ * Tells a failed SYSCALL from everything else. A failed SYSCALL faults from user mode on the
+ * fetch at LSTAR (RIP == CR2 == LSTAR) with RFLAGS already masked by FMASK, which must mask
+ * IF (IF = 0 at CPL3 is what user code cannot arrange), R11 agreeing with those RFLAGS outside
+ * FMASK, and RCX just after a `0f 05` in user memory. A user process that jumps to LSTAR
+ * shows a fault at LSTAR without the rest and gets SYSCALL_VERDICT_FORGED.
+ */
+enum syscall_verdict syscall_fixup_judge(const struct syscall_evidence *ev);
 
 #endif

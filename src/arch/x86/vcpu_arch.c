@@ -31,6 +31,7 @@ const char *x86_emul_kind_name(enum x86_emul_kind k)
 		[X86_EMUL_FAULT] = "fault_injected",
 		[X86_EMUL_SYSCALL_COMPLETED] = "syscall_completed",
 		[X86_EMUL_PF_PASSED] = "page_fault_passed",
+		[X86_EMUL_SYSCALL_REFUSED] = "syscall_refused",
 		[X86_EMUL_UNHANDLED] = "unhandled",
 	};
 	return (unsigned int)k < X86_EMUL_KIND_COUNT ? names[k] : "?";

@@ -34,6 +34,7 @@ enum x86_emul_kind {
 	X86_EMUL_FAULT,       /* #PF/#GP/#NM/#MF delivered while emulating */
 	X86_EMUL_SYSCALL_COMPLETED, /* a SYSCALL from user space finished by the SYSCALL fix */
 	X86_EMUL_PF_PASSED,   /* a page fault that went through the patched entry to the guest */
+	X86_EMUL_SYSCALL_REFUSED, /* a user fetch fault at LSTAR that no SYSCALL made: passed to the guest */
 	X86_EMUL_UNHANDLED,   /* the VM was stopped */
 	X86_EMUL_KIND_COUNT
 };

@@ -1,6 +1,7 @@
 #include "arch/x86/xsave_image.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "lib/util.h"
@@ -178,6 +179,32 @@ int xsave_restore_check(const struct xsave_layout *l, const uint8_t hdr[XSAVE_HD
 			return -ERANGE;
 	}
 	*need = extent(l, xcomp_bv, rfbm & xstate_bv);
+	return 0;
+}
+
+int xsave_restore_copy_area(const struct xsave_layout *l, uint64_t xcr0, uint64_t rfbm, bool compacted_ok,
+			    xsave_area_reader read, void *ctx, uint8_t **area, size_t *len)
+{
+	uint8_t head[XSAVE_EXT_OFFSET];
+	int rc = read(ctx, 0, head, sizeof(head));
+	if (rc)
+		return rc;
+	size_t need;
+	rc = xsave_restore_check(l, head + XSAVE_HDR_OFFSET, xcr0, rfbm, compacted_ok, &need);
+	if (rc)
+		return rc;
+	need = MAX(need, sizeof(head));
+	uint8_t *copy = malloc(need);
+	if (!copy)
+		return -ENOMEM;
+	memcpy(copy, head, sizeof(head));
+	rc = need > sizeof(head) ? read(ctx, sizeof(head), copy + sizeof(head), need - sizeof(head)) : 0;
+	if (rc) {
+		free(copy);
+		return rc;
+	}
+	*area = copy;
+	*len = need;
 	return 0;
 }
 

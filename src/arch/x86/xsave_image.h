@@ -68,6 +68,20 @@ int xsave_save(const struct xsave_layout *l, const uint8_t *kvm, size_t kvm_len,
 int xsave_restore_check(const struct xsave_layout *l, const uint8_t hdr[XSAVE_HDR_SIZE], uint64_t xcr0,
 			uint64_t rfbm, bool compacted_ok, size_t *need);
 
+/* Reads len bytes at offset from the start of the guest's area; returns 0 or non-zero. */
+typedef int (*xsave_area_reader)(void *ctx, size_t offset, void *buf, size_t len);
+
+/*
+ * Copies the area XRSTOR reads, reading each byte of guest memory once: the legacy region and
+ * header first, checked with xsave_restore_check(), then the rest of what that header says
+ * xsave_restore() needs. The checks and the restore then use only this copy, so another vCPU
+ * rewriting the header in between changes nothing. On success *area (malloc'ed, *len bytes,
+ * at least XSAVE_EXT_OFFSET) holds the copy. Returns 0, -EINVAL where the CPU raises #GP,
+ * -ERANGE for a component vmon does not know, -ENOMEM, or read's non-zero value.
+ */
+int xsave_restore_copy_area(const struct xsave_layout *l, uint64_t xcr0, uint64_t rfbm, bool compacted_ok,
+			    xsave_area_reader read, void *ctx, uint8_t **area, size_t *len);
+
 /*
  * XRSTOR: loads the components in rfbm from the guest's area (standard or compacted, as its
  * header says; xsave_restore_check() passed) into KVM's image: components whose XSTATE_BV bit
