@@ -12,6 +12,32 @@ static int bad(char *err, size_t errlen, const char *msg, const char *spec)
 	return -EINVAL;
 }
 
+/* Takes a trailing ",max_size=SIZE" off a file= path (the path itself may hold commas). */
+static int split_max_size(char *path, uint64_t *max_size, char *err, size_t errlen)
+{
+	*max_size = CONSOLE2_DEFAULT_MAX_SIZE;
+	char *opt = strstr(path, ",max_size=");
+	for (char *next = opt; next; next = strstr(next + 1, ",max_size="))
+		opt = next;
+	if (!opt)
+		return 0;
+	const char *val = opt + strlen(",max_size=");
+	if (parse_size(val, max_size) || *max_size == 0) {
+		snprintf(err, errlen, "--console2 (\"console2\") max_size=%.40s is not a size: give bytes with an "
+				      "optional K, M or G suffix, at least 1 (e.g. max_size=64M)", val);
+		return -EINVAL;
+	}
+	*opt = 0;
+	return 0;
+}
+
+static int path_error(const struct console2_spec *cs, size_t max, char *err, size_t errlen)
+{
+	snprintf(err, errlen, "--console2 (\"console2\") needs a path of 1 to %zu bytes after '%s': use a shorter path",
+		 max - 1, cs->is_file ? "file=" : "socket=");
+	return -EINVAL;
+}
+
 int config_console2_parse(const char *spec, struct console2_spec *out, char *err, size_t errlen)
 {
 	memset(out, 0, sizeof(*out));
@@ -23,20 +49,22 @@ int config_console2_parse(const char *spec, struct console2_spec *out, char *err
 		out->is_file = true;
 	} else {
 		return bad(err, errlen, "--console2 (\"console2\") '%.200s' is not understood: give socket=PATH (a Unix "
-					"socket vmon listens on) or file=PATH (the guest's output is appended to PATH)",
+					"socket vmon listens on) or file=PATH[,max_size=SIZE] (the guest's output is "
+					"appended to PATH)",
 			   spec);
 	}
 	size_t max = out->is_file ? sizeof(out->path) : CONFIG_MAX_SOCK_PATH;
-	if (!*path) {
-		snprintf(err, errlen, "--console2 (\"console2\") '%s' has an empty path: give %sPATH", spec, spec);
-		return -EINVAL;
-	}
 	if (strlen(path) >= max) {
-		snprintf(err, errlen, "--console2 (\"console2\") needs a path of 1 to %zu bytes after '%s': use a "
-				      "shorter path", max - 1, out->is_file ? "file=" : "socket=");
-		return -EINVAL;
+		return path_error(out, max, err, errlen);
 	}
 	strcpy(out->path, path);
+	if (out->is_file && split_max_size(out->path, &out->max_size, err, errlen))
+		return -EINVAL;
+	if (!out->path[0]) {
+		snprintf(err, errlen, "--console2 (\"console2\") '%s' has an empty path: give %sPATH", spec,
+			 out->is_file ? "file=" : "socket=");
+		return -EINVAL;
+	}
 	return 0;
 }
 

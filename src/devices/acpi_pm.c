@@ -112,16 +112,18 @@ static void pm_write(void *dev, uint64_t offset, const void *data, uint32_t len)
 		reset = true;
 	pthread_mutex_unlock(&pm->lock);
 
+	/* The guest can write these registers in a loop before the VM stops: every line is rate-limited. */
+	static struct log_ratelimit sleep_rl, poweroff_rl, reset_rl;
 	if (ignored_sleep)
-		log_debug(COMP, "guest asked for sleep type %u; only %u (soft-off) is supported, ignored",
-			  ignored_slp_typ, ACPI_PM_SLP_TYP_S5);
+		log_debug_ratelimited(&sleep_rl, COMP, "guest asked for sleep type %u; only %u (soft-off) is supported, ignored",
+				      ignored_slp_typ, ACPI_PM_SLP_TYP_S5);
 	if (poweroff) {
-		log_debug(COMP, "guest wrote SLP_TYP %u with SLP_EN: power off", ACPI_PM_SLP_TYP_S5);
+		log_debug_ratelimited(&poweroff_rl, COMP, "guest wrote SLP_TYP %u with SLP_EN: power off", ACPI_PM_SLP_TYP_S5);
 		if (pm->on_event)
 			pm->on_event(pm->opaque, ACPI_PM_POWEROFF);
 	}
 	if (reset) {
-		log_debug(COMP, "guest wrote the reset value to the reset register");
+		log_debug_ratelimited(&reset_rl, COMP, "guest wrote the reset value to the reset register");
 		if (pm->on_event)
 			pm->on_event(pm->opaque, ACPI_PM_RESET);
 	}

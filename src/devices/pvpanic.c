@@ -40,11 +40,11 @@ static void pvpanic_write(void *dev, uint64_t offset, const void *data, uint32_t
 	pthread_mutex_unlock(&p->lock);
 
 	if (events & PVPANIC_PANICKED) {
-		log_debug(COMP, "guest reported events 0x%x", events);
+		log_debug_ratelimited(&p->rl, COMP, "guest reported events 0x%x", events);
 		if (p->on_panic)
 			p->on_panic(p->opaque, events);
 	} else {
-		log_info(COMP, "the guest loaded a crash kernel");
+		log_info_ratelimited(&p->rl, COMP, "the guest loaded a crash kernel");
 	}
 }
 

@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "devices/device.h"
+#include "lib/log.h"
 
 #define PVPANIC_PORT_LEN 1
 
@@ -23,6 +24,7 @@ struct pvpanic {
 	/* Called (without the lock held) when the guest writes PANICKED; events holds the bits written. */
 	void (*on_panic)(void *opaque, uint8_t events);
 	void *opaque;
+	struct log_ratelimit rl; /* the guest decides how often it writes */
 };
 
 void pvpanic_init(struct pvpanic *p, void (*on_panic)(void *, uint8_t), void *opaque);

@@ -113,21 +113,27 @@ int log_parse_level(const char *name)
 	return -1;
 }
 
-void log_msg(enum log_level level, const char *component, const char *fmt, ...)
+/* Formats and writes one line; the level filter is the caller's. */
+static void log_vmsg(enum log_level level, const char *component, const char *fmt, va_list ap)
 {
-	if (level > current_level)
-		return;
 	char body[1024];
-	va_list ap;
-	va_start(ap, fmt);
 	vsnprintf(body, sizeof(body), fmt, ap);
-	va_end(ap);
 	/* One write per line so lines from vCPU threads never interleave mid-line. */
 	pthread_mutex_lock(&log_lock);
 	fprintf(stderr, "vmon: %s: %s: %s\n", level_names[level], component, body);
 	if (json_file)
 		write_json_line(level, component, body);
 	pthread_mutex_unlock(&log_lock);
+}
+
+void log_msg(enum log_level level, const char *component, const char *fmt, ...)
+{
+	if (level > current_level)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	log_vmsg(level, component, fmt, ap);
+	va_end(ap);
 }
 
 static long long now_ns(void)
@@ -137,26 +143,57 @@ static long long now_ns(void)
 	return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
-#define RATELIMIT_WINDOW_NS 5000000000LL
-#define RATELIMIT_BURST 5
-
-bool log_ratelimit_ok(struct log_ratelimit *rl)
+/*
+ * Counts one line against rl. Returns true if it may go out; *report is then the number of
+ * lines suppressed in the window that just ended (to be said first), else 0.
+ */
+static bool ratelimit_admit(struct log_ratelimit *rl, unsigned int *report)
 {
 	long long now = now_ns();
-	bool ok;
+	long long interval = (long long)(rl->interval_ms ? rl->interval_ms : LOG_RATELIMIT_INTERVAL_MS) * 1000000LL;
+	unsigned int burst = rl->burst ? rl->burst : LOG_RATELIMIT_BURST;
 	pthread_mutex_lock(&log_lock);
-	if (now - rl->window_start_ns > RATELIMIT_WINDOW_NS) {
-		if (rl->suppressed)
-			fprintf(stderr, "vmon: warn: log: %u similar messages suppressed\n", rl->suppressed);
+	*report = 0;
+	if (!rl->window_start_ns || now - rl->window_start_ns >= interval) {
+		*report = rl->suppressed;
 		rl->window_start_ns = now;
 		rl->emitted = 0;
 		rl->suppressed = 0;
 	}
-	ok = rl->emitted < RATELIMIT_BURST;
+	bool ok = rl->emitted < burst;
 	if (ok)
 		rl->emitted++;
 	else
 		rl->suppressed++;
 	pthread_mutex_unlock(&log_lock);
+	return ok;
+}
+
+static void report_suppressed(enum log_level level, const char *component, unsigned int n)
+{
+	if (n)
+		log_msg(level, component, "%u similar messages suppressed", n);
+}
+
+void log_msg_ratelimited(struct log_ratelimit *rl, enum log_level level, const char *component, const char *fmt, ...)
+{
+	/* A filtered-out level costs nothing and uses none of the budget. */
+	if (level > current_level)
+		return;
+	unsigned int n;
+	if (!ratelimit_admit(rl, &n))
+		return;
+	report_suppressed(level, component, n);
+	va_list ap;
+	va_start(ap, fmt);
+	log_vmsg(level, component, fmt, ap);
+	va_end(ap);
+}
+
+bool log_ratelimit_ok(struct log_ratelimit *rl)
+{
+	unsigned int n;
+	bool ok = ratelimit_admit(rl, &n);
+	report_suppressed(LOG_WARN, "log", n);
 	return ok;
 }

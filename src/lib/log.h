@@ -28,20 +28,31 @@ void log_msg(enum log_level level, const char *component, const char *fmt, ...)
 #define log_debug(comp, ...) log_msg(LOG_DEBUG, comp, __VA_ARGS__)
 
 /*
- * A guest can trigger the same warning millions of times; a ratelimit lets the first few
- * through per interval and counts the rest.
+ * A guest can trigger the same message millions of times. A struct log_ratelimit is the state
+ * of one call site (a static next to it, or a field of the device that logs): at most `burst`
+ * lines per `interval_ms`, the rest counted; the next line let through after the interval is
+ * preceded by one "K similar messages suppressed" line from the same component. Zero-initialised
+ * state uses LOG_RATELIMIT_BURST lines per LOG_RATELIMIT_INTERVAL_MS. Thread-safe.
  */
+#define LOG_RATELIMIT_BURST 5
+#define LOG_RATELIMIT_INTERVAL_MS 5000
 struct log_ratelimit {
+	unsigned int burst;       /* 0: LOG_RATELIMIT_BURST */
+	unsigned int interval_ms; /* 0: LOG_RATELIMIT_INTERVAL_MS */
 	long long window_start_ns;
 	unsigned int emitted;
 	unsigned int suppressed;
 };
+#define LOG_RATELIMIT_INIT(burst_, interval_ms_) { .burst = (burst_), .interval_ms = (interval_ms_) }
+
+void log_msg_ratelimited(struct log_ratelimit *rl, enum log_level level, const char *component, const char *fmt,
+			 ...) __attribute__((format(printf, 4, 5)));
+
+/* For a caller that logs through other means: true if one more line may go out now. */
 bool log_ratelimit_ok(struct log_ratelimit *rl);
 
-#define log_warn_ratelimited(rl, comp, ...)                                                        \
-	do {                                                                                       \
-		if (log_ratelimit_ok(rl))                                                          \
-			log_msg(LOG_WARN, comp, __VA_ARGS__);                                      \
-	} while (0)
+#define log_warn_ratelimited(rl, comp, ...) log_msg_ratelimited(rl, LOG_WARN, comp, __VA_ARGS__)
+#define log_info_ratelimited(rl, comp, ...) log_msg_ratelimited(rl, LOG_INFO, comp, __VA_ARGS__)
+#define log_debug_ratelimited(rl, comp, ...) log_msg_ratelimited(rl, LOG_DEBUG, comp, __VA_ARGS__)
 
 #endif

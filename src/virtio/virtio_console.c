@@ -1,17 +1,19 @@
 #include "virtio/virtio_console.h"
 
 #include <errno.h>
-#include <fcntl.h>
+#include <limits.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "lib/unix_socket.h"
 #include "lib/log.h"
 #include "lib/util.h"
+#include "virtio/console_file.h"
 
 #define COMP "virtio-console"
 #define RXQ 0
@@ -30,7 +32,8 @@ struct virtio_console {
 	enum virtio_console_backend backend;
 	char *path;
 	int listen_fd;          /* socket backend: where clients connect; -1 otherwise */
-	int out_fd;             /* the client (socket backend) or the output file; -1: none */
+	int out_fd;             /* socket backend: the client; -1: none */
+	struct console_file *file; /* file backend */
 	uint32_t watched;       /* events out_fd is registered for in the loop (0: not registered) */
 	bool rx_wanted;         /* the guest may have receive buffers: read the client */
 
@@ -38,6 +41,7 @@ struct virtio_console {
 	bool tx_pending;
 	struct vq_chain tx_chain;
 	size_t tx_done;
+	bool file_started;      /* file backend: tx_chain was handed to the file's writer */
 
 	/* After a snapshot load: the transmit chain the old process held, to give back. */
 	struct event_timer *resume;
@@ -86,8 +90,8 @@ static void bad_chain(struct virtio_console *con, const char *why)
 }
 
 /*
- * Writes what is left of the pending transmit chain. Returns true when it is all out (or
- * discarded), false when the client's socket is full.
+ * Socket backend: writes what is left of the pending transmit chain. Returns true when it is all
+ * out (or discarded), false when the client's socket is full.
  */
 static bool tx_write(struct virtio_console *con)
 {
@@ -105,23 +109,13 @@ static bool tx_write(struct virtio_console *con)
 				return true;
 			}
 			const uint8_t *p = (const uint8_t *)c->iov[i].iov_base + skip;
-			ssize_t n = con->backend == VIRTIO_CONSOLE_SOCKET
-					    ? send(con->out_fd, p, seg - skip, MSG_NOSIGNAL | MSG_DONTWAIT)
-					    : write(con->out_fd, p, seg - skip);
+			ssize_t n = send(con->out_fd, p, seg - skip, MSG_NOSIGNAL | MSG_DONTWAIT);
 			if (n < 0 && errno == EINTR)
 				continue;
 			if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
 				return false;
 			if (n <= 0) {
-				if (con->backend == VIRTIO_CONSOLE_SOCKET) {
-					drop_client(con, n < 0 ? strerror(errno) : "closed");
-				} else {
-					atomic_fetch_add(&con->errors, 1);
-					log_warn_ratelimited(&con->rl, COMP, "cannot write the console output to %s: %s; "
-						"output is dropped", con->path, n < 0 ? strerror(errno) : "no progress");
-					atomic_fetch_add(&con->dropped_bytes, c->out_len - con->tx_done);
-					return true;
-				}
+				drop_client(con, n < 0 ? strerror(errno) : "closed");
 				continue; /* out_fd is now -1: the rest is dropped above */
 			}
 			skip += (size_t)n;
@@ -133,17 +127,38 @@ static bool tx_write(struct virtio_console *con)
 	return true;
 }
 
+/* File backend: the writer thread still reads a chain's segments from tx_iov. */
+static bool file_busy(const struct virtio_console *con) { return con->file && console_file_busy(con->file); }
+
+/* Returns true when the pending transmit chain is all out (or discarded), false to wait. */
+static bool tx_flush(struct virtio_console *con)
+{
+	if (con->backend == VIRTIO_CONSOLE_SOCKET)
+		return tx_write(con);
+	if (file_busy(con))
+		return false;
+	if (!con->file_started) {
+		/* Written off the loop thread; on_file_written() comes back here. */
+		console_file_write(con->file, con->tx_chain.iov, con->tx_chain.n_out);
+		con->file_started = true;
+		return false;
+	}
+	return true;
+}
+
 static void tx_run(struct virtio_console *con)
 {
 	bool pushed = false;
 	for (;;) {
 		if (con->tx_pending) {
-			if (!tx_write(con))
+			if (!tx_flush(con))
 				break;
 			con->tx_pending = false;
 			virtio_pci_push(con->vdev, TXQ, con->tx_chain.head, 0);
 			pushed = true;
 		}
+		if (file_busy(con))
+			break; /* a chain the device dropped at a reset is still being written from tx_iov */
 		struct vq_chain c = { .iov = con->tx_iov, .iov_cap = MAX_SEGMENTS };
 		if (virtio_pci_pop(con->vdev, TXQ, &c) <= 0)
 			break;
@@ -153,11 +168,48 @@ static void tx_run(struct virtio_console *con)
 		}
 		con->tx_chain = c;
 		con->tx_done = 0;
+		con->file_started = false;
 		con->tx_pending = true;
 	}
 	if (pushed)
 		virtio_pci_notify(con->vdev, TXQ);
 	watch_client(con);
+}
+
+static void on_file_written(void *opaque)
+{
+	struct virtio_console *con = opaque;
+	struct console_file_result r = console_file_result(con->file);
+	atomic_fetch_add(&con->tx_bytes, r.written);
+	atomic_fetch_add(&con->dropped_bytes, r.dropped);
+	if (r.error)
+		atomic_fetch_add(&con->errors, 1);
+	if (virtio_pci_running(con->vdev))
+		tx_run(con);
+}
+
+/*
+ * readv() takes at most IOV_MAX segments, fewer than a legal chain can have (a ring chain
+ * ending in an indirect table): reads in batches until a batch comes back short.
+ */
+static ssize_t read_chain(int fd, const struct iovec *iov, unsigned int n)
+{
+	ssize_t total = 0;
+	while (n) {
+		unsigned int batch = MIN(n, (unsigned int)IOV_MAX);
+		size_t want = 0;
+		for (unsigned int i = 0; i < batch; i++)
+			want += iov[i].iov_len;
+		ssize_t got = readv(fd, iov, (int)batch);
+		if (got < 0)
+			return total ? total : got; /* the error comes back on the next read */
+		total += got;
+		if ((size_t)got < want)
+			break;
+		iov += batch;
+		n -= batch;
+	}
+	return total;
 }
 
 static void rx_run(struct virtio_console *con)
@@ -176,7 +228,7 @@ static void rx_run(struct virtio_console *con)
 			con->rx_wanted = false;
 			break;
 		}
-		ssize_t n = readv(con->out_fd, &c.iov[c.n_out], c.n_in);
+		ssize_t n = read_chain(con->out_fd, &c.iov[c.n_out], c.n_in);
 		if (n > 0) {
 			virtio_pci_push(con->vdev, RXQ, c.head, (uint32_t)n);
 			atomic_fetch_add(&con->rx_bytes, (uint64_t)n);
@@ -267,9 +319,10 @@ static void con_reset(void *dev)
 {
 	struct virtio_console *con = dev;
 	/* The chain belongs to the old rings: the transport resets them; the rest of its output is lost. */
-	if (con->tx_pending)
+	if (con->tx_pending && !con->file_started)
 		atomic_fetch_add(&con->dropped_bytes, con->tx_chain.out_len - con->tx_done);
-	con->tx_pending = false;
+	con->tx_pending = false; /* a chain the file's writer has is counted when it finishes */
+	con->file_started = false;
 	con->rx_wanted = false;
 	con->resume_push = false;
 	watch_client(con);
@@ -351,17 +404,10 @@ static const struct virtio_device_ops console_ops = {
 	.load = con_load,
 };
 
-static int open_backend(struct virtio_console *con)
+static int open_backend(struct virtio_console *con, uint64_t max_size)
 {
-	if (con->backend == VIRTIO_CONSOLE_FILE) {
-		con->out_fd = open(con->path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-		if (con->out_fd < 0) {
-			int e = errno;
-			log_error(COMP, "--console2 file=%s: cannot open the file: %s", con->path, strerror(e));
-			return -e;
-		}
-		return 0;
-	}
+	if (con->backend == VIRTIO_CONSOLE_FILE)
+		return console_file_open(con->path, max_size, con->loop, on_file_written, con, &con->file);
 	con->listen_fd = unix_socket_listen(con->path, "--console2 socket");
 	if (con->listen_fd < 0)
 		return con->listen_fd;
@@ -374,7 +420,7 @@ static int open_backend(struct virtio_console *con)
 }
 
 int virtio_console_create(const struct virtio_pci_deps *deps, enum virtio_console_backend backend, const char *path,
-			  struct virtio_console **out)
+			  uint64_t max_size, struct virtio_console **out)
 {
 	struct virtio_console *con = calloc(1, sizeof(*con));
 	if (!con)
@@ -388,7 +434,7 @@ int virtio_console_create(const struct virtio_pci_deps *deps, enum virtio_consol
 	if (!rc)
 		rc = event_loop_add_timer(deps->loop, 0, 0, on_resume, con, &con->resume);
 	if (!rc)
-		rc = open_backend(con);
+		rc = open_backend(con, max_size);
 	if (!rc)
 		rc = virtio_pci_create(deps, &console_ops, con, &con->vdev);
 	if (rc) {
@@ -405,6 +451,7 @@ void virtio_console_destroy(struct virtio_console *con)
 		return;
 	if (con->vdev)
 		virtio_pci_destroy(con->vdev);
+	console_file_close(con->file);
 	if (con->out_fd >= 0) {
 		if (con->watched)
 			event_loop_remove_fd(con->loop, con->out_fd);

@@ -328,8 +328,9 @@ static void apply_offloads(struct virtio_net *net, uint64_t features)
 	if (net->be->ops->set_offloads) {
 		int rc = net->be->ops->set_offloads(net->be, net->offloads);
 		if (rc)
-			log_warn(COMP, "the %s backend refused offloads 0x%llx: %s", net->be->ops->kind,
-				 (unsigned long long)net->offloads, strerror(-rc));
+			/* Runs on every activation, which the guest can repeat (reset, DRIVER_OK) in a loop. */
+			log_warn_ratelimited(&net->rl, COMP, "the %s backend refused offloads 0x%llx: %s",
+					     net->be->ops->kind, (unsigned long long)net->offloads, strerror(-rc));
 	}
 }
 

@@ -64,6 +64,12 @@ struct virtio_device {
 	_Atomic uint8_t isr;
 	uint16_t queue_select;
 	_Atomic bool activated;    /* DRIVER_OK handled on the loop thread */
+	/*
+	 * driver_features as they were at activation, 0 before: what the device and the queues
+	 * work with. vCPU threads write driver_features under the lock while the loop thread
+	 * serves requests; the snapshot gives the loop one consistent value without the lock.
+	 */
+	_Atomic uint64_t active_features;
 	struct vp_queue q[VIRTIO_PCI_MAX_QUEUES];
 
 	uint64_t notify_base;      /* guest address of the notify area, 0 while BAR0 is unmapped */
@@ -142,11 +148,11 @@ struct virtqueue *virtio_pci_queue(struct virtio_device *vdev, uint16_t q)
 	return q < nq(vdev) ? &vdev->q[q].vq : NULL;
 }
 
-uint64_t virtio_pci_driver_features(const struct virtio_device *vdev) { return vdev->driver_features; }
+uint64_t virtio_pci_driver_features(const struct virtio_device *vdev) { return atomic_load(&vdev->active_features); }
 
 bool virtio_pci_has_feature(const struct virtio_device *vdev, unsigned int bit)
 {
-	return bit < 64 && (vdev->driver_features & VIRTIO_F_BIT(bit));
+	return bit < 64 && (virtio_pci_driver_features(vdev) & VIRTIO_F_BIT(bit));
 }
 
 const struct guest_mem *virtio_pci_mem(const struct virtio_device *vdev) { return vdev->deps.mem; }
@@ -189,6 +195,19 @@ static void start_queues(struct virtio_device *vdev)
 static void do_activate(void *opaque)
 {
 	struct virtio_device *vdev = opaque;
+	/*
+	 * Another vCPU may have reset the device (or it was activated already) between the status
+	 * write and this call: activate only a device that is still waiting for it.
+	 */
+	pthread_mutex_lock(&vdev->lock);
+	uint8_t status = atomic_load(&vdev->status);
+	bool go = !atomic_load(&vdev->activated) && (status & VIRTIO_STATUS_DRIVER_OK) &&
+		  (status & VIRTIO_STATUS_FEATURES_OK) && !(status & (VIRTIO_STATUS_NEEDS_RESET | VIRTIO_STATUS_FAILED));
+	if (go)
+		atomic_store(&vdev->active_features, vdev->driver_features);
+	pthread_mutex_unlock(&vdev->lock);
+	if (!go)
+		return;
 	start_queues(vdev);
 	atomic_store(&vdev->activated, true);
 	if (vdev->ops->activate) {
@@ -209,6 +228,7 @@ static void do_reset(void *opaque)
 {
 	struct virtio_device *vdev = opaque;
 	atomic_store(&vdev->activated, false);
+	atomic_store(&vdev->active_features, 0);
 	if (vdev->ops->reset)
 		vdev->ops->reset(vdev->dev);
 	pthread_mutex_lock(&vdev->lock);
@@ -275,14 +295,29 @@ static bool touches(uint32_t off, uint32_t len, uint32_t reg, uint32_t reg_len)
 
 static uint64_t get64(const uint8_t *p) { return pci_get32(p) | (uint64_t)pci_get32(p + 4) << 32; }
 
-enum status_action { ACT_NONE, ACT_RESET, ACT_ACTIVATE };
+enum status_action { ACT_NONE, ACT_RESET, ACT_ACTIVATE, ACT_NEEDS_RESET };
 
-/* Caller holds the lock. */
-static enum status_action write_status(struct virtio_device *vdev, uint8_t val)
+/*
+ * Caller holds the lock. The device status rules of virtio 1.2 (2.1, 3.1.1): only writing 0
+ * resets; the driver never clears a bit otherwise (that would let it renegotiate features or
+ * re-activate live queues), and DRIVER_OK needs FEATURES_OK first. A write that breaks them
+ * changes nothing and puts the device in NEEDS_RESET; *why says which rule it broke.
+ */
+static enum status_action write_status(struct virtio_device *vdev, uint8_t val, const char **why)
 {
 	uint8_t old = atomic_load(&vdev->status);
 	if (val == 0)
 		return ACT_RESET;
+	/* NEEDS_RESET is the device's bit: the driver can neither set nor clear it. */
+	val = (uint8_t)((val & ~VIRTIO_STATUS_NEEDS_RESET) | (old & VIRTIO_STATUS_NEEDS_RESET));
+	if (old & ~val) {
+		*why = "the driver cleared device status bits without a reset (writing 0)";
+		return ACT_NEEDS_RESET;
+	}
+	if ((val & VIRTIO_STATUS_DRIVER_OK) && !(val & VIRTIO_STATUS_FEATURES_OK)) {
+		*why = "the driver set DRIVER_OK before FEATURES_OK";
+		return ACT_NEEDS_RESET;
+	}
 	if ((val & VIRTIO_STATUS_FEATURES_OK) && !(old & VIRTIO_STATUS_FEATURES_OK)) {
 		uint64_t unknown = vdev->driver_features & ~vdev->offered;
 		if (unknown || !(vdev->driver_features & VIRTIO_F_BIT(VIRTIO_F_VERSION_1))) {
@@ -292,20 +327,24 @@ static enum status_action write_status(struct virtio_device *vdev, uint8_t val)
 					     vdev->ops->name,
 					     unknown ? "asked for features the device does not offer"
 						     : "did not accept VIRTIO_F_VERSION_1 (a legacy driver)");
+			/* The driver reads FEATURES_OK back as clear, as the spec has it (3.1.1 step 6). */
 			val &= (uint8_t)~VIRTIO_STATUS_FEATURES_OK;
+			if (val & VIRTIO_STATUS_DRIVER_OK) {
+				*why = "the driver set DRIVER_OK with features the device refused";
+				return ACT_NEEDS_RESET;
+			}
 		}
 	}
-	/* Only a reset clears NEEDS_RESET; the driver cannot set it either. */
-	val = (uint8_t)((val & ~VIRTIO_STATUS_NEEDS_RESET) | (old & VIRTIO_STATUS_NEEDS_RESET));
 	atomic_store(&vdev->status, val);
-	if ((val & VIRTIO_STATUS_DRIVER_OK) && !(old & VIRTIO_STATUS_DRIVER_OK) && (val & VIRTIO_STATUS_FEATURES_OK) &&
-	    !(val & VIRTIO_STATUS_FAILED))
+	if ((val & VIRTIO_STATUS_DRIVER_OK) && !(old & VIRTIO_STATUS_DRIVER_OK) &&
+	    !(val & (VIRTIO_STATUS_FAILED | VIRTIO_STATUS_NEEDS_RESET)))
 		return ACT_ACTIVATE;
 	return ACT_NONE;
 }
 
 /* Caller holds the lock. Applies a write of [off, off+len) given the updated image. */
-static enum status_action apply_common(struct virtio_device *vdev, const uint8_t *img, uint32_t off, uint32_t len)
+static enum status_action apply_common(struct virtio_device *vdev, const uint8_t *img, uint32_t off, uint32_t len,
+					const char **why)
 {
 	enum status_action act = ACT_NONE;
 	uint8_t status = atomic_load(&vdev->status);
@@ -321,7 +360,7 @@ static enum status_action apply_common(struct virtio_device *vdev, const uint8_t
 	if (touches(off, len, CC_MSIX_CONFIG, 2))
 		atomic_store(&vdev->msix_config, valid_vector(vdev, pci_get16(img + CC_MSIX_CONFIG)));
 	if (touches(off, len, CC_STATUS, 1))
-		act = write_status(vdev, img[CC_STATUS]);
+		act = write_status(vdev, img[CC_STATUS], why);
 	if (touches(off, len, CC_Q_SELECT, 2))
 		vdev->queue_select = pci_get16(img + CC_Q_SELECT);
 	struct virtqueue *vq = selected_queue(vdev);
@@ -329,8 +368,9 @@ static enum status_action apply_common(struct virtio_device *vdev, const uint8_t
 		return act;
 	if (touches(off, len, CC_Q_MSIX, 2))
 		__atomic_store_n(&vq->msix_vector, valid_vector(vdev, pci_get16(img + CC_Q_MSIX)), __ATOMIC_RELAXED);
-	if (vq->enabled)
-		return act; /* the ring's size and addresses are fixed once enabled */
+	/* A ring's size and addresses are fixed once it is enabled, and every ring's once the device runs. */
+	if (vq->enabled || (status & VIRTIO_STATUS_DRIVER_OK))
+		return act;
 	if (touches(off, len, CC_Q_SIZE, 2))
 		vq->size = pci_get16(img + CC_Q_SIZE);
 	if (touches(off, len, CC_Q_DESC, 8))
@@ -359,13 +399,16 @@ static void common_write(struct virtio_device *vdev, uint32_t off, const void *d
 	pthread_mutex_lock(&vdev->lock);
 	common_image(vdev, img);
 	memcpy(img + off, data, len);
-	enum status_action act = apply_common(vdev, img, off, len);
+	const char *why = NULL;
+	enum status_action act = apply_common(vdev, img, off, len, &why);
 	pthread_mutex_unlock(&vdev->lock);
 	/* Reset and activation touch the queues, which belong to the loop thread: run them there. */
 	if (act == ACT_RESET)
 		event_loop_call(vdev->deps.loop, do_reset, vdev);
 	else if (act == ACT_ACTIVATE)
 		event_loop_call(vdev->deps.loop, do_activate, vdev);
+	else if (act == ACT_NEEDS_RESET)
+		virtio_pci_set_needs_reset(vdev, why);
 }
 
 /* ---- BAR0 ---- */
@@ -699,6 +742,7 @@ int virtio_pci_load(struct virtio_device *vdev, const void *buf, size_t len)
 	for (uint32_t off = 0; off < PCI_CONFIG_SIZE; off += 4)
 		if (off < PCI_BAR0 || off >= PCI_BAR0 + 4 * PCI_NUM_BARS)
 			pci_config_write(&vdev->pci, off, pci_get32(s->config + off), 4);
+	atomic_store(&vdev->active_features, s->activated ? s->driver_features : 0);
 	if (s->activated) {
 		start_queues(vdev);
 		atomic_store(&vdev->activated, true);

@@ -8,6 +8,12 @@
  * configuration and notification areas; BAR1 holds the MSI-X table and PBA. Vector 0 is the
  * configuration-change vector Linux picks first; queues take vectors 1..num_queues.
  *
+ * Device status follows virtio 1.2 (2.1, 3.1.1): only writing 0 resets. A write that clears
+ * another bit, or sets DRIVER_OK without FEATURES_OK, changes nothing and sets DEVICE_NEEDS_RESET
+ * (with a configuration-change interrupt once DRIVER_OK was set). The driver's features are
+ * fixed at FEATURES_OK, which is refused unless they are a subset of the offered ones with
+ * VERSION_1; the queues' size and addresses are fixed once enabled, and all of them at DRIVER_OK.
+ *
  * Threads: the guest's register accesses arrive on vCPU threads. Everything that touches
  * virtqueues runs on the event-loop thread: queue_notify, and also reset and activate, which
  * the transport forwards to the loop thread and waits for. So a device never sees its queues
@@ -154,6 +160,10 @@ void virtio_pci_config_changed(struct virtio_device *vdev);
 /* Marks the device broken (DEVICE_NEEDS_RESET) and tells the driver; why is logged, rate-limited. */
 void virtio_pci_set_needs_reset(struct virtio_device *vdev, const char *why);
 
+/*
+ * The features the driver negotiated, as they were when the device was activated (0 before
+ * DRIVER_OK and after a reset). Any thread; the loop thread sees one consistent value.
+ */
 uint64_t virtio_pci_driver_features(const struct virtio_device *vdev);
 bool virtio_pci_has_feature(const struct virtio_device *vdev, unsigned int bit);
 /* True between DRIVER_OK and the next reset, unless NEEDS_RESET was set. */

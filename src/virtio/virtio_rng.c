@@ -91,14 +91,10 @@ static void on_retry(void *opaque)
 		serve(rng, 0);
 }
 
-static int rng_activate(void *dev)
-{
-	struct virtio_rng *rng = dev;
-	rng->tokens = VIRTIO_RNG_BURST;
-	rng->refilled_ns = monotonic_ns();
-	return 0;
-}
-
+/*
+ * The bucket limits what the host gives, not what the driver negotiated: it survives a reset,
+ * or a guest could reset and re-activate the device in a loop to refill it.
+ */
 static void rng_reset(void *dev)
 {
 	struct virtio_rng *rng = dev;
@@ -115,7 +111,6 @@ static const struct virtio_device_ops rng_ops = {
 	.features = 0,
 	.config_size = 0,
 	.queue_notify = serve,
-	.activate = rng_activate,
 	.reset = rng_reset,
 };
 

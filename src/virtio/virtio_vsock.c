@@ -285,8 +285,9 @@ static void guest_connect(struct virtio_vsock *vs, const struct virtio_vsock_hdr
 {
 	int fd = vsock_unix_dial(vs->unix_side, h->dst_port);
 	if (fd < 0) {
-		log_debug(COMP, "guest port %u -> host port %u: nobody listens (%s)", h->src_port, h->dst_port,
-			  strerror(-fd));
+		static struct log_ratelimit rl; /* a guest can dial closed ports in a loop */
+		log_debug_ratelimited(&rl, COMP, "guest port %u -> host port %u: nobody listens (%s)", h->src_port,
+				      h->dst_port, strerror(-fd));
 		queue_rst(vs, h);
 		return;
 	}

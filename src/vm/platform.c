@@ -171,7 +171,7 @@ int platform_add_console2(struct vm *vm, const char *spec)
 	struct virtio_pci_deps deps;
 	platform_virtio_deps(vm, &deps);
 	return virtio_console_create(&deps, cs.is_file ? VIRTIO_CONSOLE_FILE : VIRTIO_CONSOLE_SOCKET, cs.path,
-				     &p->console2);
+				     cs.max_size, &p->console2);
 }
 
 int platform_add_vsock(struct vm *vm, const char *spec)

@@ -5,10 +5,14 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "devices/acpi_pm.h"
 #include "devices/pvpanic.h"
+#include "lib/log.h"
 
 /* ---- acpi_pm ---- */
 
@@ -296,6 +300,45 @@ static void test_pvpanic_save_load_reset(void **state)
 	assert_int_equal(v, 3);
 }
 
+/* Lines the log file at path holds from component comp. */
+static int log_lines_from(const char *path, const char *comp)
+{
+	char want[64];
+	snprintf(want, sizeof(want), "\"component\":\"%s\"", comp);
+	FILE *f = fopen(path, "r");
+	assert_non_null(f);
+	char line[2048];
+	int n = 0;
+	while (fgets(line, sizeof(line), f))
+		n += strstr(line, want) != NULL;
+	fclose(f);
+	return n;
+}
+
+static void test_pvpanic_guest_cannot_flood_the_log(void **state)
+{
+	(void)state;
+	char path[] = "/tmp/vmon-pvpanic-log.XXXXXX";
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	close(fd);
+	assert_int_equal(log_open_json_file(path), 0);
+	log_set_level(LOG_DEBUG);
+	struct panics seen = { 0 };
+	struct pvpanic p;
+	pvpanic_init(&p, on_panic, &seen);
+	for (int i = 0; i < 10000; i++) {
+		uint8_t v = i % 2 ? PVPANIC_CRASH_LOADED : PVPANIC_PANICKED;
+		pvpanic_ops.write(&p, 0, &v, 1);
+	}
+	log_set_level(LOG_INFO);
+	log_close_json_file();
+	/* Every panic still reaches the VM; the log gets a handful of lines, not 10,000. */
+	assert_int_equal(seen.calls, 5000);
+	assert_int_equal(log_lines_from(path, "pvpanic"), LOG_RATELIMIT_BURST);
+	unlink(path);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -310,6 +353,7 @@ int main(void)
 		cmocka_unit_test(test_pvpanic_reads_supported_events),
 		cmocka_unit_test(test_pvpanic_write),
 		cmocka_unit_test(test_pvpanic_save_load_reset),
+		cmocka_unit_test(test_pvpanic_guest_cannot_flood_the_log),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -23,6 +23,16 @@ static void console2_takes_socket_or_file(void **state)
 	assert_int_equal(config_console2_parse("file=/var/log/vm,1.log", &cs, err, sizeof(err)), 0);
 	assert_true(cs.is_file);
 	assert_string_equal(cs.path, "/var/log/vm,1.log"); /* the rest of the value is the path */
+	assert_int_equal(cs.max_size, CONSOLE2_DEFAULT_MAX_SIZE);
+	assert_int_equal(cs.max_size, 64u << 20);
+	assert_int_equal(config_console2_parse("file=/var/log/vm,1.log,max_size=1M", &cs, err, sizeof(err)), 0);
+	assert_string_equal(cs.path, "/var/log/vm,1.log");
+	assert_int_equal(cs.max_size, 1u << 20);
+	assert_int_equal(config_console2_parse("file=/vm.log,max_size=lots", &cs, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "max_size=lots is not a size"));
+	assert_int_equal(config_console2_parse("file=/vm.log,max_size=0", &cs, err, sizeof(err)), -EINVAL);
+	assert_int_equal(config_console2_parse("file=,max_size=4k", &cs, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "after 'file='"));
 
 	assert_int_equal(config_console2_parse("tcp=1234", &cs, err, sizeof(err)), -EINVAL);
 	assert_non_null(strstr(err, "socket=PATH"));

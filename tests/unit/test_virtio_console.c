@@ -11,13 +11,19 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include "lib/log.h"
 #include "lib/unix_socket.h"
+#include "config/config_sockets.h"
 #include "virtio/virtio_console.h"
 
 #include "virtio_rig.h"
@@ -35,19 +41,20 @@ struct rig {
 
 static const struct vrig_spec spec = { .ram = RAM, .device_id = VIRTIO_ID_CONSOLE, .queues = 2, .qsize = QSZ };
 
-static void rig_setup_backend(struct rig *r, enum virtio_console_backend backend)
+/* max_size: the file backend's limit. */
+static void rig_setup_backend(struct rig *r, enum virtio_console_backend backend, uint64_t max_size)
 {
 	memset(r, 0, sizeof(*r));
 	strcpy(r->dir, "/tmp/vmon-console-XXXXXX");
 	assert_non_null(mkdtemp(r->dir));
 	snprintf(r->path, sizeof(r->path), "%s/%s", r->dir, backend == VIRTIO_CONSOLE_SOCKET ? "c.sock" : "out.log");
 	vrig_init(&r->v, &spec);
-	assert_int_equal(virtio_console_create(&r->v.deps, backend, r->path, &r->con), 0);
+	assert_int_equal(virtio_console_create(&r->v.deps, backend, r->path, max_size, &r->con), 0);
 	vrig_attach(&r->v);
 	start_driver(&r->v, 0);
 }
 
-static void rig_setup(struct rig *r) { rig_setup_backend(r, VIRTIO_CONSOLE_SOCKET); }
+static void rig_setup(struct rig *r) { rig_setup_backend(r, VIRTIO_CONSOLE_SOCKET, 0); }
 
 static void rig_free(struct rig *r)
 {
@@ -230,7 +237,7 @@ static void file_backend_appends_output(void **state)
 {
 	(void)state;
 	struct rig r;
-	rig_setup_backend(&r, VIRTIO_CONSOLE_FILE);
+	rig_setup_backend(&r, VIRTIO_CONSOLE_FILE, CONSOLE2_DEFAULT_MAX_SIZE);
 	guest_write(&r, "line one\n", 9);
 	guest_write(&r, "line two\n", 9);
 	assert_true(wait_used(&r.v, TXQ, 2));
@@ -291,6 +298,155 @@ static void snapshot_load_returns_the_held_buffer(void **state)
 	rig_free(&r);
 }
 
+/* A receive chain of more writable segments than one readv() takes: 1 in the ring, 1,024 indirect. */
+static void a_chain_longer_than_iov_max_is_filled_and_keeps_the_client(void **state)
+{
+	(void)state;
+	struct rig r;
+	rig_setup(&r);
+	start_driver(&r.v, VIRTIO_F_BIT(VIRTIO_RING_F_INDIRECT_DESC));
+	int fd = client(&r);
+	usleep(20000); /* accepted on the loop thread */
+	enum { N = IOV_MAX + 1, SENT = 2000 };
+	char input[SENT];
+	for (int i = 0; i < SENT; i++)
+		input[i] = (char)('a' + i % 26);
+	assert_int_equal(send(fd, input, SENT, 0), SENT);
+	uint64_t buf = alloc_data(&r.v, N);
+	struct seg first = { buf, 1, true };
+	static struct seg table[N - 1];
+	for (int i = 0; i < N - 1; i++)
+		table[i] = (struct seg){ buf + 1 + (uint64_t)i, 1, true };
+	add_indirect_chain(&r.v, RXQ, &first, 1, table, N - 1, true);
+	assert_true(wait_used(&r.v, RXQ, 1));
+	uint32_t id, len;
+	used_elem(&r.v, RXQ, 0, &id, &len);
+	assert_int_equal(len, N); /* every segment, not a failed read */
+	assert_memory_equal(r.v.ram + buf, input, N);
+	/* The client is still there, both ways: the rest of its input and the guest's output. */
+	uint64_t rx = alloc_data(&r.v, SENT);
+	add_buf(&r.v, RXQ, rx, SENT, true);
+	assert_true(wait_used(&r.v, RXQ, 2));
+	used_elem(&r.v, RXQ, 1, &id, &len);
+	assert_int_equal(len, SENT - N);
+	assert_memory_equal(r.v.ram + rx, input + N, SENT - N);
+	guest_write(&r, "still here\n", 11);
+	char out[32] = { 0 };
+	assert_int_equal(read_wait(fd, out, sizeof(out)), 11);
+	assert_string_equal(out, "still here\n");
+	assert_false(rd(&r.v, STATUS, 1) & VIRTIO_STATUS_NEEDS_RESET);
+	close(fd);
+	rig_free(&r);
+}
+
+static int count_in_file(const char *path, const char *needle)
+{
+	FILE *f = fopen(path, "r");
+	assert_non_null(f);
+	char line[2048];
+	int n = 0;
+	while (fgets(line, sizeof(line), f))
+		n += strstr(line, needle) != NULL;
+	fclose(f);
+	return n;
+}
+
+static void file_output_stops_at_max_size(void **state)
+{
+	(void)state;
+	char log_path[] = "/tmp/vmon-console-log.XXXXXX";
+	int lfd = mkstemp(log_path);
+	assert_true(lfd >= 0);
+	close(lfd);
+	assert_int_equal(log_open_json_file(log_path), 0);
+	struct rig r;
+	rig_setup_backend(&r, VIRTIO_CONSOLE_FILE, 20);
+	guest_write(&r, "line one\n", 9);
+	guest_write(&r, "line two\n", 9);
+	guest_write(&r, "line three\n", 11);
+	for (int i = 0; i < 10; i++)
+		guest_write(&r, "more\n", 5);
+	/* Every buffer goes back to the guest; the file holds the first 20 bytes only. */
+	assert_true(wait_used(&r.v, TXQ, 13));
+	struct stat st;
+	assert_int_equal(stat(r.path, &st), 0);
+	assert_int_equal(st.st_size, 20);
+	char buf[64] = { 0 };
+	int fd = open(r.path, O_RDONLY);
+	assert_int_equal(read(fd, buf, sizeof(buf)), 20);
+	close(fd);
+	assert_string_equal(buf, "line one\nline two\nli");
+	struct virtio_console_stats st2;
+	virtio_console_get_stats(r.con, &st2);
+	assert_int_equal(st2.tx_bytes, 20);
+	assert_int_equal(st2.dropped_bytes, 9 + 50);
+	rig_free(&r);
+	log_close_json_file();
+	assert_int_equal(count_in_file(log_path, "reached max_size"), 1);
+	unlink(log_path);
+}
+
+struct loop_probe {
+	struct event_loop *loop;
+	_Atomic bool answered;
+};
+
+static void nothing(void *opaque) { (void)opaque; }
+
+static void *probe_loop(void *arg)
+{
+	struct loop_probe *p = arg;
+	event_loop_call(p->loop, nothing, NULL);
+	atomic_store(&p->answered, true);
+	return NULL;
+}
+
+/* Output to a file that does not take it (a FIFO nobody reads) waits; the event loop does not. */
+static void a_stalled_file_does_not_stall_the_event_loop(void **state)
+{
+	(void)state;
+	struct rig r;
+	memset(&r, 0, sizeof(r));
+	strcpy(r.dir, "/tmp/vmon-console-XXXXXX");
+	assert_non_null(mkdtemp(r.dir));
+	snprintf(r.path, sizeof(r.path), "%s/fifo", r.dir);
+	assert_int_equal(mkfifo(r.path, 0600), 0);
+	int reader = open(r.path, O_RDONLY | O_NONBLOCK);
+	assert_true(reader >= 0);
+	vrig_init(&r.v, &spec);
+	assert_int_equal(virtio_console_create(&r.v.deps, VIRTIO_CONSOLE_FILE, r.path, 1u << 30, &r.con), 0);
+	vrig_attach(&r.v);
+	start_driver(&r.v, 0);
+	enum { BIG = 1 << 20 }; /* far more than a pipe holds */
+	uint64_t a = alloc_data(&r.v, BIG);
+	memset(r.v.ram + a, 'x', BIG);
+	add_buf(&r.v, TXQ, a, BIG, false);
+	usleep(50 * 1000);
+	struct loop_probe p = { .loop = r.v.loop };
+	pthread_t t;
+	assert_int_equal(pthread_create(&t, NULL, probe_loop, &p), 0);
+	for (int i = 0; i < 2000 && !atomic_load(&p.answered); i++)
+		usleep(1000);
+	if (!atomic_load(&p.answered))
+		fail_msg("the event loop is blocked in a write to the console file");
+	pthread_join(t, NULL);
+	assert_int_equal(used_idx(&r.v, TXQ), 0); /* the guest waits for its buffer */
+	/* Someone reads: the output flows and the buffer comes back. */
+	size_t got = 0;
+	static char sink[65536];
+	for (int i = 0; i < 5000 && got < BIG; i++) {
+		ssize_t n = read(reader, sink, sizeof(sink));
+		if (n > 0)
+			got += (size_t)n;
+		else
+			usleep(1000);
+	}
+	assert_int_equal(got, BIG);
+	assert_true(wait_used(&r.v, TXQ, 1));
+	close(reader);
+	rig_free(&r);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -303,6 +459,9 @@ int main(void)
 		cmocka_unit_test(file_backend_appends_output),
 		cmocka_unit_test(wrong_direction_buffers_need_reset),
 		cmocka_unit_test(snapshot_load_returns_the_held_buffer),
+		cmocka_unit_test(a_chain_longer_than_iov_max_is_filled_and_keeps_the_client),
+		cmocka_unit_test(file_output_stops_at_max_size),
+		cmocka_unit_test(a_stalled_file_does_not_stall_the_event_loop),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,7 +1,8 @@
 /*
  * The virtio PCI transport driven the way a guest driver drives it (through BAR0 on the MMIO
  * bus), with virtio-rng as the device and a fake guest memory: feature negotiation, queue
- * set-up, a request served on the event loop, the rate limit, and a malformed ring.
+ * set-up, a request served on the event loop, the rate limit, a malformed ring, and a driver
+ * that breaks the device status rules.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -59,6 +60,9 @@ static void start_queue(struct rig *r)
 	wr(&r->v, QENABLE, 1, 2);
 	wr(&r->v, STATUS, DRIVER_RUNNING, 1);
 }
+
+/* The rng keeps its transport private; the PCI function's owner is the transport object. */
+static struct virtio_device *transport_of(struct rig *r) { return r->v.fn->owner; }
 
 /* No KVM here: the notification takes the MMIO slow path. */
 static void offer_buffer(struct rig *r, uint64_t addr, uint32_t len) { add_buf(&r->v, 0, addr, len, true); }
@@ -178,9 +182,6 @@ static void a_malformed_ring_needs_reset_and_recovers(void **state)
 	rig_free(&r);
 }
 
-/* The rng keeps its transport private; the PCI function's owner is the transport object. */
-static struct virtio_device *transport_of(struct rig *r) { return r->v.fn->owner; }
-
 static void state_survives_save_and_load(void **state)
 {
 	(void)state;
@@ -219,6 +220,124 @@ static void state_survives_save_and_load(void **state)
 	rig_free(&r);
 }
 
+/* Reads the used length of q's i-th used element. */
+static uint32_t used_len(struct rig *r, uint16_t i)
+{
+	uint32_t id, len;
+	used_elem(&r->v, 0, i, &id, &len);
+	return len;
+}
+
+static void clearing_status_bits_needs_a_reset_and_never_reactivates(void **state)
+{
+	(void)state;
+	struct rig r;
+	rig_setup(&r);
+	negotiate(&r.v, V1 | VIRTIO_F_BIT(VIRTIO_RING_F_EVENT_IDX));
+	start_queue(&r);
+	offer_buffer(&r, DATA, 16);
+	assert_true(wait_used(&r.v, 0, 1));
+	assert_int_equal(rd(&r.v, VIRTIO_PCI_ISR_OFF, 1), 1);
+	/* The driver drops DRIVER_OK and FEATURES_OK to renegotiate a live device: refused. */
+	wr(&r.v, STATUS, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER, 1);
+	assert_int_equal(rd(&r.v, STATUS, 1), DRIVER_RUNNING | VIRTIO_STATUS_NEEDS_RESET);
+	assert_int_equal(rd(&r.v, VIRTIO_PCI_ISR_OFF, 1), 2); /* told through a configuration change */
+	wr(&r.v, GFSEL, 0, 4);
+	wr(&r.v, GF, 0, 4); /* features stay what they were */
+	assert_int_equal(rd(&r.v, GF, 4), 1u << VIRTIO_RING_F_EVENT_IDX);
+	wr(&r.v, STATUS, DRIVER_RUNNING, 1);
+	/* Nothing restarts the old rings: the device serves nothing until the driver resets it. */
+	offer_buffer(&r, DATA + 0x100, 16);
+	usleep(50 * 1000);
+	assert_int_equal(used_idx(&r.v, 0), 1);
+	assert_int_equal(virtio_rng_bytes_served(r.rng), 16);
+	/* A reset clears everything, and a proper start works again. */
+	assert_true(negotiate(&r.v, V1) & VIRTIO_STATUS_FEATURES_OK);
+	assert_false(virtio_pci_has_feature(transport_of(&r), VIRTIO_RING_F_EVENT_IDX));
+	start_queue(&r);
+	assert_int_equal(rd(&r.v, STATUS, 1), DRIVER_RUNNING);
+	offer_buffer(&r, DATA, 16);
+	assert_true(wait_used(&r.v, 0, 1));
+	rig_free(&r);
+}
+
+static void driver_ok_needs_features_ok(void **state)
+{
+	(void)state;
+	struct rig r;
+	rig_setup(&r);
+	wr(&r.v, STATUS, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER, 1);
+	setup_queue(&r.v, 0);
+	wr(&r.v, QENABLE, 1, 2);
+	wr(&r.v, STATUS, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER | VIRTIO_STATUS_DRIVER_OK, 1);
+	assert_int_equal(rd(&r.v, STATUS, 1), VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER | VIRTIO_STATUS_NEEDS_RESET);
+	offer_buffer(&r, DATA, 16);
+	usleep(50 * 1000);
+	assert_int_equal(used_idx(&r.v, 0), 0);
+	/* Nor FEATURES_OK and DRIVER_OK at once with features the device does not offer. */
+	wr(&r.v, STATUS, 0, 1);
+	wr(&r.v, STATUS, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER, 1);
+	wr(&r.v, GFSEL, 1, 4);
+	wr(&r.v, GF, 1 | 2, 4);
+	wr(&r.v, STATUS, DRIVER_RUNNING, 1);
+	assert_true(rd(&r.v, STATUS, 1) & VIRTIO_STATUS_NEEDS_RESET);
+	assert_false(rd(&r.v, STATUS, 1) & VIRTIO_STATUS_DRIVER_OK);
+	rig_free(&r);
+}
+
+static void features_are_fixed_at_activation(void **state)
+{
+	(void)state;
+	struct rig r;
+	rig_setup(&r);
+	struct virtio_device *vdev = transport_of(&r);
+	assert_true(negotiate(&r.v, V1 | VIRTIO_F_BIT(VIRTIO_RING_F_EVENT_IDX)) & VIRTIO_STATUS_FEATURES_OK);
+	/* What the device works with is taken at DRIVER_OK, not read while the driver writes. */
+	assert_int_equal(virtio_pci_driver_features(vdev), 0);
+	start_queue(&r);
+	assert_int_equal(virtio_pci_driver_features(vdev), V1 | VIRTIO_F_BIT(VIRTIO_RING_F_EVENT_IDX));
+	assert_true(virtio_pci_has_feature(vdev, VIRTIO_RING_F_EVENT_IDX));
+	wr(&r.v, STATUS, 0, 1);
+	assert_int_equal(virtio_pci_driver_features(vdev), 0);
+	rig_free(&r);
+}
+
+static void queues_are_fixed_at_driver_ok(void **state)
+{
+	(void)state;
+	struct rig r;
+	rig_setup(&r);
+	negotiate(&r.v, V1);
+	setup_queue(&r.v, 0); /* configured, not enabled */
+	wr(&r.v, STATUS, DRIVER_RUNNING, 1);
+	wr(&r.v, QSIZE, 4, 2);
+	wr(&r.v, QDESC, 0x5000, 4);
+	wr(&r.v, QENABLE, 1, 2);
+	assert_int_equal(rd(&r.v, QSIZE, 2), QSZ);
+	assert_int_equal(rd(&r.v, QDESC, 4), DESC);
+	assert_int_equal(rd(&r.v, QENABLE, 2), 0);
+	rig_free(&r);
+}
+
+static void a_reset_does_not_refill_the_rate_limit(void **state)
+{
+	(void)state;
+	struct rig r;
+	rig_setup(&r);
+	negotiate(&r.v, V1);
+	start_queue(&r);
+	offer_buffer(&r, DATA, 1u << 20);
+	assert_true(wait_used(&r.v, 0, 1));
+	assert_true(used_len(&r, 0) >= VIRTIO_RNG_BURST);
+	/* Reset and start again at once: the bucket is as empty as before. */
+	negotiate(&r.v, V1);
+	start_queue(&r);
+	offer_buffer(&r, DATA, 1u << 20);
+	assert_true(wait_used(&r.v, 0, 1));
+	assert_true(used_len(&r, 0) < VIRTIO_RNG_BURST / 4);
+	rig_free(&r);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -228,6 +347,11 @@ int main(void)
 		cmocka_unit_test(the_rate_limit_caps_a_burst),
 		cmocka_unit_test(a_malformed_ring_needs_reset_and_recovers),
 		cmocka_unit_test(state_survives_save_and_load),
+		cmocka_unit_test(clearing_status_bits_needs_a_reset_and_never_reactivates),
+		cmocka_unit_test(driver_ok_needs_features_ok),
+		cmocka_unit_test(features_are_fixed_at_activation),
+		cmocka_unit_test(queues_are_fixed_at_driver_ok),
+		cmocka_unit_test(a_reset_does_not_refill_the_rate_limit),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -176,6 +176,18 @@ struct seg {
 	bool writable;
 };
 
+/* Puts the chain at head in q's available ring; kick: notify the device. Returns head. */
+static inline uint16_t publish(struct vrig *v, uint16_t q, uint16_t head, bool kick)
+{
+	uint16_t *avail = (uint16_t *)(v->ram + VRIG_AVAIL(q));
+	avail[2 + v->q[q].avail_idx % v->spec.qsize] = head;
+	v->q[q].avail_idx++;
+	__atomic_store_n(&avail[1], v->q[q].avail_idx, __ATOMIC_RELEASE);
+	if (kick)
+		wr(v, VIRTIO_PCI_NOTIFY_OFF + VIRTIO_PCI_NOTIFY_MULTIPLIER * q, q, 2);
+	return head;
+}
+
 /* Makes a chain of n segments available on queue q; kick: notify the device. Returns its head. */
 static inline uint16_t add_chain(struct vrig *v, uint16_t q, const struct seg *s, int n, bool kick)
 {
@@ -190,13 +202,39 @@ static inline uint16_t add_chain(struct vrig *v, uint16_t q, const struct seg *s
 		memcpy(v->ram + VRIG_DESC(q) + 16u * idx, &d, sizeof(d));
 	}
 	v->q[q].desc_next = (uint16_t)(v->q[q].desc_next + n);
-	uint16_t *avail = (uint16_t *)(v->ram + VRIG_AVAIL(q));
-	avail[2 + v->q[q].avail_idx % qsz] = head;
-	v->q[q].avail_idx++;
-	__atomic_store_n(&avail[1], v->q[q].avail_idx, __ATOMIC_RELEASE);
-	if (kick)
-		wr(v, VIRTIO_PCI_NOTIFY_OFF + VIRTIO_PCI_NOTIFY_MULTIPLIER * q, q, 2);
-	return head;
+	return publish(v, q, head, kick);
+}
+
+/*
+ * Makes a chain available on q: n_ring segments in ring descriptors, then an indirect table
+ * (in guest memory from alloc_data()) holding the n_table segments of table. Needs
+ * VIRTIO_RING_F_INDIRECT_DESC negotiated. Returns its head.
+ */
+static inline uint16_t add_indirect_chain(struct vrig *v, uint16_t q, const struct seg *ring, int n_ring,
+					  const struct seg *table, int n_table, bool kick)
+{
+	uint64_t t = alloc_data(v, 16u * (uint32_t)n_table);
+	for (int i = 0; i < n_table; i++) {
+		struct virtq_desc d = { .addr = table[i].addr, .len = table[i].len,
+					.flags = (uint16_t)((table[i].writable ? VIRTQ_DESC_F_WRITE : 0) |
+							    (i + 1 < n_table ? VIRTQ_DESC_F_NEXT : 0)),
+					.next = (uint16_t)(i + 1) };
+		memcpy(v->ram + t + 16u * (uint32_t)i, &d, sizeof(d));
+	}
+	uint16_t qsz = v->spec.qsize;
+	uint16_t head = v->q[q].desc_next % qsz;
+	for (int i = 0; i <= n_ring; i++) {
+		uint16_t idx = (uint16_t)((v->q[q].desc_next + i) % qsz);
+		struct virtq_desc d = { .addr = t, .len = 16u * (uint32_t)n_table, .flags = VIRTQ_DESC_F_INDIRECT };
+		if (i < n_ring)
+			d = (struct virtq_desc){ .addr = ring[i].addr, .len = ring[i].len,
+						 .flags = (uint16_t)((ring[i].writable ? VIRTQ_DESC_F_WRITE : 0) |
+								     VIRTQ_DESC_F_NEXT),
+						 .next = (uint16_t)((idx + 1) % qsz) };
+		memcpy(v->ram + VRIG_DESC(q) + 16u * idx, &d, sizeof(d));
+	}
+	v->q[q].desc_next = (uint16_t)(v->q[q].desc_next + n_ring + 1);
+	return publish(v, q, head, kick);
 }
 
 static inline uint16_t add_buf(struct vrig *v, uint16_t q, uint64_t addr, uint32_t len, bool writable)
