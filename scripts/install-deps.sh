@@ -16,7 +16,7 @@ PKGS=(
   build-essential pkg-config git
   # libraries linked into vmon
   zlib1g-dev liblzma-dev liblz4-dev libzstd-dev
-  liburing-dev libslirp-dev libjansson-dev libmicrohttpd-dev libseccomp-dev
+  liburing-dev libslirp-dev libjansson-dev libmicrohttpd-dev libseccomp-dev libcap-ng-dev
   # default guest: kernel source, its build tools, busybox for the initramfs
   linux-source-6.1 flex bison bc libelf-dev libssl-dev cpio xz-utils busybox-static
 )
