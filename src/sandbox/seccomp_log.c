@@ -78,7 +78,8 @@ static void on_sigsys(int sig, siginfo_t *si, void *ucv)
 	/* The role is in the thread's name (sandbox_enter), which threads it starts inherit. */
 	char comm[17] = "";
 	sandbox_raw_syscall(SYS_prctl, PR_GET_NAME, (long)comm, 0, 0, 0, 0);
-	const char *role = sandbox_role_name(SANDBOX_MAIN);
+	/* libmicrohttpd renames the api threads "MHD-listen" and "MHD-connection". */
+	const char *role = strncmp(comm, "MHD-", 4) ? sandbox_role_name(SANDBOX_MAIN) : sandbox_role_name(SANDBOX_API);
 	for (int r = 0; r < SANDBOX_ROLE_COUNT; r++)
 		if (!strcmp(comm, sandbox_role_name((enum sandbox_role)r)))
 			role = comm;

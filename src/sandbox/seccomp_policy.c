@@ -6,6 +6,7 @@
 #include <sched.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <termios.h>
 
@@ -33,7 +34,7 @@ const char *const seccomp_common_syscalls[] = {
 	 * /proc/self/maps and /proc/self/task).
 	 */
 	"sigaltstack", "rt_sigaction", "prctl", "getrlimit", "prlimit64", "sched_getaffinity",
-	"openat", "read", "close", "getdents64", "readlink", "ptrace", "wait4", "clone", "exit_group",
+	"getdents", "open", "openat", "read", "close", "getdents64", "readlink", "ptrace", "wait4", "clone", "exit_group",
 	"getppid", "pipe2", "dup2",
 #endif
 };
@@ -58,7 +59,7 @@ static const char *const api_syscalls[] = {
 	"pselect6", "shutdown", "close", "setsockopt", "getsockopt", "getsockname", "getpeername", "fcntl",
 	"set_robust_list", "rseq", "sigaltstack",
 	"openat", "mkdir", "mkdirat", "pread64", "pwrite64", "ftruncate", "fsync", "fdatasync", "rename",
-	"renameat", "renameat2", "unlink", "unlinkat", "statx", "io_uring_enter", "epoll_ctl",
+	"renameat", "renameat2", "unlink", "unlinkat", "statx", "io_uring_enter", "epoll_ctl", "eventfd2",
 };
 static const struct ioctl_request api_ioctls[] = {
 	IOCTL(KVM_RUN), IOCTL(KVM_GET_REGS), IOCTL(KVM_GET_SREGS), IOCTL(KVM_GET_FPU), IOCTL(KVM_GET_MSRS),
@@ -105,15 +106,15 @@ static const struct ioctl_request vcpu_ioctls[] = {
 };
 
 static const struct seccomp_policy policies[SANDBOX_ROLE_COUNT] = {
-	[SANDBOX_MAIN] = { main_syscalls, ARRAY_SIZE(main_syscalls), main_ioctls, ARRAY_SIZE(main_ioctls), false, false },
-	[SANDBOX_SIGNAL] = { signal_syscalls, ARRAY_SIZE(signal_syscalls), NULL, 0, false, false },
-	[SANDBOX_API] = { api_syscalls, ARRAY_SIZE(api_syscalls), api_ioctls, ARRAY_SIZE(api_ioctls), true, false },
+	[SANDBOX_MAIN] = { main_syscalls, ARRAY_SIZE(main_syscalls), main_ioctls, ARRAY_SIZE(main_ioctls), false, false, false },
+	[SANDBOX_SIGNAL] = { signal_syscalls, ARRAY_SIZE(signal_syscalls), NULL, 0, false, false, false },
+	[SANDBOX_API] = { api_syscalls, ARRAY_SIZE(api_syscalls), api_ioctls, ARRAY_SIZE(api_ioctls), true, false, true },
 	[SANDBOX_CONSOLE_IN] = { console_in_syscalls, ARRAY_SIZE(console_in_syscalls), console_in_ioctls,
-				 ARRAY_SIZE(console_in_ioctls), false, false },
-	[SANDBOX_CONSOLE_OUT] = { console_out_syscalls, ARRAY_SIZE(console_out_syscalls), NULL, 0, false, false },
+				 ARRAY_SIZE(console_in_ioctls), false, false, false },
+	[SANDBOX_CONSOLE_OUT] = { console_out_syscalls, ARRAY_SIZE(console_out_syscalls), NULL, 0, false, false, false },
 	[SANDBOX_EVENT_LOOP] = { event_loop_syscalls, ARRAY_SIZE(event_loop_syscalls), event_loop_ioctls,
-				 ARRAY_SIZE(event_loop_ioctls), false, true },
-	[SANDBOX_VCPU] = { vcpu_syscalls, ARRAY_SIZE(vcpu_syscalls), vcpu_ioctls, ARRAY_SIZE(vcpu_ioctls), false, false },
+				 ARRAY_SIZE(event_loop_ioctls), false, true, false },
+	[SANDBOX_VCPU] = { vcpu_syscalls, ARRAY_SIZE(vcpu_syscalls), vcpu_ioctls, ARRAY_SIZE(vcpu_ioctls), false, false, false },
 };
 
 const struct seccomp_policy *seccomp_policy_of(enum sandbox_role role)
@@ -181,6 +182,9 @@ int seccomp_policy_build(enum sandbox_role role, uint32_t default_action, scmp_f
 		rc = 0; /* sanitizer builds allow clone outright */
 	if (!rc && p->sockets)
 		rc = allow_sockets(ctx);
+	if (!rc && p->names_threads &&
+	    (rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(prctl), 1, SCMP_A0(SCMP_CMP_EQ, PR_SET_NAME))) == -EEXIST)
+		rc = 0; /* sanitizer builds allow prctl outright */
 	if (rc) {
 		seccomp_release(ctx);
 		return rc;
@@ -210,6 +214,8 @@ size_t seccomp_policy_count(enum sandbox_role role)
 		n += mark(seen, ARRAY_SIZE(seen), SCMP_SYS(clone));
 	if (p->sockets)
 		n += mark(seen, ARRAY_SIZE(seen), SCMP_SYS(socket));
+	if (p->names_threads)
+		n += mark(seen, ARRAY_SIZE(seen), SCMP_SYS(prctl));
 	for (size_t i = 0; i < seccomp_ncommon_syscalls; i++)
 		n += mark(seen, ARRAY_SIZE(seen), seccomp_syscall_resolve_name(seccomp_common_syscalls[i]));
 	for (size_t i = 0; i < p->nsyscalls; i++)

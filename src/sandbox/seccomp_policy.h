@@ -25,6 +25,7 @@ struct seccomp_policy {
 	size_t nioctls;
 	bool threads; /* may start threads (clone with CLONE_THREAD; clone3 fails with ENOSYS) */
 	bool sockets; /* socket(AF_UNIX/AF_INET/AF_INET6) */
+	bool names_threads; /* prctl(PR_SET_NAME): libmicrohttpd names its threads */
 };
 
 /* The syscalls every role makes: locking, memory, signal return, logging to stderr. */

@@ -145,6 +145,18 @@ static void test_only_the_api_starts_threads(void **state)
 #endif
 }
 
+static int end_the_process(void)
+{
+	/* exit(): atexit handlers, stdio, and in sanitizer builds the leak check. */
+	exit(0);
+}
+
+static void test_the_main_thread_ends_the_process(void **state)
+{
+	(void)state;
+	assert_exited_ok(in_child(SANDBOX_MAIN, SECCOMP_MODE_ON, -1, end_the_process));
+}
+
 static void test_log_mode_reports_the_call_and_lets_it_through(void **state)
 {
 	(void)state;
@@ -173,6 +185,7 @@ int main(void)
 		cmocka_unit_test(test_every_role_allows_its_calls_and_kills_on_others),
 		cmocka_unit_test(test_ioctl_is_matched_on_the_request),
 		cmocka_unit_test(test_only_the_api_starts_threads),
+		cmocka_unit_test(test_the_main_thread_ends_the_process),
 		cmocka_unit_test(test_log_mode_reports_the_call_and_lets_it_through),
 		cmocka_unit_test(test_off_mode_installs_no_filter),
 	};
