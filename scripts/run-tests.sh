@@ -3,6 +3,7 @@
 #   unit         cmocka unit tests, built with AddressSanitizer and UBSan
 #   guests       the vmon binary (ASan/UBSan build) booting tiny test guests
 #   api          the control API, vmon ctl/ps and the config file, against running test guests
+#   sandbox      seccomp, no_new_privs and capabilities of a running vmon (build/vmon and vmon-san)
 #   linux        the vmon binary booting the default Linux guest (builds it first if needed)
 #   virtio       the default Linux guest using vmon's virtio devices (PCI enumeration, /dev/hwrng)
 #   blk          virtio-blk disks in the default Linux guest: ext4 written and checked on the host,
@@ -19,14 +20,14 @@
 #   fresh        the README's first command on a minimal Debian root made with debootstrap, until
 #                the default guest's shell greets (root only; in the default list when
 #                VMON_FRESH_CHECK=1, as .ci/run sets it, because it downloads ~400 MB of packages)
-# Usage: scripts/run-tests.sh [unit|guests|api|unprivileged|snapshot|linux|virtio|blk|vsock|net|fuzz|fresh ...]
+# Usage: scripts/run-tests.sh [unit|guests|api|sandbox|unprivileged|snapshot|linux|virtio|blk|vsock|net|fuzz|fresh ...]
 #        (default: all)
 set -u
 cd "$(dirname "$0")/.."
 
 suites=("$@")
 if [ ${#suites[@]} -eq 0 ]; then
-	suites=(unit guests api unprivileged fuzz linux snapshot virtio blk vsock net)
+	suites=(unit guests api sandbox unprivileged fuzz linux snapshot virtio blk vsock net)
 	[ "${VMON_FRESH_CHECK:-0}" = 1 ] && suites+=(fresh)
 fi
 
@@ -91,6 +92,7 @@ for s in "${suites[@]}"; do
 	unit) run_unit ;;
 	guests) run_script_suite tests/integration/test_guests.sh ;;
 	api) run_script_suite tests/integration/test_api.sh ;;
+	sandbox) run_script_suite tests/integration/test_sandbox.sh ;;
 	linux) run_script_suite tests/integration/test_linux.sh ;;
 	virtio) run_script_suite tests/integration/test_virtio.sh ;;
 	net) run_script_suite tests/integration/test_net.sh ;;
@@ -100,7 +102,7 @@ for s in "${suites[@]}"; do
 	unprivileged) run_script_suite tests/integration/test_unprivileged.sh ;;
 	fuzz) run_script_suite tests/fuzz/run-fuzz.sh ;;
 	fresh) run_script_suite tests/fresh/check-fresh-machine.sh ;;
-	*) echo "unknown suite '$s' (unit, guests, api, unprivileged, snapshot, linux, virtio, blk, vsock, net, fuzz, fresh)"; exit 2 ;;
+	*) echo "unknown suite '$s' (unit, guests, api, sandbox, unprivileged, snapshot, linux, virtio, blk, vsock, net, fuzz, fresh)"; exit 2 ;;
 	esac
 	echo "== $s tests took $(($(date +%s) - ts))s"
 done

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <microhttpd.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -18,6 +19,7 @@
 #include "lib/log.h"
 #include "lib/unix_socket.h"
 #include "lib/util.h"
+#include "sandbox/sandbox.h"
 
 struct api_server {
 	struct MHD_Daemon *daemon;
@@ -164,6 +166,27 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	atomic_fetch_sub(&s->in_flight, 1);
 }
 
+struct daemon_start {
+	struct api_server *s;
+	int fd;
+};
+
+/* libmicrohttpd's threads are started from here, so that they inherit the API's filter. */
+static void *start_daemon(void *arg)
+{
+	struct daemon_start *ds = arg;
+	sandbox_enter(SANDBOX_API);
+	ds->s->daemon = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
+						 MHD_USE_ERROR_LOG | MHD_USE_ITC,
+					 0, NULL, NULL, on_request, ds->s, MHD_OPTION_LISTEN_SOCKET, ds->fd,
+					 MHD_OPTION_CONNECTION_LIMIT, (unsigned int)API_CONNECTION_LIMIT,
+					 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)API_CONNECTION_TIMEOUT_S,
+					 MHD_OPTION_NOTIFY_COMPLETED, on_completed, ds->s, MHD_OPTION_NOTIFY_CONNECTION,
+					 on_connection, ds->s, MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, ds->s,
+					 MHD_OPTION_END);
+	return NULL;
+}
+
 int api_server_start(struct api_server **out, const char *path, struct vm *vm)
 {
 	*out = NULL;
@@ -196,14 +219,10 @@ int api_server_start(struct api_server **out, const char *path, struct vm *vm)
 		free(s);
 		return fd;
 	}
-	s->daemon = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ERROR_LOG |
-					     MHD_USE_ITC,
-				     0, NULL, NULL, on_request, s, MHD_OPTION_LISTEN_SOCKET, fd,
-				     MHD_OPTION_CONNECTION_LIMIT, (unsigned int)API_CONNECTION_LIMIT,
-				     MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)API_CONNECTION_TIMEOUT_S,
-				     MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_NOTIFY_CONNECTION,
-				     on_connection, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_logger,
-				     s, MHD_OPTION_END);
+	struct daemon_start ds = { s, fd };
+	pthread_t starter;
+	if (pthread_create(&starter, NULL, start_daemon, &ds) == 0)
+		pthread_join(starter, NULL);
 	if (!s->daemon) {
 		log_error("api", "cannot start the API server on %s (libmicrohttpd failed; run with --log-level debug "
 				 "for its reason)", path);

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "lib/log.h"
+#include "sandbox/sandbox.h"
 
 #define COMP "event-loop"
 #define MAX_EVENTS 64
@@ -156,6 +157,7 @@ static void *loop_thread(void *arg)
 {
 	struct event_loop *el = arg;
 	struct epoll_event events[MAX_EVENTS];
+	sandbox_enter(SANDBOX_EVENT_LOOP);
 	while (!atomic_load(&el->stopping)) {
 		pthread_mutex_lock(&el->lock);
 		struct handler *dead = el->graveyard;

@@ -28,6 +28,7 @@ static void usage(FILE *f)
 		   "  --api-sock PATH      serve the control API on this Unix socket\n"
 		   "  --paused             do not start the vCPUs until `vmon ctl resume`\n"
 		   "  --name NAME          a name for the VM, shown by vmon ps\n"
+		   "  --seccomp on|log|off system call filters (as vmon run; default on)\n"
 		   "  --log-level LEVEL    error, warn, info or debug (default info)\n"
 		   "  --log-file PATH      also write the log to PATH as JSON lines\n"
 		   "  -h, --help           this help\n"
@@ -40,7 +41,7 @@ static void usage(FILE *f)
 		   "  --vsock SPEC         the vsock device (cid=N,uds=PATH)\n");
 }
 
-enum { OPT_API_SOCK = 256, OPT_NAME, OPT_LOG_LEVEL, OPT_LOG_FILE, OPT_PAUSED, OPT_NET, OPT_DISK, OPT_CONSOLE2, OPT_VSOCK };
+enum { OPT_API_SOCK = 256, OPT_NAME, OPT_LOG_LEVEL, OPT_LOG_FILE, OPT_PAUSED, OPT_NET, OPT_DISK, OPT_CONSOLE2, OPT_VSOCK, OPT_SECCOMP };
 
 /* Host-side replacements for the saved devices' backends (vmon restore --net/--disk/...). */
 struct overrides {
@@ -70,6 +71,7 @@ static int parse_args(int argc, char **argv, struct vm_config *cfg, const char *
 		{ "disk", required_argument, NULL, OPT_DISK },
 		{ "console2", required_argument, NULL, OPT_CONSOLE2 },
 		{ "vsock", required_argument, NULL, OPT_VSOCK },
+		{ "seccomp", required_argument, NULL, OPT_SECCOMP },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
@@ -83,6 +85,10 @@ static int parse_args(int argc, char **argv, struct vm_config *cfg, const char *
 		case OPT_PAUSED: *paused = true; break;
 		case OPT_CONSOLE2: ov->console2 = optarg; break;
 		case OPT_VSOCK: ov->vsock = optarg; break;
+		case OPT_SECCOMP:
+			if (vm_runner_parse_seccomp(cfg, optarg))
+				return -EINVAL;
+			break;
 		case OPT_NET:
 			if (ov->nnets == CONFIG_MAX_NICS) {
 				fprintf(stderr, "vmon: --net is given more than %d times\n", CONFIG_MAX_NICS);

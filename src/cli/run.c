@@ -61,6 +61,9 @@ static void usage(FILE *f)
 		"                       the guest's connections to CID 2 port P go to PATH_P (docs/usage.md)\n"
 		"  --api-sock PATH      serve the control API on this Unix socket (see docs/api.md)\n"
 		"  --name NAME          a name for the VM, shown by vmon ps and usable with vmon ctl --vm\n"
+		"  --seccomp on|log|off system call filters on vmon's threads (default on: a forbidden call\n"
+		"                       kills vmon with SIGSYS; log: report it and go on; off: development\n"
+		"                       only; see docs/security.md)\n"
 		"  --log-level LEVEL    error, warn, info or debug (default info)\n"
 		"  --log-file PATH      also write the log to PATH as JSON lines\n"
 		"  -h, --help           this help\n",
@@ -84,6 +87,7 @@ enum {
 	OPT_DISK,
 	OPT_CONSOLE2,
 	OPT_VSOCK,
+	OPT_SECCOMP,
 };
 
 
@@ -134,6 +138,7 @@ static int parse_args(int argc, char **argv, struct vm_config *cfg, bool config_
 		{ "disk", required_argument, NULL, OPT_DISK },
 		{ "console2", required_argument, NULL, OPT_CONSOLE2 },
 		{ "vsock", required_argument, NULL, OPT_VSOCK },
+		{ "seccomp", required_argument, NULL, OPT_SECCOMP },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
@@ -159,6 +164,10 @@ static int parse_args(int argc, char **argv, struct vm_config *cfg, bool config_
 		case OPT_NO_RNG: cfg->rng = false; break;
 		case OPT_CONSOLE2: set_str(&cfg->console2, optarg); break;
 		case OPT_VSOCK: set_str(&cfg->vsock, optarg); break;
+		case OPT_SECCOMP:
+			if (vm_runner_parse_seccomp(cfg, optarg))
+				return -EINVAL;
+			break;
 		case OPT_NET:
 			if (!cli_nets) {
 				for (unsigned int i = 0; i < cfg->nnets; i++)

@@ -18,6 +18,7 @@
 #include "devices/console_output.h"
 #include "lib/log.h"
 #include "lib/util.h"
+#include "sandbox/sandbox.h"
 #include "vm/platform.h"
 #include "vm/registry.h"
 #include "vm/vcpu.h"
@@ -67,6 +68,17 @@ int vm_runner_prepare(struct vm_config *cfg)
 /* Guest serial output to stdout; stopped by vm_runner_main once no vCPU can write any more. */
 static struct console_output *serial_output;
 
+int vm_runner_parse_seccomp(struct vm_config *cfg, const char *value)
+{
+	int m = config_parse_seccomp(value);
+	if (m < 0) {
+		fprintf(stderr, "vmon: --seccomp takes on, log or off, not '%s' (see docs/security.md)\n", value);
+		return -EINVAL;
+	}
+	cfg->seccomp = (enum seccomp_mode)m;
+	return 0;
+}
+
 int vm_runner_create_vm(struct vm *vm, const struct vm_config *cfg, bool rng)
 {
 	int rc = vm_create(vm, cfg);
@@ -108,6 +120,7 @@ struct signal_waiter {
 static void *signal_thread(void *arg)
 {
 	struct signal_waiter *w = arg;
+	sandbox_enter(SANDBOX_SIGNAL);
 	for (;;) {
 		int sig;
 		if (sigwait(&w->set, &sig) != 0)
@@ -155,7 +168,7 @@ static int run_vm(struct vm *vm, const struct vm_config *cfg,
 		  struct signal_waiter *waiter, struct api_server **api, char *reg_path, size_t reg_len)
 {
 	int rc = setup(vm, cfg, arg);
-	if (rc)
+	if (rc || (rc = sandbox_limit_resources(cfg)))
 		return rc;
 	atomic_store(&waiter->set_up, true);
 	/* Up before the vCPUs start, so that a client can pause a guest from its first instruction on. */
@@ -185,6 +198,8 @@ static int run_vm(struct vm *vm, const struct vm_config *cfg,
 		}
 		atomic_store(&vm->state, paused ? VM_PAUSED : VM_RUNNING);
 	}
+	/* Every other thread has started and confined itself; this one only waits and tears down. */
+	sandbox_enter(SANDBOX_MAIN);
 	/* A stop requested before RUNNING was stored must not be overwritten; recheck under the lock. */
 	pthread_mutex_lock(&vm->lock);
 	if (atomic_load(&vm->stop_reason) != VM_STOP_NONE)
@@ -207,6 +222,10 @@ int vm_runner_main(const struct vm_config *cfg, int (*setup)(struct vm *vm, cons
 {
 	/* A closed stdout (e.g. `vmon run ... | head`) must end the console output, not vmon. */
 	signal(SIGPIPE, SIG_IGN);
+	if (sandbox_configure(cfg->seccomp)) {
+		log_error("sandbox", "cannot install the SIGSYS handler of --seccomp log");
+		return EXIT_GUEST_FAILED;
+	}
 
 	struct signal_waiter waiter;
 	sigemptyset(&waiter.set);

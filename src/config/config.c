@@ -132,6 +132,17 @@ int config_parse_workarounds(const char *s)
 	return -1;
 }
 
+int config_parse_seccomp(const char *s)
+{
+	if (!strcmp(s, "on"))
+		return SECCOMP_MODE_ON;
+	if (!strcmp(s, "log"))
+		return SECCOMP_MODE_LOG;
+	if (!strcmp(s, "off"))
+		return SECCOMP_MODE_OFF;
+	return -1;
+}
+
 const char *config_workarounds_name(enum host_workarounds w)
 {
 	switch (w) {

@@ -21,6 +21,13 @@ enum host_workarounds {
 	HOST_WORKAROUNDS_OFF,
 };
 
+/* --seccomp: the system call filters of vmon's threads (docs/security.md). */
+enum seccomp_mode {
+	SECCOMP_MODE_ON = 0, /* a forbidden system call kills vmon */
+	SECCOMP_MODE_LOG,    /* it is reported on stderr and allowed (for finding what a filter lacks) */
+	SECCOMP_MODE_OFF,    /* no filter: development only */
+};
+
 /* One --disk (see config/config_disk.h). */
 struct disk_config {
 	char *path;
@@ -46,6 +53,7 @@ struct vm_config {
 	char *console2;         /* --console2 value: socket=PATH or file=PATH (config_sockets.h); NULL = none */
 	char *vsock;            /* --vsock value: cid=N,uds=PATH (config_sockets.h); NULL = none */
 	bool rng;               /* the virtio entropy device, the guest's /dev/hwrng (default on; --no-rng) */
+	enum seccomp_mode seccomp; /* host-side policy: not saved in snapshots */
 };
 
 void config_init_defaults(struct vm_config *cfg);
@@ -54,6 +62,9 @@ void config_free(struct vm_config *cfg);
 /* Parses "auto", "on", "off"; returns -1 on anything else. */
 int config_parse_workarounds(const char *s);
 const char *config_workarounds_name(enum host_workarounds w);
+
+/* Parses "on", "log", "off"; returns -1 on anything else. */
+int config_parse_seccomp(const char *s);
 
 /*
  * Checks the configuration; on error writes one human-readable sentence (what is wrong and

@@ -127,6 +127,20 @@ static int set_workarounds(struct vm_config *cfg, const char *key, const json_t 
 	return 0;
 }
 
+static int set_seccomp(struct vm_config *cfg, const char *key, const json_t *v, char *err, size_t errlen)
+{
+	if (!json_is_string(v))
+		return wrong_type(key, "\"on\", \"log\" or \"off\"", v, err, errlen);
+	int m = config_parse_seccomp(json_string_value(v));
+	if (m < 0) {
+		snprintf(err, errlen, "key \"%s\": \"%s\" is not allowed, expected \"on\", \"log\" or \"off\"", key,
+			 json_string_value(v));
+		return -EINVAL;
+	}
+	cfg->seccomp = (enum seccomp_mode)m;
+	return 0;
+}
+
 static int set_log_level(struct vm_config *cfg, const char *key, const json_t *v, char *err, size_t errlen)
 {
 	if (!json_is_string(v))
@@ -182,7 +196,7 @@ static int set_bool(bool *field, const char *key, const json_t *v, char *err, si
 	return 0;
 }
 
-enum key_kind { KEY_PATH, KEY_TEXT, KEY_BOOL, KEY_CPUS, KEY_MEMORY, KEY_WORKAROUNDS, KEY_LOG_LEVEL, KEY_NET, KEY_DISKS };
+enum key_kind { KEY_PATH, KEY_TEXT, KEY_BOOL, KEY_CPUS, KEY_MEMORY, KEY_WORKAROUNDS, KEY_LOG_LEVEL, KEY_NET, KEY_DISKS, KEY_SECCOMP };
 
 static const struct config_key {
 	const char *name;
@@ -204,6 +218,7 @@ static const struct config_key {
 	{ "console2", KEY_PATH, offsetof(struct vm_config, console2) },
 	{ "vsock", KEY_PATH, offsetof(struct vm_config, vsock) },
 	{ "rng", KEY_BOOL, offsetof(struct vm_config, rng) },
+	{ "seccomp", KEY_SECCOMP, 0 },
 };
 
 static int apply_key(struct vm_config *cfg, const struct config_key *k, const json_t *v, char *err, size_t errlen)
@@ -219,6 +234,7 @@ static int apply_key(struct vm_config *cfg, const struct config_key *k, const js
 	case KEY_LOG_LEVEL: return set_log_level(cfg, k->name, v, err, errlen);
 	case KEY_NET: return set_nets(cfg, k->name, v, err, errlen);
 	case KEY_DISKS: return config_disks_from_json(cfg, k->name, v, err, errlen);
+	case KEY_SECCOMP: return set_seccomp(cfg, k->name, v, err, errlen);
 	}
 	return -EINVAL;
 }

@@ -21,6 +21,7 @@
 
 #include "lib/log.h"
 #include "lib/util.h"
+#include "sandbox/sandbox.h"
 
 #define PENDING_CAP 4096
 
@@ -223,6 +224,7 @@ static void *input_thread(void *arg)
 	struct console *c = arg;
 	bool eof = false;
 	uint8_t buf[256];
+	sandbox_enter(SANDBOX_CONSOLE_IN);
 
 	while (!atomic_load(&c->stop)) {
 		size_t budget = eof ? 0 : read_budget(c, sizeof(buf));

@@ -14,6 +14,7 @@
 #include "arch/x86/vcpu_arch.h"
 #include "lib/util.h"
 #include "lib/log.h"
+#include "sandbox/sandbox.h"
 #include "vm/vm.h"
 
 /* Sent to a vCPU thread to interrupt KVM_RUN; its handler does nothing. */
@@ -225,6 +226,7 @@ static void *vcpu_thread(void *arg)
 {
 	struct vcpu *v = arg;
 	struct vm *vm = v->vm;
+	sandbox_enter(SANDBOX_VCPU);
 
 	sigset_t set;
 	sigemptyset(&set);

@@ -1,0 +1,224 @@
+#include "sandbox/seccomp_policy.h"
+
+#include <errno.h>
+#include <linux/kvm.h>
+#include <linux/if_tun.h>
+#include <sched.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <termios.h>
+
+#include "lib/util.h"
+
+#define IOCTL(r) { (unsigned long)(r), #r }
+
+/*
+ * Every thread: futexes (pthread locks and condition variables), the allocator's mappings
+ * (never executable, see the mmap/mprotect rules below), returning from a signal handler (the
+ * vCPU kick), one-line logs to stderr and the JSON log file, clocks and pthread_kill (a stop
+ * kicks the vCPUs from whichever thread asks for it), thread exit.
+ */
+const char *const seccomp_common_syscalls[] = {
+	"futex", "brk", "munmap", "madvise", "mremap",
+	"rt_sigreturn", "rt_sigprocmask", "restart_syscall",
+	"write", "writev", "lseek", "fstat", "newfstatat",
+	"clock_gettime", "gettimeofday", "clock_nanosleep", "nanosleep", "sched_yield",
+	"getpid", "gettid", "tgkill", "getrandom",
+	"exit",
+#if defined(__SANITIZE_ADDRESS__)
+	/*
+	 * ASan/UBSan builds only: the runtime's shadow-memory upkeep, its alternate signal stack,
+	 * and the leak check at exit (it stops the threads with ptrace from a helper task and reads
+	 * /proc/self/maps and /proc/self/task).
+	 */
+	"sigaltstack", "rt_sigaction", "prctl", "getrlimit", "prlimit64", "sched_getaffinity",
+	"getdents", "open", "openat", "read", "close", "getdents64", "readlink", "ptrace", "wait4", "clone", "exit_group",
+	"getppid", "pipe2", "dup2",
+#endif
+};
+const size_t seccomp_ncommon_syscalls = ARRAY_SIZE(seccomp_common_syscalls);
+
+/* Tears the VM down: joins threads, closes descriptors, restores the terminal, removes sockets. */
+static const char *const main_syscalls[] = {
+	"read", "close", "unlink", "epoll_ctl", "shutdown", "io_uring_enter", "exit_group",
+};
+static const struct ioctl_request main_ioctls[] = {
+	IOCTL(TCGETS), IOCTL(TCSETS), IOCTL(TCSETSW), IOCTL(TCSETSF),
+};
+
+static const char *const signal_syscalls[] = { "rt_sigtimedwait" };
+
+/*
+ * libmicrohttpd's listener starts a thread per connection; requests pause and resume the VM,
+ * read its state for a snapshot and write the snapshot's files, read /proc/self for metrics.
+ */
+static const char *const api_syscalls[] = {
+	"accept", "accept4", "recvfrom", "recvmsg", "sendto", "sendmsg", "read", "poll", "ppoll", "select",
+	"pselect6", "shutdown", "close", "setsockopt", "getsockopt", "getsockname", "getpeername", "fcntl",
+	"set_robust_list", "rseq", "sigaltstack",
+	"openat", "mkdir", "mkdirat", "pread64", "pwrite64", "ftruncate", "fsync", "fdatasync", "rename",
+	"renameat", "renameat2", "unlink", "unlinkat", "statx", "io_uring_enter", "epoll_ctl", "eventfd2",
+};
+static const struct ioctl_request api_ioctls[] = {
+	IOCTL(KVM_RUN), IOCTL(KVM_GET_REGS), IOCTL(KVM_GET_SREGS), IOCTL(KVM_GET_FPU), IOCTL(KVM_GET_MSRS),
+	IOCTL(KVM_GET_XSAVE), IOCTL(KVM_GET_XSAVE2), IOCTL(KVM_GET_XCRS), IOCTL(KVM_GET_DEBUGREGS),
+	IOCTL(KVM_GET_LAPIC), IOCTL(KVM_GET_MP_STATE), IOCTL(KVM_GET_VCPU_EVENTS), IOCTL(KVM_GET_TSC_KHZ),
+	IOCTL(KVM_GET_CLOCK), IOCTL(KVM_SET_CLOCK), IOCTL(KVM_GET_IRQCHIP), IOCTL(KVM_GET_PIT2),
+	IOCTL(KVM_CHECK_EXTENSION), IOCTL(KVM_GET_MSR_INDEX_LIST), IOCTL(KVM_GET_SUPPORTED_CPUID),
+	IOCTL(KVM_IRQ_LINE),
+};
+
+static const char *const console_in_syscalls[] = { "read", "poll", "ppoll" };
+static const struct ioctl_request console_in_ioctls[] = { IOCTL(KVM_IRQ_LINE) };
+
+static const char *const console_out_syscalls[] = { "read", "poll", "ppoll" };
+
+/*
+ * Backends: eventfds, io_uring disks, tap and user-mode networking (libslirp opens host
+ * sockets for the guest's connections), vsock and console sockets, timers.
+ */
+static const char *const event_loop_syscalls[] = {
+	"epoll_wait", "epoll_pwait", "epoll_ctl", "read", "readv", "pread64", "pwrite64", "recvfrom",
+	"recvmsg", "sendto", "sendmsg", "connect", "accept", "accept4", "bind", "listen", "setsockopt",
+	"getsockopt", "getsockname", "getpeername", "shutdown", "close", "fcntl", "poll", "ppoll",
+	"timerfd_settime", "timerfd_gettime", "io_uring_enter",
+};
+static const struct ioctl_request event_loop_ioctls[] = {
+	IOCTL(FIONBIO), IOCTL(FIONREAD), IOCTL(TUNSETOFFLOAD), IOCTL(KVM_IRQ_LINE),
+};
+
+/*
+ * Exit handling: device emulation, the instruction emulator's register and FPU access, a
+ * virtio device's activation (ioeventfds, irqfds, MSI routes) and the serial output.
+ */
+static const char *const vcpu_syscalls[] = {
+	"read", "close", "epoll_ctl", "timerfd_settime", "io_uring_enter",
+};
+static const struct ioctl_request vcpu_ioctls[] = {
+	IOCTL(KVM_RUN), IOCTL(KVM_GET_REGS), IOCTL(KVM_SET_REGS), IOCTL(KVM_GET_SREGS), IOCTL(KVM_SET_SREGS),
+	IOCTL(KVM_GET_VCPU_EVENTS), IOCTL(KVM_SET_VCPU_EVENTS), IOCTL(KVM_GET_MSRS), IOCTL(KVM_GET_XCRS),
+	IOCTL(KVM_GET_FPU), IOCTL(KVM_SET_FPU), IOCTL(KVM_GET_XSAVE), IOCTL(KVM_GET_XSAVE2),
+	IOCTL(KVM_SET_XSAVE), IOCTL(KVM_IRQ_LINE), IOCTL(KVM_IRQFD), IOCTL(KVM_IOEVENTFD),
+	IOCTL(KVM_SET_GSI_ROUTING), IOCTL(KVM_CHECK_EXTENSION), IOCTL(KVM_GET_SUPPORTED_CPUID),
+	IOCTL(TUNSETOFFLOAD),
+};
+
+static const struct seccomp_policy policies[SANDBOX_ROLE_COUNT] = {
+	[SANDBOX_MAIN] = { main_syscalls, ARRAY_SIZE(main_syscalls), main_ioctls, ARRAY_SIZE(main_ioctls), false, false, false },
+	[SANDBOX_SIGNAL] = { signal_syscalls, ARRAY_SIZE(signal_syscalls), NULL, 0, false, false, false },
+	[SANDBOX_API] = { api_syscalls, ARRAY_SIZE(api_syscalls), api_ioctls, ARRAY_SIZE(api_ioctls), true, false, true },
+	[SANDBOX_CONSOLE_IN] = { console_in_syscalls, ARRAY_SIZE(console_in_syscalls), console_in_ioctls,
+				 ARRAY_SIZE(console_in_ioctls), false, false, false },
+	[SANDBOX_CONSOLE_OUT] = { console_out_syscalls, ARRAY_SIZE(console_out_syscalls), NULL, 0, false, false, false },
+	[SANDBOX_EVENT_LOOP] = { event_loop_syscalls, ARRAY_SIZE(event_loop_syscalls), event_loop_ioctls,
+				 ARRAY_SIZE(event_loop_ioctls), false, true, false },
+	[SANDBOX_VCPU] = { vcpu_syscalls, ARRAY_SIZE(vcpu_syscalls), vcpu_ioctls, ARRAY_SIZE(vcpu_ioctls), false, false, false },
+};
+
+const struct seccomp_policy *seccomp_policy_of(enum sandbox_role role)
+{
+	return role < SANDBOX_ROLE_COUNT ? &policies[role] : NULL;
+}
+
+/* A name listed twice (in the common list and a role's) is allowed once. */
+static int allow_name(scmp_filter_ctx ctx, const char *name)
+{
+	int nr = seccomp_syscall_resolve_name(name);
+	if (nr == __NR_SCMP_ERROR)
+		return -EINVAL;
+	int rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 0);
+	return rc == -EEXIST ? 0 : rc;
+}
+
+/* mmap and mprotect never make a page executable: vmon loads no code after start-up. */
+static int allow_memory(scmp_filter_ctx ctx)
+{
+	int rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(mmap), 1, SCMP_A2(SCMP_CMP_MASKED_EQ, PROT_EXEC, 0));
+	if (!rc)
+		rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(mprotect), 1,
+				      SCMP_A2(SCMP_CMP_MASKED_EQ, PROT_EXEC, 0));
+	return rc;
+}
+
+static int allow_threads(scmp_filter_ctx ctx)
+{
+	/* clone3's flags sit in memory the filter cannot read: glibc falls back to clone on ENOSYS. */
+	int rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0);
+	if (!rc)
+		rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(clone), 1,
+				      SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_THREAD, CLONE_THREAD));
+	return rc;
+}
+
+static int allow_sockets(scmp_filter_ctx ctx)
+{
+	static const int domains[] = { AF_UNIX, AF_INET, AF_INET6 };
+	int rc = 0;
+	for (size_t i = 0; i < ARRAY_SIZE(domains) && !rc; i++)
+		rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(socket), 1,
+				      SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)domains[i]));
+	return rc;
+}
+
+int seccomp_policy_build(enum sandbox_role role, uint32_t default_action, scmp_filter_ctx *out)
+{
+	const struct seccomp_policy *p = seccomp_policy_of(role);
+	if (!p)
+		return -EINVAL;
+	scmp_filter_ctx ctx = seccomp_init(default_action);
+	if (!ctx)
+		return -ENOMEM;
+	int rc = allow_memory(ctx);
+	for (size_t i = 0; i < seccomp_ncommon_syscalls && !rc; i++)
+		rc = allow_name(ctx, seccomp_common_syscalls[i]);
+	for (size_t i = 0; i < p->nsyscalls && !rc; i++)
+		rc = allow_name(ctx, p->syscalls[i]);
+	for (size_t i = 0; i < p->nioctls && !rc; i++)
+		rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 1,
+				      SCMP_A1(SCMP_CMP_EQ, (scmp_datum_t)p->ioctls[i].request));
+	if (!rc && p->threads && (rc = allow_threads(ctx)) == -EEXIST)
+		rc = 0; /* sanitizer builds allow clone outright */
+	if (!rc && p->sockets)
+		rc = allow_sockets(ctx);
+	if (!rc && p->names_threads &&
+	    (rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(prctl), 1, SCMP_A0(SCMP_CMP_EQ, PR_SET_NAME))) == -EEXIST)
+		rc = 0; /* sanitizer builds allow prctl outright */
+	if (rc) {
+		seccomp_release(ctx);
+		return rc;
+	}
+	*out = ctx;
+	return 0;
+}
+
+static size_t mark(bool *seen, size_t len, int nr)
+{
+	if (nr < 0 || (size_t)nr >= len || seen[nr])
+		return 0;
+	seen[nr] = true;
+	return 1;
+}
+
+size_t seccomp_policy_count(enum sandbox_role role)
+{
+	const struct seccomp_policy *p = seccomp_policy_of(role);
+	if (!p)
+		return 0;
+	bool seen[1024] = { false };
+	size_t n = mark(seen, ARRAY_SIZE(seen), SCMP_SYS(mmap)) + mark(seen, ARRAY_SIZE(seen), SCMP_SYS(mprotect));
+	if (p->nioctls)
+		n += mark(seen, ARRAY_SIZE(seen), SCMP_SYS(ioctl));
+	if (p->threads)
+		n += mark(seen, ARRAY_SIZE(seen), SCMP_SYS(clone));
+	if (p->sockets)
+		n += mark(seen, ARRAY_SIZE(seen), SCMP_SYS(socket));
+	if (p->names_threads)
+		n += mark(seen, ARRAY_SIZE(seen), SCMP_SYS(prctl));
+	for (size_t i = 0; i < seccomp_ncommon_syscalls; i++)
+		n += mark(seen, ARRAY_SIZE(seen), seccomp_syscall_resolve_name(seccomp_common_syscalls[i]));
+	for (size_t i = 0; i < p->nsyscalls; i++)
+		n += mark(seen, ARRAY_SIZE(seen), seccomp_syscall_resolve_name(p->syscalls[i]));
+	return n;
+}
