@@ -63,8 +63,8 @@ unit-tests: $(UNIT_BINS)
 # instrumented archive and each tests/fuzz/fuzz_NAME.c is linked against it.
 FUZZ_CC     ?= clang
 FUZZ_SAN    := -fsanitize=address,undefined -fno-sanitize-recover=undefined
+# clang warns about the kvm_msrs-with-entries structs that gcc accepts under gnu11.
 FUZZ_CFLAGS := -std=gnu11 -Wall -Wextra -Werror -D_GNU_SOURCE -Isrc -g -O1 -MMD -MP -Wno-gnu-variable-sized-type-not-at-end $(FUZZ_SAN)
-# (gcc accepts the kvm_msrs-with-entries structs of gnu11 silently; clang asks for the flag.)
 FUZZ_OBJS   := $(LIB_SRCS:%.c=build/fuzz/%.o)
 FUZZ_BINS   := $(patsubst tests/fuzz/%.c,build/fuzz/%,$(wildcard tests/fuzz/fuzz_*.c))
 
