@@ -58,14 +58,26 @@ build/san/tests/unit/%: tests/unit/%.c $(SAN_LIB_OBJS)
 san: build/vmon-san
 unit-tests: $(UNIT_BINS)
 
-# libFuzzer targets (clang): `make fuzz`; `scripts/run-tests.sh fuzz` runs each for a bounded time.
+# libFuzzer targets (clang): `make fuzz`; `scripts/run-tests.sh fuzz` runs each for a bounded time
+# and scripts/fuzz-campaign.sh for longer. Every src/ object but main.c is built once into one
+# instrumented archive and each tests/fuzz/fuzz_NAME.c is linked against it.
 FUZZ_CC     ?= clang
-FUZZ_CFLAGS := -std=gnu11 -Wall -Wextra -Werror -D_GNU_SOURCE -Isrc -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
-FUZZ_BINS   := build/fuzz/fuzz_virtqueue
+FUZZ_SAN    := -fsanitize=address,undefined -fno-sanitize-recover=undefined
+# clang warns about the kvm_msrs-with-entries structs that gcc accepts under gnu11.
+FUZZ_CFLAGS := -std=gnu11 -Wall -Wextra -Werror -D_GNU_SOURCE -Isrc -g -O1 -MMD -MP -Wno-gnu-variable-sized-type-not-at-end $(FUZZ_SAN)
+FUZZ_OBJS   := $(LIB_SRCS:%.c=build/fuzz/%.o)
+FUZZ_BINS   := $(patsubst tests/fuzz/%.c,build/fuzz/%,$(wildcard tests/fuzz/fuzz_*.c))
 
-build/fuzz/fuzz_virtqueue: tests/fuzz/fuzz_virtqueue.c src/virtio/virtqueue.c src/virtio/virtqueue.h src/memory/guest_mem.c src/lib/util.c
+build/fuzz/src/%.o: src/%.c
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $(filter %.c,$^)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
+
+build/fuzz/libvmon.a: $(FUZZ_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c build/fuzz/libvmon.a
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -Itests -o $@ $< build/fuzz/libvmon.a $(LIBS)
 
 fuzz: $(FUZZ_BINS)
 
@@ -100,4 +112,4 @@ install: build/vmon
 clean:
 	rm -rf build
 
--include $(REL_OBJS:.o=.d) $(SAN_OBJS:.o=.d) $(UNIT_BINS:=.d)
+-include $(REL_OBJS:.o=.d) $(SAN_OBJS:.o=.d) $(UNIT_BINS:=.d) $(FUZZ_OBJS:.o=.d) $(FUZZ_BINS:=.d)

@@ -14,7 +14,7 @@
 #                through user-mode networking (libslirp); a tap in a namespace of its own (root only)
 #   snapshot     vmon ctl snapshot / vmon restore: test guest round trip, damaged snapshots,
 #                restore latency, and the default Linux guest restored (VMON_SNAPSHOT_LINUX=0 skips it)
-#   fuzz         libFuzzer targets (clang), each for VMON_FUZZ_SECONDS (default 60)
+#   fuzz         libFuzzer targets (clang), each for VMON_FUZZ_SECONDS (default 8)
 #   unprivileged an ordinary user with access to /dev/kvm runs, lists, controls, snapshots and
 #                restores a test guest
 #   fresh        the README's first command on a minimal Debian root made with debootstrap, until

@@ -194,6 +194,30 @@ static void *loop_thread(void *arg)
 	return NULL;
 }
 
+int event_loop_run_ready(struct event_loop *el, int timeout_ms)
+{
+	if (el->started)
+		return -EBUSY;
+	struct epoll_event events[MAX_EVENTS];
+	int n = epoll_wait(el->epfd, events, MAX_EVENTS, timeout_ms);
+	if (n < 0)
+		return -errno;
+	int ran = 0;
+	pthread_mutex_lock(&el->lock);
+	for (int i = 0; i < n; i++) {
+		struct handler *h = events[i].data.ptr;
+		if (h && !h->dead) {
+			h->fn(h->opaque, events[i].events);
+			ran++;
+		}
+	}
+	struct handler *dead = el->graveyard;
+	el->graveyard = NULL;
+	pthread_mutex_unlock(&el->lock);
+	free_list(dead);
+	return ran;
+}
+
 int event_loop_start(struct event_loop *el)
 {
 	if (el->started)

@@ -71,6 +71,13 @@ int event_loop_call(struct event_loop *el, event_call_fn fn, void *opaque);
 void event_loop_pause(struct event_loop *el);
 void event_loop_resume(struct event_loop *el);
 
+/*
+ * For a loop that was never started (fuzzing drives devices without threads): runs, on the
+ * caller's thread, the callbacks of the fds that become ready within timeout_ms. Returns how
+ * many ran, or a negative errno.
+ */
+int event_loop_run_ready(struct event_loop *el, int timeout_ms);
+
 /* True on the loop's own thread. */
 bool event_loop_on_loop_thread(const struct event_loop *el);
 

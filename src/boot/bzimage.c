@@ -117,7 +117,10 @@ static int load_for_kernel_decompressor(struct guest_mem *mem, const uint8_t *da
 	guest_mem_write(mem, BZ_PM_LOAD_ADDR, data + h->pm_offset, pm_len);
 	out->entry = BZ_PM_LOAD_ADDR + BZ_PM_ENTRY64_OFF;
 	out->load_start = BZ_PM_LOAD_ADDR;
-	out->load_end = MAX(BZ_PM_LOAD_ADDR + pm_len, h->pref_address + h->init_size);
+	out->load_end = BZ_PM_LOAD_ADDR + pm_len;
+	/* With no init_size, pref_address was never checked against RAM: it claims nothing. */
+	if (h->init_size)
+		out->load_end = MAX(out->load_end, h->pref_address + h->init_size);
 	snprintf(out->format, sizeof(out->format), "bzImage (%s payload, decompressed by the kernel)",
 		 payload_format_name(fmt));
 	log_info("boot", "kernel %s: %s, so the kernel's own decompressor will run in the guest (slower to boot)",

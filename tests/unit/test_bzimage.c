@@ -400,6 +400,22 @@ static void test_unknown_payload_falls_back_to_kernel_decompressor(void **state)
 	expect_fallback(*state, junk, sizeof(junk), "unknown");
 }
 
+static void test_fallback_without_init_size_claims_only_its_image(void **state)
+{
+	/* init_size 0: pref_address (junk here, far beyond RAM) is not where the kernel goes. */
+	static const uint8_t junk[] = "\x42\x13\x37 whatever this is";
+	struct bz_opts o = default_opts;
+	o.init_size = 0;
+	size_t len;
+	uint8_t *bz = build_bzimage(junk, sizeof(junk), &o, &len);
+	put_le32(bz + BZ_PREF_ADDRESS + 4, 0x5a);
+	struct kernel_image k;
+	char err[512] = "";
+	assert_int_equal(load_image(bz, len, *state, &k, err, sizeof(err)), 0);
+	assert_int_equal(k.load_end, BZ_PM_LOAD_ADDR + (len - 5 * 512));
+	free(bz);
+}
+
 static void test_payload_that_is_not_elf_falls_back(void **state)
 {
 	/* Decompresses fine, but is not a vmlinux: leave it to the kernel's own decompressor. */
@@ -506,6 +522,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_lzo_payload_falls_back_to_kernel_decompressor, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unknown_payload_falls_back_to_kernel_decompressor, setup,
 						teardown),
+		cmocka_unit_test_setup_teardown(test_fallback_without_init_size_claims_only_its_image, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_payload_that_is_not_elf_falls_back, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_32bit_only_kernel, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_old_boot_protocol, setup, teardown),
