@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "lib/log.h"
+#include "sandbox/sandbox.h"
 #include "lib/util.h"
 
 #define TICK_MS 100
@@ -57,6 +58,7 @@ static void cut_overdue(struct api_conn_guard *g, uint64_t now)
 static void *watchdog(void *arg)
 {
 	struct api_conn_guard *g = arg;
+	sandbox_enter(SANDBOX_API);
 	pthread_mutex_lock(&g->lock);
 	while (!g->stopping) {
 		cut_overdue(g, monotonic_ns());

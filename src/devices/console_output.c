@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "lib/log.h"
+#include "sandbox/sandbox.h"
 #include "lib/util.h"
 
 /* Interrupts a write() the writer is stuck in; vCPU kicks use the same no-op handler. */
@@ -151,6 +152,7 @@ static bool write_chunk(struct console_output *o)
 static void *writer_thread(void *arg)
 {
 	struct console_output *o = arg;
+	sandbox_enter(SANDBOX_CONSOLE_OUT);
 	bool writable = true;
 	uint64_t last_warn_ns = 0;
 

@@ -26,7 +26,8 @@ const char *const seccomp_common_syscalls[] = {
 	"write", "writev", "lseek", "fstat", "newfstatat",
 	"clock_gettime", "gettimeofday", "clock_nanosleep", "nanosleep", "sched_yield",
 	"getpid", "gettid", "tgkill", "getrandom",
-	"exit",
+	/* Ending the whole process is never a privilege; any thread may do it on a fatal error. */
+	"exit", "exit_group",
 #if defined(__SANITIZE_ADDRESS__)
 	/*
 	 * ASan/UBSan builds only: the runtime's shadow-memory upkeep, its alternate signal stack,
@@ -48,7 +49,11 @@ static const struct ioctl_request main_ioctls[] = {
 	IOCTL(TCGETS), IOCTL(TCSETS), IOCTL(TCSETSW), IOCTL(TCSETSF),
 };
 
+/* A signal during set-up ends vmon at once, after giving the terminal back. */
 static const char *const signal_syscalls[] = { "rt_sigtimedwait" };
+static const struct ioctl_request signal_ioctls[] = {
+	IOCTL(TCGETS), IOCTL(TCSETS), IOCTL(TCSETSW), IOCTL(TCSETSF),
+};
 
 /*
  * libmicrohttpd's listener starts a thread per connection; requests pause and resume the VM,
@@ -73,7 +78,8 @@ static const struct ioctl_request api_ioctls[] = {
 static const char *const console_in_syscalls[] = { "read", "poll", "ppoll" };
 static const struct ioctl_request console_in_ioctls[] = { IOCTL(KVM_IRQ_LINE) };
 
-static const char *const console_out_syscalls[] = { "read", "poll", "ppoll" };
+/* The serial output writer (stdout, a file or a socket) and --console2 file='s writer. */
+static const char *const console_out_syscalls[] = { "read", "poll", "ppoll", "sendto" };
 
 /*
  * Backends: eventfds, io_uring disks, tap and user-mode networking (libslirp opens host
@@ -107,7 +113,8 @@ static const struct ioctl_request vcpu_ioctls[] = {
 
 static const struct seccomp_policy policies[SANDBOX_ROLE_COUNT] = {
 	[SANDBOX_MAIN] = { main_syscalls, ARRAY_SIZE(main_syscalls), main_ioctls, ARRAY_SIZE(main_ioctls), false, false, false },
-	[SANDBOX_SIGNAL] = { signal_syscalls, ARRAY_SIZE(signal_syscalls), NULL, 0, false, false, false },
+	[SANDBOX_SIGNAL] = { signal_syscalls, ARRAY_SIZE(signal_syscalls), signal_ioctls, ARRAY_SIZE(signal_ioctls),
+			     false, false, false },
 	[SANDBOX_API] = { api_syscalls, ARRAY_SIZE(api_syscalls), api_ioctls, ARRAY_SIZE(api_ioctls), true, false, true },
 	[SANDBOX_CONSOLE_IN] = { console_in_syscalls, ARRAY_SIZE(console_in_syscalls), console_in_ioctls,
 				 ARRAY_SIZE(console_in_ioctls), false, false, false },

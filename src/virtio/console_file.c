@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "lib/log.h"
+#include "sandbox/sandbox.h"
 #include "lib/util.h"
 
 #define COMP "virtio-console"
@@ -79,6 +80,7 @@ static void signal_loop(struct console_file *cf)
 static void *writer_thread(void *arg)
 {
 	struct console_file *cf = arg;
+	sandbox_enter(SANDBOX_CONSOLE_OUT);
 	pthread_mutex_lock(&cf->lock);
 	for (;;) {
 		while (!cf->job && !cf->stop)
