@@ -8,6 +8,7 @@ set -u
 cd "$(dirname "$0")/.."
 seconds=${1:?usage: scripts/fuzz-campaign.sh SECONDS [JOBS]}
 jobs=${2:-$(nproc)}
+mkdir -p build
 if ! make -s -j"$jobs" fuzz >build/fuzz-build.log 2>&1; then
 	echo "make fuzz failed (needs clang: scripts/install-deps.sh test):"
 	tail -5 build/fuzz-build.log
