@@ -67,7 +67,7 @@ static void usage(FILE *f)
 		"  --landlock on|off    limit vmon's file access with Landlock where the kernel has it\n"
 		"                       (default on; see docs/security.md)\n"
 		"  --snapshot-dir DIR   under Landlock, the API writes snapshots only beneath DIR\n"
-		"                       (default: $TMPDIR or /tmp)\n"
+		"                       (default: /tmp and $TMPDIR)\n"
 		"  --log-level LEVEL    error, warn, info or debug (default info)\n"
 		"  --log-file PATH      also write the log to PATH as JSON lines\n"
 		"  -h, --help           this help\n",

@@ -55,7 +55,7 @@ static struct {
 	int abi;
 	struct ruleset_attr handled;
 	size_t attr_size;
-	char snapshot_dir[PATH_MAX];
+	char snapshot_dirs[2][PATH_MAX]; /* "" = unused */
 	char remove_dirs[REMOVE_COUNT][PATH_MAX];
 } ll;
 
@@ -110,24 +110,33 @@ static void collect_remove_dirs(const struct vm_config *cfg)
 		ll.remove_dirs[REMOVE_REGISTRY][0] = 0;
 }
 
-/* Where snapshots may go: --snapshot-dir, else the temporary directory. */
-static int choose_snapshot_dir(const struct vm_config *cfg)
+static int usable_dir(const char *dir, char *out)
 {
-	const char *dir = cfg->snapshot_dir;
-	if (!dir || !*dir) {
-		dir = getenv("TMPDIR");
-		if (!dir || dir[0] != '/')
-			dir = "/tmp";
-	}
 	struct stat st;
 	int rc = stat(dir, &st) < 0 ? -errno : S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
-	if (rc) {
-		log_error(COMP, "the snapshot directory %s: %s; name an existing directory with --snapshot-dir", dir,
-			  strerror(-rc));
+	if (!rc && snprintf(out, PATH_MAX, "%s", dir) >= PATH_MAX)
+		rc = -ENAMETOOLONG;
+	return rc;
+}
+
+/*
+ * Where snapshots may go: --snapshot-dir, which must be a directory, else the temporary
+ * directories, /tmp and $TMPDIR, those of them that exist.
+ */
+static int choose_snapshot_dirs(const struct vm_config *cfg)
+{
+	if (cfg->snapshot_dir && *cfg->snapshot_dir) {
+		int rc = usable_dir(cfg->snapshot_dir, ll.snapshot_dirs[0]);
+		if (rc)
+			log_error(COMP, "--snapshot-dir %s: %s; name an existing directory for the API's snapshots",
+				  cfg->snapshot_dir, strerror(-rc));
 		return rc;
 	}
-	if (snprintf(ll.snapshot_dir, sizeof(ll.snapshot_dir), "%s", dir) >= (int)sizeof(ll.snapshot_dir))
-		return -ENAMETOOLONG;
+	const char *tmpdir = getenv("TMPDIR");
+	if (usable_dir("/tmp", ll.snapshot_dirs[0]))
+		ll.snapshot_dirs[0][0] = 0;
+	if (tmpdir && tmpdir[0] == '/' && strcmp(tmpdir, "/tmp") && usable_dir(tmpdir, ll.snapshot_dirs[1]))
+		ll.snapshot_dirs[1][0] = 0;
 	return 0;
 }
 
@@ -153,7 +162,7 @@ int landlock_configure(const struct vm_config *cfg)
 			       "seccomp filters", unavailable_reason(abi));
 		return 0;
 	}
-	int rc = choose_snapshot_dir(cfg);
+	int rc = choose_snapshot_dirs(cfg);
 	if (rc)
 		return rc;
 	collect_remove_dirs(cfg);
@@ -173,8 +182,10 @@ int landlock_configure(const struct vm_config *cfg)
 	ll.attr_size = abi >= 4 ? sizeof(ll.handled) : sizeof(ll.handled.handled_access_fs);
 	ll.enabled = true;
 
-	log_info(COMP, "Landlock ABI %d: file access limited to writing snapshots beneath %s%s, reading /proc/self "
-		       "and removing vmon's sockets and registry entry at exit; TCP %s", abi, ll.snapshot_dir,
+	const char *first = ll.snapshot_dirs[0], *second = ll.snapshot_dirs[1];
+	log_info(COMP, "Landlock ABI %d: file access limited to writing snapshots beneath %s%s%s%s, reading "
+		       "/proc/self and removing vmon's sockets and registry entry at exit; TCP %s", abi,
+		 *first || *second ? first : "no directory", *first && *second ? " and " : "", second,
 		 cfg->snapshot_dir ? "" : " (no --snapshot-dir)",
 		 abi < 4 ? "not limited (the kernel has Landlock ABI < 4)"
 		 : user_net ? "not limited (--net user connects where the guest asks)"
@@ -203,8 +214,8 @@ static int add_role_rules(int ruleset, enum sandbox_role role, const char **fail
 {
 	/* Metrics, the snapshot's page map, and the sanitizers' reports read the process's own files. */
 	int rc = allow_beneath(ruleset, *failed = "/proc/self", PROC_RIGHTS);
-	if (!rc && role == SANDBOX_API)
-		rc = allow_beneath(ruleset, *failed = ll.snapshot_dir, SNAPSHOT_RIGHTS);
+	for (int i = 0; !rc && role == SANDBOX_API && i < 2; i++)
+		rc = allow_beneath(ruleset, *failed = ll.snapshot_dirs[i], SNAPSHOT_RIGHTS);
 	for (int i = 0; !rc && role == SANDBOX_MAIN && i < REMOVE_COUNT; i++)
 		rc = allow_beneath(ruleset, *failed = ll.remove_dirs[i], LANDLOCK_ACCESS_FS_REMOVE_FILE);
 	return rc;
