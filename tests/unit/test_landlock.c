@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "config/config.h"
+#include "config/config_json.h"
 #include "lib/util.h"
 #include "sandbox/landlock.h"
 
@@ -331,6 +332,29 @@ static void test_tcp_denied_unless_user_networking(void **state)
 	assert_int_equal(with_user, 0);
 }
 
+/* The configuration file's keys reach the same fields as --landlock and --snapshot-dir. */
+static void test_json_keys(void **state)
+{
+	(void)state;
+	struct vm_config cfg;
+	config_init_defaults(&cfg);
+	assert_true(cfg.landlock);
+	json_error_t jerr;
+	json_t *o = json_loads("{\"landlock\": false, \"snapshot_dir\": \"/srv/snaps\"}", 0, &jerr);
+	char err[256] = "";
+	int rc = config_json_apply(&cfg, o, err, sizeof(err));
+	bool off = !cfg.landlock, dir = cfg.snapshot_dir && !strcmp(cfg.snapshot_dir, "/srv/snaps");
+	json_decref(o);
+	json_t *bad = json_loads("{\"landlock\": \"off\"}", 0, &jerr);
+	int bad_rc = config_json_apply(&cfg, bad, err, sizeof(err));
+	json_decref(bad);
+	config_free(&cfg);
+	assert_int_equal(rc, 0);
+	assert_true(off);
+	assert_true(dir);
+	assert_int_equal(bad_rc, -EINVAL);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -341,6 +365,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_log_names_abi_and_snapshot_dir, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_missing_snapshot_dir_is_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tcp_denied_unless_user_networking, setup, teardown),
+		cmocka_unit_test(test_json_keys),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
