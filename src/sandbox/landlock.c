@@ -41,9 +41,10 @@ struct ruleset_attr {
 
 #define FS_RIGHTS_ABI1 ((LANDLOCK_ACCESS_FS_MAKE_SYM << 1) - 1)
 /* mkostemp opens its files for reading and writing; the directory is listed for stale temporaries. */
-#define SNAPSHOT_RIGHTS                                                                                      \
-	(LANDLOCK_ACCESS_FS_READ_FILE | LANDLOCK_ACCESS_FS_READ_DIR | LANDLOCK_ACCESS_FS_MAKE_DIR | LANDLOCK_ACCESS_FS_MAKE_REG |             \
-	 LANDLOCK_ACCESS_FS_WRITE_FILE | LANDLOCK_ACCESS_FS_REMOVE_FILE | LANDLOCK_ACCESS_FS_TRUNCATE)
+#define SNAPSHOT_RIGHTS                                                                        \
+	(LANDLOCK_ACCESS_FS_READ_FILE | LANDLOCK_ACCESS_FS_READ_DIR | LANDLOCK_ACCESS_FS_MAKE_DIR |  \
+	 LANDLOCK_ACCESS_FS_MAKE_REG | LANDLOCK_ACCESS_FS_WRITE_FILE | LANDLOCK_ACCESS_FS_REMOVE_FILE | \
+	 LANDLOCK_ACCESS_FS_TRUNCATE)
 #define PROC_RIGHTS (LANDLOCK_ACCESS_FS_READ_FILE | LANDLOCK_ACCESS_FS_READ_DIR)
 
 /* Directories the main thread removes a socket or the registry entry from at exit. */
@@ -52,7 +53,6 @@ enum { REMOVE_API, REMOVE_VSOCK, REMOVE_CONSOLE2, REMOVE_REGISTRY, REMOVE_COUNT 
 /* Set by landlock_configure() before any thread enters a role; read-only afterwards. */
 static struct {
 	bool enabled;
-	int abi;
 	struct ruleset_attr handled;
 	size_t attr_size;
 	char snapshot_dirs[2][PATH_MAX]; /* "" = unused */
@@ -167,7 +167,6 @@ int landlock_configure(const struct vm_config *cfg)
 		return rc;
 	collect_remove_dirs(cfg);
 
-	ll.abi = abi;
 	ll.handled.handled_access_fs = FS_RIGHTS_ABI1;
 	if (abi >= 2)
 		ll.handled.handled_access_fs |= LANDLOCK_ACCESS_FS_REFER;
