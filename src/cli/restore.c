@@ -29,6 +29,8 @@ static void usage(FILE *f)
 		   "  --paused             do not start the vCPUs until `vmon ctl resume`\n"
 		   "  --name NAME          a name for the VM, shown by vmon ps\n"
 		   "  --seccomp on|log|off system call filters (as vmon run; default on)\n"
+		   "  --landlock on|off    file-access limits (as vmon run; default on)\n"
+		   "  --snapshot-dir DIR   where the API may write snapshots (as vmon run)\n"
 		   "  --log-level LEVEL    error, warn, info or debug (default info)\n"
 		   "  --log-file PATH      also write the log to PATH as JSON lines\n"
 		   "  -h, --help           this help\n"
@@ -41,7 +43,8 @@ static void usage(FILE *f)
 		   "  --vsock SPEC         the vsock device (cid=N,uds=PATH)\n");
 }
 
-enum { OPT_API_SOCK = 256, OPT_NAME, OPT_LOG_LEVEL, OPT_LOG_FILE, OPT_PAUSED, OPT_NET, OPT_DISK, OPT_CONSOLE2, OPT_VSOCK, OPT_SECCOMP };
+enum { OPT_API_SOCK = 256, OPT_NAME, OPT_LOG_LEVEL, OPT_LOG_FILE, OPT_PAUSED, OPT_NET, OPT_DISK, OPT_CONSOLE2, OPT_VSOCK, OPT_SECCOMP,
+       OPT_LANDLOCK, OPT_SNAPSHOT_DIR };
 
 /* Host-side replacements for the saved devices' backends (vmon restore --net/--disk/...). */
 struct overrides {
@@ -72,6 +75,8 @@ static int parse_args(int argc, char **argv, struct vm_config *cfg, const char *
 		{ "console2", required_argument, NULL, OPT_CONSOLE2 },
 		{ "vsock", required_argument, NULL, OPT_VSOCK },
 		{ "seccomp", required_argument, NULL, OPT_SECCOMP },
+		{ "landlock", required_argument, NULL, OPT_LANDLOCK },
+		{ "snapshot-dir", required_argument, NULL, OPT_SNAPSHOT_DIR },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
@@ -89,6 +94,11 @@ static int parse_args(int argc, char **argv, struct vm_config *cfg, const char *
 			if (vm_runner_parse_seccomp(cfg, optarg))
 				return -EINVAL;
 			break;
+		case OPT_LANDLOCK:
+			if (vm_runner_parse_landlock(cfg, optarg))
+				return -EINVAL;
+			break;
+		case OPT_SNAPSHOT_DIR: set_str(&cfg->snapshot_dir, optarg); break;
 		case OPT_NET:
 			if (ov->nnets == CONFIG_MAX_NICS) {
 				fprintf(stderr, "vmon: --net is given more than %d times\n", CONFIG_MAX_NICS);

@@ -64,6 +64,10 @@ static void usage(FILE *f)
 		"  --seccomp on|log|off system call filters on vmon's threads (default on: a forbidden call\n"
 		"                       kills vmon with SIGSYS; log: report it and go on; off: development\n"
 		"                       only; see docs/security.md)\n"
+		"  --landlock on|off    limit vmon's file access with Landlock where the kernel has it\n"
+		"                       (default on; see docs/security.md)\n"
+		"  --snapshot-dir DIR   under Landlock, the API writes snapshots only beneath DIR\n"
+		"                       (default: /tmp and $TMPDIR)\n"
 		"  --log-level LEVEL    error, warn, info or debug (default info)\n"
 		"  --log-file PATH      also write the log to PATH as JSON lines\n"
 		"  -h, --help           this help\n",
@@ -88,6 +92,8 @@ enum {
 	OPT_CONSOLE2,
 	OPT_VSOCK,
 	OPT_SECCOMP,
+	OPT_LANDLOCK,
+	OPT_SNAPSHOT_DIR,
 };
 
 
@@ -139,6 +145,8 @@ static int parse_args(int argc, char **argv, struct vm_config *cfg, bool config_
 		{ "console2", required_argument, NULL, OPT_CONSOLE2 },
 		{ "vsock", required_argument, NULL, OPT_VSOCK },
 		{ "seccomp", required_argument, NULL, OPT_SECCOMP },
+		{ "landlock", required_argument, NULL, OPT_LANDLOCK },
+		{ "snapshot-dir", required_argument, NULL, OPT_SNAPSHOT_DIR },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
@@ -168,6 +176,11 @@ static int parse_args(int argc, char **argv, struct vm_config *cfg, bool config_
 			if (vm_runner_parse_seccomp(cfg, optarg))
 				return -EINVAL;
 			break;
+		case OPT_LANDLOCK:
+			if (vm_runner_parse_landlock(cfg, optarg))
+				return -EINVAL;
+			break;
+		case OPT_SNAPSHOT_DIR: set_str(&cfg->snapshot_dir, optarg); break;
 		case OPT_NET:
 			if (!cli_nets) {
 				for (unsigned int i = 0; i < cfg->nnets; i++)

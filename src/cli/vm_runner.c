@@ -18,6 +18,7 @@
 #include "devices/console_output.h"
 #include "lib/log.h"
 #include "lib/util.h"
+#include "sandbox/landlock.h"
 #include "sandbox/sandbox.h"
 #include "vm/platform.h"
 #include "vm/registry.h"
@@ -76,6 +77,16 @@ int vm_runner_parse_seccomp(struct vm_config *cfg, const char *value)
 		return -EINVAL;
 	}
 	cfg->seccomp = (enum seccomp_mode)m;
+	return 0;
+}
+
+int vm_runner_parse_landlock(struct vm_config *cfg, const char *value)
+{
+	if (strcmp(value, "on") && strcmp(value, "off")) {
+		fprintf(stderr, "vmon: --landlock takes on or off, not '%s' (see docs/security.md)\n", value);
+		return -EINVAL;
+	}
+	cfg->landlock = !strcmp(value, "on");
 	return 0;
 }
 
@@ -226,6 +237,8 @@ int vm_runner_main(const struct vm_config *cfg, int (*setup)(struct vm *vm, cons
 		log_error("sandbox", "cannot install the SIGSYS handler of --seccomp log");
 		return EXIT_GUEST_FAILED;
 	}
+	if (landlock_configure(cfg))
+		return EXIT_USAGE;
 
 	struct signal_waiter waiter;
 	sigemptyset(&waiter.set);

@@ -21,6 +21,9 @@ int vm_runner_prepare(struct vm_config *cfg);
 /* --seccomp VALUE into cfg; prints the reason and returns -EINVAL if VALUE is not on|log|off. */
 int vm_runner_parse_seccomp(struct vm_config *cfg, const char *value);
 
+/* --landlock VALUE into cfg; prints the reason and returns -EINVAL if VALUE is not on|off. */
+int vm_runner_parse_landlock(struct vm_config *cfg, const char *value);
+
 /*
  * Creates the VM and every device cfg asks for (plus the virtio entropy device if rng), in the
  * order both `vmon run` and `vmon restore` rely on. Errors are logged. 0 or a negative errno.

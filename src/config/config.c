@@ -25,6 +25,7 @@ void config_init_defaults(struct vm_config *cfg)
 	cfg->memory = DEFAULT_MEMORY;
 	cfg->workarounds = HOST_WORKAROUNDS_AUTO;
 	cfg->rng = true;
+	cfg->landlock = true;
 }
 
 void config_free(struct vm_config *cfg)
@@ -42,6 +43,7 @@ void config_free(struct vm_config *cfg)
 		config_disk_free(&cfg->disks[i]);
 	free(cfg->console2);
 	free(cfg->vsock);
+	free(cfg->snapshot_dir);
 	memset(cfg, 0, sizeof(*cfg));
 }
 

@@ -54,6 +54,8 @@ struct vm_config {
 	char *vsock;            /* --vsock value: cid=N,uds=PATH (config_sockets.h); NULL = none */
 	bool rng;               /* the virtio entropy device, the guest's /dev/hwrng (default on; --no-rng) */
 	enum seccomp_mode seccomp; /* host-side policy: not saved in snapshots */
+	bool landlock;          /* Landlock file-access limits where the kernel has them (default on) */
+	char *snapshot_dir;     /* where the API may write snapshots under Landlock; NULL = /tmp and $TMPDIR */
 };
 
 void config_init_defaults(struct vm_config *cfg);

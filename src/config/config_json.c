@@ -219,6 +219,8 @@ static const struct config_key {
 	{ "vsock", KEY_PATH, offsetof(struct vm_config, vsock) },
 	{ "rng", KEY_BOOL, offsetof(struct vm_config, rng) },
 	{ "seccomp", KEY_SECCOMP, 0 },
+	{ "landlock", KEY_BOOL, offsetof(struct vm_config, landlock) },
+	{ "snapshot_dir", KEY_PATH, offsetof(struct vm_config, snapshot_dir) },
 };
 
 static int apply_key(struct vm_config *cfg, const struct config_key *k, const json_t *v, char *err, size_t errlen)

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "lib/log.h"
+#include "sandbox/landlock.h"
 #include "sandbox/seccomp_log.h"
 #include "sandbox/seccomp_policy.h"
 
@@ -76,6 +77,9 @@ static int confine(enum sandbox_role role)
 		log_error(COMP, "the %s thread cannot set no_new_privs: %s", sandbox_role_name(role), strerror(-rc));
 		return rc;
 	}
+	/* Before seccomp: the filters do not allow the Landlock system calls. */
+	if ((rc = landlock_enter(role)))
+		return rc;
 	if (mode == SECCOMP_MODE_OFF)
 		return 0;
 	scmp_filter_ctx ctx;

@@ -1,7 +1,8 @@
 /*
  * Confinement of the vmon process once the VM is set up (docs/security.md): every thread
  * calls sandbox_enter() with its role at its start, which drops the thread's capabilities,
- * sets no_new_privs and loads the seccomp filter of that role. The filters are per thread
+ * sets no_new_privs, enforces the role's Landlock rules (sandbox/landlock.h) and loads the
+ * seccomp filter of that role. The filters are per thread
  * (no TSYNC): a thread created later inherits its creator's filter, so a thread that starts
  * others enters its role only after them, or starts them with the role they need.
  */
