@@ -55,7 +55,7 @@ static struct {
 	bool enabled;
 	struct ruleset_attr handled;
 	size_t attr_size;
-	char snapshot_dirs[2][PATH_MAX]; /* "" = unused */
+	char snapshot_dirs[3][PATH_MAX]; /* "" = unused */
 	char remove_dirs[REMOVE_COUNT][PATH_MAX];
 } ll;
 
@@ -121,7 +121,7 @@ static int usable_dir(const char *dir, char *out)
 
 /*
  * Where snapshots may go: --snapshot-dir, which must be a directory, else the temporary
- * directories, /tmp and $TMPDIR, those of them that exist.
+ * directories, /tmp, /var/tmp and $TMPDIR, those of them that exist.
  */
 static int choose_snapshot_dirs(const struct vm_config *cfg)
 {
@@ -135,9 +135,23 @@ static int choose_snapshot_dirs(const struct vm_config *cfg)
 	const char *tmpdir = getenv("TMPDIR");
 	if (usable_dir("/tmp", ll.snapshot_dirs[0]))
 		ll.snapshot_dirs[0][0] = 0;
-	if (tmpdir && tmpdir[0] == '/' && strcmp(tmpdir, "/tmp") && usable_dir(tmpdir, ll.snapshot_dirs[1]))
+	if (usable_dir("/var/tmp", ll.snapshot_dirs[1]))
 		ll.snapshot_dirs[1][0] = 0;
+	if (tmpdir && tmpdir[0] == '/' && strcmp(tmpdir, "/tmp") && strcmp(tmpdir, "/var/tmp") &&
+	    usable_dir(tmpdir, ll.snapshot_dirs[2]))
+		ll.snapshot_dirs[2][0] = 0;
 	return 0;
+}
+
+size_t landlock_snapshot_dirs(char *buf, size_t len)
+{
+	size_t n = 0;
+	if (len)
+		buf[0] = 0;
+	for (size_t i = 0; ll.enabled && i < ARRAY_SIZE(ll.snapshot_dirs); i++)
+		if (ll.snapshot_dirs[i][0] && n < len)
+			n += (size_t)snprintf(buf + n, len - n, "%s%s", n ? ", " : "", ll.snapshot_dirs[i]);
+	return n < len ? n : len;
 }
 
 static const char *unavailable_reason(int rc)
@@ -181,11 +195,11 @@ int landlock_configure(const struct vm_config *cfg)
 	ll.attr_size = abi >= 4 ? sizeof(ll.handled) : sizeof(ll.handled.handled_access_fs);
 	ll.enabled = true;
 
-	const char *first = ll.snapshot_dirs[0], *second = ll.snapshot_dirs[1];
-	log_info(COMP, "Landlock ABI %d: file access limited to writing snapshots beneath %s%s%s%s, reading "
+	char dirs[3 * PATH_MAX];
+	landlock_snapshot_dirs(dirs, sizeof(dirs));
+	log_info(COMP, "Landlock ABI %d: file access limited to writing snapshots beneath %s%s, reading "
 		       "/proc/self and removing vmon's sockets and registry entry at exit; TCP %s", abi,
-		 *first || *second ? first : "no directory", *first && *second ? " and " : "", second,
-		 cfg->snapshot_dir ? "" : " (no --snapshot-dir)",
+		 *dirs ? dirs : "no directory", cfg->snapshot_dir ? "" : " (no --snapshot-dir)",
 		 abi < 4 ? "not limited (the kernel has Landlock ABI < 4)"
 		 : user_net ? "not limited (--net user connects where the guest asks)"
 			    : "bind and connect denied");
@@ -213,7 +227,7 @@ static int add_role_rules(int ruleset, enum sandbox_role role, const char **fail
 {
 	/* Metrics, the snapshot's page map, and the sanitizers' reports read the process's own files. */
 	int rc = allow_beneath(ruleset, *failed = "/proc/self", PROC_RIGHTS);
-	for (int i = 0; !rc && role == SANDBOX_API && i < 2; i++)
+	for (size_t i = 0; !rc && role == SANDBOX_API && i < ARRAY_SIZE(ll.snapshot_dirs); i++)
 		rc = allow_beneath(ruleset, *failed = ll.snapshot_dirs[i], SNAPSHOT_RIGHTS);
 	for (int i = 0; !rc && role == SANDBOX_MAIN && i < REMOVE_COUNT; i++)
 		rc = allow_beneath(ruleset, *failed = ll.remove_dirs[i], LANDLOCK_ACCESS_FS_REMOVE_FILE);

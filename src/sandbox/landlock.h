@@ -12,6 +12,8 @@
 #define VMON_SANDBOX_LANDLOCK_H
 
 #include "config/config.h"
+#include <stddef.h>
+
 #include "sandbox/sandbox.h"
 
 /* The kernel's Landlock ABI version (>= 1), or -errno when it has none (-ENOSYS, -EOPNOTSUPP). */
@@ -30,6 +32,12 @@ int landlock_configure(const struct vm_config *cfg);
  * is off, not available or not configured. Needs no_new_privs. Returns 0 or -errno (logged).
  */
 int landlock_enter(enum sandbox_role role);
+
+/*
+ * The directories snapshots may be written beneath, comma-separated, into buf; empty when
+ * Landlock does not limit them. For messages that explain a refused snapshot.
+ */
+size_t landlock_snapshot_dirs(char *buf, size_t len);
 
 /* Forgets the configuration (unit tests). */
 void landlock_reset(void);

@@ -21,6 +21,7 @@
 #include "arch/x86/vcpu_arch.h"
 #include "config/config_json.h"
 #include "lib/log.h"
+#include "sandbox/landlock.h"
 #include "lib/util.h"
 #include "state/cpu_compat.h"
 #include "state/device_state.h"
@@ -269,8 +270,15 @@ static int write_locked(struct vm *vm, const char *dir, uint64_t id, const char 
 /* Writes both files under temporary names, then renames memory and state into place. */
 static int write_snapshot(struct vm *vm, const char *dir, char *err, size_t errlen)
 {
-	if (mkdir(dir, 0755) < 0 && errno != EEXIST)
-		return fail(err, errlen, -errno, "cannot create the snapshot directory %s: %s", dir, strerror(errno));
+	if (mkdir(dir, 0755) < 0 && errno != EEXIST) {
+		int e = errno;
+		char dirs[512];
+		if (e == EACCES && landlock_snapshot_dirs(dirs, sizeof(dirs)))
+			return fail(err, errlen, -e, "cannot create the snapshot directory %s: vmon writes snapshots only "
+						     "beneath %s; start it with --snapshot-dir to choose another place",
+				    dir, dirs);
+		return fail(err, errlen, -e, "cannot create the snapshot directory %s: %s", dir, strerror(e));
+	}
 	uint64_t id = new_snapshot_id();
 	char mem_file[48];
 	snprintf(mem_file, sizeof(mem_file), MEM_PREFIX "%016" PRIx64, id);
