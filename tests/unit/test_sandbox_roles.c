@@ -23,6 +23,8 @@
 
 #include "api/api_server.h"
 #include "api/http_client.h"
+#include "backends/event_loop.h"
+#include "backends/net_slirp.h"
 #include "sandbox/sandbox.h"
 #include "virtio/virtio_blk.h"
 
@@ -145,6 +147,59 @@ static void test_a_disk_works_under_the_vcpu_event_loop_and_main_filters(void **
 	assert_ended_normally(status);
 }
 
+/* ---- user-mode networking: libslirp on the event loop ---- */
+
+/*
+ * The guest (10.0.2.15) asks the user-mode network's DNS server (10.0.2.3) for a name, in a
+ * UDP datagram without checksum; libslirp forwards it to the host's resolver.
+ */
+static void send_dns_query(void *opaque)
+{
+	struct net_backend *be = opaque;
+	uint8_t pkt[VIRTIO_NET_HDR_LEN + 14 + 20 + 8 + 12] = { 0 };
+	uint8_t *eth = pkt + VIRTIO_NET_HDR_LEN, *ip = eth + 14, *udp = ip + 20, *dns = udp + 8;
+	static const uint8_t hdr[14] = { 0x52, 0x55, 0x0a, 0x00, 0x02, 0x02, 0x52, 0x54, 0x00, 0x12, 0x34, 0x56, 0x08, 0x00 };
+	memcpy(eth, hdr, sizeof(hdr));
+	ip[0] = 0x45;
+	ip[3] = 20 + 8 + 12;
+	ip[8] = 64;
+	ip[9] = 17;
+	static const uint8_t addrs[8] = { 10, 0, 2, 15, 10, 0, 2, 3 };
+	memcpy(ip + 12, addrs, 8);
+	uint32_t sum = 0;
+	for (int i = 0; i < 20; i += 2)
+		sum += (uint32_t)(ip[i] << 8 | ip[i + 1]);
+	while (sum >> 16)
+		sum = (sum & 0xffff) + (sum >> 16);
+	ip[10] = (uint8_t)(~sum >> 8), ip[11] = (uint8_t)~sum;
+	udp[0] = 0x9c, udp[1] = 0x40; /* source port 40000 */
+	udp[3] = 53;
+	udp[5] = 8 + 12;
+	dns[0] = 0x12, dns[1] = 0x34; /* a query id; the question does not matter */
+	be->ops->send(be, pkt, sizeof(pkt));
+}
+
+static int dns_under_the_filters(void)
+{
+	struct event_loop *loop;
+	struct net_backend *be;
+	if (event_loop_create(&loop) || net_slirp_create(loop, NULL, 0, false, &be) || event_loop_start(loop))
+		return 30;
+	if (event_loop_call(loop, send_dns_query, be))
+		return 31;
+	sandbox_enter(SANDBOX_MAIN);
+	event_loop_stop(loop);
+	be->ops->destroy(be);
+	event_loop_destroy(loop);
+	return 0;
+}
+
+static void test_a_guest_dns_query_works_under_the_event_loop_filter(void **state)
+{
+	(void)state;
+	assert_ended_normally(confined_child(dns_under_the_filters));
+}
+
 /* ---- the API: libmicrohttpd's threads, the routes a client uses, the server's stop ---- */
 
 static char api_dir[64];
@@ -200,6 +255,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_a_disk_works_under_the_vcpu_event_loop_and_main_filters),
+		cmocka_unit_test(test_a_guest_dns_query_works_under_the_event_loop_filter),
 		cmocka_unit_test(test_the_api_works_under_the_api_and_main_filters),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
