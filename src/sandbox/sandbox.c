@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <sys/prctl.h>
 #include <unistd.h>
 
@@ -38,6 +39,11 @@ int sandbox_configure(enum seccomp_mode m)
 {
 	mode = m;
 	configured = true;
+	/*
+	 * glibc reads the time zone (TZ, /etc/localtime) at the first gmtime_r/localtime_r of the
+	 * process; the JSON log's timestamps must not make a confined thread open a file.
+	 */
+	tzset();
 	if (m == SECCOMP_MODE_OFF) {
 		log_warn(COMP, "*** --seccomp off: no system call filter; a bug in a guest-facing path could take over the "
 			       "host account running vmon. For development only: run with --seccomp on (the default) ***");

@@ -1,6 +1,7 @@
 #include "sandbox/seccomp_policy.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/kvm.h>
 #include <linux/if_tun.h>
 #include <sched.h>
@@ -28,6 +29,12 @@ const char *const seccomp_common_syscalls[] = {
 	"getpid", "gettid", "tgkill", "getrandom",
 	/* Ending the whole process is never a privilege; any thread may do it on a fatal error. */
 	"exit", "exit_group",
+	/*
+	 * A crash in any thread (SIGSEGV, SIGABRT...): the console's fatal-signal handler gives the
+	 * terminal back (ioctl(0, TCSETS), allowed in allow_terminal_restore) and puts the previous
+	 * handler back before re-raising, so the crash is reported as itself, not as SIGSYS.
+	 */
+	"rt_sigaction",
 #if defined(__SANITIZE_ADDRESS__)
 	/*
 	 * ASan/UBSan builds only: the runtime's shadow-memory upkeep, its alternate signal stack,
@@ -65,6 +72,12 @@ static const char *const api_syscalls[] = {
 	"set_robust_list", "rseq", "sigaltstack",
 	"openat", "mkdir", "mkdirat", "pread64", "pwrite64", "ftruncate", "fsync", "fdatasync", "rename",
 	"renameat", "renameat2", "unlink", "unlinkat", "statx", "io_uring_enter", "epoll_ctl", "eventfd2",
+	/*
+	 * Snapshots (src/state/snapshot.c): flock on the directory against a second writer, dup and
+	 * getdents64 to sweep temporary and old memory files; readlink of /proc/self/fd names the
+	 * memory file in mem_state.c's error messages.
+	 */
+	"flock", "dup", "getdents64", "readlink",
 };
 static const struct ioctl_request api_ioctls[] = {
 	IOCTL(KVM_RUN), IOCTL(KVM_GET_REGS), IOCTL(KVM_GET_SREGS), IOCTL(KVM_GET_FPU), IOCTL(KVM_GET_MSRS),
@@ -111,6 +124,10 @@ static const struct ioctl_request vcpu_ioctls[] = {
 	IOCTL(TUNSETOFFLOAD),
 };
 
+/*
+ * libslirp reads /etc/resolv.conf (fopen) when the guest first queries the user-mode network's
+ * DNS server, and again when the file changes: the event loop may open files read-only.
+ */
 static const struct seccomp_policy policies[SANDBOX_ROLE_COUNT] = {
 	[SANDBOX_MAIN] = { main_syscalls, ARRAY_SIZE(main_syscalls), main_ioctls, ARRAY_SIZE(main_ioctls), false, false, false },
 	[SANDBOX_SIGNAL] = { signal_syscalls, ARRAY_SIZE(signal_syscalls), signal_ioctls, ARRAY_SIZE(signal_ioctls),
@@ -120,7 +137,7 @@ static const struct seccomp_policy policies[SANDBOX_ROLE_COUNT] = {
 				 ARRAY_SIZE(console_in_ioctls), false, false, false },
 	[SANDBOX_CONSOLE_OUT] = { console_out_syscalls, ARRAY_SIZE(console_out_syscalls), NULL, 0, false, false, false },
 	[SANDBOX_EVENT_LOOP] = { event_loop_syscalls, ARRAY_SIZE(event_loop_syscalls), event_loop_ioctls,
-				 ARRAY_SIZE(event_loop_ioctls), false, true, false },
+				 ARRAY_SIZE(event_loop_ioctls), false, true, false, true },
 	[SANDBOX_VCPU] = { vcpu_syscalls, ARRAY_SIZE(vcpu_syscalls), vcpu_ioctls, ARRAY_SIZE(vcpu_ioctls), false, false, false },
 };
 
@@ -146,6 +163,30 @@ static int allow_memory(scmp_filter_ctx ctx)
 	if (!rc)
 		rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(mprotect), 1,
 				      SCMP_A2(SCMP_CMP_MASKED_EQ, PROT_EXEC, 0));
+	return rc;
+}
+
+/* openat(..., O_RDONLY without O_CREAT/O_TRUNC): reading, never creating or changing a file. */
+static int allow_read_only_open(scmp_filter_ctx ctx)
+{
+	return seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(openat), 1,
+				SCMP_A2(SCMP_CMP_MASKED_EQ, O_ACCMODE | O_CREAT | O_TRUNC, O_RDONLY));
+}
+
+/*
+ * tcsetattr(STDIN_FILENO, TCSANOW, ...) of console_restore_terminal, from any thread's crash.
+ * Matched on the request only: libseccomp 2.5 builds a wrong filter when one ioctl rule also
+ * compares the descriptor and the others do not (other system calls get killed).
+ */
+static int allow_terminal_restore(scmp_filter_ctx ctx)
+{
+	/* glibc's tcsetattr reads the terminal's settings (TCGETS) before it sets them (TCSETS). */
+	static const unsigned long requests[] = { TCGETS, TCSETS };
+	int rc = 0;
+	for (size_t i = 0; i < ARRAY_SIZE(requests) && !rc; i++)
+		if ((rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 1,
+					   SCMP_A1(SCMP_CMP_EQ, (scmp_datum_t)requests[i]))) == -EEXIST)
+			rc = 0; /* the roles that restore the terminal anyway list both */
 	return rc;
 }
 
@@ -185,10 +226,14 @@ int seccomp_policy_build(enum sandbox_role role, uint32_t default_action, scmp_f
 	for (size_t i = 0; i < p->nioctls && !rc; i++)
 		rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 1,
 				      SCMP_A1(SCMP_CMP_EQ, (scmp_datum_t)p->ioctls[i].request));
+	if (!rc)
+		rc = allow_terminal_restore(ctx);
 	if (!rc && p->threads && (rc = allow_threads(ctx)) == -EEXIST)
 		rc = 0; /* sanitizer builds allow clone outright */
 	if (!rc && p->sockets)
 		rc = allow_sockets(ctx);
+	if (!rc && p->reads_files && (rc = allow_read_only_open(ctx)) == -EEXIST)
+		rc = 0; /* sanitizer builds allow openat outright */
 	if (!rc && p->names_threads &&
 	    (rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(prctl), 1, SCMP_A0(SCMP_CMP_EQ, PR_SET_NAME))) == -EEXIST)
 		rc = 0; /* sanitizer builds allow prctl outright */
@@ -214,15 +259,16 @@ size_t seccomp_policy_count(enum sandbox_role role)
 	if (!p)
 		return 0;
 	bool seen[1024] = { false };
-	size_t n = mark(seen, ARRAY_SIZE(seen), SCMP_SYS(mmap)) + mark(seen, ARRAY_SIZE(seen), SCMP_SYS(mprotect));
-	if (p->nioctls)
-		n += mark(seen, ARRAY_SIZE(seen), SCMP_SYS(ioctl));
+	size_t n = mark(seen, ARRAY_SIZE(seen), SCMP_SYS(mmap)) + mark(seen, ARRAY_SIZE(seen), SCMP_SYS(mprotect)) +
+		   mark(seen, ARRAY_SIZE(seen), SCMP_SYS(ioctl));
 	if (p->threads)
 		n += mark(seen, ARRAY_SIZE(seen), SCMP_SYS(clone));
 	if (p->sockets)
 		n += mark(seen, ARRAY_SIZE(seen), SCMP_SYS(socket));
 	if (p->names_threads)
 		n += mark(seen, ARRAY_SIZE(seen), SCMP_SYS(prctl));
+	if (p->reads_files)
+		n += mark(seen, ARRAY_SIZE(seen), SCMP_SYS(openat));
 	for (size_t i = 0; i < seccomp_ncommon_syscalls; i++)
 		n += mark(seen, ARRAY_SIZE(seen), seccomp_syscall_resolve_name(seccomp_common_syscalls[i]));
 	for (size_t i = 0; i < p->nsyscalls; i++)

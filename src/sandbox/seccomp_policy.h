@@ -26,9 +26,13 @@ struct seccomp_policy {
 	bool threads; /* may start threads (clone with CLONE_THREAD; clone3 fails with ENOSYS) */
 	bool sockets; /* socket(AF_UNIX/AF_INET/AF_INET6) */
 	bool names_threads; /* prctl(PR_SET_NAME): libmicrohttpd names its threads */
+	bool reads_files; /* openat read-only (no O_CREAT, O_TRUNC, write access) */
 };
 
-/* The syscalls every role makes: locking, memory, signal return, logging to stderr. */
+/*
+ * The syscalls every role makes: locking, memory, signal return, logging to stderr; besides,
+ * every role may restore the terminal (ioctl TCGETS and TCSETS) from the fatal-signal handler.
+ */
 extern const char *const seccomp_common_syscalls[];
 extern const size_t seccomp_ncommon_syscalls;
 

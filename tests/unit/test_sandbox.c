@@ -84,6 +84,14 @@ static int terminal_ioctl(void)
 	return 0;
 }
 
+static int inject_terminal_input(void)
+{
+	/* TIOCSTI types into the terminal vmon was started from: no role may. */
+	char c = 0;
+	ioctl(-1, TIOCSTI, &c);
+	return 0;
+}
+
 static int kvm_run_on_a_bad_fd(void)
 {
 	/* Allowed by the filter: the kernel's own answer (EBADF) comes back. */
@@ -118,7 +126,10 @@ static void test_ioctl_is_matched_on_the_request(void **state)
 {
 	(void)state;
 	assert_exited_ok(in_child(SANDBOX_VCPU, SECCOMP_MODE_ON, -1, kvm_run_on_a_bad_fd));
-	assert_killed_by_sigsys(in_child(SANDBOX_VCPU, SECCOMP_MODE_ON, -1, terminal_ioctl));
+	assert_killed_by_sigsys(in_child(SANDBOX_VCPU, SECCOMP_MODE_ON, -1, inject_terminal_input));
+	assert_killed_by_sigsys(in_child(SANDBOX_MAIN, SECCOMP_MODE_ON, -1, inject_terminal_input));
+	/* Any thread's crash handler gives the terminal back. */
+	assert_exited_ok(in_child(SANDBOX_VCPU, SECCOMP_MODE_ON, -1, terminal_ioctl));
 	/* The main thread restores the terminal, and has no business running a vCPU. */
 	assert_exited_ok(in_child(SANDBOX_MAIN, SECCOMP_MODE_ON, -1, terminal_ioctl));
 	assert_killed_by_sigsys(in_child(SANDBOX_MAIN, SECCOMP_MODE_ON, -1, kvm_run_on_a_bad_fd));
@@ -157,6 +168,44 @@ static void test_the_main_thread_ends_the_process(void **state)
 	assert_exited_ok(in_child(SANDBOX_MAIN, SECCOMP_MODE_ON, -1, end_the_process));
 }
 
+/* What the console's fatal-signal handler does: give the terminal back, re-raise with the old action. */
+static struct sigaction previous_abort_action;
+static void on_abort(int sig)
+{
+	struct termios t;
+	memset(&t, 0, sizeof(t));
+	tcsetattr(STDIN_FILENO, TCSANOW, &t); /* stdin is /dev/null here: ENOTTY */
+	sigaction(sig, &previous_abort_action, NULL);
+	raise(sig);
+}
+
+static int crash(void)
+{
+	abort();
+}
+
+static void test_a_crash_in_any_role_is_reported_as_itself(void **state)
+{
+	(void)state;
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_abort;
+	sigemptyset(&sa.sa_mask);
+	int devnull = open("/dev/null", O_RDONLY);
+	int saved_stdin = dup(STDIN_FILENO);
+	dup2(devnull, STDIN_FILENO);
+	assert_int_equal(sigaction(SIGABRT, &sa, &previous_abort_action), 0);
+	for (int r = 0; r < SANDBOX_ROLE_COUNT; r++) {
+		int status = in_child((enum sandbox_role)r, SECCOMP_MODE_ON, -1, crash);
+		assert_true(WIFSIGNALED(status));
+		assert_int_equal(WTERMSIG(status), SIGABRT);
+	}
+	sigaction(SIGABRT, &previous_abort_action, NULL);
+	dup2(saved_stdin, STDIN_FILENO);
+	close(saved_stdin);
+	close(devnull);
+}
+
 static void test_log_mode_reports_the_call_and_lets_it_through(void **state)
 {
 	(void)state;
@@ -186,6 +235,7 @@ int main(void)
 		cmocka_unit_test(test_ioctl_is_matched_on_the_request),
 		cmocka_unit_test(test_only_the_api_starts_threads),
 		cmocka_unit_test(test_the_main_thread_ends_the_process),
+		cmocka_unit_test(test_a_crash_in_any_role_is_reported_as_itself),
 		cmocka_unit_test(test_log_mode_reports_the_call_and_lets_it_through),
 		cmocka_unit_test(test_off_mode_installs_no_filter),
 	};
