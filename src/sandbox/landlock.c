@@ -53,6 +53,7 @@ enum { REMOVE_API, REMOVE_VSOCK, REMOVE_CONSOLE2, REMOVE_REGISTRY, REMOVE_COUNT 
 /* Set by landlock_configure() before any thread enters a role; read-only afterwards. */
 static struct {
 	bool enabled;
+	bool user_net;
 	struct ruleset_attr handled;
 	size_t attr_size;
 	char snapshot_dirs[3][PATH_MAX]; /* "" = unused */
@@ -189,7 +190,7 @@ int landlock_configure(const struct vm_config *cfg)
 	if (abi >= 5)
 		ll.handled.handled_access_fs |= LANDLOCK_ACCESS_FS_IOCTL_DEV;
 	/* User-mode networking makes the TCP connections (and listens) the guest asks for. */
-	bool user_net = has_user_net(cfg);
+	bool user_net = ll.user_net = has_user_net(cfg);
 	if (abi >= 4 && !user_net)
 		ll.handled.handled_access_net = LANDLOCK_ACCESS_NET_BIND_TCP | LANDLOCK_ACCESS_NET_CONNECT_TCP;
 	ll.attr_size = abi >= 4 ? sizeof(ll.handled) : sizeof(ll.handled.handled_access_fs);
@@ -227,6 +228,9 @@ static int add_role_rules(int ruleset, enum sandbox_role role, const char **fail
 {
 	/* Metrics, the snapshot's page map, and the sanitizers' reports read the process's own files. */
 	int rc = allow_beneath(ruleset, *failed = "/proc/self", PROC_RIGHTS);
+	/* libslirp reads the host's resolver list when the guest first asks 10.0.2.3 for a name. */
+	if (!rc && role == SANDBOX_EVENT_LOOP && ll.user_net)
+		rc = allow_beneath(ruleset, *failed = "/etc/resolv.conf", LANDLOCK_ACCESS_FS_READ_FILE);
 	for (size_t i = 0; !rc && role == SANDBOX_API && i < ARRAY_SIZE(ll.snapshot_dirs); i++)
 		rc = allow_beneath(ruleset, *failed = ll.snapshot_dirs[i], SNAPSHOT_RIGHTS);
 	for (int i = 0; !rc && role == SANDBOX_MAIN && i < REMOVE_COUNT; i++)
