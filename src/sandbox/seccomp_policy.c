@@ -16,6 +16,11 @@
 #define IOCTL(r) { (unsigned long)(r), #r }
 
 /*
+ * Every SCMP_An() comparison names datum_b, even where the operator ignores it: the fuzz build
+ * (clang, -Wmissing-field-initializers) refuses the macro's short form.
+ */
+
+/*
  * Every thread: futexes (pthread locks and condition variables), the allocator's mappings
  * (never executable, see the mmap/mprotect rules below), returning from a signal handler (the
  * vCPU kick), one-line logs to stderr and the JSON log file, clocks and pthread_kill (a stop
@@ -128,17 +133,19 @@ static const struct ioctl_request vcpu_ioctls[] = {
  * libslirp reads /etc/resolv.conf (fopen) when the guest first queries the user-mode network's
  * DNS server, and again when the file changes: the event loop may open files read-only.
  */
+/* A role's list, and its ioctl requests when it has any. */
+#define SYSCALLS(l) .syscalls = l, .nsyscalls = ARRAY_SIZE(l)
+#define IOCTLS(l) .ioctls = l, .nioctls = ARRAY_SIZE(l)
+
 static const struct seccomp_policy policies[SANDBOX_ROLE_COUNT] = {
-	[SANDBOX_MAIN] = { main_syscalls, ARRAY_SIZE(main_syscalls), main_ioctls, ARRAY_SIZE(main_ioctls), false, false, false },
-	[SANDBOX_SIGNAL] = { signal_syscalls, ARRAY_SIZE(signal_syscalls), signal_ioctls, ARRAY_SIZE(signal_ioctls),
-			     false, false, false },
-	[SANDBOX_API] = { api_syscalls, ARRAY_SIZE(api_syscalls), api_ioctls, ARRAY_SIZE(api_ioctls), true, false, true },
-	[SANDBOX_CONSOLE_IN] = { console_in_syscalls, ARRAY_SIZE(console_in_syscalls), console_in_ioctls,
-				 ARRAY_SIZE(console_in_ioctls), false, false, false },
-	[SANDBOX_CONSOLE_OUT] = { console_out_syscalls, ARRAY_SIZE(console_out_syscalls), NULL, 0, false, false, false },
-	[SANDBOX_EVENT_LOOP] = { event_loop_syscalls, ARRAY_SIZE(event_loop_syscalls), event_loop_ioctls,
-				 ARRAY_SIZE(event_loop_ioctls), false, true, false, true },
-	[SANDBOX_VCPU] = { vcpu_syscalls, ARRAY_SIZE(vcpu_syscalls), vcpu_ioctls, ARRAY_SIZE(vcpu_ioctls), false, false, false },
+	[SANDBOX_MAIN] = { SYSCALLS(main_syscalls), IOCTLS(main_ioctls) },
+	[SANDBOX_SIGNAL] = { SYSCALLS(signal_syscalls), IOCTLS(signal_ioctls) },
+	[SANDBOX_API] = { SYSCALLS(api_syscalls), IOCTLS(api_ioctls), .threads = true, .names_threads = true },
+	[SANDBOX_CONSOLE_IN] = { SYSCALLS(console_in_syscalls), IOCTLS(console_in_ioctls) },
+	[SANDBOX_CONSOLE_OUT] = { SYSCALLS(console_out_syscalls) },
+	[SANDBOX_EVENT_LOOP] = { SYSCALLS(event_loop_syscalls), IOCTLS(event_loop_ioctls), .sockets = true,
+				 .reads_files = true },
+	[SANDBOX_VCPU] = { SYSCALLS(vcpu_syscalls), IOCTLS(vcpu_ioctls) },
 };
 
 const struct seccomp_policy *seccomp_policy_of(enum sandbox_role role)
@@ -185,7 +192,7 @@ static int allow_terminal_restore(scmp_filter_ctx ctx)
 	int rc = 0;
 	for (size_t i = 0; i < ARRAY_SIZE(requests) && !rc; i++)
 		if ((rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 1,
-					   SCMP_A1(SCMP_CMP_EQ, (scmp_datum_t)requests[i]))) == -EEXIST)
+					   SCMP_A1(SCMP_CMP_EQ, (scmp_datum_t)requests[i], 0))) == -EEXIST)
 			rc = 0; /* the roles that restore the terminal anyway list both */
 	return rc;
 }
@@ -206,7 +213,7 @@ static int allow_sockets(scmp_filter_ctx ctx)
 	int rc = 0;
 	for (size_t i = 0; i < ARRAY_SIZE(domains) && !rc; i++)
 		rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(socket), 1,
-				      SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)domains[i]));
+				      SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)domains[i], 0));
 	return rc;
 }
 
@@ -225,7 +232,7 @@ int seccomp_policy_build(enum sandbox_role role, uint32_t default_action, scmp_f
 		rc = allow_name(ctx, p->syscalls[i]);
 	for (size_t i = 0; i < p->nioctls && !rc; i++)
 		rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 1,
-				      SCMP_A1(SCMP_CMP_EQ, (scmp_datum_t)p->ioctls[i].request));
+				      SCMP_A1(SCMP_CMP_EQ, (scmp_datum_t)p->ioctls[i].request, 0));
 	if (!rc)
 		rc = allow_terminal_restore(ctx);
 	if (!rc && p->threads && (rc = allow_threads(ctx)) == -EEXIST)
@@ -235,7 +242,7 @@ int seccomp_policy_build(enum sandbox_role role, uint32_t default_action, scmp_f
 	if (!rc && p->reads_files && (rc = allow_read_only_open(ctx)) == -EEXIST)
 		rc = 0; /* sanitizer builds allow openat outright */
 	if (!rc && p->names_threads &&
-	    (rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(prctl), 1, SCMP_A0(SCMP_CMP_EQ, PR_SET_NAME))) == -EEXIST)
+	    (rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(prctl), 1, SCMP_A0(SCMP_CMP_EQ, PR_SET_NAME, 0))) == -EEXIST)
 		rc = 0; /* sanitizer builds allow prctl outright */
 	if (rc) {
 		seccomp_release(ctx);

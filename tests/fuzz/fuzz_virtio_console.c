@@ -4,6 +4,7 @@
  * Build and run: make fuzz && build/fuzz/fuzz_virtio_console tests/fuzz/corpus_virtio_console
  */
 #include "fuzz_virtio.h"
+#include "config/config_sockets.h"
 #include "virtio/virtio_console.h"
 
 static struct fuzz_virtio v;
@@ -13,7 +14,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	(void)argc, (void)argv;
 	struct virtio_console *con;
 	fv_init(&v, 2);
-	fuzz_check(virtio_console_create(&v.deps, VIRTIO_CONSOLE_FILE, "/dev/null", &con) == 0,
+	fuzz_check(virtio_console_create(&v.deps, VIRTIO_CONSOLE_FILE, "/dev/null", CONSOLE2_DEFAULT_MAX_SIZE, &con) == 0,
 		 "virtio_console_create");
 	fv_attach(&v);
 	return 0;
