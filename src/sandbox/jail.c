@@ -130,13 +130,8 @@ static void register_on_host(const struct jail_spec *s, const char *root, char *
 	config_free(&cfg);
 }
 
-static int check_host(const struct jail_spec *s, const char *root)
+static int check_api_path(const struct jail_spec *s, const char *root)
 {
-	if (geteuid() != 0) {
-		fprintf(stderr, "vmon: jail: vmon jail must run as root (it creates device nodes, namespaces and "
-				"cgroups, then drops to --uid)\n");
-		return -EPERM;
-	}
 	struct sockaddr_un sa;
 	if (s->api_sock && strlen(root) + strlen(s->api_sock) >= sizeof(sa.sun_path)) {
 		fprintf(stderr, "vmon: jail: the API socket %s%s is too long for a Unix socket address on the host: "
@@ -156,17 +151,12 @@ static int wait_vm(pid_t pid)
 }
 
 /* Forks the VM's process into a new PID namespace and waits for it. */
-static int run_jailed(const struct jail_spec *s, const char *root, int netns_fd, int exe_fd)
+static int run_jailed(const struct jail_spec *s, const char *root, struct jail_cgroups *cg, int netns_fd,
+		      int exe_fd)
 {
-	struct jail_cgroups cg;
-	if (jail_cgroups_create(s, &cg)) {
-		jail_cgroups_remove(&cg);
-		return EXIT_USAGE;
-	}
 	int ready[2];
 	if (pipe2(ready, O_CLOEXEC) < 0 || unshare(CLONE_NEWPID) < 0) {
 		fprintf(stderr, "vmon: jail: cannot create the PID namespace: %s\n", strerror(errno));
-		jail_cgroups_remove(&cg);
 		return EXIT_USAGE;
 	}
 	pid_t pid = fork();
@@ -185,7 +175,7 @@ static int run_jailed(const struct jail_spec *s, const char *root, int netns_fd,
 		for (size_t i = 0; i < sizeof(forwarded) / sizeof(forwarded[0]); i++)
 			sigaction(forwarded[i], &sa, NULL);
 		char entry[PATH_MAX] = "";
-		if (jail_cgroups_add(&cg, pid) == 0) {
+		if (jail_cgroups_add(cg, pid) == 0) {
 			register_on_host(s, root, entry, sizeof(entry));
 			if (write(ready[1], "", 1) != 1)
 				kill(pid, SIGKILL);
@@ -195,7 +185,6 @@ static int run_jailed(const struct jail_spec *s, const char *root, int netns_fd,
 		registry_unregister(entry);
 	}
 	close(ready[1]);
-	jail_cgroups_remove(&cg);
 	return status;
 }
 
@@ -206,6 +195,11 @@ int cli_jail(int argc, char **argv)
 			usage(stdout);
 			return 0;
 		}
+	if (geteuid() != 0) {
+		fprintf(stderr, "vmon: jail: vmon jail must run as root (it creates device nodes, namespaces and "
+				"cgroups, then drops to --uid)\n");
+		return EXIT_USAGE;
+	}
 	struct jail_spec s;
 	char err[512], root[PATH_MAX];
 	int status = EXIT_USAGE;
@@ -217,20 +211,27 @@ int cli_jail(int argc, char **argv)
 		fprintf(stderr, "vmon: jail: %s/%s/root is too long a path: use a shorter --base\n", s.base, s.id);
 		goto out;
 	}
-	if (check_host(&s, root))
+	if (check_api_path(&s, root))
 		goto out;
 	int netns_fd = -1;
 	if (s.netns && (netns_fd = open(s.netns, O_RDONLY | O_CLOEXEC)) < 0) {
 		fprintf(stderr, "vmon: jail: --netns %s: %s\n", s.netns, strerror(errno));
 		goto out;
 	}
+	struct jail_cgroups cg = { 0 };
 	int exe_fd = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
-	if (exe_fd < 0)
+	if (exe_fd < 0) {
 		fprintf(stderr, "vmon: jail: cannot open the vmon binary: %s\n", strerror(errno));
-	else if (jail_root_build(&s, root) == 0)
-		status = run_jailed(&s, root, netns_fd, exe_fd);
-	if (exe_fd >= 0)
+	} else {
+		/* Creating BASE/ID claims the id, so the cgroups come after it. */
+		int rc = jail_root_build(&s, root);
+		if (rc == 0 && (rc = jail_cgroups_create(&s, &cg)) == 0)
+			status = run_jailed(&s, root, &cg, netns_fd, exe_fd);
+		else if (rc != -EEXIST)
+			jail_root_remove(&s); /* nothing ran in it yet: leave no half-made jail */
 		close(exe_fd);
+	}
+	jail_cgroups_remove(&cg);
 	if (netns_fd >= 0)
 		close(netns_fd);
 out:

@@ -77,6 +77,8 @@ int jail_root_path(const struct jail_spec *spec, char *buf, size_t len);
  * directories for outputs and mount points for the shared libraries. 0 or -errno, reason printed.
  */
 int jail_root_build(const struct jail_spec *spec, const char *root);
+/* Removes BASE/ID, only before anything ran in it (the jailer's own files, no symlink followed). */
+void jail_root_remove(const struct jail_spec *spec);
 /* In the jail's mount namespace: the read-only library mounts and /proc. 0 or -errno, printed. */
 int jail_root_mount(const char *root);
 

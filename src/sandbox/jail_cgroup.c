@@ -54,7 +54,7 @@ static int cgroup_dir(const struct jail_spec *s, const char *key, char *path, si
 	char ctrl[64], dir[128];
 	snprintf(ctrl, sizeof(ctrl), "%.*s", (int)strcspn(key, "."), key);
 	snprintf(dir, sizeof(dir), CGROUP_ROOT "/%s", ctrl);
-	if (exists(dir, key)) { /* a v1 controller */
+	if (exists(dir, "tasks")) { /* a v1 controller; a wrong key fails when the limit is written */
 		snprintf(path, len, "%s/vmon", dir);
 		int rc = make_dir(path);
 		snprintf(path, len, "%s/vmon/%s", dir, s->id);

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
@@ -188,6 +189,22 @@ int jail_root_build(const struct jail_spec *s, const char *root)
 		rc = make_dirs(root, parent, s->uid, s->gid, 0750);
 	}
 	return rc;
+}
+
+static int remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+	(void)st;
+	(void)ftw;
+	if ((type == FTW_DP ? rmdir(path) : unlink(path)) < 0)
+		fprintf(stderr, "vmon: jail: cannot remove %s: %s\n", path, strerror(errno));
+	return 0;
+}
+
+void jail_root_remove(const struct jail_spec *s)
+{
+	char dir[PATH_MAX];
+	if (snprintf(dir, sizeof(dir), "%s/%s", s->base, s->id) < (int)sizeof(dir))
+		nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
 }
 
 int jail_root_mount(const char *root)
