@@ -155,11 +155,21 @@ static int run_jailed(const struct jail_spec *s, const char *root, struct jail_c
 		      int exe_fd)
 {
 	int ready[2];
-	if (pipe2(ready, O_CLOEXEC) < 0 || unshare(CLONE_NEWPID) < 0) {
+	/* Kept to return to afterwards: the jailer's own later children (such as the leak checker's
+	 * helper in sanitizer builds) belong in the host's PID namespace, not the VM's. */
+	int host_pidns = open("/proc/self/ns/pid", O_RDONLY | O_CLOEXEC);
+	if (host_pidns < 0 || pipe2(ready, O_CLOEXEC) < 0 || unshare(CLONE_NEWPID) < 0) {
 		fprintf(stderr, "vmon: jail: cannot create the PID namespace: %s\n", strerror(errno));
+		if (host_pidns >= 0)
+			close(host_pidns);
 		return EXIT_USAGE;
 	}
 	pid_t pid = fork();
+	if (pid != 0) {
+		if (setns(host_pidns, CLONE_NEWPID) < 0)
+			fprintf(stderr, "vmon: jail: cannot return to the host's PID namespace: %s\n", strerror(errno));
+		close(host_pidns);
+	}
 	if (pid == 0) {
 		close(ready[1]);
 		enter_jail(s, root, ready[0], netns_fd, exe_fd);
