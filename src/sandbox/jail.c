@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/close_range.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
@@ -105,6 +106,11 @@ static int enter_jail(const struct jail_spec *s, const char *root, int ready_fd,
 	    (step = "setuid", setresuid(s->uid, s->uid, s->uid) < 0) ||
 	    (step = "no_new_privs", prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0))
 		goto fail;
+	/* A descriptor inherited from the jailer's caller could lead back out of the jail. */
+	if (close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) < 0) {
+		step = "closing inherited descriptors";
+		goto fail;
+	}
 	umask(077);
 	/* By fd: the binary itself is not in the jail, only the libraries it loads. */
 	syscall(SYS_execveat, exe_fd, "", s->run_argv, jail_environment(), AT_EMPTY_PATH);
