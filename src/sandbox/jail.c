@@ -55,24 +55,17 @@ static void forward_signal(int sig)
 
 static const int forwarded[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 };
 
+/* A clean environment: vmon's registry inside the jail, the terminal type, sanitizer options. */
 static char **jail_environment(void)
 {
-	static char *env[8];
-	static char term[128];
-	int n = 0;
-	env[n++] = "PATH=/";
-	env[n++] = "VMON_RUNTIME_DIR=/run/vmon";
-	const char *keep[] = { "TERM", "ASAN_OPTIONS", "UBSAN_OPTIONS", NULL };
-	for (const char **k = keep; *k; k++) {
-		const char *v = getenv(*k);
-		if (!v)
-			continue;
-		if (!strcmp(*k, "TERM")) {
-			snprintf(term, sizeof(term), "TERM=%s", v);
-			env[n++] = term;
-		} else {
-			env[n++] = (char *)v - strlen(*k) - 1; /* getenv points just past "NAME=" */
-		}
+	static char *env[8] = { "PATH=/", "VMON_RUNTIME_DIR=/run/vmon" };
+	int n = 2;
+	static const char *const keep[] = { "TERM", "ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS" };
+	for (size_t i = 0; i < sizeof(keep) / sizeof(keep[0]); i++) {
+		const char *v = getenv(keep[i]);
+		/* Only the child runs this, and it executes or exits right after. */
+		if (v && asprintf(&env[n], "%s=%s", keep[i], v) >= 0)
+			n++;
 	}
 	env[n] = NULL;
 	return env;
@@ -129,7 +122,7 @@ static void register_on_host(const struct jail_spec *s, const char *root, char *
 	if (s->memory)
 		cfg.memory = s->memory;
 	cfg.name = s->vm_name ? strdup(s->vm_name) : NULL;
-	cfg.kernel_path = strdup(s->files[0].host);
+	cfg.kernel_path = strdup(s->kernel->host);
 	if (s->api_sock && asprintf(&cfg.api_sock, "%s%s", root, s->api_sock) < 0)
 		cfg.api_sock = NULL;
 	registry_register(&cfg, entry, len);

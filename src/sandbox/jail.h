@@ -43,6 +43,7 @@ struct jail_spec {
 	unsigned int ncgroups;
 	struct jail_file files[JAIL_MAX_FILES];
 	unsigned int nfiles;
+	const struct jail_file *kernel; /* one of files; NULL until --kernel is seen */
 	/* In-jail paths vmon run creates (sockets, the log): their directories are made for uid. */
 	char *outputs[JAIL_MAX_OUTPUTS];
 	unsigned int noutputs;

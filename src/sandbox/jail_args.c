@@ -166,6 +166,9 @@ static int rewrite_option(struct jail_spec *s, const char *name, const char *val
 		rc = add_file(s, opt, value, false, &inside, err, len);
 		if (rc == 0)
 			*out = strdup(inside);
+		for (unsigned int i = 0; rc == 0 && name[0] == 'k' && i < s->nfiles; i++)
+			if (s->files[i].inside == inside)
+				s->kernel = &s->files[i];
 	} else if (!strcmp(name, "disk")) {
 		const char *comma = strchr(value, ',');
 		char *path = comma ? strndup(value, (size_t)(comma - value)) : strdup(value);
@@ -321,7 +324,7 @@ int jail_parse(int argc, char **argv, struct jail_spec *s, char *err, size_t len
 	if (i >= argc)
 		return fail(err, len, "vmon jail runs `vmon run`: end the jail's options with -- run <vmon run options>");
 	int rc = parse_run(s, argc - i - 1, argv + i + 1, err, len);
-	if (rc == 0 && !s->nfiles)
+	if (rc == 0 && !s->kernel)
 		rc = fail(err, len, "the VM needs --kernel PATH after -- run");
 	return rc;
 }

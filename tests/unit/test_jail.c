@@ -95,6 +95,7 @@ static void test_rewrites_files_to_jail_paths(void **state)
 	assert_null(s.run_argv[10]);
 	assert_int_equal(s.nfiles, 3);
 	assert_string_equal(s.files[0].host, kernel);
+	assert_ptr_equal(s.kernel, &s.files[0]);
 	assert_false(s.files[0].writable);
 	assert_string_equal(s.files[2].inside, "/root.img");
 	assert_true(s.files[2].writable);
@@ -133,6 +134,18 @@ static void test_readonly_disk_and_socket_paths(void **state)
 	assert_string_equal(s.cgroups[0].value, "256M");
 	assert_string_equal(s.cgroups[1].key, "pids.max");
 	assert_null(s.api_sock);
+	jail_spec_free(&s);
+}
+
+static void test_kernel_after_initrd(void **state)
+{
+	(void)state;
+	struct jail_spec s;
+	char err[512], line[1024];
+	snprintf(line, sizeof(line), "--id a --uid 1 --gid 1 -- run --initrd %s --kernel %s", initrd, kernel);
+	assert_int_equal(parse(&s, err, line), 0);
+	assert_non_null(s.kernel);
+	assert_string_equal(s.kernel->host, kernel);
 	jail_spec_free(&s);
 }
 
@@ -175,6 +188,8 @@ static void test_bad_jail_options(void **state)
 	refused("--id a --uid 1 --gid 1", "end the jail's options with -- run");
 	refused("--id a --uid 1 --gid 1 -- ps", "end the jail's options with -- run");
 	refused("--id a --uid 1 --gid 1 -- run --cpus 1", "needs --kernel");
+	snprintf(k, sizeof(k), "--id a --uid 1 --gid 1 -- run --initrd %s", initrd);
+	refused(k, "needs --kernel");
 }
 
 static void test_bad_run_options(void **state)
@@ -220,6 +235,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_rewrites_files_to_jail_paths),
 		cmocka_unit_test(test_readonly_disk_and_socket_paths),
+		cmocka_unit_test(test_kernel_after_initrd),
 		cmocka_unit_test(test_user_and_group_names),
 		cmocka_unit_test(test_bad_jail_options),
 		cmocka_unit_test(test_bad_run_options),
