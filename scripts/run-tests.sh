@@ -15,19 +15,22 @@
 #   snapshot     vmon ctl snapshot / vmon restore: test guest round trip, damaged snapshots,
 #                restore latency, and the default Linux guest restored (VMON_SNAPSHOT_LINUX=0 skips it)
 #   fuzz         libFuzzer targets (clang), each for VMON_FUZZ_SECONDS (default 8)
+#   jail         vmon jail (root only): bad input, the jail's layout, vmon run started inside it as
+#                the jail's user and pid 1 of its PID namespace; with KVM a guest in the jail, its
+#                namespaces and cgroup, vmon ps/ctl through the jail's API socket
 #   unprivileged an ordinary user with access to /dev/kvm runs, lists, controls, snapshots and
 #                restores a test guest
 #   fresh        the README's first command on a minimal Debian root made with debootstrap, until
 #                the default guest's shell greets (root only; in the default list when
 #                VMON_FRESH_CHECK=1, as .ci/run sets it, because it downloads ~400 MB of packages)
-# Usage: scripts/run-tests.sh [unit|guests|api|sandbox|unprivileged|snapshot|linux|virtio|blk|vsock|net|fuzz|fresh ...]
+# Usage: scripts/run-tests.sh [unit|guests|api|sandbox|jail|unprivileged|snapshot|linux|virtio|blk|vsock|net|fuzz|fresh ...]
 #        (default: all)
 set -u
 cd "$(dirname "$0")/.."
 
 suites=("$@")
 if [ ${#suites[@]} -eq 0 ]; then
-	suites=(unit guests api sandbox unprivileged fuzz linux snapshot virtio blk vsock net)
+	suites=(unit guests api sandbox jail unprivileged fuzz linux snapshot virtio blk vsock net)
 	[ "${VMON_FRESH_CHECK:-0}" = 1 ] && suites+=(fresh)
 fi
 
@@ -93,6 +96,7 @@ for s in "${suites[@]}"; do
 	guests) run_script_suite tests/integration/test_guests.sh ;;
 	api) run_script_suite tests/integration/test_api.sh ;;
 	sandbox) run_script_suite tests/integration/test_sandbox.sh ;;
+	jail) run_script_suite tests/integration/test_jail.sh ;;
 	linux) run_script_suite tests/integration/test_linux.sh ;;
 	virtio) run_script_suite tests/integration/test_virtio.sh ;;
 	net) run_script_suite tests/integration/test_net.sh ;;
@@ -102,7 +106,7 @@ for s in "${suites[@]}"; do
 	unprivileged) run_script_suite tests/integration/test_unprivileged.sh ;;
 	fuzz) run_script_suite tests/fuzz/run-fuzz.sh ;;
 	fresh) run_script_suite tests/fresh/check-fresh-machine.sh ;;
-	*) echo "unknown suite '$s' (unit, guests, api, sandbox, unprivileged, snapshot, linux, virtio, blk, vsock, net, fuzz, fresh)"; exit 2 ;;
+	*) echo "unknown suite '$s' (unit, guests, api, sandbox, jail, unprivileged, snapshot, linux, virtio, blk, vsock, net, fuzz, fresh)"; exit 2 ;;
 	esac
 	echo "== $s tests took $(($(date +%s) - ts))s"
 done

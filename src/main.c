@@ -14,6 +14,7 @@ static void usage(FILE *f)
 		   "  restore    continue a VM from a snapshot directory (vmon restore --help)\n"
 		   "  ctl        control a running VM through its API (vmon ctl --help)\n"
 		   "  ps         list the VMs running on this host (vmon ps --help)\n"
+		   "  jail       run a VM confined to a jail directory as another user (vmon jail --help)\n"
 		   "  version    print the version\n");
 }
 
@@ -32,6 +33,8 @@ int main(int argc, char **argv)
 		return cli_ctl(argc - 1, argv + 1);
 	if (!strcmp(cmd, "ps"))
 		return cli_ps(argc - 1, argv + 1);
+	if (!strcmp(cmd, "jail"))
+		return cli_jail(argc - 1, argv + 1);
 	if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
 		printf("vmon %s\n", VMON_VERSION);
 		return 0;

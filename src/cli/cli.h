@@ -19,5 +19,7 @@ int cli_restore(int argc, char **argv);
 int cli_ctl(int argc, char **argv);
 /* vmon ps: the VMs running on this host. */
 int cli_ps(int argc, char **argv);
+/* vmon jail: vmon run confined in a jail directory, namespaces and cgroups as another user. */
+int cli_jail(int argc, char **argv);
 
 #endif
