@@ -130,18 +130,6 @@ static int write_all(int fd, const uint8_t *p, size_t len, off_t off)
 	return 0;
 }
 
-/* The path of an open file, for messages ("(unknown)" if /proc cannot tell). */
-static const char *fd_path(int fd, char *buf, size_t len)
-{
-	char link[64];
-	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
-	ssize_t n = readlink(link, buf, len - 1);
-	if (n < 0)
-		return "(unknown)";
-	buf[n] = 0;
-	return buf;
-}
-
 /*
  * RAM mapped from a snapshot's memory file reads the file for every page the guest has not
  * written: if the file shrank, those pages are gone (the scan would see holes past the end and
@@ -149,23 +137,14 @@ static const char *fd_path(int fd, char *buf, size_t len)
  */
 static int check_backing_file(const struct guest_mem *mem, char *err, size_t errlen)
 {
-	if (!mem->file_backed)
+	uint64_t now;
+	if (!guest_mem_file_shrunk(mem, &now))
 		return 0;
-	uint64_t need = 0;
-	for (int r = 0; r < mem->nregions; r++)
-		need = MAX(need, mem->regions[r].fd_offset + mem->regions[r].size);
-	struct stat st;
-	char path[PATH_MAX];
-	if (fstat(mem->fd, &st) < 0)
-		return fail(err, errlen, -errno, "cannot check the memory file %s the VM was restored from: %s",
-			    fd_path(mem->fd, path, sizeof(path)), strerror(errno));
-	if ((uint64_t)st.st_size < need)
-		return fail(err, errlen, -EIO,
-			    "the memory file %s this VM was restored from has shrunk to %lld bytes while the VM ran "
-			    "(its RAM needs %llu): the guest memory it held is lost, so no snapshot was written; "
-			    "never truncate or rewrite a snapshot's memory file while a VM restored from it runs",
-			    fd_path(mem->fd, path, sizeof(path)), (long long)st.st_size, (unsigned long long)need);
-	return 0;
+	return fail(err, errlen, -EIO,
+		    "the memory file %s this VM was restored from has shrunk to %llu bytes while the VM ran "
+		    "(its RAM needs %llu): the guest memory it held is lost, so no snapshot was written; "
+		    "never truncate or rewrite a snapshot's memory file while a VM restored from it runs",
+		    mem->path, (unsigned long long)now, (unsigned long long)mem->ram_size);
 }
 
 int mem_state_write(const struct guest_mem *mem, int fd, uint64_t snapshot_id, char *err, size_t errlen)
