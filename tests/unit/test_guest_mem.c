@@ -164,6 +164,8 @@ static int run_child(void (*child_fn)(const char *), const char *arg, char *out,
 	pid_t pid = fork();
 	assert_true(pid >= 0);
 	if (pid == 0) {
+		/* As in vmon, where nothing but vmon's own handlers take SIGBUS (not cmocka's). */
+		signal(SIGBUS, SIG_DFL);
 		dup2(efd, STDERR_FILENO);
 		child_fn(arg);
 		_exit(0);
@@ -222,7 +224,7 @@ static void raise_sigbus_with_ram_mapped(const char *path)
 	_exit(104);
 }
 
-/* A SIGBUS that is not about guest RAM keeps its usual outcome: no message, no status 3. */
+/* A SIGBUS that is not about guest RAM keeps its usual outcome (death by SIGBUS), no message. */
 static void other_sigbus_is_left_alone(void **state)
 {
 	(void)state;
@@ -230,8 +232,8 @@ static void other_sigbus_is_left_alone(void **state)
 	close(make_ram_file(path, 8 * MiB));
 	char out[4096];
 	int status = run_child(raise_sigbus_with_ram_mapped, path, out, sizeof(out));
-	assert_false(WIFEXITED(status) && (WEXITSTATUS(status) == GUEST_MEM_EXIT_FILE_SHRUNK ||
-					    WEXITSTATUS(status) == 104));
+	assert_true(WIFSIGNALED(status));
+	assert_int_equal(WTERMSIG(status), SIGBUS);
 	assert_null(strstr(out, "guest RAM is mapped from"));
 	unlink(path);
 }
