@@ -14,6 +14,7 @@
 #include "devices/console.h"
 #include "lib/log.h"
 #include "lib/util.h"
+#include "state/mem_state.h"
 #include "state/snapshot.h"
 #include "vm/platform.h"
 #include "vm/vm.h"
@@ -27,6 +28,8 @@ static void usage(FILE *f)
 		   "\n"
 		   "  --api-sock PATH      serve the control API on this Unix socket\n"
 		   "  --paused             do not start the vCPUs until `vmon ctl resume`\n"
+		   "  --verify             check guest RAM against the checksum written with the snapshot\n"
+		   "                       first (reads the whole memory file)\n"
 		   "  --name NAME          a name for the VM, shown by vmon ps\n"
 		   "  --seccomp on|log|off system call filters (as vmon run; default on)\n"
 		   "  --landlock on|off    file-access limits (as vmon run; default on)\n"
@@ -43,8 +46,8 @@ static void usage(FILE *f)
 		   "  --vsock SPEC         the vsock device (cid=N,uds=PATH)\n");
 }
 
-enum { OPT_API_SOCK = 256, OPT_NAME, OPT_LOG_LEVEL, OPT_LOG_FILE, OPT_PAUSED, OPT_NET, OPT_DISK, OPT_CONSOLE2, OPT_VSOCK, OPT_SECCOMP,
-       OPT_LANDLOCK, OPT_SNAPSHOT_DIR };
+enum { OPT_API_SOCK = 256, OPT_NAME, OPT_LOG_LEVEL, OPT_LOG_FILE, OPT_PAUSED, OPT_VERIFY, OPT_NET, OPT_DISK, OPT_CONSOLE2, OPT_VSOCK,
+       OPT_SECCOMP, OPT_LANDLOCK, OPT_SNAPSHOT_DIR };
 
 /* Host-side replacements for the saved devices' backends (vmon restore --net/--disk/...). */
 struct overrides {
@@ -53,6 +56,7 @@ struct overrides {
 	const char *disks[CONFIG_MAX_DISKS];
 	unsigned int ndisks;
 	const char *console2, *vsock;
+	bool verify; /* --verify: check the memory file's checksum before starting */
 };
 
 static void set_str(char **field, const char *value)
@@ -70,6 +74,7 @@ static int parse_args(int argc, char **argv, struct vm_config *cfg, const char *
 		{ "log-level", required_argument, NULL, OPT_LOG_LEVEL },
 		{ "log-file", required_argument, NULL, OPT_LOG_FILE },
 		{ "paused", no_argument, NULL, OPT_PAUSED },
+		{ "verify", no_argument, NULL, OPT_VERIFY },
 		{ "net", required_argument, NULL, OPT_NET },
 		{ "disk", required_argument, NULL, OPT_DISK },
 		{ "console2", required_argument, NULL, OPT_CONSOLE2 },
@@ -88,6 +93,7 @@ static int parse_args(int argc, char **argv, struct vm_config *cfg, const char *
 		case OPT_API_SOCK: set_str(&cfg->api_sock, optarg); break;
 		case OPT_NAME: set_str(&cfg->name, optarg); break;
 		case OPT_PAUSED: *paused = true; break;
+		case OPT_VERIFY: ov->verify = true; break;
 		case OPT_CONSOLE2: ov->console2 = optarg; break;
 		case OPT_VSOCK: ov->vsock = optarg; break;
 		case OPT_SECCOMP:
@@ -247,6 +253,17 @@ int cli_restore(int argc, char **argv)
 		log_error("restore", "%s", err);
 		config_free(&cfg);
 		return EXIT_USAGE;
+	}
+	if (ov.verify) {
+		uint64_t v0 = monotonic_ns();
+		if ((rc = mem_state_verify(img.mem_path, img.ram_size, err, sizeof(err)))) {
+			log_error("restore", "%s", err);
+			snapshot_close(&img);
+			config_free(&cfg);
+			return EXIT_USAGE;
+		}
+		log_info("restore", "guest memory matches the snapshot's checksum (checked in %.1f ms)",
+			 (double)(monotonic_ns() - v0) / 1e6);
 	}
 	if (apply_overrides(&cfg, &ov)) {
 		snapshot_close(&img);

@@ -2,6 +2,11 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -57,6 +62,129 @@ int guest_mem_init(struct guest_mem *mem, uint64_t ram_size)
 	return 0;
 }
 
+/*
+ * ---- RAM mapped from files, known to the SIGBUS handler ----
+ * A private mapping reads the file for every page the guest has not written; if the file shrinks,
+ * touching such a page gives SIGBUS. vmon's own accesses (devices, snapshots) would then die as a
+ * crash; the handler turns that into one line naming the file and a documented exit status.
+ * A slot is in use while start is non-zero: set last when added, cleared first when removed.
+ */
+#define FILE_MAPPINGS_MAX 4
+
+struct file_mapping {
+	_Atomic(uintptr_t) start;
+	uint64_t len;
+	int fd;
+	const char *path;
+	uint64_t size;
+};
+
+static struct file_mapping file_mappings[FILE_MAPPINGS_MAX];
+static pthread_mutex_t file_mappings_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t sigbus_once = PTHREAD_ONCE_INIT;
+static struct sigaction previous_sigbus;
+
+/* Appends s to buf (async-signal-safe); returns the new length. */
+static size_t put_str(char *buf, size_t len, size_t pos, const char *s)
+{
+	while (*s && pos + 1 < len)
+		buf[pos++] = *s++;
+	buf[pos] = 0;
+	return pos;
+}
+
+static size_t put_u64(char *buf, size_t len, size_t pos, uint64_t v)
+{
+	char digits[24];
+	int n = 0;
+	do {
+		digits[n++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	char s[24];
+	for (int i = 0; i < n; i++)
+		s[i] = digits[n - 1 - i];
+	s[n] = 0;
+	return put_str(buf, len, pos, s);
+}
+
+/* The one sentence for a shrunk file, built without stdio so the SIGBUS handler can use it. */
+static void format_shrunk(char *buf, size_t len, const char *path, uint64_t now, uint64_t was)
+{
+	size_t pos = put_str(buf, len, 0, "guest RAM is mapped from ");
+	pos = put_str(buf, len, pos, path);
+	pos = put_str(buf, len, pos, ", which has shrunk to ");
+	pos = put_u64(buf, len, pos, now);
+	pos = put_str(buf, len, pos, " bytes (was ");
+	pos = put_u64(buf, len, pos, was);
+	put_str(buf, len, pos, "): the snapshot's memory file must not change while a VM restored from it runs");
+}
+
+static void on_sigbus(int sig, siginfo_t *info, void *ctx)
+{
+	(void)ctx;
+	uintptr_t addr = (uintptr_t)info->si_addr;
+	for (int i = 0; i < FILE_MAPPINGS_MAX && info->si_code > 0; i++) {
+		const struct file_mapping *m = &file_mappings[i];
+		uintptr_t start = atomic_load(&m->start);
+		if (!start || addr < start || addr - start >= m->len)
+			continue;
+		struct stat st;
+		uint64_t now = fstat(m->fd, &st) == 0 ? (uint64_t)st.st_size : 0;
+		char msg[PATH_MAX + 256];
+		size_t pos = put_str(msg, sizeof(msg), 0, "vmon: ");
+		format_shrunk(msg + pos, sizeof(msg) - pos, m->path, now, m->size);
+		pos = put_str(msg, sizeof(msg), strlen(msg), "\n");
+		ssize_t w = write(STDERR_FILENO, msg, pos);
+		(void)w;
+		_exit(GUEST_MEM_EXIT_FILE_SHRUNK);
+	}
+	/*
+	 * Not guest RAM: hand the signal to whoever had it (the default action, or a sanitizer's
+	 * report). A fault recurs when the instruction runs again; a sent signal is raised again.
+	 */
+	sigaction(sig, &previous_sigbus, NULL);
+	if (info->si_code <= 0)
+		raise(sig);
+}
+
+static void install_sigbus_handler(void)
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_sigaction = on_sigbus;
+	sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGBUS, &sa, &previous_sigbus);
+}
+
+static void watch_file_mapping(const struct guest_mem *mem)
+{
+	pthread_once(&sigbus_once, install_sigbus_handler);
+	pthread_mutex_lock(&file_mappings_lock);
+	for (int i = 0; i < FILE_MAPPINGS_MAX; i++) {
+		struct file_mapping *m = &file_mappings[i];
+		if (atomic_load(&m->start))
+			continue;
+		m->len = mem->ram_size;
+		m->fd = mem->fd;
+		m->path = mem->path;
+		m->size = mem->file_size;
+		atomic_store(&m->start, (uintptr_t)mem->regions[0].host);
+		break;
+	}
+	pthread_mutex_unlock(&file_mappings_lock);
+}
+
+static void unwatch_file_mapping(const struct guest_mem *mem)
+{
+	pthread_mutex_lock(&file_mappings_lock);
+	for (int i = 0; i < FILE_MAPPINGS_MAX; i++)
+		if (atomic_load(&file_mappings[i].start) == (uintptr_t)mem->regions[0].host)
+			atomic_store(&file_mappings[i].start, 0);
+	pthread_mutex_unlock(&file_mappings_lock);
+}
+
 int guest_mem_init_from_file(struct guest_mem *mem, uint64_t ram_size, const char *path)
 {
 	memset(mem, 0, sizeof(*mem));
@@ -81,15 +209,43 @@ int guest_mem_init_from_file(struct guest_mem *mem, uint64_t ram_size, const cha
 	}
 	layout(mem, host, ram_size, fd);
 	mem->file_backed = true;
+	mem->path = strdup(path);
+	mem->file_size = (uint64_t)st.st_size;
+	if (!mem->path) {
+		guest_mem_destroy(mem);
+		return -ENOMEM;
+	}
+	watch_file_mapping(mem);
 	return 0;
+}
+
+bool guest_mem_file_shrunk(const struct guest_mem *mem, uint64_t *now)
+{
+	struct stat st;
+	if (!mem->file_backed || fstat(mem->fd, &st) < 0)
+		return false;
+	*now = (uint64_t)st.st_size;
+	return *now < mem->ram_size;
+}
+
+int guest_mem_check_file(const struct guest_mem *mem, char *err, size_t errlen)
+{
+	uint64_t now;
+	if (!guest_mem_file_shrunk(mem, &now))
+		return 0;
+	format_shrunk(err, errlen, mem->path, now, mem->file_size);
+	return -EIO;
 }
 
 void guest_mem_destroy(struct guest_mem *mem)
 {
+	if (mem->file_backed)
+		unwatch_file_mapping(mem);
 	if (mem->nregions > 0 && mem->regions[0].host)
 		munmap(mem->regions[0].host, mem->ram_size);
 	if (mem->fd >= 0)
 		close(mem->fd);
+	free(mem->path);
 	memset(mem, 0, sizeof(*mem));
 	mem->fd = -1;
 }

@@ -32,7 +32,15 @@ struct guest_mem {
 	 * holds RAM as it was at the snapshot and not the guest's writes since.
 	 */
 	bool file_backed;
+	char *path;         /* the file RAM is mapped from (file_backed), for messages */
+	uint64_t file_size; /* its size when it was mapped */
 };
+
+/*
+ * Exit status of vmon when it touches guest RAM mapped from a file that has since shrunk (the
+ * page is gone: SIGBUS). Documented in docs/usage.md with the statuses of src/cli/cli.h.
+ */
+#define GUEST_MEM_EXIT_FILE_SHRUNK 3
 
 /*
  * Allocates ram_size bytes of guest RAM backed by a memfd and lays it out below and above
@@ -47,6 +55,16 @@ int guest_mem_init(struct guest_mem *mem, uint64_t ram_size);
  * or -EINVAL if it is shorter than ram_size.
  */
 int guest_mem_init_from_file(struct guest_mem *mem, uint64_t ram_size, const char *path);
+/*
+ * For RAM mapped from a file: has the file shrunk below the RAM it backs, so pages the guest has
+ * not written are gone? Sets *now to its size. False for memfd RAM or when fstat fails.
+ */
+bool guest_mem_file_shrunk(const struct guest_mem *mem, uint64_t *now);
+/*
+ * -EIO with one sentence in err naming the file if guest_mem_file_shrunk(), else 0. For a vCPU
+ * whose KVM_RUN failed with EFAULT: the page it touched could not be read from the file.
+ */
+int guest_mem_check_file(const struct guest_mem *mem, char *err, size_t errlen);
 void guest_mem_destroy(struct guest_mem *mem);
 
 /* Host pointer for [gpa, gpa+len), or NULL if any byte is outside guest RAM or len is 0. */

@@ -5,6 +5,7 @@
 #include <linux/kvm.h>
 #include <stdarg.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,9 +31,18 @@ struct mem_trailer {
 	uint32_t page_size;
 	uint64_t ram_size;
 	uint64_t snapshot_id;
-	uint32_t crc; /* CRC32 of this struct with crc = 0 */
-	uint32_t reserved;
+	uint32_t crc;   /* CRC32 of the fields up to ram_crc, with crc = 0 */
+	uint32_t flags; /* 0 in files of vmon releases that wrote no RAM checksum */
+	/*
+	 * CRC32 of the ram_size bytes of RAM before the trailer, if flags has MEM_FLAG_RAM_CRC. Past
+	 * the trailer's own checksum, so older vmon releases still read these files; a damaged
+	 * ram_crc shows as a mismatch under vmon restore --verify.
+	 */
+	uint32_t ram_crc;
 };
+
+#define MEM_FLAG_RAM_CRC 1u
+#define TRAILER_CRC_LEN offsetof(struct mem_trailer, ram_crc)
 
 static int fail(char *err, size_t errlen, int rc, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
@@ -47,7 +57,40 @@ static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
 static uint32_t trailer_crc(struct mem_trailer t)
 {
 	t.crc = 0;
-	return (uint32_t)crc32(0L, (const Bytef *)&t, sizeof(t));
+	return (uint32_t)crc32(0L, (const Bytef *)&t, TRAILER_CRC_LEN);
+}
+
+/*
+ * CRC32 of guest RAM, which the memory file holds with its all-zero pages left as holes: runs of
+ * zeros are added with crc32_combine, a MiB at a time, rather than by reading them.
+ */
+static const uint8_t zero_page[PAGE];
+
+static uLong crc_zeros(uLong crc, uint64_t len)
+{
+	static uLong zero_mib_crc;
+	static bool have_zero_mib_crc;
+	if (!have_zero_mib_crc) {
+		uLong c = crc32(0L, Z_NULL, 0);
+		for (unsigned int i = 0; i < MiB / PAGE; i++)
+			c = crc32(c, zero_page, PAGE);
+		zero_mib_crc = c;
+		have_zero_mib_crc = true;
+	}
+	for (; len >= MiB; len -= MiB)
+		crc = crc32_combine(crc, zero_mib_crc, (z_off_t)MiB);
+	for (; len > 0; len -= MIN(len, (uint64_t)PAGE))
+		crc = crc32(crc, zero_page, (uInt)MIN(len, (uint64_t)PAGE));
+	return crc;
+}
+
+static uLong crc_data(uLong crc, const uint8_t *p, size_t len)
+{
+	for (size_t n; len > 0; p += n, len -= n) {
+		n = MIN(len, (size_t)1 << 30); /* zlib takes uInt lengths */
+		crc = crc32(crc, p, (uInt)n);
+	}
+	return crc;
 }
 
 static bool page_is_zero(const uint8_t *p)
@@ -130,18 +173,6 @@ static int write_all(int fd, const uint8_t *p, size_t len, off_t off)
 	return 0;
 }
 
-/* The path of an open file, for messages ("(unknown)" if /proc cannot tell). */
-static const char *fd_path(int fd, char *buf, size_t len)
-{
-	char link[64];
-	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
-	ssize_t n = readlink(link, buf, len - 1);
-	if (n < 0)
-		return "(unknown)";
-	buf[n] = 0;
-	return buf;
-}
-
 /*
  * RAM mapped from a snapshot's memory file reads the file for every page the guest has not
  * written: if the file shrank, those pages are gone (the scan would see holes past the end and
@@ -149,23 +180,14 @@ static const char *fd_path(int fd, char *buf, size_t len)
  */
 static int check_backing_file(const struct guest_mem *mem, char *err, size_t errlen)
 {
-	if (!mem->file_backed)
+	uint64_t now;
+	if (!guest_mem_file_shrunk(mem, &now))
 		return 0;
-	uint64_t need = 0;
-	for (int r = 0; r < mem->nregions; r++)
-		need = MAX(need, mem->regions[r].fd_offset + mem->regions[r].size);
-	struct stat st;
-	char path[PATH_MAX];
-	if (fstat(mem->fd, &st) < 0)
-		return fail(err, errlen, -errno, "cannot check the memory file %s the VM was restored from: %s",
-			    fd_path(mem->fd, path, sizeof(path)), strerror(errno));
-	if ((uint64_t)st.st_size < need)
-		return fail(err, errlen, -EIO,
-			    "the memory file %s this VM was restored from has shrunk to %lld bytes while the VM ran "
-			    "(its RAM needs %llu): the guest memory it held is lost, so no snapshot was written; "
-			    "never truncate or rewrite a snapshot's memory file while a VM restored from it runs",
-			    fd_path(mem->fd, path, sizeof(path)), (long long)st.st_size, (unsigned long long)need);
-	return 0;
+	return fail(err, errlen, -EIO,
+		    "the memory file %s this VM was restored from has shrunk to %llu bytes while the VM ran "
+		    "(its RAM needs %llu): the guest memory it held is lost, so no snapshot was written; "
+		    "never truncate or rewrite a snapshot's memory file while a VM restored from it runs",
+		    mem->path, (unsigned long long)now, (unsigned long long)mem->ram_size);
 }
 
 int mem_state_write(const struct guest_mem *mem, int fd, uint64_t snapshot_id, char *err, size_t errlen)
@@ -183,6 +205,8 @@ int mem_state_write(const struct guest_mem *mem, int fd, uint64_t snapshot_id, c
 	bool report = total >= 2 * PROGRESS_STEP;
 	int rc = 0;
 	bool want[CHUNK_PAGES];
+	uLong ram_crc = crc32(0L, Z_NULL, 0);
+	uint64_t zeros = 0; /* zero bytes since the last data, not yet in ram_crc */
 	for (int r = 0; r < mem->nregions && !rc; r++) {
 		const struct guest_mem_region *reg = &mem->regions[r];
 		for (uint64_t o = 0; o < reg->size && !rc; o += (uint64_t)CHUNK_PAGES * PAGE) {
@@ -190,16 +214,20 @@ int mem_state_write(const struct guest_mem *mem, int fd, uint64_t snapshot_id, c
 			const uint8_t *host = reg->host + o;
 			uint64_t file_off = reg->fd_offset + o;
 			pages_to_read(&ps, host, file_off, n, want);
-			/* Runs of non-zero pages go out in one write each. */
+			/* Runs of non-zero pages go out in one write each; the checksum follows the file. */
 			unsigned int i = 0;
 			while (i < n && !rc) {
 				if (!want[i] || page_is_zero(host + (uint64_t)i * PAGE)) {
+					zeros += PAGE;
 					i++;
 					continue;
 				}
 				unsigned int j = i + 1;
 				while (j < n && want[j] && !page_is_zero(host + (uint64_t)j * PAGE))
 					j++;
+				ram_crc = crc_data(crc_zeros(ram_crc, zeros), host + (uint64_t)i * PAGE,
+						   (size_t)(j - i) * PAGE);
+				zeros = 0;
 				rc = write_all(fd, host + (uint64_t)i * PAGE, (size_t)(j - i) * PAGE,
 					       (off_t)(file_off + (uint64_t)i * PAGE));
 				written += (uint64_t)(j - i) * PAGE;
@@ -222,7 +250,8 @@ int mem_state_write(const struct guest_mem *mem, int fd, uint64_t snapshot_id, c
 	uint8_t page[MEM_TRAILER_SIZE];
 	memset(page, 0, sizeof(page));
 	struct mem_trailer t = { .version = MEM_VERSION, .page_size = PAGE, .ram_size = total,
-				 .snapshot_id = snapshot_id };
+				 .snapshot_id = snapshot_id, .flags = MEM_FLAG_RAM_CRC,
+				 .ram_crc = (uint32_t)crc_zeros(ram_crc, zeros) };
 	memcpy(t.magic, MEM_MAGIC, sizeof(t.magic));
 	t.crc = trailer_crc(t);
 	memcpy(page, &t, sizeof(t));
@@ -257,6 +286,69 @@ int mem_state_check(const char *path, uint64_t ram_size, uint64_t snapshot_id, c
 		rc = fail(err, errlen, -EINVAL,
 			  "the memory file %s belongs to another snapshot than the state file next to it: the snapshot "
 			  "directory was damaged or mixed up",
+			  path);
+	close(fd);
+	return rc;
+}
+
+/* CRC32 of the first len bytes of fd, reading only its data extents. 0 or -errno. */
+static int crc_file(int fd, uint64_t len, uint32_t *out)
+{
+	size_t buflen = (size_t)CHUNK_PAGES * PAGE;
+	uint8_t *buf = malloc(buflen);
+	if (!buf)
+		return -ENOMEM;
+	uLong crc = crc32(0L, Z_NULL, 0);
+	uint64_t at = 0;
+	int rc = 0;
+	while (at < len && !rc) {
+		off_t data = lseek(fd, (off_t)at, SEEK_DATA);
+		off_t hole = data < 0 ? -1 : lseek(fd, data, SEEK_HOLE);
+		if (data < 0 && errno != ENXIO) {
+			rc = -errno;
+			break;
+		}
+		uint64_t start = data < 0 ? len : MIN((uint64_t)data, len);
+		uint64_t end = hole < 0 ? len : MIN((uint64_t)hole, len);
+		crc = crc_zeros(crc, start - at);
+		for (at = start; at < end && !rc;) {
+			ssize_t n = pread(fd, buf, (size_t)MIN((uint64_t)buflen, end - at), (off_t)at);
+			if (n <= 0)
+				rc = n < 0 ? (errno == EINTR ? 0 : -errno) : -EIO;
+			else {
+				crc = crc32(crc, buf, (uInt)n);
+				at += (uint64_t)n;
+			}
+		}
+	}
+	free(buf);
+	*out = (uint32_t)crc;
+	return rc;
+}
+
+int mem_state_verify(const char *path, uint64_t ram_size, char *err, size_t errlen)
+{
+	int fd = open_regular_file(path, "the snapshot's memory file", O_RDONLY, err, errlen);
+	if (fd < 0)
+		return fd;
+	struct mem_trailer t;
+	uint32_t crc = 0;
+	int rc = 0;
+	errno = 0;
+	if (pread(fd, &t, sizeof(t), (off_t)ram_size) != (ssize_t)sizeof(t))
+		rc = fail(err, errlen, -EIO, "cannot read the memory file %s: %s", path,
+			  errno ? strerror(errno) : "it is truncated");
+	else if (!(t.flags & MEM_FLAG_RAM_CRC))
+		rc = fail(err, errlen, -ENODATA,
+			  "the memory file %s has no checksum to verify: the snapshot was written by an older vmon; "
+			  "restore it without --verify, or take a new snapshot",
+			  path);
+	else if ((rc = crc_file(fd, ram_size, &crc)))
+		rc = fail(err, errlen, rc, "cannot read the memory file %s: %s", path, strerror(-rc));
+	else if (crc != t.ram_crc)
+		rc = fail(err, errlen, -EBADMSG,
+			  "memory file %s does not match the checksum written with the snapshot: it was changed or "
+			  "damaged",
 			  path);
 	close(fd);
 	return rc;

@@ -26,6 +26,14 @@ int mem_state_write(const struct guest_mem *mem, int fd, uint64_t snapshot_id, c
 int mem_state_check(const char *path, uint64_t ram_size, uint64_t snapshot_id, char *err, size_t errlen);
 
 /*
+ * Recomputes the CRC32 of the RAM in the memory file at path (checked by mem_state_check) and
+ * compares it with the one written with the snapshot: 0, -EBADMSG if they differ, -ENODATA if
+ * the file has none (written by an older vmon), -errno (message in err). Reads all of the file's
+ * data: a cost only vmon restore --verify pays.
+ */
+int mem_state_verify(const char *path, uint64_t ram_size, char *err, size_t errlen);
+
+/*
  * Replaces vm's RAM (not yet run) with a private mapping of the memory file: KVM's memory slots
  * are re-pointed at it. 0 or -errno (message in err).
  */

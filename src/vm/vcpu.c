@@ -1,6 +1,7 @@
 #include "vm/vcpu.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -249,7 +250,13 @@ static void *vcpu_thread(void *arg)
 				count(v, VCPU_EXIT_INTR);
 				continue;
 			}
-			vm_request_stop(vm, VM_STOP_ERROR, "vCPU %u: KVM_RUN failed: %s", v->id, strerror(errno));
+			int e = errno;
+			char why[PATH_MAX + 256];
+			/* EFAULT: KVM could not read a page of guest RAM, as when its file has shrunk. */
+			if (e == EFAULT && guest_mem_check_file(&vm->mem, why, sizeof(why)))
+				vm_request_stop(vm, VM_STOP_ERROR, "vCPU %u: %s", v->id, why);
+			else
+				vm_request_stop(vm, VM_STOP_ERROR, "vCPU %u: KVM_RUN failed: %s", v->id, strerror(e));
 			break;
 		}
 		bool go_on = handle_exit(v);

@@ -302,6 +302,62 @@ expect snapshot/source-memory-truncated "the snapshot fails naming the shrunk me
 	sh -c "[ $rc -ne 0 ] && grep -q 'memory file $d/memory-.* has shrunk to 4096 bytes' $TEST_TMP/shrunk-snap.err && [ ! -e $TEST_TMP/from-shrunk/state ]"
 kill -KILL $PID 2>/dev/null
 
+# ---- a restored VM whose memory file shrinks while it runs stops, naming the file ----
+# The guest's code pages are read from the file (it never writes them): once they are gone its
+# vCPU's KVM_RUN fails with EFAULT (exit 1); vmon touching such a page itself gives exit 3.
+d=$(copy_snap shrink-running)
+start shrink-running restore $d
+wait_for $OUT "^count: [0-9]+\$" 120
+truncate -s 4096 $d/memory-*
+( sleep 60; kill -KILL $PID 2>/dev/null ) & dog=$!
+wait $PID
+RC=$?
+kill $dog 2>/dev/null
+wait $dog 2>/dev/null
+expect snapshot/memory-shrunk-while-running "the VM stops with a line naming the shrunk memory file, not a guest crash" \
+	sh -c "[ $RC -eq 1 -o $RC -eq 3 ] && grep -q 'guest RAM is mapped from $d/memory-.*, which has shrunk to 4096 bytes (was ' $ERR && ! grep -qE 'guest crashed|Sanitizer|runtime error' $ERR"
+
+# ---- restore --verify: the RAM checksum written with the snapshot ----
+d=$(copy_snap verify-ok)
+start verify-ok restore $d --verify
+wait_for $OUT "^count: [0-9]+\$" 120
+ok=$?
+expect snapshot/verify-intact "restore --verify of an intact snapshot checks its RAM and runs the guest" \
+	sh -c "[ $ok -eq 0 ] && grep -q 'guest memory matches the snapshot.s checksum' $ERR"
+finish $PID
+# flip_mem_byte DIR: XORs one byte of guest RAM that the memory file holds (in its first data extent).
+flip_mem_byte() {
+	python3 - "$(ls $1/memory-*)" <<'EOF2'
+import os, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+off = os.lseek(fd, 0, os.SEEK_DATA) + 100
+b = os.pread(fd, 1, off)
+os.pwrite(fd, bytes([b[0] ^ 0x20]), off)
+EOF2
+}
+d=$(copy_snap verify-flipped); flip_mem_byte $d
+run_vmon verify-flipped 120 restore $d --verify
+expect snapshot/verify-flipped-byte "restore --verify refuses a memory file with one flipped byte (exit 2, the reason)" \
+	sh -c "[ $RC -eq 2 ] && grep -q 'memory file $d/memory-.* does not match the checksum written with the snapshot: it was changed or damaged' $ERR && ! grep -q 'VM restored' $ERR"
+start verify-flipped-unchecked restore $d
+expect snapshot/verify-flipped-without-verify "without --verify the same snapshot restores (RAM is not read)" \
+	sh -c "for i in \$(seq 600); do grep -q 'VM restored' $ERR && exit 0; sleep 0.1; done; exit 1"
+kill -KILL $PID 2>/dev/null
+# A memory file as vmon releases before the checksum wrote it: flags 0, trailer CRC over 40 bytes.
+d=$(copy_snap verify-old)
+python3 - "$(ls $d/memory-*)" <<'EOF2'
+import os, struct, sys, zlib
+fd = os.open(sys.argv[1], os.O_RDWR)
+at = os.fstat(fd).st_size - 4096
+t = bytearray(os.pread(fd, 48, at))
+t[32:48] = bytes(16)
+struct.pack_into("<I", t, 32, zlib.crc32(bytes(t[:40])))
+os.pwrite(fd, bytes(t), at)
+EOF2
+run_vmon verify-old 120 restore $d --verify
+expect snapshot/verify-old-snapshot "restore --verify of a snapshot without the checksum says so (exit 2)" \
+	sh -c "[ $RC -eq 2 ] && grep -q 'has no checksum to verify: the snapshot was written by an older vmon' $ERR"
+
 # ---- temporaries left by a snapshot killed half-way are removed by the next one ----
 d=$(copy_snap stale)
 : >$d/.tmp-memory-AbCdEf

@@ -1,0 +1,151 @@
+/* The memory file's RAM checksum: written with every snapshot, checked by vmon restore --verify. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include "lib/util.h"
+#include "memory/guest_mem.h"
+#include "state/mem_state.h"
+
+#define RAM (8 * MiB)
+#define ID 0x1234abcdULL
+
+struct fixture {
+	char path[64];
+	struct guest_mem mem;
+};
+
+/* A snapshot's memory file of 8 MiB of RAM, mostly zero (holes), with data in a few pages. */
+static int setup(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	assert_non_null(f);
+	assert_int_equal(guest_mem_init(&f->mem, RAM), 0);
+	for (uint64_t gpa = 0x1000; gpa < RAM; gpa += 3 * MiB + 0x5000)
+		assert_int_equal(guest_mem_write(&f->mem, gpa, "guest data", 10), 0);
+	memset(gpa_to_host(&f->mem, 6 * MiB, MiB), 0x5a, MiB);
+	snprintf(f->path, sizeof(f->path), "/tmp/vmon-test-memstate-XXXXXX");
+	int fd = mkstemp(f->path);
+	assert_true(fd >= 0);
+	char err[512] = "";
+	assert_int_equal(mem_state_write(&f->mem, fd, ID, err, sizeof(err)), 0);
+	close(fd);
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+	unlink(f->path);
+	guest_mem_destroy(&f->mem);
+	free(f);
+	return 0;
+}
+
+static void poke(const char *path, uint64_t off, uint8_t xor_with)
+{
+	int fd = open(path, O_RDWR);
+	assert_true(fd >= 0);
+	uint8_t b;
+	assert_int_equal(pread(fd, &b, 1, (off_t)off), 1);
+	b ^= xor_with;
+	assert_int_equal(pwrite(fd, &b, 1, (off_t)off), 1);
+	close(fd);
+}
+
+static void intact_file_passes(void **state)
+{
+	struct fixture *f = *state;
+	char err[512] = "";
+	assert_int_equal(mem_state_check(f->path, RAM, ID, err, sizeof(err)), 0);
+	assert_int_equal(mem_state_verify(f->path, RAM, err, sizeof(err)), 0);
+}
+
+/* The checksum is zlib's CRC32 of the RAM bytes, as docs/snapshot-format.md says, holes as zeros. */
+static void checksum_is_crc32_of_ram(void **state)
+{
+	struct fixture *f = *state;
+	uLong want = crc32(0L, gpa_to_host(&f->mem, 0, RAM), RAM);
+	int fd = open(f->path, O_RDONLY);
+	assert_true(fd >= 0);
+	uint32_t flags, ram_crc;
+	assert_int_equal(pread(fd, &flags, 4, (off_t)RAM + 36), 4);
+	assert_int_equal(pread(fd, &ram_crc, 4, (off_t)RAM + 40), 4);
+	close(fd);
+	assert_int_equal(flags & 1, 1);
+	assert_int_equal(ram_crc, (uint32_t)want);
+}
+
+static void expect_mismatch(const char *path)
+{
+	char err[512] = "", want[512];
+	/* The size and trailer are as they were: only --verify can tell. */
+	assert_int_equal(mem_state_check(path, RAM, ID, err, sizeof(err)), 0);
+	assert_int_equal(mem_state_verify(path, RAM, err, sizeof(err)), -EBADMSG);
+	snprintf(want, sizeof(want),
+		 "memory file %s does not match the checksum written with the snapshot: it was changed or damaged",
+		 path);
+	assert_string_equal(err, want);
+}
+
+static void flipped_data_byte_fails(void **state)
+{
+	struct fixture *f = *state;
+	poke(f->path, 6 * MiB + 12345, 0x01);
+	expect_mismatch(f->path);
+}
+
+/* A byte written into a page the snapshot left as a hole changes RAM as much as any other. */
+static void byte_written_into_a_hole_fails(void **state)
+{
+	struct fixture *f = *state;
+	poke(f->path, 2 * MiB + 7, 0x80);
+	expect_mismatch(f->path);
+}
+
+/* A memory file as vmon releases before the checksum wrote it: flags 0, trailer CRC over 40 bytes. */
+static void old_snapshot_says_it_has_no_checksum(void **state)
+{
+	struct fixture *f = *state;
+	int fd = open(f->path, O_RDWR);
+	assert_true(fd >= 0);
+	uint8_t t[48];
+	assert_int_equal(pread(fd, t, sizeof(t), (off_t)RAM), (ssize_t)sizeof(t));
+	memset(t + 32, 0, 16); /* crc, flags, ram_crc */
+	uint32_t c = (uint32_t)crc32(0L, t, 40);
+	memcpy(t + 32, &c, 4);
+	assert_int_equal(pwrite(fd, t, sizeof(t), (off_t)RAM), (ssize_t)sizeof(t));
+	close(fd);
+
+	char err[512] = "", want[512];
+	assert_int_equal(mem_state_check(f->path, RAM, ID, err, sizeof(err)), 0); /* still restores */
+	assert_int_equal(mem_state_verify(f->path, RAM, err, sizeof(err)), -ENODATA);
+	snprintf(want, sizeof(want),
+		 "the memory file %s has no checksum to verify: the snapshot was written by an older vmon; restore it "
+		 "without --verify, or take a new snapshot",
+		 f->path);
+	assert_string_equal(err, want);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(intact_file_passes, setup, teardown),
+		cmocka_unit_test_setup_teardown(checksum_is_crc32_of_ram, setup, teardown),
+		cmocka_unit_test_setup_teardown(flipped_data_byte_fails, setup, teardown),
+		cmocka_unit_test_setup_teardown(byte_written_into_a_hole_fails, setup, teardown),
+		cmocka_unit_test_setup_teardown(old_snapshot_says_it_has_no_checksum, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
