@@ -147,6 +147,27 @@ if wait_for "$OUT" '^BALLOON-TEST touched' "$BOOT_TIMEOUT"; then
 	metric=$(curl -s --max-time 10 --unix-socket "$SOCK" http://vmon/metrics | awk '$1 == "vmon_balloon_actual_bytes" { print $2 }')
 	expect balloon/metrics "vmon_balloon_actual_bytes is 128 MiB ($metric)" [ "$metric" = $((128 * 1024 * 1024)) ]
 
+	# A snapshot of the ballooned guest restores with its balloon, which still works.
+	SNAP=$TEST_TMP/snap
+	"$VMON" ctl --sock "$SOCK" snapshot "$SNAP" >/dev/null 2>"$TEST_TMP/snap.err"
+	expect balloon/snapshot "a snapshot of the ballooned guest is written" [ -d "$SNAP" ]
+	R_SOCK=$TEST_TMP/restored.sock
+	"$VMON" restore "$SNAP" --api-sock "$R_SOCK" </dev/null >"$TEST_TMP/restored.out" 2>"$TEST_TMP/restored.err" &
+	R_PID=$!
+	PIDS+=("$R_PID")
+	r_balloon() { "$VMON" ctl --sock "$R_SOCK" balloon-stats 2>/dev/null | sed -n "s/^ *\"$1\": \([0-9]*\).*/\1/p" | head -1; }
+	r_actual_is() { [ "$(r_balloon actual_mib)" = "$1" ]; }
+	wait_for "$TEST_TMP/restored.out" '^BALLOON-TEST memtotal_kb=' 300
+	expect balloon/restored-keeps-balloon "the restored VM has target and actual at 128 ($(r_balloon target_mib), $(r_balloon actual_mib))" \
+		sh -c "[ '$(r_balloon target_mib)' = 128 ] && [ '$(r_balloon actual_mib)' = 128 ]"
+	"$VMON" ctl --sock "$R_SOCK" balloon 256 >/dev/null
+	wait_until "$STEP_TIMEOUT" r_actual_is 256
+	expect balloon/restored-deflates "the restored VM's balloon deflates ($(r_balloon actual_mib))" r_actual_is 256
+	kill -TERM "$R_PID" 2>/dev/null
+	wait "$R_PID" 2>/dev/null
+	expect balloon/restored-no-sanitizer-report "no AddressSanitizer/UBSan report in the restored VM" \
+		sh -c "! grep -qE 'Sanitizer|runtime error' $TEST_TMP/restored.err"
+
 	"$VMON" ctl --sock "$SOCK" balloon 256 >/dev/null
 	wait_until "$STEP_TIMEOUT" actual_is 256
 	expect balloon/deflate "actual_mib back at 256 ($(balloon actual_mib))" actual_is 256
