@@ -7,6 +7,7 @@
 
 #include "arch/x86/vcpu_arch.h"
 #include "lib/util.h"
+#include "virtio/virtio_balloon.h"
 #include "virtio/virtio_blk.h"
 #include "virtio/virtio_console.h"
 #include "virtio/virtio_net.h"
@@ -198,6 +199,33 @@ static void device_metrics(FILE *f, struct vm *vm)
 	}
 }
 
+static void balloon_metrics(FILE *f, struct vm *vm)
+{
+	struct platform *p = vm->platform;
+	struct virtio_balloon *b = p ? p->balloon : NULL;
+	if (!b)
+		return;
+	struct virtio_balloon_info in;
+	virtio_balloon_get_info(b, &in);
+	header(f, "vmon_balloon_target_bytes", "gauge", "Memory the balloon should leave the guest (PUT /balloon).");
+	fprintf(f, "vmon_balloon_target_bytes %llu\n", (unsigned long long)in.target_bytes);
+	header(f, "vmon_balloon_actual_bytes", "gauge", "Memory the balloon leaves the guest, as its driver reports it.");
+	fprintf(f, "vmon_balloon_actual_bytes %llu\n", (unsigned long long)in.actual_bytes);
+	header(f, "vmon_balloon_reported_bytes_total", "counter", "Free guest memory the guest reported (free page reporting).");
+	fprintf(f, "vmon_balloon_reported_bytes_total %llu\n", (unsigned long long)in.reported_bytes);
+	header(f, "vmon_balloon_discarded_bytes_total", "counter",
+	       "Guest memory returned to the host: inflated pages and reported free ranges.");
+	fprintf(f, "vmon_balloon_discarded_bytes_total %llu\n", (unsigned long long)in.discarded_bytes);
+	header(f, "vmon_balloon_invalid_pfns_total", "counter", "Pages or ranges outside guest RAM the guest gave, ignored.");
+	fprintf(f, "vmon_balloon_invalid_pfns_total %llu\n", (unsigned long long)in.invalid_pfns);
+	header(f, "vmon_balloon_guest_stat", "gauge",
+	       "The guest's memory statistics (virtio-balloon tags; _bytes in bytes, the others counts).");
+	for (int s = 0; s < VIRTIO_BALLOON_S_NR; s++)
+		if (in.stats_valid & (1u << s))
+			fprintf(f, "vmon_balloon_guest_stat{stat=\"%s\"} %llu\n",
+				virtio_balloon_stat_name((enum virtio_balloon_stat)s), (unsigned long long)in.stats[s]);
+}
+
 char *api_metrics_render(struct vm *vm, size_t *len)
 {
 	char *buf = NULL;
@@ -208,6 +236,7 @@ char *api_metrics_render(struct vm *vm, size_t *len)
 	vm_metrics(f, vm);
 	vcpu_metrics(f, vm);
 	device_metrics(f, vm);
+	balloon_metrics(f, vm);
 	if (fclose(f) != 0) {
 		free(buf);
 		return NULL;

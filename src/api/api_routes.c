@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "api/api_balloon.h"
 #include "api/api_metrics.h"
 #include "config/config_json.h"
 #include "lib/log.h"
@@ -315,7 +316,7 @@ static void get_metrics(struct api_ctx *ctx, struct api_reply *r)
 	r->len = len;
 }
 
-enum route_id { ROUTE_INDEX, ROUTE_VM, ROUTE_STATE, ROUTE_SHUTDOWN, ROUTE_STOP, ROUTE_METRICS, ROUTE_SNAPSHOT };
+enum route_id { ROUTE_INDEX, ROUTE_VM, ROUTE_STATE, ROUTE_SHUTDOWN, ROUTE_STOP, ROUTE_METRICS, ROUTE_SNAPSHOT, ROUTE_BALLOON };
 
 static const struct route {
 	const char *path;
@@ -330,6 +331,8 @@ static const struct route {
 	{ "/vm/stop", "PUT", ROUTE_STOP, "stop the VM now" },
 	{ "/metrics", "GET", ROUTE_METRICS, "Prometheus metrics" },
 	{ "/vm/snapshot", "PUT", ROUTE_SNAPSHOT, "{\"dir\": PATH, \"keep_running\": true}: write a snapshot" },
+	{ "/balloon", "GET", ROUTE_BALLOON, "the balloon: target, actual, the guest's memory statistics" },
+	{ "/balloon", "PUT", ROUTE_BALLOON, "{\"target_mib\": N}: leave the guest N MiB of RAM" },
 };
 
 static void get_index(struct api_reply *r)
@@ -384,6 +387,7 @@ void api_handle(struct api_ctx *ctx, const char *method, const char *path, const
 		case ROUTE_STOP: put_stop(ctx, body, len, r); break;
 		case ROUTE_METRICS: get_metrics(ctx, r); break;
 		case ROUTE_SNAPSHOT: put_snapshot(ctx, body, len, r); break;
+		case ROUTE_BALLOON: { json_t *o; unsigned int st = api_balloon_handle(ctx->vm, method, body, len, &o); reply_json(r, st, o); break; }
 		}
 	}
 	if (r->status >= 400 && r->status < 500)

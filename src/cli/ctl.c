@@ -34,6 +34,10 @@ static void usage(FILE *f)
 		   "  snapshot DIR [--keep-running=false]\n"
 		   "                       write the VM's state to DIR (vmon restore DIR continues it);\n"
 		   "                       with --keep-running=false the VM stays paused afterwards\n"
+		   "  balloon MIB          leave the guest MIB MiB of RAM, the rest in its balloon\n"
+		   "                       (needs vmon run --balloon; docs/usage.md)\n"
+		   "  balloon-stats        the balloon's target and actual size, the guest's memory\n"
+		   "                       statistics (JSON)\n"
 		   "\n"
 		   "  --sock PATH          the VM's API socket\n"
 		   "  --vm NAME|PID        a VM listed by vmon ps, by name or pid\n"
@@ -166,16 +170,27 @@ int cli_ctl(int argc, char **argv)
 		}
 	}
 	if (optind >= argc) {
-		fprintf(stderr, "vmon: no command given: use info, pause, resume, shutdown, stop, metrics or snapshot "
+		fprintf(stderr, "vmon: no command given: use info, pause, resume, shutdown, stop, metrics, snapshot, balloon or balloon-stats "
 				"(see vmon ctl --help)\n");
 		return EXIT_USAGE;
 	}
 	bool is_snapshot = !strcmp(argv[optind], "snapshot");
+	bool is_balloon = !strcmp(argv[optind], "balloon");
 	if (is_snapshot && optind + 2 != argc) {
 		fprintf(stderr, "vmon: snapshot needs the directory to write: vmon ctl ... snapshot DIR\n");
 		return EXIT_USAGE;
 	}
-	if (!is_snapshot && optind + 1 < argc) {
+	char balloon_body[64];
+	if (is_balloon) {
+		const char *mib = optind + 2 == argc ? argv[optind + 1] : "";
+		if (!*mib || strspn(mib, "0123456789") != strlen(mib) || strlen(mib) > 12) {
+			fprintf(stderr, "vmon: balloon needs the MiB of RAM to leave the guest, a whole number: vmon ctl ... "
+					"balloon 128\n");
+			return EXIT_USAGE;
+		}
+		snprintf(balloon_body, sizeof(balloon_body), "{\"target_mib\": %s}", mib);
+	}
+	if (!is_snapshot && !is_balloon && optind + 1 < argc) {
 		fprintf(stderr, "vmon: unexpected argument '%s' (see vmon ctl --help)\n", argv[optind + 1]);
 		return EXIT_USAGE;
 	}
@@ -194,13 +209,15 @@ int cli_ctl(int argc, char **argv)
 		{ "stop", "PUT", "/vm/stop", NULL },
 		{ "metrics", "GET", "/metrics", NULL },
 		{ "snapshot", "PUT", "/vm/snapshot", NULL },
+		{ "balloon", "PUT", "/balloon", NULL },
+		{ "balloon-stats", "GET", "/balloon", NULL },
 	};
 	int which = -1;
 	for (int i = 0; i < (int)(sizeof(commands) / sizeof(commands[0])); i++)
 		if (!strcmp(cmd, commands[i].name))
 			which = i;
 	if (which < 0) {
-		fprintf(stderr, "vmon: unknown command '%s': use info, pause, resume, shutdown, stop, metrics or snapshot\n", cmd);
+		fprintf(stderr, "vmon: unknown command '%s': use info, pause, resume, shutdown, stop, metrics, snapshot, balloon or balloon-stats\n", cmd);
 		return EXIT_USAGE;
 	}
 	if (keep_running >= 0 && !is_snapshot) {
@@ -227,6 +244,8 @@ int cli_ctl(int argc, char **argv)
 		snprintf(body, sizeof(body), "{\"timeout_s\": %ld}", timeout);
 		req_body = body;
 	}
+	if (is_balloon)
+		req_body = balloon_body;
 	char *snap_body = NULL;
 	if (is_snapshot) {
 		/* The VM's process may run in another directory: send an absolute path. */

@@ -59,6 +59,10 @@ static void usage(FILE *f)
 		"                       virtio-vsock with guest CID N (>= 3), host side on Unix sockets:\n"
 		"                       connect to PATH and write \"CONNECT <port>\\n\" to reach a guest port;\n"
 		"                       the guest's connections to CID 2 port P go to PATH_P (docs/usage.md)\n"
+		"  --balloon[=deflate_on_oom=on|off,free_page_reporting=on|off,stats_interval=SECONDS]\n"
+		"                       a virtio memory balloon: PUT /balloon takes memory back from the\n"
+		"                       guest, and free pages the guest reports go back to the host\n"
+		"                       (defaults: on, on, 5; the value only after '=')\n"
 		"  --api-sock PATH      serve the control API on this Unix socket (see docs/api.md)\n"
 		"  --name NAME          a name for the VM, shown by vmon ps and usable with vmon ctl --vm\n"
 		"  --seccomp on|log|off system call filters on vmon's threads (default on: a forbidden call\n"
@@ -94,6 +98,7 @@ enum {
 	OPT_SECCOMP,
 	OPT_LANDLOCK,
 	OPT_SNAPSHOT_DIR,
+	OPT_BALLOON,
 };
 
 
@@ -147,6 +152,7 @@ static int parse_args(int argc, char **argv, struct vm_config *cfg, bool config_
 		{ "seccomp", required_argument, NULL, OPT_SECCOMP },
 		{ "landlock", required_argument, NULL, OPT_LANDLOCK },
 		{ "snapshot-dir", required_argument, NULL, OPT_SNAPSHOT_DIR },
+		{ "balloon", optional_argument, NULL, OPT_BALLOON },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
@@ -172,6 +178,14 @@ static int parse_args(int argc, char **argv, struct vm_config *cfg, bool config_
 		case OPT_NO_RNG: cfg->rng = false; break;
 		case OPT_CONSOLE2: set_str(&cfg->console2, optarg); break;
 		case OPT_VSOCK: set_str(&cfg->vsock, optarg); break;
+		case OPT_BALLOON: {
+			char err[256];
+			if (config_balloon_parse(optarg, &cfg->balloon, err, sizeof(err))) {
+				fprintf(stderr, "vmon: %s\n", err);
+				return -EINVAL;
+			}
+			break;
+		}
 		case OPT_SECCOMP:
 			if (vm_runner_parse_seccomp(cfg, optarg))
 				return -EINVAL;

@@ -112,6 +112,8 @@ int vm_runner_create_vm(struct vm *vm, const struct vm_config *cfg, bool rng)
 		return rc;
 	if (cfg->vsock && (rc = platform_add_vsock(vm, cfg->vsock)))
 		return rc;
+	if (cfg->balloon.enabled && (rc = platform_add_balloon(vm, &cfg->balloon)))
+		return rc;
 	return 0;
 }
 

@@ -26,6 +26,7 @@ void config_init_defaults(struct vm_config *cfg)
 	cfg->workarounds = HOST_WORKAROUNDS_AUTO;
 	cfg->rng = true;
 	cfg->landlock = true;
+	config_balloon_defaults(&cfg->balloon);
 }
 
 void config_free(struct vm_config *cfg)

@@ -8,6 +8,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "config/config_balloon.h"
+
 #define CONFIG_MAX_CPUS 254 /* APIC IDs 0..254 without x2APIC; 255 is broadcast */
 #define CONFIG_MAX_SOCK_PATH 108 /* sizeof(sockaddr_un.sun_path) */
 #define CONFIG_MAX_NAME 64
@@ -53,6 +55,7 @@ struct vm_config {
 	char *console2;         /* --console2 value: socket=PATH or file=PATH (config_sockets.h); NULL = none */
 	char *vsock;            /* --vsock value: cid=N,uds=PATH (config_sockets.h); NULL = none */
 	bool rng;               /* the virtio entropy device, the guest's /dev/hwrng (default on; --no-rng) */
+	struct balloon_config balloon; /* --balloon (config/config_balloon.h) */
 	enum seccomp_mode seccomp; /* host-side policy: not saved in snapshots */
 	bool landlock;          /* Landlock file-access limits where the kernel has them (default on) */
 	char *snapshot_dir;     /* where the API may write snapshots under Landlock; NULL = /tmp and $TMPDIR */

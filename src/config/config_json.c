@@ -196,7 +196,7 @@ static int set_bool(bool *field, const char *key, const json_t *v, char *err, si
 	return 0;
 }
 
-enum key_kind { KEY_PATH, KEY_TEXT, KEY_BOOL, KEY_CPUS, KEY_MEMORY, KEY_WORKAROUNDS, KEY_LOG_LEVEL, KEY_NET, KEY_DISKS, KEY_SECCOMP };
+enum key_kind { KEY_PATH, KEY_TEXT, KEY_BOOL, KEY_CPUS, KEY_MEMORY, KEY_WORKAROUNDS, KEY_LOG_LEVEL, KEY_NET, KEY_DISKS, KEY_SECCOMP, KEY_BALLOON };
 
 static const struct config_key {
 	const char *name;
@@ -221,6 +221,7 @@ static const struct config_key {
 	{ "seccomp", KEY_SECCOMP, 0 },
 	{ "landlock", KEY_BOOL, offsetof(struct vm_config, landlock) },
 	{ "snapshot_dir", KEY_PATH, offsetof(struct vm_config, snapshot_dir) },
+	{ "balloon", KEY_BALLOON, 0 },
 };
 
 static int apply_key(struct vm_config *cfg, const struct config_key *k, const json_t *v, char *err, size_t errlen)
@@ -237,6 +238,7 @@ static int apply_key(struct vm_config *cfg, const struct config_key *k, const js
 	case KEY_NET: return set_nets(cfg, k->name, v, err, errlen);
 	case KEY_DISKS: return config_disks_from_json(cfg, k->name, v, err, errlen);
 	case KEY_SECCOMP: return set_seccomp(cfg, k->name, v, err, errlen);
+	case KEY_BALLOON: return config_balloon_from_json(&cfg->balloon, k->name, v, err, errlen);
 	}
 	return -EINVAL;
 }
@@ -359,6 +361,8 @@ json_t *config_json_dump(const struct vm_config *cfg)
 	rc |= put_string(o, "console2", cfg->console2);
 	rc |= put_string(o, "vsock", cfg->vsock);
 	rc |= json_object_set_new(o, "rng", json_boolean(cfg->rng));
+	json_t *balloon = config_balloon_to_json(&cfg->balloon);
+	rc |= balloon ? json_object_set_new(o, "balloon", balloon) : -1;
 	if (rc) {
 		json_decref(o);
 		return NULL;

@@ -281,6 +281,23 @@ int guest_mem_write(const struct guest_mem *mem, uint64_t gpa, const void *src, 
 	return 0;
 }
 
+int guest_mem_discard(const struct guest_mem *mem, uint64_t gpa, uint64_t len)
+{
+	if (len == 0 || gpa + len < gpa)
+		return -EFAULT;
+	uint64_t start = ALIGN_UP(gpa, 4 * KiB), end = ALIGN_DOWN(gpa + len, 4 * KiB);
+	if (!gpa_to_host(mem, gpa, len))
+		return -EFAULT;
+	if (end <= start)
+		return 0;
+	uint8_t *host = gpa_to_host(mem, start, end - start);
+	if ((uintptr_t)host % (4 * KiB))
+		return -EINVAL; /* RAM not mapped on page boundaries: only test rigs do that */
+	/* madvise, not fallocate(PUNCH_HOLE): the same hole, and every thread's filter allows it. */
+	int advice = mem->fd >= 0 && !mem->file_backed ? MADV_REMOVE : MADV_DONTNEED;
+	return madvise(host, end - start, advice) < 0 ? -errno : 0;
+}
+
 uint64_t guest_mem_low_end(const struct guest_mem *mem)
 {
 	return mem->nregions ? mem->regions[0].size : 0;

@@ -74,6 +74,18 @@ void *gpa_to_host(const struct guest_mem *mem, uint64_t gpa, uint64_t len);
 int guest_mem_read(const struct guest_mem *mem, uint64_t gpa, void *dst, uint64_t len);
 int guest_mem_write(const struct guest_mem *mem, uint64_t gpa, const void *src, uint64_t len);
 
+/*
+ * Gives the 4 KiB pages inside [gpa, gpa+len) back to the host (the balloon and free page
+ * reporting): partial pages at either end are kept, so a range that is not page-aligned never
+ * loses data around it. Memfd RAM gets a hole punched in the file (MADV_REMOVE; MADV_DONTNEED
+ * would only unmap it, the memfd keeping the pages); RAM restored from a snapshot (a private
+ * file mapping) drops its private copies (MADV_DONTNEED), so the page reads the snapshot's
+ * content again from the shared page cache. A discarded page reads as zero (memfd) or as the
+ * snapshot's content (file-backed) when the guest next touches it. Returns 0, -EFAULT when
+ * the range is not inside one RAM region, or the madvise error.
+ */
+int guest_mem_discard(const struct guest_mem *mem, uint64_t gpa, uint64_t len);
+
 /* End of the RAM region that starts at 0 (the usable low memory). */
 uint64_t guest_mem_low_end(const struct guest_mem *mem);
 

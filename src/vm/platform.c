@@ -8,6 +8,7 @@
 #include "lib/log.h"
 #include "virtio/virtio_pci.h"
 #include "virtio/virtio_rng.h"
+#include "virtio/virtio_balloon.h"
 #include "virtio/virtio_console.h"
 #include "virtio/virtio_vsock.h"
 #include "config/config_sockets.h"
@@ -99,6 +100,14 @@ int platform_add_rng(struct vm *vm)
 	struct virtio_pci_deps deps;
 	platform_virtio_deps(vm, &deps);
 	return virtio_rng_create(&deps, &p->rng);
+}
+
+int platform_add_balloon(struct vm *vm, const struct balloon_config *cfg)
+{
+	struct platform *p = vm->platform;
+	struct virtio_pci_deps deps;
+	platform_virtio_deps(vm, &deps);
+	return virtio_balloon_create(&deps, cfg, &p->balloon);
 }
 
 static void pause_io(struct vm *vm)
@@ -212,6 +221,7 @@ void platform_destroy(struct vm *vm)
 		return;
 	platform_stop_io(vm);
 	virtio_rng_destroy(p->rng);
+	virtio_balloon_destroy(p->balloon);
 	virtio_console_destroy(p->console2);
 	virtio_vsock_destroy(p->vsock);
 	for (unsigned int i = 0; i < p->nnets; i++)

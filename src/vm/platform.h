@@ -17,6 +17,8 @@ struct virtio_console;
 struct virtio_vsock;
 struct virtio_net;
 struct virtio_blk;
+struct virtio_balloon;
+struct balloon_config;
 struct disk_config;
 
 struct platform {
@@ -37,6 +39,7 @@ struct platform {
 	unsigned int nnets;
 	struct virtio_blk *blk[16]; /* CONFIG_MAX_DISKS */
 	unsigned int nblks;
+	struct virtio_balloon *balloon; /* --balloon */
 };
 
 #define PLATFORM_COM1_PORT 0x3f8
@@ -71,6 +74,9 @@ int platform_add_net(struct vm *vm, const char *spec);
  * Disks get PCI slots in the order they are added. Returns 0 or a negative errno (logged).
  */
 int platform_add_blk(struct vm *vm, const struct disk_config *disk);
+
+/* Adds the virtio memory balloon (--balloon). Returns 0 or a negative errno (logged). */
+int platform_add_balloon(struct vm *vm, const struct balloon_config *cfg);
 
 /* Starts the device event loop; call before the vCPUs start. Stopped by platform_destroy(). */
 int platform_start_io(struct vm *vm);

@@ -34,7 +34,7 @@
 #define FV_DESC(q) (FV_QUEUE_BYTES * (q))
 #define FV_AVAIL(q) (FV_DESC(q) + 0x100u)
 #define FV_USED(q) (FV_DESC(q) + 0x200u)
-#define FV_MAX_QUEUES 3
+#define FV_MAX_QUEUES 4
 
 /* The common configuration registers (virtio 1.x section 4.1.4.3). */
 enum { FV_DFSEL = 0x00, FV_GFSEL = 0x08, FV_GF = 0x0c, FV_STATUS = 0x14, FV_QSEL = 0x16, FV_QSIZE = 0x18,

@@ -60,6 +60,14 @@ put("virtio_blk", "discard", virtio_input({0: [[(blk_hdr(11), False), (struct.pa
                                          features=1 << 13))
 put("virtio_rng", "one", virtio_input({0: [[(64, True)]]}))
 put("virtio_rng", "two", virtio_input({0: [[(16, True), (300, True)], [(1, True)]]}))
+# virtio-balloon, all features (STATS_VQ, DEFLATE_ON_OOM, REPORTING): inflateq, deflateq, statsq, reporting_vq.
+pfns = struct.pack("<5I", 12, 13, 14, 3, 0xffffffff)
+stats = struct.pack("<HQHQ", 4, 1 << 20, 5, 1 << 24) + b"\x07"
+put("virtio_balloon", "inflate_deflate", virtio_input({0: [[(pfns, False)]], 1: [[(pfns[:8], False)]]},
+                                                      features=0x26, queues=4))
+put("virtio_balloon", "stats_report", virtio_input({2: [[(stats, False)]], 3: [[(0x1000, True), (0x2000, True)]]},
+                                                   features=0x26, queues=4))
+put("virtio_balloon", "report_no_stats", virtio_input({2: [[(0x3000, True)]]}, features=0x20, queues=3))
 put("virtio_console", "tx_rx", virtio_input({0: [[(64, True)]], 1: [[(b"hello, console\n", False)]]}, queues=2))
 frame = bytes(6 * [0xff]) + bytes([0x52, 0x54, 0, 0x12, 0x34, 0x56]) + b"\x08\x06" + bytes(46)
 net_hdr = struct.pack("<BBHHHHH", 0, 0, 0, 0, 0, 0, 0)

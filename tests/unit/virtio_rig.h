@@ -24,7 +24,7 @@
 #define VRIG_DESC(q) (0x1000u + VRIG_QUEUE_BYTES * (q))
 #define VRIG_AVAIL(q) (VRIG_DESC(q) + 0x1000u)
 #define VRIG_USED(q) (VRIG_DESC(q) + 0x2000u)
-#define VRIG_MAX_QUEUES 3
+#define VRIG_MAX_QUEUES 4
 #define VRIG_DATA 0x100000u /* alloc_data() starts above every queue's rings */
 #define VRIG_WAIT_MS 5000   /* only a failing test waits this long */
 
