@@ -283,7 +283,7 @@ static int rig_setup_sized(struct rig *r, bool readonly, unsigned int sectors)
 	memset(r, 0, sizeof(*r));
 	vrig_init(&r->v, &spec);
 	make_image(r->path, sizeof(r->path), (size_t)sectors * 512);
-	int rc = virtio_blk_create(&r->v.deps, r->path, readonly, "vmon-serial-1", &r->blk);
+	int rc = virtio_blk_create(&r->v.deps, r->path, DISK_FORMAT_AUTO, readonly, "vmon-serial-1", &r->blk);
 	if (rc) {
 		vrig_free(&r->v);
 		unlink(r->path);
