@@ -319,7 +319,8 @@ static int parse(struct qcow2 *q, const struct qcow2_options *opt)
 			rc = refuse(q, -EINVAL, "refcount order %u is larger than 6", order);
 		else
 			rc = check_features(q, qcow2_be64(h + 72), header_len > V3_HEADER_LEN ? h[104] : 0);
-		q->refcount_bits = 1u << order;
+		if (!rc)
+			q->refcount_bits = 1u << order;
 	}
 	if (!rc && qcow2_be32(h + 60) && !q->readonly)
 		rc = refuse(q, -ENOTSUP, "has internal snapshots: vmon does not write such images; delete them "
