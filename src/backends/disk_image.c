@@ -4,7 +4,9 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/eventfd.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "backends/qcow2.h"
@@ -99,6 +101,26 @@ int disk_image_open(const char *path, enum disk_format format, bool readonly, un
 	}
 	*out = d;
 	return 0;
+}
+
+uint64_t disk_image_max_file_size(const char *path, enum disk_format format)
+{
+	struct stat st;
+	if (stat(path, &st) < 0 || !S_ISREG(st.st_mode))
+		return 0;
+	uint64_t n = (uint64_t)st.st_size;
+	int fd = format == DISK_FORMAT_RAW ? -1 : open(path, O_RDONLY | O_CLOEXEC);
+	uint8_t h[32];
+	if (fd >= 0 && pread(fd, h, sizeof(h), 0) == sizeof(h) && qcow2_probe(h, sizeof(h))) {
+		uint64_t virt = 0;
+		for (int i = 24; i < 32; i++)
+			virt = virt << 8 | h[i];
+		uint64_t extra = (virt > (UINT64_MAX >> 2) ? (UINT64_MAX >> 2) : virt) * 2 + (64ULL << 20);
+		n = n > UINT64_MAX - extra ? UINT64_MAX : n + extra;
+	}
+	if (fd >= 0)
+		close(fd);
+	return n;
 }
 
 void disk_image_close(struct disk_image *d)

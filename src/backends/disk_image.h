@@ -32,6 +32,14 @@ int disk_image_open(const char *path, enum disk_format format, bool readonly, un
 		    struct disk_image **out);
 void disk_image_close(struct disk_image *d);
 
+/*
+ * The size the image file at path may reach through vmon's writes, for RLIMIT_FSIZE: a raw
+ * image is written in place (its size); a qcow2 image grows as clusters are allocated, up to
+ * about its virtual size plus metadata (bounded generously: its size + 2 x virtual + 64 MiB).
+ * 0 if it cannot be read.
+ */
+uint64_t disk_image_max_file_size(const char *path, enum disk_format format);
+
 uint64_t disk_image_size(const struct disk_image *d); /* bytes, a multiple of DISK_SECTOR_SIZE */
 bool disk_image_readonly(const struct disk_image *d);
 const char *disk_image_path(const struct disk_image *d);

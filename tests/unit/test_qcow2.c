@@ -420,6 +420,11 @@ static void format_probing_and_forcing(void **state)
 	d = open_image(at("f.qcow2"), DISK_FORMAT_RAW, true);
 	assert_int_equal(disk_image_size(d), (uint64_t)st.st_size & ~511ULL);
 	disk_image_close(d);
+	/* The file-size limit leaves a qcow2 image room to grow; a raw one is written in place. */
+	assert_int_equal(disk_image_max_file_size(at("f.qcow2"), DISK_FORMAT_AUTO),
+			 (uint64_t)st.st_size + 2 * 64 * MIB + 64 * MIB);
+	assert_int_equal(disk_image_max_file_size(at("f.qcow2"), DISK_FORMAT_RAW), (uint64_t)st.st_size);
+	assert_int_equal(disk_image_max_file_size(at("plain2.raw"), DISK_FORMAT_AUTO), 1 << 20);
 	/* Read-only qcow2: writes are refused. */
 	d = open_image(at("f.qcow2"), DISK_FORMAT_AUTO, true);
 	assert_int_equal(disk_image_size(d), 64 * MIB);
