@@ -28,6 +28,8 @@ TEST_PKGS=(
   acpica-tools
   # disk tests: images made and checked on the host, fio figures
   e2fsprogs fio
+  # qcow2 images made, checked and compared by qemu-img (tests/unit/test_qcow2.c)
+  qemu-utils
   # the fresh-machine check builds a minimal Debian root
   debootstrap
 )

@@ -70,41 +70,73 @@ static int open_error(const char *path, bool readonly, int err)
 	return -err;
 }
 
-/* Opens, type-checks, locks and sizes the image. */
-static int open_image(struct disk_uring *d, const char *path)
+static int open_locked(const char *path, bool readonly, uint64_t *bytes)
 {
 	struct stat st;
 	bool is_blk = stat(path, &st) == 0 && S_ISBLK(st.st_mode);
-	int flags = (d->readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC;
-	if (is_blk && !d->readonly)
+	int flags = (readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC;
+	if (is_blk && !readonly)
 		flags |= O_EXCL; /* fails while the host has the device mounted */
-	d->fd = open(path, flags);
-	if (d->fd < 0)
-		return open_error(path, d->readonly, errno);
-	if (fstat(d->fd, &st) < 0)
-		return open_error(path, d->readonly, errno);
-	if (S_ISDIR(st.st_mode))
-		return open_error(path, d->readonly, EISDIR);
-	if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
+	int fd = open(path, flags);
+	if (fd < 0)
+		return open_error(path, readonly, errno);
+	int rc = 0;
+	if (fstat(fd, &st) < 0)
+		rc = open_error(path, readonly, errno);
+	else if (S_ISDIR(st.st_mode))
+		rc = open_error(path, readonly, EISDIR);
+	else if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
 		log_error(COMP, "disk image %s is neither a regular file nor a block device", path);
-		return -EINVAL;
-	}
-	if (flock(d->fd, (d->readonly ? LOCK_SH : LOCK_EX) | LOCK_NB) < 0) {
+		rc = -EINVAL;
+	} else if (flock(fd, (readonly ? LOCK_SH : LOCK_EX) | LOCK_NB) < 0) {
 		int err = errno;
 		if (err == EWOULDBLOCK)
 			log_error(COMP, "disk image %s is in use by another process (another VM has it locked%s): stop "
 					"that VM or give this one a copy of the image",
-				  path, d->readonly ? " for writing" : "");
+				  path, readonly ? " for writing" : "");
 		else
 			log_error(COMP, "cannot lock disk image %s: %s", path, strerror(err));
-		return -(err == EWOULDBLOCK ? EBUSY : err);
+		rc = -(err == EWOULDBLOCK ? EBUSY : err);
+	} else {
+		*bytes = (uint64_t)st.st_size;
+		if (S_ISBLK(st.st_mode) && ioctl(fd, BLKGETSIZE64, bytes) < 0) {
+			rc = -errno;
+			log_error(COMP, "cannot read the size of block device %s: %s", path, strerror(-rc));
+		}
 	}
-	uint64_t bytes = (uint64_t)st.st_size;
-	if (S_ISBLK(st.st_mode) && ioctl(d->fd, BLKGETSIZE64, &bytes) < 0) {
-		int err = errno;
-		log_error(COMP, "cannot read the size of block device %s: %s", path, strerror(err));
-		return -err;
+	if (rc) {
+		close(fd);
+		return rc;
 	}
+	return fd;
+}
+
+int disk_file_open(const char *path, bool readonly, uint64_t *bytes)
+{
+	int fd = open_locked(path, readonly, bytes);
+	if (fd >= 0 && *bytes < DISK_SECTOR_SIZE) {
+		close(fd);
+		log_error(COMP, "disk image %s is smaller than one 512-byte sector: give it a size (e.g. truncate -s 1G %s)",
+			  path, path);
+		return -EINVAL;
+	}
+	return fd;
+}
+
+static int size_image(struct disk_uring *d, const char *path, uint64_t bytes);
+
+/* Opens, type-checks, locks and sizes the image. */
+static int open_image(struct disk_uring *d, const char *path)
+{
+	uint64_t bytes = 0;
+	d->fd = disk_file_open(path, d->readonly, &bytes);
+	if (d->fd < 0)
+		return d->fd;
+	return size_image(d, path, bytes);
+}
+
+static int size_image(struct disk_uring *d, const char *path, uint64_t bytes)
+{
 	if (bytes < DISK_SECTOR_SIZE) {
 		log_error(COMP, "disk image %s is smaller than one 512-byte sector: give it a size (e.g. truncate -s 1G %s)",
 			  path, path);
@@ -140,19 +172,26 @@ static int setup_ring(struct disk_uring *d)
 	return rc;
 }
 
-int disk_uring_open(const char *path, bool readonly, unsigned int depth, struct disk_uring **out)
+static int open_common(const char *path, int fd, uint64_t bytes, bool readonly, unsigned int depth,
+		       struct disk_uring **out)
 {
-	if (depth == 0 || depth > 4096)
+	if (depth == 0 || depth > 4096) {
+		if (fd >= 0)
+			close(fd);
 		return -EINVAL;
+	}
 	struct disk_uring *d = calloc(1, sizeof(*d));
 	if (!d || !(d->path = strdup(path))) {
 		free(d);
+		if (fd >= 0)
+			close(fd);
 		return -ENOMEM;
 	}
-	d->fd = d->efd = -1;
+	d->fd = fd;
+	d->efd = -1;
 	d->readonly = readonly;
 	d->depth = depth;
-	int rc = open_image(d, path);
+	int rc = fd < 0 ? open_image(d, path) : size_image(d, path, bytes);
 	if (!rc)
 		rc = setup_ring(d);
 	if (rc) {
@@ -161,6 +200,17 @@ int disk_uring_open(const char *path, bool readonly, unsigned int depth, struct 
 	}
 	*out = d;
 	return 0;
+}
+
+int disk_uring_open(const char *path, bool readonly, unsigned int depth, struct disk_uring **out)
+{
+	return open_common(path, -1, 0, readonly, depth, out);
+}
+
+int disk_uring_open_fd(int fd, const char *path, uint64_t bytes, bool readonly, unsigned int depth,
+		       struct disk_uring **out)
+{
+	return open_common(path, fd, bytes, readonly, depth, out);
 }
 
 void disk_uring_close(struct disk_uring *d)
@@ -203,6 +253,9 @@ static int prep(struct disk_uring *d, struct disk_request *req)
 	case DISK_DISCARD:
 		io_uring_prep_fallocate(sqe, d->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, req->offset, req->len);
 		break;
+	case DISK_WRITE_ZEROES:
+		io_uring_prep_fallocate(sqe, d->fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, req->offset, req->len);
+		break;
 	}
 	io_uring_sqe_set_data(sqe, req);
 	return 0;
@@ -212,7 +265,7 @@ int disk_uring_queue(struct disk_uring *d, struct disk_request *req)
 {
 	if (d->in_flight >= d->depth)
 		return -EBUSY;
-	if (d->readonly && (req->op == DISK_WRITE || req->op == DISK_DISCARD))
+	if (d->readonly && req->op != DISK_READ && req->op != DISK_FLUSH)
 		return -EINVAL;
 	if (req->op == DISK_READ || req->op == DISK_WRITE) {
 		if (req->iovcnt < 0 || req->iovcnt > IOV_MAX)
@@ -283,7 +336,8 @@ static bool finish(struct disk_uring *d, struct disk_request *req, int res)
 	if (res < 0)
 		log_warn_ratelimited(&d->rl, COMP, "disk image %s: %s failed: %s", d->path,
 				     req->op == DISK_READ ? "a read" : req->op == DISK_WRITE ? "a write"
-								       : req->op == DISK_FLUSH ? "a flush" : "a discard",
+								       : req->op == DISK_FLUSH ? "a flush"
+				     : req->op == DISK_DISCARD ? "a discard" : "zeroing a range",
 				     strerror(-res));
 	d->in_flight--;
 	req->done(req, res);

@@ -25,7 +25,7 @@
 
 struct disk_uring;
 
-enum disk_op { DISK_READ, DISK_WRITE, DISK_FLUSH, DISK_DISCARD };
+enum disk_op { DISK_READ, DISK_WRITE, DISK_FLUSH, DISK_DISCARD, DISK_WRITE_ZEROES };
 
 /* One request, owned by the caller and untouched by it until done() runs. */
 struct disk_request {
@@ -33,7 +33,7 @@ struct disk_request {
 	uint64_t offset;      /* bytes (READ, WRITE, DISCARD) */
 	struct iovec *iov;    /* READ/WRITE buffers; the backend may rewrite the array */
 	int iovcnt;
-	uint64_t len;         /* DISCARD: bytes to discard; READ/WRITE: set by the backend from iov */
+	uint64_t len;         /* DISCARD, WRITE_ZEROES: bytes; READ/WRITE: set by the backend from iov */
 	bool dsync;           /* WRITE: complete only once the data is on stable storage (write-through) */
 	/* Called from disk_uring_complete()/disk_uring_drain(): result 0 or a negative errno. */
 	void (*done)(struct disk_request *req, int result);
@@ -41,7 +41,16 @@ struct disk_request {
 	/* The backend's. */
 	uint64_t moved;       /* bytes transferred so far */
 	unsigned int retries;
+	struct disk_request *next; /* backends that finish requests synchronously keep them in a list */
+	int result;                /* ... with their result until done() runs */
 };
+
+/*
+ * Opens path (O_CLOEXEC, read-write or read-only), refuses what is not a regular file or block
+ * device, takes the advisory lock described above and finds the size in bytes. Errors are logged
+ * as one sentence naming the path. Returns the descriptor or a negative errno.
+ */
+int disk_file_open(const char *path, bool readonly, uint64_t *bytes);
 
 /*
  * Opens the image at path and sets up a ring for up to depth requests in flight. Errors are
@@ -50,6 +59,9 @@ struct disk_request {
  * a warning (the tail is not visible to the guest). Returns 0 and *out, or a negative errno.
  */
 int disk_uring_open(const char *path, bool readonly, unsigned int depth, struct disk_uring **out);
+/* The same on an fd from disk_file_open() (owned from now on, closed even on failure). */
+int disk_uring_open_fd(int fd, const char *path, uint64_t bytes, bool readonly, unsigned int depth,
+		       struct disk_uring **out);
 /* Waits for requests still in flight (their done callbacks run), then closes everything. */
 void disk_uring_close(struct disk_uring *d);
 

@@ -31,8 +31,12 @@ enum seccomp_mode {
 };
 
 /* One --disk (see config/config_disk.h). */
+/* A disk image's format: probed from its first bytes unless given (--disk PATH,format=...). */
+enum disk_format { DISK_FORMAT_AUTO = 0, DISK_FORMAT_RAW, DISK_FORMAT_QCOW2 };
+
 struct disk_config {
 	char *path;
+	enum disk_format format;
 	bool readonly;
 	char *serial;           /* NULL = none */
 };

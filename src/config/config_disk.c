@@ -25,11 +25,27 @@ static bool serial_ok(const char *s)
 	return true;
 }
 
+static int parse_format(const char *s, enum disk_format *out)
+{
+	if (!strcmp(s, "raw"))
+		*out = DISK_FORMAT_RAW;
+	else if (!strcmp(s, "qcow2"))
+		*out = DISK_FORMAT_QCOW2;
+	else
+		return -EINVAL;
+	return 0;
+}
+
+const char *config_disk_format_name(enum disk_format f)
+{
+	return f == DISK_FORMAT_RAW ? "raw" : f == DISK_FORMAT_QCOW2 ? "qcow2" : NULL;
+}
+
 int config_disk_parse(const char *spec, struct disk_config *out, char *err, size_t errlen)
 {
 	*out = (struct disk_config){ 0 };
 	if (!spec || !*spec || *spec == ',') {
-		snprintf(err, errlen, "--disk needs an image path: --disk PATH[,readonly][,serial=ID]");
+		snprintf(err, errlen, "--disk needs an image path: --disk PATH[,readonly][,serial=ID][,format=raw|qcow2]");
 		return -EINVAL;
 	}
 	if (strlen(spec) >= SPEC_MAX) {
@@ -58,9 +74,16 @@ int config_disk_parse(const char *spec, struct disk_config *out, char *err, size
 				config_disk_free(out);
 				return -ENOMEM;
 			}
+		} else if (!strncmp(tok, "format=", 7)) {
+			if (parse_format(tok + 7, &out->format)) {
+				snprintf(err, errlen, "--disk ...,format=%.64s: the formats are raw and qcow2 (leave it out "
+						      "to detect it)", tok + 7);
+				config_disk_free(out);
+				return -EINVAL;
+			}
 		} else {
-			snprintf(err, errlen, "--disk ...,%.64s: unknown setting; the settings are readonly and serial=ID",
-				 tok);
+			snprintf(err, errlen, "--disk ...,%.64s: unknown setting; the settings are readonly, serial=ID and "
+					      "format=raw|qcow2", tok);
 			config_disk_free(out);
 			return -EINVAL;
 		}
@@ -135,6 +158,16 @@ static int disk_from_json(struct disk_config *d, const char *key, size_t index, 
 				return -EINVAL;
 			}
 			d->readonly = json_is_true(v);
+		} else if (!strcmp(k, "format")) {
+			if (json_is_null(v)) {
+				d->format = DISK_FORMAT_AUTO;
+				continue;
+			}
+			if (!json_is_string(v) || parse_format(json_string_value(v), &d->format)) {
+				snprintf(err, errlen, "key \"%s\": item %zu: \"format\" must be \"raw\" or \"qcow2\"", key,
+					 index);
+				return -EINVAL;
+			}
 		} else if (!strcmp(k, "serial")) {
 			if (json_is_null(v)) {
 				free(d->serial);
@@ -151,8 +184,8 @@ static int disk_from_json(struct disk_config *d, const char *key, size_t index, 
 			if (!(d->serial = strdup(json_string_value(v))))
 				return -ENOMEM;
 		} else {
-			snprintf(err, errlen, "key \"%s\": item %zu: unknown key \"%.64s\"; the keys are path, readonly and "
-					      "serial", key, index, k);
+			snprintf(err, errlen, "key \"%s\": item %zu: unknown key \"%.64s\"; the keys are path, readonly, "
+					      "serial and format", key, index, k);
 			return -EINVAL;
 		}
 	}
@@ -196,7 +229,8 @@ json_t *config_disks_to_json(const struct vm_config *cfg)
 	json_t *a = json_array();
 	for (unsigned int i = 0; a && i < cfg->ndisks && i < CONFIG_MAX_DISKS; i++) {
 		const struct disk_config *d = &cfg->disks[i];
-		json_t *o = json_pack("{s:s?, s:b, s:s?}", "path", d->path, "readonly", d->readonly, "serial", d->serial);
+		json_t *o = json_pack("{s:s?, s:b, s:s?, s:s*}", "path", d->path, "readonly", d->readonly, "serial",
+				      d->serial, "format", config_disk_format_name(d->format));
 		if (!o || json_array_append_new(a, o)) {
 			json_decref(a);
 			return NULL;

@@ -6,9 +6,9 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <sys/stat.h>
 
 #include "api/api_server.h"
+#include "backends/disk_image.h"
 #include "lib/log.h"
 #include "virtio/virtio_vsock.h"
 
@@ -48,16 +48,17 @@ static uint64_t max_fds(const struct vm_config *cfg, int open_fds)
 
 /*
  * The largest file vmon writes: a snapshot's memory file (the guest RAM plus a little), or a
- * disk image, which the guest writes in place and never past its end (block devices have no
- * file-size limit). The second console's file and the log files stop growing there too.
+ * disk image: a raw one the guest writes in place and never past its end, a qcow2 one grows
+ * up to about its virtual size (block devices have no file-size limit). The second console's
+ * file and the log files stop growing there too.
  */
 static uint64_t max_file_size(const struct vm_config *cfg)
 {
 	uint64_t n = cfg->memory + SNAPSHOT_EXTRA_BYTES;
 	for (unsigned int i = 0; i < cfg->ndisks; i++) {
-		struct stat st;
-		if (stat(cfg->disks[i].path, &st) == 0 && S_ISREG(st.st_mode) && (uint64_t)st.st_size > n)
-			n = (uint64_t)st.st_size;
+		uint64_t d = disk_image_max_file_size(cfg->disks[i].path, cfg->disks[i].format);
+		if (d > n)
+			n = d;
 	}
 	return n;
 }

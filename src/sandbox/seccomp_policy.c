@@ -100,11 +100,13 @@ static const struct ioctl_request console_in_ioctls[] = { IOCTL(KVM_IRQ_LINE) };
 static const char *const console_out_syscalls[] = { "read", "poll", "ppoll", "sendto" };
 
 /*
- * Backends: eventfds, io_uring disks, tap and user-mode networking (libslirp opens host
- * sockets for the guest's connections), vsock and console sockets, timers.
+ * Backends: eventfds, io_uring disks, qcow2 disks (pread/pwrite, fdatasync, hole punching),
+ * tap and user-mode networking (libslirp opens host sockets for the guest's connections),
+ * vsock and console sockets, timers.
  */
 static const char *const event_loop_syscalls[] = {
-	"epoll_wait", "epoll_pwait", "epoll_ctl", "read", "readv", "pread64", "pwrite64", "recvfrom",
+	"epoll_wait", "epoll_pwait", "epoll_ctl", "read", "readv", "pread64", "pwrite64", "fdatasync", "fallocate",
+	"recvfrom",
 	"recvmsg", "sendto", "sendmsg", "connect", "accept", "accept4", "bind", "listen", "setsockopt",
 	"getsockopt", "getsockname", "getpeername", "shutdown", "close", "fcntl", "poll", "ppoll",
 	"timerfd_settime", "timerfd_gettime", "io_uring_enter",
@@ -115,10 +117,12 @@ static const struct ioctl_request event_loop_ioctls[] = {
 
 /*
  * Exit handling: device emulation, the instruction emulator's register and FPU access, a
- * virtio device's activation (ioeventfds, irqfds, MSI routes) and the serial output.
+ * virtio device's activation (ioeventfds, irqfds, MSI routes), the serial output, and a
+ * queue notification handled on the vCPU (qcow2 disks then read and write there).
  */
 static const char *const vcpu_syscalls[] = {
-	"read", "close", "epoll_ctl", "timerfd_settime", "io_uring_enter",
+	"read", "close", "epoll_ctl", "timerfd_settime", "io_uring_enter", "pread64", "pwrite64", "fdatasync",
+	"fallocate",
 };
 static const struct ioctl_request vcpu_ioctls[] = {
 	IOCTL(KVM_RUN), IOCTL(KVM_GET_REGS), IOCTL(KVM_SET_REGS), IOCTL(KVM_GET_SREGS), IOCTL(KVM_SET_SREGS),

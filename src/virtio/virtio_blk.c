@@ -7,7 +7,8 @@
 #include <string.h>
 #include <sys/epoll.h>
 
-#include "backends/disk_uring.h"
+#include "backends/disk_image.h"
+#include "config/config_disk.h"
 #include "lib/log.h"
 #include "lib/util.h"
 
@@ -37,7 +38,7 @@ struct blk_req {
 
 struct virtio_blk {
 	struct virtio_device *vdev;
-	struct disk_uring *disk;
+	struct disk_image *disk;
 	struct event_loop *loop;
 	bool fd_watched;
 	bool readonly;
@@ -267,9 +268,9 @@ static void start(struct virtio_blk *blk, struct blk_req *req, struct vq_chain *
 		answer(blk, req, VIRTIO_BLK_S_OK);
 		return;
 	}
-	int rc = disk_uring_queue(blk->disk, io);
+	int rc = disk_image_queue(blk->disk, io);
 	if (rc) {
-		log_warn_ratelimited(&blk->rl, COMP, "%s: cannot queue a request: %s", disk_uring_path(blk->disk),
+		log_warn_ratelimited(&blk->rl, COMP, "%s: cannot queue a request: %s", disk_image_path(blk->disk),
 				     strerror(-rc));
 		answer(blk, req, VIRTIO_BLK_S_IOERR);
 	}
@@ -316,10 +317,10 @@ static void process(struct virtio_blk *blk)
 			if (!vq_enable_notify(vq))
 				break;
 		}
-		disk_uring_submit(blk->disk);
+		disk_image_submit(blk->disk);
 		/* Reads from the host's page cache finish during submission: answer them now, not after
 		 * another trip through the event loop. */
-		disk_uring_complete(blk->disk);
+		disk_image_complete(blk->disk);
 	} while (blk->starved && blk->free_list);
 	notify_if_pushed(blk);
 }
@@ -334,7 +335,7 @@ static void on_disk_event(void *opaque, uint32_t events)
 {
 	(void)events;
 	struct virtio_blk *blk = opaque;
-	disk_uring_complete(blk->disk);
+	disk_image_complete(blk->disk);
 	if ((blk->starved || blk->recheck) && blk->free_list && virtio_pci_running(blk->vdev)) {
 		blk->recheck = false;
 		process(blk);
@@ -347,7 +348,7 @@ static void on_disk_event(void *opaque, uint32_t events)
 static void recheck_later(struct virtio_blk *blk)
 {
 	blk->recheck = true;
-	disk_uring_wake(blk->disk);
+	disk_image_wake(blk->disk);
 }
 
 static void blk_reset(void *dev)
@@ -355,7 +356,7 @@ static void blk_reset(void *dev)
 	struct virtio_blk *blk = dev;
 	/* The guest may reuse its buffers as soon as the reset is done: nothing may still write them. */
 	blk->dropping = true;
-	disk_uring_drain(blk->disk);
+	disk_image_drain(blk->disk);
 	blk->dropping = false;
 	blk->starved = false;
 	blk->recheck = false;
@@ -388,9 +389,9 @@ struct save_call {
 static void finish_in_flight(void *opaque)
 {
 	struct save_call *sc = opaque;
-	sc->in_flight = disk_uring_in_flight(sc->blk->disk);
+	sc->in_flight = disk_image_in_flight(sc->blk->disk);
 	if (sc->in_flight) {
-		disk_uring_drain(sc->blk->disk);
+		disk_image_drain(sc->blk->disk);
 		notify_if_pushed(sc->blk);
 	}
 	if (sc->blk->starved)
@@ -414,7 +415,7 @@ static long blk_save(void *dev, void *buf, size_t cap)
 		/* The saved queues would hold requests that never complete in the restored guest. */
 		log_warn(COMP, "%s: %u requests were in flight during the snapshot; they have finished now: take the "
 			       "snapshot again",
-			 disk_uring_path(blk->disk), sc.in_flight);
+			 disk_image_path(blk->disk), sc.in_flight);
 		return -EBUSY;
 	}
 	struct saved_blk s = { .magic = SAVE_MAGIC, .readonly = blk->readonly, .capacity = blk->capacity };
@@ -434,7 +435,7 @@ static int blk_load(void *dev, const void *buf, size_t len)
 	if (s.capacity != blk->capacity || (bool)s.readonly != blk->readonly) {
 		log_error(COMP, "disk image %s is now %llu sectors%s, but was %llu sectors%s when the snapshot was taken: "
 				"restore with the image the VM had",
-			  disk_uring_path(blk->disk), (unsigned long long)blk->capacity, blk->readonly ? " read-only" : "",
+			  disk_image_path(blk->disk), (unsigned long long)blk->capacity, blk->readonly ? " read-only" : "",
 			  (unsigned long long)s.capacity, s.readonly ? " read-only" : "");
 		return -EINVAL;
 	}
@@ -469,8 +470,8 @@ static void build_config(struct virtio_blk *blk)
 	put_le32(blk->config + CFG_DISCARD_ALIGNMENT, DISCARD_ALIGNMENT_SECTORS);
 }
 
-int virtio_blk_create(const struct virtio_pci_deps *deps, const char *path, bool readonly, const char *serial,
-		      struct virtio_blk **out)
+int virtio_blk_create(const struct virtio_pci_deps *deps, const char *path, enum disk_format format, bool readonly,
+		      const char *serial, struct virtio_blk **out)
 {
 	if (serial && strlen(serial) > VIRTIO_BLK_ID_BYTES) {
 		log_error(COMP, "disk %s: serial '%s' is longer than %d bytes", path, serial, VIRTIO_BLK_ID_BYTES);
@@ -487,18 +488,18 @@ int virtio_blk_create(const struct virtio_pci_deps *deps, const char *path, bool
 		blk->reqs[i].blk = blk;
 		release(blk, &blk->reqs[i]);
 	}
-	int rc = disk_uring_open(path, readonly, VIRTIO_BLK_QUEUE_SIZE, &blk->disk);
+	int rc = disk_image_open(path, format, readonly, VIRTIO_BLK_QUEUE_SIZE, &blk->disk);
 	if (rc) {
 		free(blk);
 		return rc;
 	}
-	blk->capacity = disk_uring_size(blk->disk) / DISK_SECTOR_SIZE;
+	blk->capacity = disk_image_size(blk->disk) / DISK_SECTOR_SIZE;
 	build_config(blk);
 	blk->ops = blk_ops_template;
 	blk->ops.features = VIRTIO_F_BIT(VIRTIO_BLK_F_SEG_MAX) | VIRTIO_F_BIT(VIRTIO_BLK_F_BLK_SIZE) |
 			    VIRTIO_F_BIT(VIRTIO_BLK_F_FLUSH) |
 			    (readonly ? VIRTIO_F_BIT(VIRTIO_BLK_F_RO) : VIRTIO_F_BIT(VIRTIO_BLK_F_DISCARD));
-	rc = event_loop_add_fd(deps->loop, disk_uring_event_fd(blk->disk), EPOLLIN, on_disk_event, blk);
+	rc = event_loop_add_fd(deps->loop, disk_image_event_fd(blk->disk), EPOLLIN, on_disk_event, blk);
 	if (!rc) {
 		blk->fd_watched = true;
 		rc = virtio_pci_create(deps, &blk->ops, blk, &blk->vdev);
@@ -507,7 +508,8 @@ int virtio_blk_create(const struct virtio_pci_deps *deps, const char *path, bool
 		virtio_blk_destroy(blk);
 		return rc;
 	}
-	log_info(COMP, "disk %s: %llu sectors (%.1f MiB)%s%s%s", path, (unsigned long long)blk->capacity,
+	log_info(COMP, "disk %s: %s, %llu sectors (%.1f MiB)%s%s%s", path,
+		 config_disk_format_name(disk_image_format(blk->disk)), (unsigned long long)blk->capacity,
 		 (double)blk->capacity / 2048.0, readonly ? ", read-only" : "", serial ? ", serial " : "",
 		 serial ? serial : "");
 	*out = blk;
@@ -520,9 +522,9 @@ void virtio_blk_destroy(struct virtio_blk *blk)
 		return;
 	virtio_pci_destroy(blk->vdev);
 	if (blk->fd_watched)
-		event_loop_remove_fd(blk->loop, disk_uring_event_fd(blk->disk));
+		event_loop_remove_fd(blk->loop, disk_image_event_fd(blk->disk));
 	blk->dropping = true; /* the queues are gone: completions only free their slots */
-	disk_uring_close(blk->disk);
+	disk_image_close(blk->disk);
 	free(blk);
 }
 

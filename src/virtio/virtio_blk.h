@@ -22,6 +22,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "config/config.h"
 #include "virtio/virtio_pci.h"
 
 #define VIRTIO_BLK_QUEUE_SIZE 128
@@ -65,12 +66,12 @@ struct virtio_blk_stats {
 };
 
 /*
- * Opens the image (see disk_uring_open() for the checks and the lock; failures are logged naming
- * the path) and plugs a virtio-blk function into deps->pci. serial (NULL: none) is what get-id
+ * Opens the image in the given format, or probed (see disk_image_open() for the checks and the
+ * lock; failures are logged naming the path) and plugs a virtio-blk function into deps->pci. serial (NULL: none) is what get-id
  * returns, at most VIRTIO_BLK_ID_BYTES bytes. Returns 0 and *out, or a negative errno.
  */
-int virtio_blk_create(const struct virtio_pci_deps *deps, const char *path, bool readonly, const char *serial,
-		      struct virtio_blk **out);
+int virtio_blk_create(const struct virtio_pci_deps *deps, const char *path, enum disk_format format, bool readonly,
+		      const char *serial, struct virtio_blk **out);
 /* Unplugs, waits for requests in flight and closes the image. The event loop must be stopped. */
 void virtio_blk_destroy(struct virtio_blk *blk);
 

@@ -162,7 +162,7 @@ int platform_add_blk(struct vm *vm, const struct disk_config *disk)
 	}
 	struct virtio_pci_deps deps;
 	platform_virtio_deps(vm, &deps);
-	int rc = virtio_blk_create(&deps, disk->path, disk->readonly, disk->serial, &p->blk[p->nblks]);
+	int rc = virtio_blk_create(&deps, disk->path, disk->format, disk->readonly, disk->serial, &p->blk[p->nblks]);
 	if (!rc)
 		p->nblks++;
 	return rc;

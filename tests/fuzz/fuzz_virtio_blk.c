@@ -22,7 +22,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	struct virtio_blk *blk;
 	fv_init(&v, 1);
 	v.settle_ms = 1;
-	fuzz_check(virtio_blk_create(&v.deps, path, false, "fuzz", &blk) == 0, "virtio_blk_create");
+	fuzz_check(virtio_blk_create(&v.deps, path, DISK_FORMAT_RAW, false, "fuzz", &blk) == 0, "virtio_blk_create");
 	unlink(path); /* the device holds it open */
 	fv_attach(&v);
 	return 0;

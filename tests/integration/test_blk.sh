@@ -9,6 +9,10 @@
 #   boot 2 (no initrd: root=/dev/vda, the kernel mounts an ext4 root with our /sbin/init):
 #     the guest writes a file and a raw pattern to vdb, runs sync, says so, and vmon is then
 #     killed with SIGKILL: both must be in the host's image files.
+#   boots 3 and 4 (qcow2, when qemu-img is installed): ext4 on a qcow2 overlay over a raw base;
+#     boot 3 reads the base's file and writes its own; qemu-img check is clean, the base is
+#     unchanged; boot 4 runs on a third layer over the overlay and reads both files back.
+#     A damaged qcow2 image (bad L1 offset) is refused and left unchanged.
 #   fio on the host against the scratch image, for comparison (printed, not asserted).
 cd "$(dirname "$0")/../.."
 . tests/integration/lib.sh
@@ -175,6 +179,86 @@ e2fsck -fy "$ROOT" >"$TEST_TMP/e2fsck.log" 2>&1
 durable=$(debugfs -R 'cat /durable.txt' "$ROOT" 2>/dev/null)
 expect blk/file-durable "the file written before sync is in the root image after SIGKILL ($durable)" \
 	sh -c "[ '$durable' = 'durable after sync' ]"
+
+# ---- boots 3 and 4: ext4 on qcow2 layers over a raw base ----
+if command -v qemu-img >/dev/null; then
+	QBASE=$TEST_TMP/qbase.raw QOVL=$TEST_TMP/qovl.qcow2 QTOP=$TEST_TMP/qtop.qcow2
+	mkdir -p "$TEST_TMP/qbase-content"
+	echo "from the raw base" >"$TEST_TMP/qbase-content/base.txt"
+	truncate -s 64M "$QBASE"
+	mkfs.ext4 -q -F -d "$TEST_TMP/qbase-content" "$QBASE"
+	qbase_sum=$(sha256sum <"$QBASE")
+	# Relative backing names: resolved from the overlay's directory.
+	(cd "$TEST_TMP" && qemu-img create -q -f qcow2 -b qbase.raw -F raw qovl.qcow2)
+
+	mkdir -p "$TEST_TMP/init3"
+	cat >"$TEST_TMP/init3/init" <<'INIT'
+#!/bin/busybox sh
+B=/bin/busybox
+$B mount -t proc proc /proc
+$B mount -t devtmpfs devtmpfs /dev
+say() { echo "BLK-TEST $1=$2"; }
+$B mkdir -p /mnt
+if $B mount -t ext4 /dev/vda /mnt; then say q_mounted yes; fi
+if [ -e /mnt/overlay.txt ]; then
+	# Boot 4: both files back, through a third layer.
+	say q_base2 "$($B cat /mnt/base.txt)"
+	say q_overlay2 "$($B cat /mnt/overlay.txt)"
+	say q_random2 "$($B sha256sum /mnt/random.bin | $B cut -d' ' -f1)"
+else
+	say q_base "$($B cat /mnt/base.txt)"
+	echo "written on the qcow2 overlay" >/mnt/overlay.txt
+	$B dd if=/dev/urandom of=/mnt/random.bin bs=4096 count=256 2>/dev/null
+	say q_random "$($B sha256sum /mnt/random.bin | $B cut -d' ' -f1)"
+	$B fstrim /mnt 2>/dev/null # discard through the overlay: frees clusters
+fi
+$B sync
+if $B umount /mnt; then say q_umounted yes; fi
+say q_done yes
+$B poweroff -f
+INIT
+	chmod +x "$TEST_TMP/init3/init"
+	(cd "$TEST_TMP/init3" && echo init | cpio -o -H newc >../init3.cpio 2>/dev/null)
+	cat "$GUEST_INITRD" "$TEST_TMP/init3.cpio" >"$TEST_TMP/initrd3.cpio"
+
+	run_vmon blk-qcow2 "$BOOT_TIMEOUT" run --kernel "$GUEST_KERNEL" --initrd "$TEST_TMP/initrd3.cpio" --memory 128M \
+		--cmdline "$CMDLINE" --disk "$QOVL"
+	logs blk-qcow2
+	expect blk/qcow2-boot "the guest mounted ext4 on the qcow2 overlay, wrote and unmounted it" \
+		sh -c "[ $RC -eq 0 ] && [ '$(value q_done)' = yes ] && [ '$(value q_mounted)' = yes ] && [ '$(value q_umounted)' = yes ]"
+	expect blk/qcow2-reads-base "the base's file reads through the overlay ($(value q_base))" \
+		sh -c "[ '$(value q_base)' = 'from the raw base' ]"
+	expect blk/qcow2-check "qemu-img check finds no errors or leaks in the overlay" \
+		sh -c "qemu-img check -q '$QOVL' >'$TEST_TMP/qcheck.log' 2>&1"
+	expect blk/qcow2-base-unchanged "the raw base's checksum is unchanged" sh -c "[ '$(sha256sum <"$QBASE")' = '$qbase_sum' ]"
+	qemu-img convert -O raw "$QOVL" "$TEST_TMP/qflat.raw"
+	host_file=$(debugfs -R 'cat /overlay.txt' "$TEST_TMP/qflat.raw" 2>/dev/null)
+	expect blk/qcow2-host-view "qemu-img reads the guest's file from the overlay ($host_file)" \
+		sh -c "[ '$host_file' = 'written on the qcow2 overlay' ]"
+	expect blk/qcow2-fsck "the overlay holds a clean file system" sh -c "e2fsck -fn '$TEST_TMP/qflat.raw' >/dev/null 2>&1"
+	q_random=$(value q_random)
+
+	qovl_sum=$(sha256sum <"$QOVL")
+	(cd "$TEST_TMP" && qemu-img create -q -f qcow2 -b qovl.qcow2 -F qcow2 qtop.qcow2)
+	run_vmon blk-qcow2-2 "$BOOT_TIMEOUT" run --kernel "$GUEST_KERNEL" --initrd "$TEST_TMP/initrd3.cpio" --memory 128M \
+		--cmdline "$CMDLINE" --disk "$QTOP"
+	logs blk-qcow2-2
+	expect blk/qcow2-chain "a second boot on a 3-layer chain reads both files back" \
+		sh -c "[ $RC -eq 0 ] && [ '$(value q_base2)' = 'from the raw base' ] && [ '$(value q_overlay2)' = 'written on the qcow2 overlay' ] && [ -n '$q_random' ] && [ '$(value q_random2)' = '$q_random' ]"
+	expect blk/qcow2-chain-check "qemu-img check is clean on the top layer; the layers below are unchanged" \
+		sh -c "qemu-img check -q '$QTOP' && [ '$(sha256sum <"$QOVL")' = '$qovl_sum' ] && [ '$(sha256sum <"$QBASE")' = '$qbase_sum' ]"
+
+	cp "$QOVL" "$TEST_TMP/qbad.qcow2"
+	printf '\000\000\000\000\000\001\043\105' | dd of="$TEST_TMP/qbad.qcow2" bs=1 seek=40 conv=notrunc 2>/dev/null
+	qbad_sum=$(sha256sum <"$TEST_TMP/qbad.qcow2")
+	run_vmon blk-qcow2-bad 60 run --kernel "$GUEST_KERNEL" --disk "$TEST_TMP/qbad.qcow2"
+	expect blk/qcow2-damaged "a qcow2 image with a bad L1 offset is refused naming the problem, unchanged" \
+		sh -c "[ $RC -ne 0 ] && grep -q 'L1 table offset' $ERR && [ '$(sha256sum <"$TEST_TMP/qbad.qcow2")' = '$qbad_sum' ]"
+	expect blk/qcow2-no-sanitizer-report "no AddressSanitizer/UBSan report" \
+		sh -c "! grep -qE 'Sanitizer|runtime error' $TEST_TMP/blk-qcow2.err $TEST_TMP/blk-qcow2-2.err"
+else
+	skip blk/qcow2 "qemu-img is not installed (scripts/install-deps.sh installs qemu-utils)"
+fi
 
 # ---- the same scratch image from the host, for comparison ----
 if command -v fio >/dev/null; then

@@ -29,6 +29,15 @@ static void parses_the_option(void **state)
 	config_disk_free(&d);
 
 	assert_int_equal(config_disk_parse("c.img,serial=12345678901234567890", &d, err, sizeof(err)), 0);
+	assert_int_equal(d.format, DISK_FORMAT_AUTO); /* probed when opened */
+	config_disk_free(&d);
+
+	assert_int_equal(config_disk_parse("vm.qcow2,format=qcow2", &d, err, sizeof(err)), 0);
+	assert_int_equal(d.format, DISK_FORMAT_QCOW2);
+	config_disk_free(&d);
+	assert_int_equal(config_disk_parse("vm.img,format=raw,readonly", &d, err, sizeof(err)), 0);
+	assert_int_equal(d.format, DISK_FORMAT_RAW);
+	assert_true(d.readonly);
 	config_disk_free(&d);
 }
 
@@ -44,6 +53,8 @@ static void refuses_bad_values(void **state)
 		{ "a.img,serial=", "serial=" },
 		{ "a.img,serial=123456789012345678901", "1 to 20 printable ASCII" },
 		{ "a.img,serial=tab\there", "printable" },
+		{ "a.img,format=vmdk", "the formats are raw and qcow2" },
+		{ "a.img,format=", "the formats are raw and qcow2" },
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		struct disk_config d;
@@ -83,7 +94,8 @@ static void json_round_trip(void **state)
 	char err[256];
 	assert_int_equal(config_json_apply_text(&a,
 						"{\"kernel\": \"/k\", \"disks\": [{\"path\": \"root.img\"}, "
-						"{\"path\": \"data.img\", \"readonly\": true, \"serial\": \"d1\"}]}",
+						"{\"path\": \"data.img\", \"readonly\": true, \"serial\": \"d1\", "
+						"\"format\": \"qcow2\"}]}",
 						"test", err, sizeof(err)),
 			 0);
 	assert_int_equal(a.ndisks, 2);
@@ -100,6 +112,8 @@ static void json_round_trip(void **state)
 	assert_string_equal(b.disks[1].path, "data.img");
 	assert_true(b.disks[1].readonly);
 	assert_string_equal(b.disks[1].serial, "d1");
+	assert_int_equal(b.disks[1].format, DISK_FORMAT_QCOW2);
+	assert_int_equal(b.disks[0].format, DISK_FORMAT_AUTO);
 	/* A later list replaces the earlier one. */
 	assert_int_equal(config_json_apply_text(&b, "{\"disks\": []}", "test", err, sizeof(err)), 0);
 	assert_int_equal(b.ndisks, 0);
@@ -120,6 +134,7 @@ static void json_errors_name_the_key(void **state)
 		{ "{\"disks\": [{\"path\": \"a\", \"readonly\": \"yes\"}]}", "true or false" },
 		{ "{\"disks\": [{\"path\": \"a\", \"serial\": 5}]}", "\"serial\"" },
 		{ "{\"disks\": [{\"path\": \"a\", \"ro\": true}]}", "unknown key \"ro\"" },
+		{ "{\"disks\": [{\"path\": \"a\", \"format\": \"vmdk\"}]}", "\"raw\" or \"qcow2\"" },
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		struct vm_config c;

@@ -283,7 +283,7 @@ static int rig_setup_sized(struct rig *r, bool readonly, unsigned int sectors)
 	memset(r, 0, sizeof(*r));
 	vrig_init(&r->v, &spec);
 	make_image(r->path, sizeof(r->path), (size_t)sectors * 512);
-	int rc = virtio_blk_create(&r->v.deps, r->path, readonly, "vmon-serial-1", &r->blk);
+	int rc = virtio_blk_create(&r->v.deps, r->path, DISK_FORMAT_AUTO, readonly, "vmon-serial-1", &r->blk);
 	if (rc) {
 		vrig_free(&r->v);
 		unlink(r->path);
@@ -394,6 +394,52 @@ static void reads_writes_flushes_and_get_id(void **state)
 	assert_int_equal(s.flushes, 1);
 	assert_int_equal(s.errors, 2);
 	rig_free(&r);
+}
+
+/* A qcow2 overlay on a raw image: the guest reads the base, its writes land in the overlay. */
+static void a_qcow2_overlay_through_the_device(void **state)
+{
+	(void)state;
+	if (system("command -v qemu-img >/dev/null") != 0)
+		skip();
+	struct rig r;
+	memset(&r, 0, sizeof(r));
+	char base[sizeof(r.path) - 8], cmd[512];
+	make_image(base, sizeof(base), (size_t)DISK_SECTORS * 512);
+	snprintf(r.path, sizeof(r.path), "%s.qcow2", base);
+	snprintf(cmd, sizeof(cmd), "qemu-img create -q -f qcow2 -b %s -F raw %s", base, r.path);
+	assert_int_equal(system(cmd), 0);
+	vrig_init(&r.v, &spec);
+	if (virtio_blk_create(&r.v.deps, r.path, DISK_FORMAT_AUTO, false, NULL, &r.blk)) {
+		vrig_free(&r.v);
+		unlink(r.path);
+		unlink(base);
+		skip();
+	}
+	vrig_attach(&r.v);
+	start_driver(&r.v, VIRTIO_F_BIT(VIRTIO_BLK_F_FLUSH) | VIRTIO_F_BIT(VIRTIO_BLK_F_DISCARD));
+	uint64_t cap = rd(&r.v, VIRTIO_PCI_DEVICE_OFF, 4) | (uint64_t)rd(&r.v, VIRTIO_PCI_DEVICE_OFF + 4, 4) << 32;
+	assert_int_equal(cap, DISK_SECTORS);
+	assert_int_equal(request(&r, VIRTIO_BLK_T_IN, 10, 0, 1024, true, NULL), VIRTIO_BLK_S_OK);
+	assert_int_equal(r.v.ram[DATA], 11);
+	assert_int_equal(r.v.ram[DATA + 1023], 12);
+	memset(r.v.ram + DATA + 4096, 0xab, 512);
+	assert_int_equal(request(&r, VIRTIO_BLK_T_OUT, 20, 4096, 512, false, NULL), VIRTIO_BLK_S_OK);
+	assert_int_equal(request(&r, VIRTIO_BLK_T_FLUSH, 0, 0, 0, false, NULL), VIRTIO_BLK_S_OK);
+	assert_int_equal(request(&r, VIRTIO_BLK_T_IN, 20, 0, 1024, true, NULL), VIRTIO_BLK_S_OK);
+	assert_int_equal(r.v.ram[DATA], 0xab);
+	assert_int_equal(r.v.ram[DATA + 511], 0xab);
+	assert_int_equal(r.v.ram[DATA + 512], 22); /* the rest of the cluster came from the base */
+	event_loop_stop(r.v.loop);
+	virtio_blk_destroy(r.blk);
+	vrig_free(&r.v);
+	uint8_t b;
+	file_bytes(base, 20 * 512, &b, 1);
+	assert_int_equal(b, 21); /* the base is not written */
+	snprintf(cmd, sizeof(cmd), "qemu-img check -q %s", r.path);
+	assert_int_equal(system(cmd), 0);
+	unlink(r.path);
+	unlink(base);
 }
 
 static void discard_punches_a_hole(void **state)
@@ -583,6 +629,7 @@ int main(void)
 		cmocka_unit_test(discard_segments_are_checked),
 		cmocka_unit_test(get_id_takes_the_writable_buffer),
 		cmocka_unit_test(reads_writes_flushes_and_get_id),
+		cmocka_unit_test(a_qcow2_overlay_through_the_device),
 		cmocka_unit_test(discard_punches_a_hole),
 		cmocka_unit_test(a_read_only_disk_refuses_writes),
 		cmocka_unit_test(a_write_without_flush_negotiated_is_write_through),

@@ -1,0 +1,268 @@
+#include "backends/disk_image.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <fcntl.h>
+#include <sys/eventfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "backends/qcow2.h"
+#include "lib/log.h"
+
+#define COMP "disk"
+
+struct disk_image {
+	enum disk_format format;
+	struct disk_uring *raw;   /* DISK_FORMAT_RAW */
+	bool guard_first_sector;  /* probed as raw and writable: see disk_image.h */
+
+	struct qcow2 *qcow2;      /* DISK_FORMAT_QCOW2 */
+	char *path;
+	bool readonly;
+	int efd;
+	unsigned int depth, in_flight;
+	struct disk_request *done_head, **done_tail; /* finished, done() not yet run */
+	struct log_ratelimit rl;
+};
+
+uint64_t disk_image_size(const struct disk_image *d)
+{
+	return d->raw ? disk_uring_size(d->raw) : qcow2_size(d->qcow2) & ~(uint64_t)(DISK_SECTOR_SIZE - 1);
+}
+bool disk_image_readonly(const struct disk_image *d) { return d->raw ? disk_uring_readonly(d->raw) : d->readonly; }
+const char *disk_image_path(const struct disk_image *d) { return d->raw ? disk_uring_path(d->raw) : d->path; }
+enum disk_format disk_image_format(const struct disk_image *d) { return d->format; }
+int disk_image_event_fd(const struct disk_image *d) { return d->raw ? disk_uring_event_fd(d->raw) : d->efd; }
+unsigned int disk_image_in_flight(const struct disk_image *d)
+{
+	return d->raw ? disk_uring_in_flight(d->raw) : d->in_flight;
+}
+
+static int open_qcow2(struct disk_image *d, int fd, const char *path, uint64_t bytes, bool readonly)
+{
+	d->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (d->efd < 0 || !(d->path = strdup(path))) {
+		int err = d->efd < 0 ? errno : ENOMEM;
+		close(fd);
+		log_error(COMP, "disk image %s: cannot set up: %s", path, strerror(err));
+		return -err;
+	}
+	struct qcow2_options opt = { .readonly = readonly };
+	int rc = qcow2_open(fd, path, bytes, &opt, &d->qcow2);
+	if (rc)
+		return rc;
+	if (qcow2_size(d->qcow2) < DISK_SECTOR_SIZE) {
+		log_error(COMP, "qcow2 image %s has a virtual size under 512 bytes: resize it (qemu-img resize)", path);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int disk_image_open(const char *path, enum disk_format format, bool readonly, unsigned int depth,
+		    struct disk_image **out)
+{
+	if (depth == 0 || depth > 4096)
+		return -EINVAL;
+	struct disk_image *d = calloc(1, sizeof(*d));
+	if (!d)
+		return -ENOMEM;
+	d->efd = -1;
+	d->readonly = readonly;
+	d->depth = depth;
+	d->done_tail = &d->done_head;
+	uint64_t bytes = 0;
+	int fd = disk_file_open(path, readonly, &bytes);
+	if (fd < 0) {
+		free(d);
+		return fd;
+	}
+	uint8_t magic[4] = { 0 };
+	bool looks_qcow2 = pread(fd, magic, sizeof(magic), 0) == sizeof(magic) && qcow2_probe(magic, sizeof(magic));
+	int rc;
+	if (format == DISK_FORMAT_QCOW2 && !looks_qcow2) {
+		close(fd);
+		log_error(COMP, "disk image %s was given as format=qcow2 but has no qcow2 header: drop format=qcow2 "
+				"or give the right file", path);
+		rc = -EINVAL;
+	} else if (format == DISK_FORMAT_QCOW2 || (format == DISK_FORMAT_AUTO && looks_qcow2)) {
+		d->format = DISK_FORMAT_QCOW2;
+		rc = open_qcow2(d, fd, path, bytes, readonly);
+	} else {
+		d->format = DISK_FORMAT_RAW;
+		d->guard_first_sector = format == DISK_FORMAT_AUTO && !readonly;
+		rc = disk_uring_open_fd(fd, path, bytes, readonly, depth, &d->raw);
+	}
+	if (rc) {
+		disk_image_close(d);
+		return rc;
+	}
+	*out = d;
+	return 0;
+}
+
+uint64_t disk_image_max_file_size(const char *path, enum disk_format format)
+{
+	struct stat st;
+	if (stat(path, &st) < 0 || !S_ISREG(st.st_mode))
+		return 0;
+	uint64_t n = (uint64_t)st.st_size;
+	int fd = format == DISK_FORMAT_RAW ? -1 : open(path, O_RDONLY | O_CLOEXEC);
+	uint8_t h[32];
+	if (fd >= 0 && pread(fd, h, sizeof(h), 0) == sizeof(h) && qcow2_probe(h, sizeof(h))) {
+		uint64_t virt = 0;
+		for (int i = 24; i < 32; i++)
+			virt = virt << 8 | h[i];
+		uint64_t extra = (virt > (UINT64_MAX >> 2) ? (UINT64_MAX >> 2) : virt) * 2 + (64ULL << 20);
+		n = n > UINT64_MAX - extra ? UINT64_MAX : n + extra;
+	}
+	if (fd >= 0)
+		close(fd);
+	return n;
+}
+
+void disk_image_close(struct disk_image *d)
+{
+	if (!d)
+		return;
+	if (d->raw)
+		disk_uring_close(d->raw);
+	else
+		disk_image_drain(d);
+	qcow2_close(d->qcow2);
+	if (d->efd >= 0)
+		close(d->efd);
+	free(d->path);
+	free(d);
+}
+
+/* A write that would start the first sector with the qcow2 magic (see disk_image.h). */
+static bool writes_qcow2_magic(const struct disk_request *req)
+{
+	if (req->op != DISK_WRITE || req->offset >= 4)
+		return false;
+	uint8_t head[4];
+	size_t n = 0, want = sizeof(head) - req->offset;
+	for (int i = 0; i < req->iovcnt && n < want; i++) {
+		size_t k = req->iov[i].iov_len < want - n ? req->iov[i].iov_len : want - n;
+		memcpy(head + req->offset + n, req->iov[i].iov_base, k);
+		n += k;
+	}
+	if (n < want)
+		return false;
+	/* Bytes before the write's start keep the magic's shape only if they already match it. */
+	static const uint8_t magic[4] = { 'Q', 'F', 'I', 0xfb };
+	return !memcmp(head + req->offset, magic + req->offset, want);
+}
+
+static int run_qcow2(struct disk_image *d, struct disk_request *req)
+{
+	uint64_t off = req->offset;
+	int rc = 0;
+	switch (req->op) {
+	case DISK_READ:
+	case DISK_WRITE:
+		for (int i = 0; !rc && i < req->iovcnt; i++) {
+			rc = req->op == DISK_READ ? qcow2_read(d->qcow2, off, req->iov[i].iov_base, req->iov[i].iov_len)
+						  : qcow2_write(d->qcow2, off, req->iov[i].iov_base, req->iov[i].iov_len);
+			off += req->iov[i].iov_len;
+		}
+		if (!rc && req->op == DISK_WRITE && req->dsync)
+			rc = qcow2_flush(d->qcow2);
+		return rc;
+	case DISK_FLUSH:
+		return qcow2_flush(d->qcow2);
+	case DISK_DISCARD:
+		return qcow2_discard(d->qcow2, req->offset, req->len);
+	case DISK_WRITE_ZEROES:
+		return qcow2_write_zeroes(d->qcow2, req->offset, req->len);
+	}
+	return -EINVAL;
+}
+
+int disk_image_queue(struct disk_image *d, struct disk_request *req)
+{
+	if (d->guard_first_sector && req->op == DISK_WRITE && writes_qcow2_magic(req)) {
+		log_warn_ratelimited(&d->rl, COMP, "disk image %s: refused a guest write that would make the raw image "
+				     "look like qcow2 (its format was probed); give --disk %s,format=raw to allow it",
+				     disk_uring_path(d->raw), disk_uring_path(d->raw));
+		return -EPERM;
+	}
+	if (d->raw)
+		return disk_uring_queue(d->raw, req);
+	if (d->in_flight >= d->depth)
+		return -EBUSY;
+	if (d->readonly && req->op != DISK_READ && req->op != DISK_FLUSH)
+		return -EINVAL;
+	if (req->op == DISK_READ || req->op == DISK_WRITE) {
+		if (req->iovcnt < 0 || req->iovcnt > IOV_MAX)
+			return -EINVAL;
+		req->len = 0;
+		for (int i = 0; i < req->iovcnt; i++)
+			req->len += req->iov[i].iov_len;
+	}
+	int rc = run_qcow2(d, req);
+	if (rc)
+		log_warn_ratelimited(&d->rl, COMP, "qcow2 image %s: a request at byte %llu failed: %s", d->path,
+				     (unsigned long long)req->offset, strerror(-rc));
+	req->moved = rc ? 0 : req->len;
+	req->result = rc;
+	req->next = NULL;
+	*d->done_tail = req;
+	d->done_tail = &req->next;
+	d->in_flight++;
+	return 0;
+}
+
+int disk_image_submit(struct disk_image *d) { return d->raw ? disk_uring_submit(d->raw) : 0; }
+
+void disk_image_wake(struct disk_image *d)
+{
+	if (d->raw) {
+		disk_uring_wake(d->raw);
+		return;
+	}
+	uint64_t one = 1;
+	if (write(d->efd, &one, sizeof(one)) < 0)
+		log_warn_ratelimited(&d->rl, COMP, "disk image %s: writing the completion eventfd: %s", d->path,
+				     strerror(errno));
+}
+
+/* Runs done() of every finished qcow2 request; ones queued meanwhile wait for the next round. */
+static void finish_qcow2(struct disk_image *d)
+{
+	struct disk_request *req = d->done_head;
+	d->done_head = NULL;
+	d->done_tail = &d->done_head;
+	while (req) {
+		struct disk_request *next = req->next;
+		d->in_flight--;
+		req->done(req, req->result);
+		req = next;
+	}
+}
+
+void disk_image_complete(struct disk_image *d)
+{
+	if (d->raw) {
+		disk_uring_complete(d->raw);
+		return;
+	}
+	uint64_t n;
+	if (read(d->efd, &n, sizeof(n)) < 0 && errno != EAGAIN)
+		log_warn_ratelimited(&d->rl, COMP, "disk image %s: reading the completion eventfd: %s", d->path,
+				     strerror(errno));
+	finish_qcow2(d);
+}
+
+void disk_image_drain(struct disk_image *d)
+{
+	if (d->raw) {
+		disk_uring_drain(d->raw);
+		return;
+	}
+	while (d->done_head)
+		finish_qcow2(d);
+}

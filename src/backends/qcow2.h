@@ -1,0 +1,55 @@
+/*
+ * qcow2 images (QEMU's format, versions 2 and 3), read and written synchronously with
+ * pread/pwrite on the calling thread. Metadata is written through at once (no dirty bit, no lazy
+ * refcounts), in an order that can only leak clusters on a crash, never point at a free one:
+ * refcounts are raised before a table points at a cluster and lowered after it stopped pointing.
+ *
+ * Everything in the image is untrusted: every offset and size is checked before use and an image
+ * that fails a check is refused at open (one error line naming the file and the problem), or a
+ * request that meets a bad table entry fails with -EIO. Backing files (qcow2 or raw) are opened
+ * read-only with a shared lock, relative names from the image's directory, at most
+ * QCOW2_MAX_CHAIN layers deep. Not supported (refused naming the feature): encryption, external
+ * data files, extended L2 entries, compression other than zlib, unknown incompatible features,
+ * images not closed cleanly (dirty bit), writing to images with internal snapshots.
+ * Not thread-safe.
+ */
+#ifndef VMON_BACKENDS_QCOW2_H
+#define VMON_BACKENDS_QCOW2_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define QCOW2_MAX_CHAIN 16
+
+struct qcow2;
+
+struct qcow2_options {
+	bool readonly;
+	bool no_backing;    /* refuse images with a backing file (fuzzing: never open other files) */
+	unsigned int depth; /* layers already above this one (0 for the top) */
+};
+
+/* True when buf (at least 4 bytes) starts with the qcow2 magic "QFI\xfb". */
+bool qcow2_probe(const uint8_t *buf, size_t len);
+
+/*
+ * Opens the qcow2 image on fd (owned from now on, closed on failure too; locked by the caller),
+ * whose name is path and whose size is file_size bytes.
+ */
+int qcow2_open(int fd, const char *path, uint64_t file_size, const struct qcow2_options *opt, struct qcow2 **out);
+void qcow2_close(struct qcow2 *q);
+
+uint64_t qcow2_size(const struct qcow2 *q); /* the virtual disk size in bytes */
+
+/* Byte ranges inside the virtual size; 0 or a negative errno. */
+int qcow2_read(struct qcow2 *q, uint64_t off, void *buf, uint64_t len);
+int qcow2_write(struct qcow2 *q, uint64_t off, const void *buf, uint64_t len);
+/* The range reads as zeros afterwards; whole clusters become zero clusters (freed where possible). */
+int qcow2_write_zeroes(struct qcow2 *q, uint64_t off, uint64_t len);
+/* A hint: whole clusters in the range are freed (and read as zeros, or from the backing file in
+ * a version 2 image); partial clusters are left as they are. */
+int qcow2_discard(struct qcow2 *q, uint64_t off, uint64_t len);
+int qcow2_flush(struct qcow2 *q);
+
+#endif
