@@ -2,6 +2,7 @@
 
 #include <cap-ng.h>
 #include <errno.h>
+#include <malloc.h>
 #include <seccomp.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -44,6 +45,13 @@ int sandbox_configure(enum seccomp_mode m)
 	 * process; the JSON log's timestamps must not make a confined thread open a file.
 	 */
 	tzset();
+	/*
+	 * glibc reads /proc/sys/vm/overcommit_memory the first time it shrinks a thread arena's heap,
+	 * which a confined thread may do in any free(). With the one main arena there are no thread
+	 * heaps to shrink; vmon's threads allocate little outside set-up, so the shared lock costs
+	 * nothing measurable. Set before any thread exists, or arenas would already be made.
+	 */
+	mallopt(M_ARENA_MAX, 1);
 	if (m == SECCOMP_MODE_OFF) {
 		log_warn(COMP, "*** --seccomp off: no system call filter; a bug in a guest-facing path could take over the "
 			       "host account running vmon. For development only: run with --seccomp on (the default) ***");
