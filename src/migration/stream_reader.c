@@ -247,7 +247,14 @@ static uint8_t *page_run(struct mig_reader *r, uint32_t type, uint64_t rec, cons
 	char ram[32];
 	uint64_t max = r->mem->ram_size / MIG_PAGE_SIZE;
 	uint8_t *host = NULL;
-	if (run->gpa % MIG_PAGE_SIZE == 0 && run->count > 0 && run->count <= max)
+	if (run->gpa % MIG_PAGE_SIZE) {
+		mig_fail(err, errlen, -EINVAL,
+			 "migration stream: %s at byte %llu has a page range starting at 0x%llx, which is not on a page "
+			 "boundary",
+			 mig_rec_name(type), (unsigned long long)rec, (unsigned long long)run->gpa);
+		return NULL;
+	}
+	if (run->count > 0 && run->count <= max)
 		host = gpa_to_host(r->mem, run->gpa, run->count * MIG_PAGE_SIZE);
 	if (!host) {
 		/* The end is printed saturated: count comes from the stream and may be anything. */
