@@ -102,6 +102,7 @@ struct mig_reader {
 	uint64_t round_pages;
 	bool have_state;
 	uint8_t *buf; /* one record's payload */
+	size_t buf_len;
 };
 
 /*

@@ -220,9 +220,6 @@ int mig_reader_open(struct mig_reader *r, int fd, char *err, size_t errlen)
 	memset(r, 0, sizeof(*r));
 	r->fd = fd;
 	r->phase = MIG_R_FAILED;
-	r->buf = malloc(PAGES_LEN_MAX);
-	if (!r->buf)
-		return mig_fail(err, errlen, -ENOMEM, "migration stream: out of memory for the receive buffer");
 	int rc = open_stream(r, err, errlen);
 	if (!rc)
 		r->phase = MIG_R_BODY;
@@ -384,6 +381,13 @@ static int next_record(struct mig_reader *r, struct mig_event *ev, char *err, si
 				(unsigned long long)rec);
 	if (h.type == MIG_REC_STATE)
 		return read_state(r, &h, rec, ev, err, errlen);
+	if (h.len > r->buf_len) { /* grows to the largest record, at most PAGES_LEN_MAX */
+		uint8_t *b = realloc(r->buf, h.len);
+		if (!b)
+			return mig_fail(err, errlen, -ENOMEM, "migration stream: out of memory for the receive buffer");
+		r->buf = b;
+		r->buf_len = h.len;
+	}
 	if ((rc = read_payload(r, &h, rec, r->buf, err, errlen)))
 		return rc;
 	switch (h.type) {
@@ -414,4 +418,5 @@ void mig_reader_free(struct mig_reader *r)
 {
 	free(r->buf);
 	r->buf = NULL;
+	r->buf_len = 0;
 }

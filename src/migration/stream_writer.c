@@ -41,9 +41,6 @@ int mig_writer_start(struct mig_writer *w, int fd, const char *vmon_version, con
 {
 	memset(w, 0, sizeof(*w));
 	w->fd = fd;
-	w->buf = malloc((size_t)MIG_PAGES_MAX * MIG_PAGE_SIZE);
-	if (!w->buf)
-		return mig_fail(err, errlen, -ENOMEM, "migration stream: out of memory for the send buffer");
 	if (strlen(vmon_version) >= MIG_VMON_VERSION_MAX)
 		return mig_fail(err, errlen, -EINVAL, "migration stream: the vmon version string is longer than %d bytes",
 			    MIG_VMON_VERSION_MAX - 1);
@@ -112,6 +109,8 @@ int mig_writer_pages(struct mig_writer *w, const struct guest_mem *mem, uint64_t
 		return mig_fail(err, errlen, -EINVAL,
 			    "migration stream: %llu pages at 0x%llx are not a page-aligned range of guest RAM",
 			    (unsigned long long)count, (unsigned long long)gpa);
+	if (!w->buf && !(w->buf = malloc((size_t)MIG_PAGES_MAX * MIG_PAGE_SIZE)))
+		return mig_fail(err, errlen, -ENOMEM, "migration stream: out of memory for the send buffer");
 	while (count > 0) {
 		unsigned int n = (unsigned int)MIN(count, (uint64_t)MIG_PAGES_MAX);
 		size_t len = (size_t)n * MIG_PAGE_SIZE;
