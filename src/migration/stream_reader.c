@@ -371,6 +371,9 @@ static int next_record(struct mig_reader *r, struct mig_event *ev, char *err, si
 	struct mig_rec_hdr h;
 	uint64_t rec;
 	int rc = read_record_header(r, &h, &rec, err, errlen);
+	if (rc == -EPIPE && r->phase == MIG_R_ENDED && r->offset == rec)
+		return mig_fail(err, errlen, -EPIPE, "migration stream: the stream ended at byte %llu with its end record",
+				(unsigned long long)rec);
 	if (rc)
 		return rc;
 	if (r->phase == MIG_R_ENDED)

@@ -393,6 +393,31 @@ static void truncated_stream_says_where(void **state)
 	make_stream(&s);
 	s.len = 0;
 	expect(&s, -EPIPE, "migration stream: the source closed the connection without sending anything");
+
+	/* Asking for more after the end record is told so, not blamed on the source. */
+	make_stream(&s);
+	int fd = stream_fd(s.buf, s.len);
+	struct guest_mem dst;
+	assert_int_equal(guest_mem_init(&dst, RAM), 0);
+	char err[256] = "";
+	assert_int_equal(lseek(fd, 0, SEEK_SET), 0);
+	struct mig_reader r;
+	assert_int_equal(mig_reader_open(&r, fd, err, sizeof(err)), 0);
+	assert_int_equal(mig_reader_set_memory(&r, &dst, err, sizeof(err)), 0);
+	struct mig_event ev = { .kind = MIG_EV_PAGES };
+	while (ev.kind != MIG_EV_END) {
+		assert_int_equal(mig_reader_next(&r, &ev, err, sizeof(err)), 0);
+		if (ev.kind == MIG_EV_STATE)
+			snap_file_free(&ev.state);
+	}
+	assert_int_equal(mig_reader_next(&r, &ev, err, sizeof(err)), -EPIPE);
+	snprintf(want, sizeof(want), "migration stream: the stream ended at byte %llu with its end record",
+		 (unsigned long long)s.off.total);
+	assert_string_equal(err, want);
+	mig_reader_free(&r);
+	guest_mem_destroy(&dst);
+	close(fd);
+	free(s.buf);
 }
 
 static void unknown_record_type_is_refused(void **state)
