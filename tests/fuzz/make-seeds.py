@@ -148,6 +148,45 @@ put("snapshot", "sections", b"\x01" + b"".join(bytes([len(n)]) + n.encode() + st
                                                 for n, d in [("vm", b"\x01\x02"), ("vcpu0", bytes(64)),
                                                              ("dev/serial", b"x" * 20)]))
 put("snapshot", "raw_magic", b"\x00VMONSNAP" + struct.pack("<II", 1, 128) + bytes(120))
+# The migration stream (docs/migration.md): a preamble, then records framed by
+# type, length, CRC32 of the payload, CRC32 of those 12 bytes.
+def mig_record(rtype, payload):
+    head = struct.pack("<III", rtype, len(payload), zlib.crc32(payload))
+    return head + struct.pack("<I", zlib.crc32(head)) + payload
+
+
+def snapshot_state(sections):
+    """A snapshot state file (docs/snapshot-format.md) holding sections [(name, data)]."""
+    table, body = b"", b""
+    data_at = 128 + 64 * len(sections)
+    for name, data in sections:
+        table += name.encode().ljust(40, b"\0") + struct.pack("<QQII", data_at + len(body), len(data),
+                                                             zlib.crc32(data), 0)
+        body += data + bytes(-len(data) % 8)
+    rest = table + body
+    hdr = bytearray(b"VMONSNAP" + struct.pack("<IIQIIQ", 1, 128, 128 + len(rest), len(sections), 0, 9) +
+                    b"GenuineIntel" + struct.pack("<I", 0x906ea) + bytes(32) +
+                    struct.pack("<III", zlib.crc32(table), zlib.crc32(rest), 0) + bytes(28))
+    struct.pack_into("<I", hdr, 96, zlib.crc32(bytes(hdr)))
+    return bytes(hdr) + rest
+
+
+MIG_RAM = 1 << 20
+mig_start = (b"VMONMIGR" + struct.pack("<II", 1, 0) +
+             mig_record(1, struct.pack("<II", 0, 0) + b"0.1.0".ljust(64, b"\0")) +
+             mig_record(2, struct.pack("<QII", MIG_RAM, 1, 4096) + b"GenuineIntel" + struct.pack("<I", 0x906ea) +
+                        bytes(32) + struct.pack("<II", 0, 0)))
+mig_state = mig_record(6, snapshot_state([("config", b'{"cpus":1}'), ("vcpu.0.regs", bytes(144))]))
+put("migration_stream", "raw_two_rounds", b"\x00" + mig_start +
+    mig_record(3, struct.pack("<QQ", 0, 1) + b"\x5a" * 4096) +
+    mig_record(4, struct.pack("<QQ", 4096, 255)) + mig_record(5, struct.pack("<IIQ", 1, 0, 256)) +
+    mig_record(3, struct.pack("<QQ", 8192, 2) + bytes(range(256)) * 32) +
+    mig_record(5, struct.pack("<IIQ", 2, 0, 2)) + mig_state + mig_record(7, struct.pack("<II", 2, 0)))
+put("migration_stream", "raw_no_rounds", b"\x00" + mig_start + mig_state + mig_record(7, struct.pack("<II", 0, 0)))
+# Writer operations, 3 bytes each: op % 5 (0 change a page, 1 send pages, 2 round, 3 state, 4 end), a, b.
+put("migration_stream", "ops", b"\x01" + bytes([0, 3, 1, 1, 0, 255, 2, 0, 0, 0, 3, 9, 1, 3, 0, 2, 0, 0,
+                                               3, 7, 40, 4, 0, 0]))
+
 put("config_json", "full", json.dumps({"kernel": "/boot/vmlinuz", "cmdline": "console=ttyS0", "cpus": 2,
                                        "memory": "512M", "disks": [{"path": "/tmp/d.img", "readonly": True}],
                                        "net": [{"kind": "user"}], "api_sock": "/tmp/api.sock"}).encode())

@@ -1,0 +1,104 @@
+#include "migration/stream_wire.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include "lib/util.h"
+
+_Static_assert(sizeof(struct mig_preamble) == 16, "the preamble is 16 bytes");
+_Static_assert(sizeof(struct mig_rec_hdr) == 16, "a record header is 16 bytes");
+_Static_assert(sizeof(struct mig_rec_header) == 72, "the header record is 72 bytes");
+_Static_assert(sizeof(struct mig_rec_config) == 72, "the configuration record is 72 bytes");
+_Static_assert(sizeof(struct mig_rec_pages) == 16, "a page run is 16 bytes");
+_Static_assert(sizeof(struct mig_rec_round) == 16, "a round marker is 16 bytes");
+_Static_assert(sizeof(struct mig_rec_end) == 8, "the end record is 8 bytes");
+
+int mig_fail(char *err, size_t errlen, int rc, const char *fmt, ...)
+{
+	if (err && errlen) {
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(err, errlen, fmt, ap);
+		va_end(ap);
+	}
+	return rc;
+}
+
+uint32_t mig_crc(uint32_t crc, const void *p, size_t len)
+{
+	const uint8_t *b = p;
+	uLong c = crc;
+	while (len > 0) { /* zlib takes uInt lengths */
+		uInt n = (uInt)MIN(len, (size_t)1 << 30);
+		c = crc32(c, b, n);
+		b += n;
+		len -= n;
+	}
+	return (uint32_t)c;
+}
+
+struct mig_rec_hdr mig_rec_hdr_make(uint32_t type, uint32_t len, uint32_t crc)
+{
+	struct mig_rec_hdr h = { .type = type, .len = len, .crc = crc };
+	h.hdr_crc = mig_crc(0, &h, offsetof(struct mig_rec_hdr, hdr_crc));
+	return h;
+}
+
+const char *mig_rec_name(uint32_t type)
+{
+	static const char *const names[MIG_REC_TYPES] = {
+		[MIG_REC_HEADER] = "header record",
+		[MIG_REC_CONFIG] = "configuration record",
+		[MIG_REC_PAGES] = "memory record",
+		[MIG_REC_ZERO] = "zero-run record",
+		[MIG_REC_ROUND] = "round marker",
+		[MIG_REC_STATE] = "state record",
+		[MIG_REC_END] = "end record",
+	};
+	return type < MIG_REC_TYPES && names[type] ? names[type] : "record";
+}
+
+int mig_write_full(int fd, const void *p, size_t len)
+{
+	const uint8_t *b = p;
+	bool sock = true;
+	while (len > 0) {
+		/* send() on a socket, so a closed peer is EPIPE and not a SIGPIPE; write() on a pipe. */
+		ssize_t n = sock ? send(fd, b, len, MSG_NOSIGNAL) : write(fd, b, len);
+		if (n < 0 && sock && errno == ENOTSOCK) {
+			sock = false;
+			continue;
+		}
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		b += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+ssize_t mig_read_full(int fd, void *p, size_t len)
+{
+	uint8_t *b = p;
+	size_t got = 0;
+	while (got < len) {
+		ssize_t n = read(fd, b + got, len - got);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (n == 0)
+			break;
+		got += (size_t)n;
+	}
+	return (ssize_t)got;
+}
