@@ -13,20 +13,37 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "api/api_conn_guard.h"
 #include "api/api_server.h"
 #include "api/http_client.h"
 #include "backends/event_loop.h"
 #include "backends/net_slirp.h"
+#include "backends/net_tap.h"
+#include "devices/console.h"
+#include "devices/console_output.h"
+#include "devices/i8042.h"
+#include "devices/pvpanic.h"
+#include "devices/rtc.h"
+#include "devices/serial.h"
+#include "lib/unix_socket.h"
 #include "sandbox/sandbox.h"
+#include "virtio/virtio_balloon.h"
 #include "virtio/virtio_blk.h"
+#include "virtio/virtio_console.h"
+#include "virtio/virtio_net.h"
+#include "virtio/virtio_rng.h"
+#include "virtio/virtio_vsock.h"
 
 #include "api_fake_vm.h"
 #include "virtio_rig.h"
@@ -55,6 +72,84 @@ static void assert_ended_normally(int status)
 			 WTERMSIG(status), strsignal(WTERMSIG(status)));
 	assert_true(WIFEXITED(status));
 	assert_int_equal(WEXITSTATUS(status), 0);
+}
+
+/* The status of a case whose child could not set up what it needs here (no io_uring, no qemu-img...). */
+#define CHILD_SKIPPED 77
+
+static void assert_ended_normally_or_skipped(int status)
+{
+	if (WIFEXITED(status) && WEXITSTATUS(status) == CHILD_SKIPPED)
+		skip();
+	assert_ended_normally(status);
+}
+
+struct vcpu_job {
+	bool (*fn)(void *arg);
+	void *arg;
+	bool ok;
+};
+
+static void *vcpu_job_thread(void *arg)
+{
+	struct vcpu_job *j = arg;
+	sandbox_enter(SANDBOX_VCPU);
+	j->ok = j->fn(j->arg);
+	return NULL;
+}
+
+/*
+ * Runs fn(arg) on a new thread confined as a vCPU, as the guest's register accesses run in vmon,
+ * and waits for it; the caller stays unconfined, to play the host programs (socket clients).
+ */
+static bool as_vcpu(bool (*fn)(void *), void *arg)
+{
+	struct vcpu_job j = { fn, arg, false };
+	pthread_t t;
+	if (pthread_create(&t, NULL, vcpu_job_thread, &j))
+		return false;
+	pthread_join(t, NULL);
+	return j.ok;
+}
+
+/* A scratch directory for a case's sockets and files; the parent removes it after the child ends. */
+static char scratch[64];
+
+static void make_scratch(void)
+{
+	strcpy(scratch, "/tmp/vmon-sandbox-XXXXXX");
+	assert_non_null(mkdtemp(scratch));
+}
+
+static void remove_scratch(void)
+{
+	char cmd[128];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", scratch);
+	assert_int_equal(system(cmd), 0);
+}
+
+/* Runs fn confined in a child with a fresh scratch directory, and checks how the child ended. */
+static void run_confined_case(int (*fn)(void))
+{
+	make_scratch();
+	int status = confined_child(fn);
+	remove_scratch();
+	assert_ended_normally_or_skipped(status);
+}
+
+/* Waits up to 2 s for bytes on a host program's socket; compares them with want. */
+static bool host_reads(int fd, const char *want)
+{
+	char buf[128] = { 0 };
+	size_t n = strlen(want), got = 0;
+	while (got < n) {
+		struct pollfd pfd = { .fd = fd, .events = POLLIN };
+		ssize_t r = poll(&pfd, 1, 2000) == 1 ? read(fd, buf + got, n - got) : -1;
+		if (r <= 0)
+			return false;
+		got += (size_t)r;
+	}
+	return memcmp(buf, want, n) == 0;
 }
 
 /* ---- a disk: vCPU register writes, virtio activation, io_uring on the event loop ---- */
@@ -125,11 +220,11 @@ static int disk_io_under_the_filters_as(bool qcow2)
 		char cmd[256];
 		snprintf(cmd, sizeof(cmd), "qemu-img create -q -f qcow2 %s %u >/dev/null 2>&1", b->path, BLK_SECTORS * 512);
 		if (system(cmd) != 0)
-			return 77; /* no qemu-img (scripts/install-deps.sh test installs it) */
+			return CHILD_SKIPPED; /* no qemu-img (scripts/install-deps.sh test installs it) */
 	}
 	if (virtio_blk_create(&b->v.deps, b->path, qcow2 ? DISK_FORMAT_QCOW2 : DISK_FORMAT_AUTO, false, "sandbox",
 			      &b->blk))
-		return 77; /* io_uring unavailable here */
+		return CHILD_SKIPPED; /* io_uring unavailable here */
 	vrig_attach(&b->v);
 	pthread_t vcpu;
 	if (pthread_create(&vcpu, NULL, blk_vcpu, b))
@@ -159,19 +254,13 @@ static int qcow2_io_under_the_filters(void)
 static void test_a_qcow2_disk_works_under_the_vcpu_event_loop_and_main_filters(void **state)
 {
 	(void)state;
-	int status = confined_child(qcow2_io_under_the_filters);
-	if (WIFEXITED(status) && WEXITSTATUS(status) == 77)
-		skip();
-	assert_ended_normally(status);
+	assert_ended_normally_or_skipped(confined_child(qcow2_io_under_the_filters));
 }
 
 static void test_a_disk_works_under_the_vcpu_event_loop_and_main_filters(void **state)
 {
 	(void)state;
-	int status = confined_child(disk_io_under_the_filters);
-	if (WIFEXITED(status) && WEXITSTATUS(status) == 77)
-		skip();
-	assert_ended_normally(status);
+	assert_ended_normally_or_skipped(confined_child(disk_io_under_the_filters));
 }
 
 /* ---- user-mode networking: libslirp on the event loop ---- */
@@ -278,6 +367,467 @@ static void test_the_api_works_under_the_api_and_main_filters(void **state)
 	assert_ended_normally(status);
 }
 
+/* ---- virtio-vsock: a guest connection to a host program, and a host program's to the guest ---- */
+
+#define VS_QSZ 32
+#define VS_CID 3
+
+struct vs_run {
+	struct vrig v;
+	struct virtio_vsock *vs;
+	uint64_t rx_at[VS_QSZ]; /* the guest address of each receive chain, by head */
+	uint32_t host_port;      /* the port vmon gave the host program's connection */
+};
+
+static struct vs_run *vs;
+
+static void vs_send(uint16_t op, uint32_t src_port, uint32_t dst_port, const char *data)
+{
+	uint32_t len = data ? (uint32_t)strlen(data) : 0;
+	struct virtio_vsock_hdr h = { .src_cid = VS_CID, .dst_cid = VIRTIO_VSOCK_CID_HOST, .src_port = src_port,
+				      .dst_port = dst_port, .len = len, .type = VIRTIO_VSOCK_TYPE_STREAM, .op = op,
+				      .buf_alloc = 65536 };
+	uint64_t a = alloc_data(&vs->v, VIRTIO_VSOCK_HDR_SIZE + len);
+	virtio_vsock_hdr_encode(&h, vs->v.ram + a);
+	memcpy(vs->v.ram + a + VIRTIO_VSOCK_HDR_SIZE, data ? data : "", len);
+	struct seg s[2] = { { a, VIRTIO_VSOCK_HDR_SIZE, false }, { a + VIRTIO_VSOCK_HDR_SIZE, len, false } };
+	add_chain(&vs->v, 1, s, len ? 2 : 1, true);
+}
+
+/* The next packet for the guest, of type op (and payload want, when given). */
+static bool vs_recv(uint16_t op, const char *want, struct virtio_vsock_hdr *h)
+{
+	uint32_t id, len;
+	if (!next_used(&vs->v, 0, &id, &len))
+		return false;
+	virtio_vsock_hdr_decode(vs->v.ram + vs->rx_at[id], h);
+	if (h->op != op)
+		return false;
+	return !want || (h->len == strlen(want) && !memcmp(vs->v.ram + vs->rx_at[id] + VIRTIO_VSOCK_HDR_SIZE, want, h->len));
+}
+
+/* Driver set-up, receive buffers, and a connection to host port 1234 with a first message. */
+static bool vs_guest_connects(void *arg)
+{
+	(void)arg;
+	start_driver(&vs->v, 0);
+	for (int i = 0; i < 16; i++) {
+		uint64_t a = alloc_data(&vs->v, VIRTIO_VSOCK_HDR_SIZE + 4096);
+		vs->rx_at[vs->v.q[0].desc_next % VS_QSZ] = a;
+		struct seg s[2] = { { a, VIRTIO_VSOCK_HDR_SIZE, true }, { a + VIRTIO_VSOCK_HDR_SIZE, 4096, true } };
+		add_chain(&vs->v, 0, s, 2, i == 15);
+	}
+	struct virtio_vsock_hdr h;
+	vs_send(VIRTIO_VSOCK_OP_REQUEST, 5000, 1234, NULL);
+	if (!vs_recv(VIRTIO_VSOCK_OP_RESPONSE, NULL, &h))
+		return false;
+	vs_send(VIRTIO_VSOCK_OP_RW, 5000, 1234, "ping");
+	return true;
+}
+
+static bool vs_guest_gets_the_answer(void *arg)
+{
+	(void)arg;
+	struct virtio_vsock_hdr h;
+	return vs_recv(VIRTIO_VSOCK_OP_RW, "pong", &h);
+}
+
+/* The host program's CONNECT reaches the guest as a REQUEST for port 80, which it accepts. */
+static bool vs_guest_accepts(void *arg)
+{
+	(void)arg;
+	struct virtio_vsock_hdr h;
+	if (!vs_recv(VIRTIO_VSOCK_OP_REQUEST, NULL, &h) || h.dst_port != 80)
+		return false;
+	vs->host_port = h.src_port;
+	vs_send(VIRTIO_VSOCK_OP_RESPONSE, 80, vs->host_port, NULL);
+	return true;
+}
+
+static bool vs_guest_echoes(void *arg)
+{
+	(void)arg;
+	struct virtio_vsock_hdr h;
+	if (!vs_recv(VIRTIO_VSOCK_OP_RW, "hi", &h))
+		return false;
+	vs_send(VIRTIO_VSOCK_OP_RW, 80, vs->host_port, "yo");
+	return true;
+}
+
+static int vsock_under_the_filters(void)
+{
+	static const struct vrig_spec spec = { .ram = 4u << 20, .device_id = VIRTIO_ID_VSOCK, .queues = 3,
+					       .qsize = VS_QSZ };
+	vs = calloc(1, sizeof(*vs));
+	char uds[128], port_path[140];
+	snprintf(uds, sizeof(uds), "%s/v.sock", scratch);
+	snprintf(port_path, sizeof(port_path), "%s_1234", uds);
+	vrig_init(&vs->v, &spec);
+	if (virtio_vsock_create(&vs->v.deps, VS_CID, uds, &vs->vs))
+		return 40;
+	vrig_attach(&vs->v);
+	int lfd = unix_socket_listen(port_path, "test"), hfd = -1, cfd = -1;
+	int rc = 0;
+	char ok_line[32];
+	if (lfd < 0 || !as_vcpu(vs_guest_connects, NULL))
+		rc = 41;
+	else if ((hfd = unix_socket_accept(lfd)) < 0 || !host_reads(hfd, "ping") || write(hfd, "pong", 4) != 4)
+		rc = 42;
+	else if (!as_vcpu(vs_guest_gets_the_answer, NULL))
+		rc = 43;
+	else if ((cfd = unix_socket_connect(uds)) < 0 || write(cfd, "CONNECT 80\n", 11) != 11)
+		rc = 44;
+	else if (!as_vcpu(vs_guest_accepts, NULL))
+		rc = 45;
+	else if (snprintf(ok_line, sizeof(ok_line), "OK %u\n", vs->host_port) < 0 || !host_reads(cfd, ok_line) ||
+		 write(cfd, "hi", 2) != 2)
+		rc = 46;
+	else if (!as_vcpu(vs_guest_echoes, NULL) || !host_reads(cfd, "yo"))
+		rc = 47;
+	sandbox_enter(SANDBOX_MAIN);
+	close(cfd);
+	close(hfd);
+	close(lfd);
+	event_loop_stop(vs->v.loop);
+	virtio_vsock_destroy(vs->vs);
+	vrig_free(&vs->v);
+	free(vs);
+	return rc;
+}
+
+static void test_vsock_both_ways_works_under_the_vcpu_event_loop_and_main_filters(void **state)
+{
+	(void)state;
+	run_confined_case(vsock_under_the_filters);
+}
+
+/* ---- virtio-console (--console2): a socket client both ways, a file that reaches max_size ---- */
+
+struct con_run {
+	struct vrig v;
+	struct virtio_console *con;
+	uint64_t rx;
+};
+
+static struct con_run *con;
+
+static bool con_guest_writes(void *arg)
+{
+	const char *text = arg;
+	uint32_t len = (uint32_t)strlen(text);
+	uint16_t want = (uint16_t)(used_idx(&con->v, 1) + 1);
+	uint64_t a = alloc_data(&con->v, len);
+	memcpy(con->v.ram + a, text, len);
+	add_buf(&con->v, 1, a, len, false);
+	return wait_used(&con->v, 1, want);
+}
+
+static bool con_guest_starts(void *arg)
+{
+	start_driver(&con->v, 0);
+	con->rx = alloc_data(&con->v, 64);
+	add_buf(&con->v, 0, con->rx, 64, true);
+	return !arg || con_guest_writes(arg);
+}
+
+static bool con_guest_reads(void *arg)
+{
+	return wait_used(&con->v, 0, 1) && !memcmp(con->v.ram + con->rx, arg, strlen(arg));
+}
+
+static int console2_as(enum virtio_console_backend backend, const char *name)
+{
+	static const struct vrig_spec spec = { .ram = 2u << 20, .device_id = VIRTIO_ID_CONSOLE, .queues = 2,
+					       .qsize = 16 };
+	con = calloc(1, sizeof(*con));
+	char path[128];
+	snprintf(path, sizeof(path), "%s/%s", scratch, name);
+	vrig_init(&con->v, &spec);
+	if (virtio_console_create(&con->v.deps, backend, path, 8, &con->con))
+		return 50;
+	vrig_attach(&con->v);
+	int rc = 0, fd = -1;
+	struct stat st;
+	if (backend == VIRTIO_CONSOLE_FILE) {
+		/* 16 bytes for a file of at most 8: the writer thread writes 8 and drops the rest. */
+		if (!as_vcpu(con_guest_starts, "0123456789abcdef"))
+			rc = 51;
+		else if (stat(path, &st) || st.st_size != 8)
+			rc = 52;
+	} else if (!as_vcpu(con_guest_starts, NULL) || (fd = unix_socket_connect(path)) < 0) {
+		rc = 53;
+	} else {
+		usleep(50000); /* accepted on the loop thread */
+		if (!as_vcpu(con_guest_writes, "out\n") || !host_reads(fd, "out\n"))
+			rc = 54;
+		else if (write(fd, "in\n", 3) != 3 || !as_vcpu(con_guest_reads, "in\n"))
+			rc = 55;
+	}
+	sandbox_enter(SANDBOX_MAIN);
+	close(fd);
+	event_loop_stop(con->v.loop);
+	virtio_console_destroy(con->con);
+	vrig_free(&con->v);
+	free(con);
+	return rc;
+}
+
+static int console2_socket_under_the_filters(void)
+{
+	return console2_as(VIRTIO_CONSOLE_SOCKET, "c.sock");
+}
+
+static int console2_file_under_the_filters(void)
+{
+	return console2_as(VIRTIO_CONSOLE_FILE, "c.log");
+}
+
+static void test_a_console2_socket_works_under_the_vcpu_event_loop_and_main_filters(void **state)
+{
+	(void)state;
+	run_confined_case(console2_socket_under_the_filters);
+}
+
+static void test_a_console2_file_works_under_the_vcpu_console_out_and_main_filters(void **state)
+{
+	(void)state;
+	run_confined_case(console2_file_under_the_filters);
+}
+
+/* ---- virtio-rng: getrandom, and the rate limit's retry timer ---- */
+
+struct rng_run {
+	struct vrig v;
+	struct virtio_rng *rng;
+};
+
+/* Two requests of a whole burst each: the second waits for the bucket to refill, on a timer. */
+static bool rng_guest_reads(void *arg)
+{
+	struct rng_run *r = arg;
+	start_driver(&r->v, 0);
+	add_buf(&r->v, 0, alloc_data(&r->v, VIRTIO_RNG_BURST), VIRTIO_RNG_BURST, true);
+	if (!wait_used(&r->v, 0, 1))
+		return false;
+	add_buf(&r->v, 0, alloc_data(&r->v, VIRTIO_RNG_BURST), VIRTIO_RNG_BURST, true);
+	for (int i = 0; i < 100 && virtio_rng_bytes_served(r->rng) < 2 * VIRTIO_RNG_BURST - 4096; i++) {
+		if (used_idx(&r->v, 0) == 2)
+			add_buf(&r->v, 0, alloc_data(&r->v, 4096), 4096, true);
+		usleep(20000);
+	}
+	return virtio_rng_bytes_served(r->rng) > VIRTIO_RNG_BURST;
+}
+
+static int rng_under_the_filters(void)
+{
+	static const struct vrig_spec spec = { .ram = 4u << 20, .device_id = VIRTIO_ID_RNG, .queues = 1, .qsize = 16 };
+	struct rng_run *r = calloc(1, sizeof(*r));
+	vrig_init(&r->v, &spec);
+	if (virtio_rng_create(&r->v.deps, &r->rng))
+		return 60;
+	vrig_attach(&r->v);
+	int rc = as_vcpu(rng_guest_reads, r) ? 0 : 61;
+	sandbox_enter(SANDBOX_MAIN);
+	event_loop_stop(r->v.loop);
+	virtio_rng_destroy(r->rng);
+	vrig_free(&r->v);
+	free(r);
+	return rc;
+}
+
+static void test_rng_works_under_the_vcpu_event_loop_and_main_filters(void **state)
+{
+	(void)state;
+	run_confined_case(rng_under_the_filters);
+}
+
+/* ---- virtio-balloon and PUT /balloon: inflate, deflate, statistics, free page reporting ---- */
+
+#define BAL_RAM (8u << 20)
+#define BAL_PAGES (4u << 20) /* the pages the guest gives: clear of the rings and buffers */
+
+static bool bal_guest_works(void *arg)
+{
+	struct vrig *v = arg;
+	start_driver(v, VIRTIO_F_BIT(VIRTIO_BALLOON_F_STATS_VQ) | VIRTIO_F_BIT(VIRTIO_BALLOON_F_DEFLATE_ON_OOM) |
+				VIRTIO_F_BIT(VIRTIO_BALLOON_F_REPORTING));
+	memset(v->ram + BAL_PAGES, 0xa5, 64 * VIRTIO_BALLOON_PAGE_SIZE);
+	uint32_t pfns[16];
+	for (uint32_t i = 0; i < 16; i++)
+		pfns[i] = BAL_PAGES / VIRTIO_BALLOON_PAGE_SIZE + i;
+	uint64_t a = alloc_data(v, sizeof(pfns));
+	memcpy(v->ram + a, pfns, sizeof(pfns));
+	add_buf(v, 0, a, sizeof(pfns), false); /* inflate */
+	add_buf(v, 1, a, sizeof(pfns), false); /* deflate */
+	uint8_t stat[10] = { VIRTIO_BALLOON_S_MEMFREE, 0, 0, 0, 0, 0, 0, 0, 0, 1 };
+	uint64_t sa = alloc_data(v, sizeof(stat));
+	memcpy(v->ram + sa, stat, sizeof(stat));
+	add_buf(v, 2, sa, sizeof(stat), false); /* held until the statistics timer fires */
+	add_buf(v, 3, BAL_PAGES + 32 * VIRTIO_BALLOON_PAGE_SIZE, 32 * VIRTIO_BALLOON_PAGE_SIZE, true); /* report */
+	return wait_used(v, 0, 1) && wait_used(v, 1, 1) && wait_used(v, 2, 1) && wait_used(v, 3, 1);
+}
+
+static int balloon_under_the_filters(void)
+{
+	static const struct vrig_spec spec = { .ram = BAL_RAM, .device_id = VIRTIO_ID_BALLOON, .queues = 4,
+					       .qsize = 16 };
+	struct vrig *v = calloc(1, sizeof(*v));
+	vrig_init(v, &spec);
+	free(v->ram);
+	if (guest_mem_init(&v->mem, BAL_RAM)) /* a memfd, as in vmon: discards punch holes in it */
+		return 70;
+	v->ram = v->mem.regions[0].host;
+	struct balloon_config cfg;
+	config_balloon_defaults(&cfg);
+	cfg.enabled = true;
+	cfg.stats_interval_s = 1;
+	struct virtio_balloon *b;
+	if (virtio_balloon_create(&v->deps, &cfg, &b))
+		return 71;
+	vrig_attach(v);
+
+	char sock[128];
+	snprintf(sock, sizeof(sock), "%s/api.sock", scratch);
+	static struct fake_vm f;
+	fake_vm_init(&f, 1, true, true);
+	((struct platform *)f.vm.platform)->balloon = b;
+	struct api_server *srv;
+	if (api_server_start(&srv, sock, &f.vm))
+		return 72;
+	int rc = 0;
+	if (status_of(sock, "PUT", "/balloon", "{\"target_mib\": 7}") != 200)
+		rc = 73;
+	else if (!as_vcpu(bal_guest_works, v))
+		rc = 74;
+	else if (status_of(sock, "GET", "/balloon", NULL) != 200)
+		rc = 75;
+	sandbox_enter(SANDBOX_MAIN);
+	api_server_stop(srv);
+	((struct platform *)f.vm.platform)->balloon = NULL;
+	fake_vm_destroy(&f);
+	event_loop_stop(v->loop);
+	virtio_balloon_destroy(b);
+	guest_mem_destroy(&v->mem);
+	v->ram = NULL;
+	vrig_free(v);
+	free(v);
+	return rc;
+}
+
+static void test_a_balloon_works_under_the_vcpu_event_loop_api_and_main_filters(void **state)
+{
+	(void)state;
+	run_confined_case(balloon_under_the_filters);
+}
+
+/* ---- the platform devices from a vCPU, the serial output writer, the console input thread ---- */
+
+struct plat_run {
+	struct serial com1;
+	struct i8042 kbd;
+	struct rtc rtc;
+	struct pvpanic pvpanic;
+	int panics;
+	uint8_t seconds;
+	uint8_t rx;
+};
+
+static void plat_on_panic(void *opaque, uint8_t events)
+{
+	(void)events;
+	((struct plat_run *)opaque)->panics++;
+}
+
+static void plat_on_reset(void *opaque)
+{
+	(void)opaque;
+}
+
+/* What a guest kernel does early on: the clock, the keyboard controller, the serial port, a panic. */
+static bool plat_guest_accesses(void *arg)
+{
+	struct plat_run *p = arg;
+	uint8_t v = RTC_REG_SECONDS;
+	rtc_ops.write(&p->rtc, 0, &v, 1);
+	rtc_ops.read(&p->rtc, 1, &p->seconds, 1); /* the host's wall clock */
+	v = 0xaa; /* self-test */
+	i8042_cmd_ops.write(&p->kbd, 0, &v, 1);
+	i8042_ops.read(&p->kbd, 0, &v, 1);
+	for (const char *c = "guest says hi\n"; *c; c++)
+		serial_ops.write(&p->com1, 0, c, 1);
+	v = PVPANIC_PANICKED;
+	pvpanic_ops.write(&p->pvpanic, 0, &v, 1);
+	return p->seconds < 0x60 && p->panics == 1;
+}
+
+/* The byte the console input thread put in the receive buffer, read as the guest's driver does. */
+static bool plat_guest_reads_a_key(void *arg)
+{
+	struct plat_run *p = arg;
+	for (int i = 0; i < 2000; i++) {
+		uint8_t lsr = 0;
+		serial_ops.read(&p->com1, 5, &lsr, 1);
+		if (lsr & 1) {
+			serial_ops.read(&p->com1, 0, &p->rx, 1);
+			return p->rx == 'k';
+		}
+		usleep(1000);
+	}
+	return false;
+}
+
+static void plat_on_quit(void *opaque)
+{
+	(void)opaque;
+}
+
+static int platform_under_the_filters(void)
+{
+	/* The terminal is a pseudo-terminal here: the input thread puts it in raw mode and back. */
+	int master = posix_openpt(O_RDWR | O_NOCTTY);
+	if (master < 0 || grantpt(master) || unlockpt(master))
+		return CHILD_SKIPPED;
+	int tty = open(ptsname(master), O_RDWR | O_NOCTTY);
+	int out[2];
+	if (tty < 0 || dup2(tty, STDIN_FILENO) < 0 || pipe(out))
+		return 80;
+	struct plat_run *p = calloc(1, sizeof(*p));
+	struct console_output *o;
+	if (console_output_start(&o, out[1], 4096))
+		return 81;
+	serial_init(&p->com1, (struct irq_line){ 0 }, console_output_write, o);
+	i8042_init(&p->kbd, (struct irq_line){ 0 }, plat_on_reset, p);
+	rtc_init(&p->rtc, (struct irq_line){ 0 });
+	pvpanic_init(&p->pvpanic, plat_on_panic, p);
+	struct console *c;
+	if (console_start(&c, &p->com1, plat_on_quit, p))
+		return 82;
+	int rc = 0;
+	if (!as_vcpu(plat_guest_accesses, p))
+		rc = 83;
+	else if (!host_reads(out[0], "guest says hi\n"))
+		rc = 84;
+	else if (write(master, "k", 1) != 1 || !as_vcpu(plat_guest_reads_a_key, p))
+		rc = 85;
+	sandbox_enter(SANDBOX_MAIN);
+	console_stop(c);
+	console_output_stop(o, 500);
+	serial_destroy(&p->com1);
+	i8042_destroy(&p->kbd);
+	rtc_destroy(&p->rtc);
+	close(out[0]);
+	close(out[1]);
+	close(master);
+	free(p);
+	return rc;
+}
+
+static void test_the_platform_devices_and_the_console_threads_work_under_their_filters(void **state)
+{
+	(void)state;
+	run_confined_case(platform_under_the_filters);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -285,6 +835,12 @@ int main(void)
 		cmocka_unit_test(test_a_qcow2_disk_works_under_the_vcpu_event_loop_and_main_filters),
 		cmocka_unit_test(test_a_guest_dns_query_works_under_the_event_loop_filter),
 		cmocka_unit_test(test_the_api_works_under_the_api_and_main_filters),
+		cmocka_unit_test(test_vsock_both_ways_works_under_the_vcpu_event_loop_and_main_filters),
+		cmocka_unit_test(test_a_console2_socket_works_under_the_vcpu_event_loop_and_main_filters),
+		cmocka_unit_test(test_a_console2_file_works_under_the_vcpu_console_out_and_main_filters),
+		cmocka_unit_test(test_rng_works_under_the_vcpu_event_loop_and_main_filters),
+		cmocka_unit_test(test_a_balloon_works_under_the_vcpu_event_loop_api_and_main_filters),
+		cmocka_unit_test(test_the_platform_devices_and_the_console_threads_work_under_their_filters),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
