@@ -20,6 +20,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -828,12 +830,242 @@ static void test_the_platform_devices_and_the_console_threads_work_under_their_f
 	run_confined_case(platform_under_the_filters);
 }
 
+/* ---- user-mode networking: a guest TCP connection out, and a port forward in ---- */
+
+#define GUEST_MAC 0x52, 0x54, 0x00, 0x12, 0x34, 0x56
+#define SLIRP_MAC 0x52, 0x55, 0x0a, 0x00, 0x02, 0x02
+#define FWD_GUEST_PORT 8080
+
+static uint16_t inet_sum(const uint8_t *p, size_t len, uint32_t sum)
+{
+	for (size_t i = 0; i + 1 < len; i += 2)
+		sum += (uint32_t)(p[i] << 8 | p[i + 1]);
+	if (len & 1)
+		sum += (uint32_t)p[len - 1] << 8;
+	while (sum >> 16)
+		sum = (sum & 0xffff) + (sum >> 16);
+	return (uint16_t)~sum;
+}
+
+static void put16(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)(v >> 8), p[1] = (uint8_t)v;
+}
+
+static void put32(uint8_t *p, uint32_t v)
+{
+	put16(p, v >> 16), put16(p + 2, v);
+}
+
+static uint32_t get32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* What the guest's TCP has seen of one connection: the last segment slirp sent it. */
+struct tcp_seen {
+	uint16_t port;    /* the guest's port */
+	uint16_t peer;    /* slirp's port */
+	uint32_t seq;     /* slirp's next sequence number */
+	uint8_t flags;    /* the last segment's flags */
+	char data[64];    /* the payload slirp sent, all of it */
+	size_t len;
+};
+
+struct slirp_run {
+	struct net_backend *be;
+	pthread_mutex_t lock;
+	struct tcp_seen conn[2];
+	uint8_t frame[VIRTIO_NET_HDR_LEN + 14 + 40 + 64]; /* what the guest sends next, on the loop */
+	size_t frame_len;
+};
+
+static struct slirp_run *sr;
+
+/* Frames for the guest arrive on the loop thread: record the TCP segments to the guest's ports. */
+static int slirp_deliver(void *dev, const void *pkt, size_t len)
+{
+	(void)dev;
+	const uint8_t *eth = (const uint8_t *)pkt + VIRTIO_NET_HDR_LEN, *ip = eth + 14;
+	if (len < VIRTIO_NET_HDR_LEN + 14 + 40 || eth[12] != 0x08 || eth[13] != 0x00 || ip[9] != 6)
+		return 0;
+	const uint8_t *tcp = ip + (ip[0] & 0xf) * 4;
+	size_t total = (size_t)(ip[2] << 8 | ip[3]), hl = (size_t)(tcp[12] >> 4) * 4;
+	size_t data = total - (size_t)(tcp - ip) - hl;
+	uint16_t port = (uint16_t)(tcp[2] << 8 | tcp[3]);
+	pthread_mutex_lock(&sr->lock);
+	for (int i = 0; i < 2; i++) {
+		struct tcp_seen *c = &sr->conn[i];
+		if (c->port != port)
+			continue;
+		c->peer = (uint16_t)(tcp[0] << 8 | tcp[1]);
+		c->flags = tcp[13];
+		c->seq = get32(tcp + 4) + (uint32_t)data + ((tcp[13] & 0x03) ? 1 : 0);
+		if (data && c->len + data <= sizeof(c->data)) {
+			memcpy(c->data + c->len, tcp + hl, data);
+			c->len += data;
+		}
+	}
+	pthread_mutex_unlock(&sr->lock);
+	return 0;
+}
+
+static void send_frame_on_loop(void *opaque)
+{
+	(void)opaque;
+	sr->be->ops->send(sr->be, sr->frame, sr->frame_len);
+}
+
+/* The guest announces itself (an ARP request for the gateway), so slirp knows where to send. */
+static void guest_arp(struct event_loop *loop)
+{
+	static const uint8_t arp[14 + 28] = { SLIRP_MAC, GUEST_MAC, 0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 1, GUEST_MAC,
+					      10, 0, 2, 15, 0, 0, 0, 0, 0, 0, 10, 0, 2, 2 };
+	memset(sr->frame, 0, VIRTIO_NET_HDR_LEN);
+	memcpy(sr->frame + VIRTIO_NET_HDR_LEN, arp, sizeof(arp));
+	sr->frame_len = VIRTIO_NET_HDR_LEN + sizeof(arp);
+	event_loop_call(loop, send_frame_on_loop, NULL);
+}
+
+/* A TCP segment from the guest (10.0.2.15:sport) to 10.0.2.2:dport, sent on the loop thread. */
+static void guest_tcp(struct event_loop *loop, uint16_t sport, uint16_t dport, uint32_t seq, uint32_t ack,
+		      uint8_t flags, const char *data)
+{
+	size_t dlen = data ? strlen(data) : 0;
+	uint8_t *eth = sr->frame + VIRTIO_NET_HDR_LEN, *ip = eth + 14, *tcp = ip + 20;
+	static const uint8_t hdr[14] = { SLIRP_MAC, GUEST_MAC, 0x08, 0x00 };
+	static const uint8_t addrs[8] = { 10, 0, 2, 15, 10, 0, 2, 2 };
+	memset(sr->frame, 0, sizeof(sr->frame));
+	memcpy(eth, hdr, sizeof(hdr));
+	ip[0] = 0x45;
+	put16(ip + 2, (uint32_t)(40 + dlen));
+	ip[8] = 64;
+	ip[9] = 6;
+	memcpy(ip + 12, addrs, 8);
+	put16(ip + 10, inet_sum(ip, 20, 0));
+	put16(tcp, sport);
+	put16(tcp + 2, dport);
+	put32(tcp + 4, seq);
+	put32(tcp + 8, ack);
+	tcp[12] = 5 << 4;
+	tcp[13] = flags;
+	put16(tcp + 14, 0xffff);
+	memcpy(tcp + 20, data ? data : "", dlen);
+	uint8_t pseudo[12] = { 10, 0, 2, 15, 10, 0, 2, 2, 0, 6 };
+	put16(pseudo + 10, (uint32_t)(20 + dlen));
+	put16(tcp + 16, inet_sum(tcp, 20 + dlen, (uint16_t)~inet_sum(pseudo, sizeof(pseudo), 0)));
+	sr->frame_len = VIRTIO_NET_HDR_LEN + 14 + 40 + dlen;
+	event_loop_call(loop, send_frame_on_loop, NULL);
+}
+
+/* Waits up to 2 s for connection i to have seen the flags (all of them) and the payload want. */
+static bool guest_sees(int i, uint8_t flags, const char *want)
+{
+	for (int t = 0; t < 200; t++) {
+		pthread_mutex_lock(&sr->lock);
+		bool ok = (sr->conn[i].flags & flags) == flags &&
+			  (!want || (sr->conn[i].len == strlen(want) && !memcmp(sr->conn[i].data, want, strlen(want))));
+		pthread_mutex_unlock(&sr->lock);
+		if (ok)
+			return true;
+		usleep(10000);
+	}
+	return false;
+}
+
+enum { TCP_SYN = 0x02, TCP_PSH = 0x08, TCP_ACK = 0x10 };
+
+static int slirp_tcp_under_the_filters(void)
+{
+	/* A host service on 127.0.0.1, which the guest reaches as 10.0.2.2 with host_loopback. */
+	int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t alen = sizeof(a);
+	if (lfd < 0 || bind(lfd, (struct sockaddr *)&a, sizeof(a)) || listen(lfd, 4) ||
+	    getsockname(lfd, (struct sockaddr *)&a, &alen))
+		return 90;
+	uint16_t service = ntohs(a.sin_port);
+	/* A port forward from a free host port to the guest's FWD_GUEST_PORT. */
+	int probe = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in f = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t flen = sizeof(f);
+	if (probe < 0 || bind(probe, (struct sockaddr *)&f, sizeof(f)) || getsockname(probe, (struct sockaddr *)&f, &flen))
+		return 91;
+	close(probe);
+	struct net_slirp_fwd fwd = { .host_addr.s_addr = htonl(INADDR_LOOPBACK), .host_port = ntohs(f.sin_port),
+				     .guest_port = FWD_GUEST_PORT };
+	inet_pton(AF_INET, "10.0.2.15", &fwd.guest_addr);
+
+	sr = calloc(1, sizeof(*sr));
+	pthread_mutex_init(&sr->lock, NULL);
+	sr->conn[0].port = 40001;
+	sr->conn[1].port = FWD_GUEST_PORT;
+	struct event_loop *loop;
+	if (event_loop_create(&loop) || net_slirp_create(loop, &fwd, 1, true, &sr->be))
+		return 92;
+	sr->be->peer = (struct net_backend_peer){ slirp_deliver, sr };
+	if (event_loop_start(loop))
+		return 93;
+	int rc = 0, hfd = -1, cfd = -1;
+	guest_arp(loop);
+	/* The guest connects out: slirp connects to the service for it; data both ways. */
+	guest_tcp(loop, 40001, service, 1000, 0, TCP_SYN, NULL);
+	if (!guest_sees(0, TCP_SYN | TCP_ACK, NULL))
+		rc = 94;
+	else {
+		uint32_t ack = sr->conn[0].seq;
+		guest_tcp(loop, 40001, service, 1001, ack, TCP_ACK | TCP_PSH, "ping");
+		if ((hfd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC)) < 0 || !host_reads(hfd, "ping") ||
+		    write(hfd, "pong", 4) != 4 || !guest_sees(0, 0, "pong"))
+			rc = 95;
+	}
+	/* The host connects in through the forward: slirp accepts and opens a connection to the guest. */
+	struct sockaddr_in to = { .sin_family = AF_INET, .sin_port = htons(fwd.host_port),
+				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	if (!rc && ((cfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0 ||
+		    connect(cfd, (struct sockaddr *)&to, sizeof(to)) || write(cfd, "fwd", 3) != 3 ||
+		    !guest_sees(1, TCP_SYN, NULL)))
+		rc = 96;
+	if (!rc) {
+		/* The guest accepts; slirp then hands it what the host program wrote. */
+		pthread_mutex_lock(&sr->lock);
+		uint32_t ack = sr->conn[1].seq;
+		uint16_t peer = sr->conn[1].peer;
+		pthread_mutex_unlock(&sr->lock);
+		guest_tcp(loop, FWD_GUEST_PORT, peer, 5000, ack, TCP_SYN | TCP_ACK, NULL);
+		if (!guest_sees(1, 0, "fwd"))
+			rc = 97;
+		else {
+			guest_tcp(loop, FWD_GUEST_PORT, peer, 5001, ack + 3, TCP_ACK | TCP_PSH, "back");
+			if (!host_reads(cfd, "back"))
+				rc = 98;
+		}
+	}
+	sandbox_enter(SANDBOX_MAIN);
+	close(cfd);
+	close(hfd);
+	close(lfd);
+	event_loop_stop(loop);
+	sr->be->ops->destroy(sr->be);
+	event_loop_destroy(loop);
+	pthread_mutex_destroy(&sr->lock);
+	free(sr);
+	return rc;
+}
+
+static void test_guest_tcp_and_a_port_forward_work_under_the_event_loop_filter(void **state)
+{
+	(void)state;
+	run_confined_case(slirp_tcp_under_the_filters);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_a_disk_works_under_the_vcpu_event_loop_and_main_filters),
 		cmocka_unit_test(test_a_qcow2_disk_works_under_the_vcpu_event_loop_and_main_filters),
 		cmocka_unit_test(test_a_guest_dns_query_works_under_the_event_loop_filter),
+		cmocka_unit_test(test_guest_tcp_and_a_port_forward_work_under_the_event_loop_filter),
 		cmocka_unit_test(test_the_api_works_under_the_api_and_main_filters),
 		cmocka_unit_test(test_vsock_both_ways_works_under_the_vcpu_event_loop_and_main_filters),
 		cmocka_unit_test(test_a_console2_socket_works_under_the_vcpu_event_loop_and_main_filters),
