@@ -1059,6 +1059,61 @@ static void test_guest_tcp_and_a_port_forward_work_under_the_event_loop_filter(v
 	run_confined_case(slirp_tcp_under_the_filters);
 }
 
+/* PUT /vm/shutdown: Ctrl-Alt-Del from an API thread, then the watchdog thread's hard stop. */
+static int api_shutdown_under_the_filters(void)
+{
+	char sock[128];
+	snprintf(sock, sizeof(sock), "%s/api.sock", scratch);
+	static struct fake_vm f;
+	fake_vm_init(&f, 1, true, true);
+	struct api_server *srv;
+	if (api_server_start(&srv, sock, &f.vm))
+		return 26;
+	int rc = status_of(sock, "PUT", "/vm/shutdown", "{\"timeout_s\": 1}") == 202 ? 0 : 27;
+	/* The fake guest never shuts down: the watchdog stops the VM after its second. */
+	for (int i = 0; !rc && i < 300 && atomic_load(&f.vm.state) != VM_STOPPED; i++)
+		usleep(10000);
+	if (!rc && atomic_load(&f.vm.state) != VM_STOPPED)
+		rc = 28;
+	sandbox_enter(SANDBOX_MAIN);
+	api_server_stop(srv);
+	fake_vm_destroy(&f);
+	return rc;
+}
+
+static void test_the_shutdown_watchdog_works_under_the_api_and_main_filters(void **state)
+{
+	(void)state;
+	run_confined_case(api_shutdown_under_the_filters);
+}
+
+/* A client that never finishes its request: the guard thread cuts its connection at the deadline. */
+static int conn_guard_under_the_filters(void)
+{
+	static const struct api_conn_limits limits = { .deadline_ms = 100, .per_peer = 4, .over_limit_ms = 100 };
+	struct api_conn_guard *g;
+	int sv[2];
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) || api_conn_guard_start(&g, &limits))
+		return 29;
+	struct api_conn *c;
+	api_conn_opened(g, sv[0], &c);
+	char byte;
+	struct pollfd p = { .fd = sv[1], .events = POLLIN };
+	int rc = poll(&p, 1, 2000) == 1 && read(sv[1], &byte, 1) == 0 ? 0 : 30;
+	sandbox_enter(SANDBOX_MAIN);
+	api_conn_closed(g, c);
+	api_conn_guard_stop(g);
+	close(sv[0]);
+	close(sv[1]);
+	return rc;
+}
+
+static void test_the_connection_deadline_guard_works_under_the_api_and_main_filters(void **state)
+{
+	(void)state;
+	run_confined_case(conn_guard_under_the_filters);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1067,6 +1122,8 @@ int main(void)
 		cmocka_unit_test(test_a_guest_dns_query_works_under_the_event_loop_filter),
 		cmocka_unit_test(test_guest_tcp_and_a_port_forward_work_under_the_event_loop_filter),
 		cmocka_unit_test(test_the_api_works_under_the_api_and_main_filters),
+		cmocka_unit_test(test_the_shutdown_watchdog_works_under_the_api_and_main_filters),
+		cmocka_unit_test(test_the_connection_deadline_guard_works_under_the_api_and_main_filters),
 		cmocka_unit_test(test_vsock_both_ways_works_under_the_vcpu_event_loop_and_main_filters),
 		cmocka_unit_test(test_a_console2_socket_works_under_the_vcpu_event_loop_and_main_filters),
 		cmocka_unit_test(test_a_console2_file_works_under_the_vcpu_console_out_and_main_filters),
