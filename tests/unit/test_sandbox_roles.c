@@ -13,20 +13,39 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "api/api_conn_guard.h"
 #include "api/api_server.h"
 #include "api/http_client.h"
 #include "backends/event_loop.h"
 #include "backends/net_slirp.h"
+#include "backends/net_tap.h"
+#include "devices/console.h"
+#include "devices/console_output.h"
+#include "devices/i8042.h"
+#include "devices/pvpanic.h"
+#include "devices/rtc.h"
+#include "devices/serial.h"
+#include "lib/unix_socket.h"
 #include "sandbox/sandbox.h"
+#include "virtio/virtio_balloon.h"
 #include "virtio/virtio_blk.h"
+#include "virtio/virtio_console.h"
+#include "virtio/virtio_net.h"
+#include "virtio/virtio_rng.h"
+#include "virtio/virtio_vsock.h"
 
 #include "api_fake_vm.h"
 #include "virtio_rig.h"
@@ -55,6 +74,84 @@ static void assert_ended_normally(int status)
 			 WTERMSIG(status), strsignal(WTERMSIG(status)));
 	assert_true(WIFEXITED(status));
 	assert_int_equal(WEXITSTATUS(status), 0);
+}
+
+/* The status of a case whose child could not set up what it needs here (no io_uring, no qemu-img...). */
+#define CHILD_SKIPPED 77
+
+static void assert_ended_normally_or_skipped(int status)
+{
+	if (WIFEXITED(status) && WEXITSTATUS(status) == CHILD_SKIPPED)
+		skip();
+	assert_ended_normally(status);
+}
+
+struct vcpu_job {
+	bool (*fn)(void *arg);
+	void *arg;
+	bool ok;
+};
+
+static void *vcpu_job_thread(void *arg)
+{
+	struct vcpu_job *j = arg;
+	sandbox_enter(SANDBOX_VCPU);
+	j->ok = j->fn(j->arg);
+	return NULL;
+}
+
+/*
+ * Runs fn(arg) on a new thread confined as a vCPU, as the guest's register accesses run in vmon,
+ * and waits for it; the caller stays unconfined, to play the host programs (socket clients).
+ */
+static bool as_vcpu(bool (*fn)(void *), void *arg)
+{
+	struct vcpu_job j = { fn, arg, false };
+	pthread_t t;
+	if (pthread_create(&t, NULL, vcpu_job_thread, &j))
+		return false;
+	pthread_join(t, NULL);
+	return j.ok;
+}
+
+/* A scratch directory for a case's sockets and files; the parent removes it after the child ends. */
+static char scratch[64];
+
+static void make_scratch(void)
+{
+	strcpy(scratch, "/tmp/vmon-sandbox-XXXXXX");
+	assert_non_null(mkdtemp(scratch));
+}
+
+static void remove_scratch(void)
+{
+	char cmd[128];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", scratch);
+	assert_int_equal(system(cmd), 0);
+}
+
+/* Runs fn confined in a child with a fresh scratch directory, and checks how the child ended. */
+static void run_confined_case(int (*fn)(void))
+{
+	make_scratch();
+	int status = confined_child(fn);
+	remove_scratch();
+	assert_ended_normally_or_skipped(status);
+}
+
+/* Waits up to 2 s for bytes on a host program's socket; compares them with want. */
+static bool host_reads(int fd, const char *want)
+{
+	char buf[128] = { 0 };
+	size_t n = strlen(want), got = 0;
+	while (got < n) {
+		struct pollfd pfd = { .fd = fd, .events = POLLIN };
+		ssize_t r = poll(&pfd, 1, 2000) == 1 ? read(fd, buf + got, n - got) : -1;
+		if (r <= 0)
+			return false;
+		got += (size_t)r;
+	}
+	return memcmp(buf, want, n) == 0;
 }
 
 /* ---- a disk: vCPU register writes, virtio activation, io_uring on the event loop ---- */
@@ -125,11 +222,11 @@ static int disk_io_under_the_filters_as(bool qcow2)
 		char cmd[256];
 		snprintf(cmd, sizeof(cmd), "qemu-img create -q -f qcow2 %s %u >/dev/null 2>&1", b->path, BLK_SECTORS * 512);
 		if (system(cmd) != 0)
-			return 77; /* no qemu-img (scripts/install-deps.sh test installs it) */
+			return CHILD_SKIPPED; /* no qemu-img (scripts/install-deps.sh test installs it) */
 	}
 	if (virtio_blk_create(&b->v.deps, b->path, qcow2 ? DISK_FORMAT_QCOW2 : DISK_FORMAT_AUTO, false, "sandbox",
 			      &b->blk))
-		return 77; /* io_uring unavailable here */
+		return CHILD_SKIPPED; /* io_uring unavailable here */
 	vrig_attach(&b->v);
 	pthread_t vcpu;
 	if (pthread_create(&vcpu, NULL, blk_vcpu, b))
@@ -159,19 +256,13 @@ static int qcow2_io_under_the_filters(void)
 static void test_a_qcow2_disk_works_under_the_vcpu_event_loop_and_main_filters(void **state)
 {
 	(void)state;
-	int status = confined_child(qcow2_io_under_the_filters);
-	if (WIFEXITED(status) && WEXITSTATUS(status) == 77)
-		skip();
-	assert_ended_normally(status);
+	assert_ended_normally_or_skipped(confined_child(qcow2_io_under_the_filters));
 }
 
 static void test_a_disk_works_under_the_vcpu_event_loop_and_main_filters(void **state)
 {
 	(void)state;
-	int status = confined_child(disk_io_under_the_filters);
-	if (WIFEXITED(status) && WEXITSTATUS(status) == 77)
-		skip();
-	assert_ended_normally(status);
+	assert_ended_normally_or_skipped(confined_child(disk_io_under_the_filters));
 }
 
 /* ---- user-mode networking: libslirp on the event loop ---- */
@@ -278,13 +369,767 @@ static void test_the_api_works_under_the_api_and_main_filters(void **state)
 	assert_ended_normally(status);
 }
 
+/* ---- virtio-vsock: a guest connection to a host program, and a host program's to the guest ---- */
+
+#define VS_QSZ 32
+#define VS_CID 3
+
+struct vs_run {
+	struct vrig v;
+	struct virtio_vsock *vs;
+	uint64_t rx_at[VS_QSZ]; /* the guest address of each receive chain, by head */
+	uint32_t host_port;      /* the port vmon gave the host program's connection */
+};
+
+static struct vs_run *vs;
+
+static void vs_send(uint16_t op, uint32_t src_port, uint32_t dst_port, const char *data)
+{
+	uint32_t len = data ? (uint32_t)strlen(data) : 0;
+	struct virtio_vsock_hdr h = { .src_cid = VS_CID, .dst_cid = VIRTIO_VSOCK_CID_HOST, .src_port = src_port,
+				      .dst_port = dst_port, .len = len, .type = VIRTIO_VSOCK_TYPE_STREAM, .op = op,
+				      .buf_alloc = 65536 };
+	uint64_t a = alloc_data(&vs->v, VIRTIO_VSOCK_HDR_SIZE + len);
+	virtio_vsock_hdr_encode(&h, vs->v.ram + a);
+	memcpy(vs->v.ram + a + VIRTIO_VSOCK_HDR_SIZE, data ? data : "", len);
+	struct seg s[2] = { { a, VIRTIO_VSOCK_HDR_SIZE, false }, { a + VIRTIO_VSOCK_HDR_SIZE, len, false } };
+	add_chain(&vs->v, 1, s, len ? 2 : 1, true);
+}
+
+/* The next packet for the guest, of type op (and payload want, when given). */
+static bool vs_recv(uint16_t op, const char *want, struct virtio_vsock_hdr *h)
+{
+	uint32_t id, len;
+	if (!next_used(&vs->v, 0, &id, &len))
+		return false;
+	virtio_vsock_hdr_decode(vs->v.ram + vs->rx_at[id], h);
+	if (h->op != op)
+		return false;
+	return !want || (h->len == strlen(want) && !memcmp(vs->v.ram + vs->rx_at[id] + VIRTIO_VSOCK_HDR_SIZE, want, h->len));
+}
+
+/* Driver set-up, receive buffers, and a connection to host port 1234 with a first message. */
+static bool vs_guest_connects(void *arg)
+{
+	(void)arg;
+	start_driver(&vs->v, 0);
+	for (int i = 0; i < 16; i++) {
+		uint64_t a = alloc_data(&vs->v, VIRTIO_VSOCK_HDR_SIZE + 4096);
+		vs->rx_at[vs->v.q[0].desc_next % VS_QSZ] = a;
+		struct seg s[2] = { { a, VIRTIO_VSOCK_HDR_SIZE, true }, { a + VIRTIO_VSOCK_HDR_SIZE, 4096, true } };
+		add_chain(&vs->v, 0, s, 2, i == 15);
+	}
+	struct virtio_vsock_hdr h;
+	vs_send(VIRTIO_VSOCK_OP_REQUEST, 5000, 1234, NULL);
+	if (!vs_recv(VIRTIO_VSOCK_OP_RESPONSE, NULL, &h))
+		return false;
+	vs_send(VIRTIO_VSOCK_OP_RW, 5000, 1234, "ping");
+	return true;
+}
+
+static bool vs_guest_gets_the_answer(void *arg)
+{
+	(void)arg;
+	struct virtio_vsock_hdr h;
+	return vs_recv(VIRTIO_VSOCK_OP_RW, "pong", &h);
+}
+
+/* The host program's CONNECT reaches the guest as a REQUEST for port 80, which it accepts. */
+static bool vs_guest_accepts(void *arg)
+{
+	(void)arg;
+	struct virtio_vsock_hdr h;
+	if (!vs_recv(VIRTIO_VSOCK_OP_REQUEST, NULL, &h) || h.dst_port != 80)
+		return false;
+	vs->host_port = h.src_port;
+	vs_send(VIRTIO_VSOCK_OP_RESPONSE, 80, vs->host_port, NULL);
+	return true;
+}
+
+static bool vs_guest_echoes(void *arg)
+{
+	(void)arg;
+	struct virtio_vsock_hdr h;
+	if (!vs_recv(VIRTIO_VSOCK_OP_RW, "hi", &h))
+		return false;
+	vs_send(VIRTIO_VSOCK_OP_RW, 80, vs->host_port, "yo");
+	return true;
+}
+
+static int vsock_under_the_filters(void)
+{
+	static const struct vrig_spec spec = { .ram = 4u << 20, .device_id = VIRTIO_ID_VSOCK, .queues = 3,
+					       .qsize = VS_QSZ };
+	vs = calloc(1, sizeof(*vs));
+	char uds[128], port_path[140];
+	snprintf(uds, sizeof(uds), "%s/v.sock", scratch);
+	snprintf(port_path, sizeof(port_path), "%s_1234", uds);
+	vrig_init(&vs->v, &spec);
+	if (virtio_vsock_create(&vs->v.deps, VS_CID, uds, &vs->vs))
+		return 40;
+	vrig_attach(&vs->v);
+	int lfd = unix_socket_listen(port_path, "test"), hfd = -1, cfd = -1;
+	int rc = 0;
+	char ok_line[32];
+	if (lfd < 0 || !as_vcpu(vs_guest_connects, NULL))
+		rc = 41;
+	else if ((hfd = unix_socket_accept(lfd)) < 0 || !host_reads(hfd, "ping") || write(hfd, "pong", 4) != 4)
+		rc = 42;
+	else if (!as_vcpu(vs_guest_gets_the_answer, NULL))
+		rc = 43;
+	else if ((cfd = unix_socket_connect(uds)) < 0 || write(cfd, "CONNECT 80\n", 11) != 11)
+		rc = 44;
+	else if (!as_vcpu(vs_guest_accepts, NULL))
+		rc = 45;
+	else if (snprintf(ok_line, sizeof(ok_line), "OK %u\n", vs->host_port) < 0 || !host_reads(cfd, ok_line) ||
+		 write(cfd, "hi", 2) != 2)
+		rc = 46;
+	else if (!as_vcpu(vs_guest_echoes, NULL) || !host_reads(cfd, "yo"))
+		rc = 47;
+	sandbox_enter(SANDBOX_MAIN);
+	close(cfd);
+	close(hfd);
+	close(lfd);
+	event_loop_stop(vs->v.loop);
+	virtio_vsock_destroy(vs->vs);
+	vrig_free(&vs->v);
+	free(vs);
+	return rc;
+}
+
+static void test_vsock_both_ways_works_under_the_vcpu_event_loop_and_main_filters(void **state)
+{
+	(void)state;
+	run_confined_case(vsock_under_the_filters);
+}
+
+/* ---- virtio-console (--console2): a socket client both ways, a file that reaches max_size ---- */
+
+struct con_run {
+	struct vrig v;
+	struct virtio_console *con;
+	uint64_t rx;
+};
+
+static struct con_run *con;
+
+static bool con_guest_writes(void *arg)
+{
+	const char *text = arg;
+	uint32_t len = (uint32_t)strlen(text);
+	uint16_t want = (uint16_t)(used_idx(&con->v, 1) + 1);
+	uint64_t a = alloc_data(&con->v, len);
+	memcpy(con->v.ram + a, text, len);
+	add_buf(&con->v, 1, a, len, false);
+	return wait_used(&con->v, 1, want);
+}
+
+static bool con_guest_starts(void *arg)
+{
+	start_driver(&con->v, 0);
+	con->rx = alloc_data(&con->v, 64);
+	add_buf(&con->v, 0, con->rx, 64, true);
+	return !arg || con_guest_writes(arg);
+}
+
+static bool con_guest_reads(void *arg)
+{
+	return wait_used(&con->v, 0, 1) && !memcmp(con->v.ram + con->rx, arg, strlen(arg));
+}
+
+static int console2_as(enum virtio_console_backend backend, const char *name)
+{
+	static const struct vrig_spec spec = { .ram = 2u << 20, .device_id = VIRTIO_ID_CONSOLE, .queues = 2,
+					       .qsize = 16 };
+	con = calloc(1, sizeof(*con));
+	char path[128];
+	snprintf(path, sizeof(path), "%s/%s", scratch, name);
+	vrig_init(&con->v, &spec);
+	if (virtio_console_create(&con->v.deps, backend, path, 8, &con->con))
+		return 50;
+	vrig_attach(&con->v);
+	int rc = 0, fd = -1;
+	struct stat st;
+	if (backend == VIRTIO_CONSOLE_FILE) {
+		/* 16 bytes for a file of at most 8: the writer thread writes 8 and drops the rest. */
+		if (!as_vcpu(con_guest_starts, "0123456789abcdef"))
+			rc = 51;
+		else if (stat(path, &st) || st.st_size != 8)
+			rc = 52;
+	} else if (!as_vcpu(con_guest_starts, NULL) || (fd = unix_socket_connect(path)) < 0) {
+		rc = 53;
+	} else {
+		usleep(50000); /* accepted on the loop thread */
+		if (!as_vcpu(con_guest_writes, "out\n") || !host_reads(fd, "out\n"))
+			rc = 54;
+		else if (write(fd, "in\n", 3) != 3 || !as_vcpu(con_guest_reads, "in\n"))
+			rc = 55;
+	}
+	sandbox_enter(SANDBOX_MAIN);
+	close(fd);
+	event_loop_stop(con->v.loop);
+	virtio_console_destroy(con->con);
+	vrig_free(&con->v);
+	free(con);
+	return rc;
+}
+
+static int console2_socket_under_the_filters(void)
+{
+	return console2_as(VIRTIO_CONSOLE_SOCKET, "c.sock");
+}
+
+static int console2_file_under_the_filters(void)
+{
+	return console2_as(VIRTIO_CONSOLE_FILE, "c.log");
+}
+
+static void test_a_console2_socket_works_under_the_vcpu_event_loop_and_main_filters(void **state)
+{
+	(void)state;
+	run_confined_case(console2_socket_under_the_filters);
+}
+
+static void test_a_console2_file_works_under_the_vcpu_console_out_and_main_filters(void **state)
+{
+	(void)state;
+	run_confined_case(console2_file_under_the_filters);
+}
+
+/* ---- virtio-rng: getrandom, and the rate limit's retry timer ---- */
+
+struct rng_run {
+	struct vrig v;
+	struct virtio_rng *rng;
+};
+
+/* Two requests of a whole burst each: the second waits for the bucket to refill, on a timer. */
+static bool rng_guest_reads(void *arg)
+{
+	struct rng_run *r = arg;
+	start_driver(&r->v, 0);
+	add_buf(&r->v, 0, alloc_data(&r->v, VIRTIO_RNG_BURST), VIRTIO_RNG_BURST, true);
+	if (!wait_used(&r->v, 0, 1))
+		return false;
+	add_buf(&r->v, 0, alloc_data(&r->v, VIRTIO_RNG_BURST), VIRTIO_RNG_BURST, true);
+	for (int i = 0; i < 100 && virtio_rng_bytes_served(r->rng) < 2 * VIRTIO_RNG_BURST - 4096; i++) {
+		if (used_idx(&r->v, 0) == 2)
+			add_buf(&r->v, 0, alloc_data(&r->v, 4096), 4096, true);
+		usleep(20000);
+	}
+	return virtio_rng_bytes_served(r->rng) > VIRTIO_RNG_BURST;
+}
+
+static int rng_under_the_filters(void)
+{
+	static const struct vrig_spec spec = { .ram = 4u << 20, .device_id = VIRTIO_ID_RNG, .queues = 1, .qsize = 16 };
+	struct rng_run *r = calloc(1, sizeof(*r));
+	vrig_init(&r->v, &spec);
+	if (virtio_rng_create(&r->v.deps, &r->rng))
+		return 60;
+	vrig_attach(&r->v);
+	int rc = as_vcpu(rng_guest_reads, r) ? 0 : 61;
+	sandbox_enter(SANDBOX_MAIN);
+	event_loop_stop(r->v.loop);
+	virtio_rng_destroy(r->rng);
+	vrig_free(&r->v);
+	free(r);
+	return rc;
+}
+
+static void test_rng_works_under_the_vcpu_event_loop_and_main_filters(void **state)
+{
+	(void)state;
+	run_confined_case(rng_under_the_filters);
+}
+
+/* ---- virtio-balloon and PUT /balloon: inflate, deflate, statistics, free page reporting ---- */
+
+#define BAL_RAM (8u << 20)
+#define BAL_PAGES (4u << 20) /* the pages the guest gives: clear of the rings and buffers */
+
+static bool bal_guest_works(void *arg)
+{
+	struct vrig *v = arg;
+	start_driver(v, VIRTIO_F_BIT(VIRTIO_BALLOON_F_STATS_VQ) | VIRTIO_F_BIT(VIRTIO_BALLOON_F_DEFLATE_ON_OOM) |
+				VIRTIO_F_BIT(VIRTIO_BALLOON_F_REPORTING));
+	memset(v->ram + BAL_PAGES, 0xa5, 64 * VIRTIO_BALLOON_PAGE_SIZE);
+	uint32_t pfns[16];
+	for (uint32_t i = 0; i < 16; i++)
+		pfns[i] = BAL_PAGES / VIRTIO_BALLOON_PAGE_SIZE + i;
+	uint64_t a = alloc_data(v, sizeof(pfns));
+	memcpy(v->ram + a, pfns, sizeof(pfns));
+	add_buf(v, 0, a, sizeof(pfns), false); /* inflate */
+	add_buf(v, 1, a, sizeof(pfns), false); /* deflate */
+	uint8_t stat[10] = { VIRTIO_BALLOON_S_MEMFREE, 0, 0, 0, 0, 0, 0, 0, 0, 1 };
+	uint64_t sa = alloc_data(v, sizeof(stat));
+	memcpy(v->ram + sa, stat, sizeof(stat));
+	add_buf(v, 2, sa, sizeof(stat), false); /* held until the statistics timer fires */
+	add_buf(v, 3, BAL_PAGES + 32 * VIRTIO_BALLOON_PAGE_SIZE, 32 * VIRTIO_BALLOON_PAGE_SIZE, true); /* report */
+	return wait_used(v, 0, 1) && wait_used(v, 1, 1) && wait_used(v, 2, 1) && wait_used(v, 3, 1);
+}
+
+static int balloon_under_the_filters(void)
+{
+	static const struct vrig_spec spec = { .ram = BAL_RAM, .device_id = VIRTIO_ID_BALLOON, .queues = 4,
+					       .qsize = 16 };
+	struct vrig *v = calloc(1, sizeof(*v));
+	vrig_init(v, &spec);
+	free(v->ram);
+	if (guest_mem_init(&v->mem, BAL_RAM)) /* a memfd, as in vmon: discards punch holes in it */
+		return 70;
+	v->ram = v->mem.regions[0].host;
+	struct balloon_config cfg;
+	config_balloon_defaults(&cfg);
+	cfg.enabled = true;
+	cfg.stats_interval_s = 1;
+	struct virtio_balloon *b;
+	if (virtio_balloon_create(&v->deps, &cfg, &b))
+		return 71;
+	vrig_attach(v);
+
+	char sock[128];
+	snprintf(sock, sizeof(sock), "%s/api.sock", scratch);
+	static struct fake_vm f;
+	fake_vm_init(&f, 1, true, true);
+	((struct platform *)f.vm.platform)->balloon = b;
+	struct api_server *srv;
+	if (api_server_start(&srv, sock, &f.vm))
+		return 72;
+	int rc = 0;
+	if (status_of(sock, "PUT", "/balloon", "{\"target_mib\": 7}") != 200)
+		rc = 73;
+	else if (!as_vcpu(bal_guest_works, v))
+		rc = 74;
+	else if (status_of(sock, "GET", "/balloon", NULL) != 200)
+		rc = 75;
+	sandbox_enter(SANDBOX_MAIN);
+	api_server_stop(srv);
+	((struct platform *)f.vm.platform)->balloon = NULL;
+	fake_vm_destroy(&f);
+	event_loop_stop(v->loop);
+	virtio_balloon_destroy(b);
+	guest_mem_destroy(&v->mem);
+	v->ram = NULL;
+	vrig_free(v);
+	free(v);
+	return rc;
+}
+
+static void test_a_balloon_works_under_the_vcpu_event_loop_api_and_main_filters(void **state)
+{
+	(void)state;
+	run_confined_case(balloon_under_the_filters);
+}
+
+/* ---- the platform devices from a vCPU, the serial output writer, the console input thread ---- */
+
+struct plat_run {
+	struct serial com1;
+	struct i8042 kbd;
+	struct rtc rtc;
+	struct pvpanic pvpanic;
+	int panics;
+	uint8_t seconds;
+	uint8_t rx;
+};
+
+static void plat_on_panic(void *opaque, uint8_t events)
+{
+	(void)events;
+	((struct plat_run *)opaque)->panics++;
+}
+
+static void plat_on_reset(void *opaque)
+{
+	(void)opaque;
+}
+
+/* What a guest kernel does early on: the clock, the keyboard controller, the serial port, a panic. */
+static bool plat_guest_accesses(void *arg)
+{
+	struct plat_run *p = arg;
+	uint8_t v = RTC_REG_SECONDS;
+	rtc_ops.write(&p->rtc, 0, &v, 1);
+	rtc_ops.read(&p->rtc, 1, &p->seconds, 1); /* the host's wall clock */
+	v = 0xaa; /* self-test */
+	i8042_cmd_ops.write(&p->kbd, 0, &v, 1);
+	i8042_ops.read(&p->kbd, 0, &v, 1);
+	for (const char *c = "guest says hi\n"; *c; c++)
+		serial_ops.write(&p->com1, 0, c, 1);
+	v = PVPANIC_PANICKED;
+	pvpanic_ops.write(&p->pvpanic, 0, &v, 1);
+	return p->seconds < 0x60 && p->panics == 1;
+}
+
+/* The byte the console input thread put in the receive buffer, read as the guest's driver does. */
+static bool plat_guest_reads_a_key(void *arg)
+{
+	struct plat_run *p = arg;
+	for (int i = 0; i < 2000; i++) {
+		uint8_t lsr = 0;
+		serial_ops.read(&p->com1, 5, &lsr, 1);
+		if (lsr & 1) {
+			serial_ops.read(&p->com1, 0, &p->rx, 1);
+			return p->rx == 'k';
+		}
+		usleep(1000);
+	}
+	return false;
+}
+
+static void plat_on_quit(void *opaque)
+{
+	(void)opaque;
+}
+
+static int platform_under_the_filters(void)
+{
+	/* The terminal is a pseudo-terminal here: the input thread puts it in raw mode and back. */
+	int master = posix_openpt(O_RDWR | O_NOCTTY);
+	if (master < 0 || grantpt(master) || unlockpt(master))
+		return CHILD_SKIPPED;
+	int tty = open(ptsname(master), O_RDWR | O_NOCTTY);
+	int out[2];
+	if (tty < 0 || dup2(tty, STDIN_FILENO) < 0 || pipe(out))
+		return 80;
+	struct plat_run *p = calloc(1, sizeof(*p));
+	struct console_output *o;
+	if (console_output_start(&o, out[1], 4096))
+		return 81;
+	serial_init(&p->com1, (struct irq_line){ 0 }, console_output_write, o);
+	i8042_init(&p->kbd, (struct irq_line){ 0 }, plat_on_reset, p);
+	rtc_init(&p->rtc, (struct irq_line){ 0 });
+	pvpanic_init(&p->pvpanic, plat_on_panic, p);
+	struct console *c;
+	if (console_start(&c, &p->com1, plat_on_quit, p))
+		return 82;
+	int rc = 0;
+	if (!as_vcpu(plat_guest_accesses, p))
+		rc = 83;
+	else if (!host_reads(out[0], "guest says hi\n"))
+		rc = 84;
+	else if (write(master, "k", 1) != 1 || !as_vcpu(plat_guest_reads_a_key, p))
+		rc = 85;
+	sandbox_enter(SANDBOX_MAIN);
+	console_stop(c);
+	console_output_stop(o, 500);
+	serial_destroy(&p->com1);
+	i8042_destroy(&p->kbd);
+	rtc_destroy(&p->rtc);
+	close(out[0]);
+	close(out[1]);
+	close(master);
+	free(p);
+	return rc;
+}
+
+static void test_the_platform_devices_and_the_console_threads_work_under_their_filters(void **state)
+{
+	(void)state;
+	run_confined_case(platform_under_the_filters);
+}
+
+/* ---- user-mode networking: a guest TCP connection out, and a port forward in ---- */
+
+#define GUEST_MAC 0x52, 0x54, 0x00, 0x12, 0x34, 0x56
+#define SLIRP_MAC 0x52, 0x55, 0x0a, 0x00, 0x02, 0x02
+#define FWD_GUEST_PORT 8080
+
+static uint16_t inet_sum(const uint8_t *p, size_t len, uint32_t sum)
+{
+	for (size_t i = 0; i + 1 < len; i += 2)
+		sum += (uint32_t)(p[i] << 8 | p[i + 1]);
+	if (len & 1)
+		sum += (uint32_t)p[len - 1] << 8;
+	while (sum >> 16)
+		sum = (sum & 0xffff) + (sum >> 16);
+	return (uint16_t)~sum;
+}
+
+static void put16(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)(v >> 8), p[1] = (uint8_t)v;
+}
+
+static void put32(uint8_t *p, uint32_t v)
+{
+	put16(p, v >> 16), put16(p + 2, v);
+}
+
+static uint32_t get32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* What the guest's TCP has seen of one connection: the last segment slirp sent it. */
+struct tcp_seen {
+	uint16_t port;    /* the guest's port */
+	uint16_t peer;    /* slirp's port */
+	uint32_t seq;     /* slirp's next sequence number */
+	uint8_t flags;    /* the last segment's flags */
+	char data[64];    /* the payload slirp sent, all of it */
+	size_t len;
+};
+
+struct slirp_run {
+	struct net_backend *be;
+	pthread_mutex_t lock;
+	struct tcp_seen conn[2];
+	uint8_t frame[VIRTIO_NET_HDR_LEN + 14 + 40 + 64]; /* what the guest sends next, on the loop */
+	size_t frame_len;
+};
+
+static struct slirp_run *sr;
+
+/* Frames for the guest arrive on the loop thread: record the TCP segments to the guest's ports. */
+static int slirp_deliver(void *dev, const void *pkt, size_t len)
+{
+	(void)dev;
+	const uint8_t *eth = (const uint8_t *)pkt + VIRTIO_NET_HDR_LEN, *ip = eth + 14;
+	if (len < VIRTIO_NET_HDR_LEN + 14 + 40 || eth[12] != 0x08 || eth[13] != 0x00 || ip[9] != 6)
+		return 0;
+	const uint8_t *tcp = ip + (ip[0] & 0xf) * 4;
+	size_t total = (size_t)(ip[2] << 8 | ip[3]), hl = (size_t)(tcp[12] >> 4) * 4;
+	size_t data = total - (size_t)(tcp - ip) - hl;
+	uint16_t port = (uint16_t)(tcp[2] << 8 | tcp[3]);
+	pthread_mutex_lock(&sr->lock);
+	for (int i = 0; i < 2; i++) {
+		struct tcp_seen *c = &sr->conn[i];
+		if (c->port != port)
+			continue;
+		c->peer = (uint16_t)(tcp[0] << 8 | tcp[1]);
+		c->flags = tcp[13];
+		c->seq = get32(tcp + 4) + (uint32_t)data + ((tcp[13] & 0x03) ? 1 : 0);
+		if (data && c->len + data <= sizeof(c->data)) {
+			memcpy(c->data + c->len, tcp + hl, data);
+			c->len += data;
+		}
+	}
+	pthread_mutex_unlock(&sr->lock);
+	return 0;
+}
+
+static void send_frame_on_loop(void *opaque)
+{
+	(void)opaque;
+	sr->be->ops->send(sr->be, sr->frame, sr->frame_len);
+}
+
+/* The guest announces itself (an ARP request for the gateway), so slirp knows where to send. */
+static void guest_arp(struct event_loop *loop)
+{
+	static const uint8_t arp[14 + 28] = { SLIRP_MAC, GUEST_MAC, 0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 1, GUEST_MAC,
+					      10, 0, 2, 15, 0, 0, 0, 0, 0, 0, 10, 0, 2, 2 };
+	memset(sr->frame, 0, VIRTIO_NET_HDR_LEN);
+	memcpy(sr->frame + VIRTIO_NET_HDR_LEN, arp, sizeof(arp));
+	sr->frame_len = VIRTIO_NET_HDR_LEN + sizeof(arp);
+	event_loop_call(loop, send_frame_on_loop, NULL);
+}
+
+/* A TCP segment from the guest (10.0.2.15:sport) to 10.0.2.2:dport, sent on the loop thread. */
+static void guest_tcp(struct event_loop *loop, uint16_t sport, uint16_t dport, uint32_t seq, uint32_t ack,
+		      uint8_t flags, const char *data)
+{
+	size_t dlen = data ? strlen(data) : 0;
+	uint8_t *eth = sr->frame + VIRTIO_NET_HDR_LEN, *ip = eth + 14, *tcp = ip + 20;
+	static const uint8_t hdr[14] = { SLIRP_MAC, GUEST_MAC, 0x08, 0x00 };
+	static const uint8_t addrs[8] = { 10, 0, 2, 15, 10, 0, 2, 2 };
+	memset(sr->frame, 0, sizeof(sr->frame));
+	memcpy(eth, hdr, sizeof(hdr));
+	ip[0] = 0x45;
+	put16(ip + 2, (uint32_t)(40 + dlen));
+	ip[8] = 64;
+	ip[9] = 6;
+	memcpy(ip + 12, addrs, 8);
+	put16(ip + 10, inet_sum(ip, 20, 0));
+	put16(tcp, sport);
+	put16(tcp + 2, dport);
+	put32(tcp + 4, seq);
+	put32(tcp + 8, ack);
+	tcp[12] = 5 << 4;
+	tcp[13] = flags;
+	put16(tcp + 14, 0xffff);
+	memcpy(tcp + 20, data ? data : "", dlen);
+	uint8_t pseudo[12] = { 10, 0, 2, 15, 10, 0, 2, 2, 0, 6 };
+	put16(pseudo + 10, (uint32_t)(20 + dlen));
+	put16(tcp + 16, inet_sum(tcp, 20 + dlen, (uint16_t)~inet_sum(pseudo, sizeof(pseudo), 0)));
+	sr->frame_len = VIRTIO_NET_HDR_LEN + 14 + 40 + dlen;
+	event_loop_call(loop, send_frame_on_loop, NULL);
+}
+
+/* Waits up to 2 s for connection i to have seen the flags (all of them) and the payload want. */
+static bool guest_sees(int i, uint8_t flags, const char *want)
+{
+	for (int t = 0; t < 200; t++) {
+		pthread_mutex_lock(&sr->lock);
+		bool ok = (sr->conn[i].flags & flags) == flags &&
+			  (!want || (sr->conn[i].len == strlen(want) && !memcmp(sr->conn[i].data, want, strlen(want))));
+		pthread_mutex_unlock(&sr->lock);
+		if (ok)
+			return true;
+		usleep(10000);
+	}
+	return false;
+}
+
+enum { TCP_SYN = 0x02, TCP_PSH = 0x08, TCP_ACK = 0x10 };
+
+static int slirp_tcp_under_the_filters(void)
+{
+	/* A host service on 127.0.0.1, which the guest reaches as 10.0.2.2 with host_loopback. */
+	int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t alen = sizeof(a);
+	if (lfd < 0 || bind(lfd, (struct sockaddr *)&a, sizeof(a)) || listen(lfd, 4) ||
+	    getsockname(lfd, (struct sockaddr *)&a, &alen))
+		return 90;
+	uint16_t service = ntohs(a.sin_port);
+	/* A port forward from a free host port to the guest's FWD_GUEST_PORT. */
+	int probe = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in f = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t flen = sizeof(f);
+	if (probe < 0 || bind(probe, (struct sockaddr *)&f, sizeof(f)) || getsockname(probe, (struct sockaddr *)&f, &flen))
+		return 91;
+	close(probe);
+	struct net_slirp_fwd fwd = { .host_addr.s_addr = htonl(INADDR_LOOPBACK), .host_port = ntohs(f.sin_port),
+				     .guest_port = FWD_GUEST_PORT };
+	inet_pton(AF_INET, "10.0.2.15", &fwd.guest_addr);
+
+	sr = calloc(1, sizeof(*sr));
+	pthread_mutex_init(&sr->lock, NULL);
+	sr->conn[0].port = 40001;
+	sr->conn[1].port = FWD_GUEST_PORT;
+	struct event_loop *loop;
+	if (event_loop_create(&loop) || net_slirp_create(loop, &fwd, 1, true, &sr->be))
+		return 92;
+	sr->be->peer = (struct net_backend_peer){ slirp_deliver, sr };
+	if (event_loop_start(loop))
+		return 93;
+	int rc = 0, hfd = -1, cfd = -1;
+	guest_arp(loop);
+	/* The guest connects out: slirp connects to the service for it; data both ways. */
+	guest_tcp(loop, 40001, service, 1000, 0, TCP_SYN, NULL);
+	if (!guest_sees(0, TCP_SYN | TCP_ACK, NULL))
+		rc = 94;
+	else {
+		uint32_t ack = sr->conn[0].seq;
+		guest_tcp(loop, 40001, service, 1001, ack, TCP_ACK | TCP_PSH, "ping");
+		if ((hfd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC)) < 0 || !host_reads(hfd, "ping") ||
+		    write(hfd, "pong", 4) != 4 || !guest_sees(0, 0, "pong"))
+			rc = 95;
+	}
+	/* The host connects in through the forward: slirp accepts and opens a connection to the guest. */
+	struct sockaddr_in to = { .sin_family = AF_INET, .sin_port = htons(fwd.host_port),
+				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	if (!rc && ((cfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0 ||
+		    connect(cfd, (struct sockaddr *)&to, sizeof(to)) || write(cfd, "fwd", 3) != 3 ||
+		    !guest_sees(1, TCP_SYN, NULL)))
+		rc = 96;
+	if (!rc) {
+		/* The guest accepts; slirp then hands it what the host program wrote. */
+		pthread_mutex_lock(&sr->lock);
+		uint32_t ack = sr->conn[1].seq;
+		uint16_t peer = sr->conn[1].peer;
+		pthread_mutex_unlock(&sr->lock);
+		guest_tcp(loop, FWD_GUEST_PORT, peer, 5000, ack, TCP_SYN | TCP_ACK, NULL);
+		if (!guest_sees(1, 0, "fwd"))
+			rc = 97;
+		else {
+			guest_tcp(loop, FWD_GUEST_PORT, peer, 5001, ack + 3, TCP_ACK | TCP_PSH, "back");
+			if (!host_reads(cfd, "back"))
+				rc = 98;
+		}
+	}
+	sandbox_enter(SANDBOX_MAIN);
+	close(cfd);
+	close(hfd);
+	close(lfd);
+	event_loop_stop(loop);
+	sr->be->ops->destroy(sr->be);
+	event_loop_destroy(loop);
+	pthread_mutex_destroy(&sr->lock);
+	free(sr);
+	return rc;
+}
+
+static void test_guest_tcp_and_a_port_forward_work_under_the_event_loop_filter(void **state)
+{
+	(void)state;
+	run_confined_case(slirp_tcp_under_the_filters);
+}
+
+/* PUT /vm/shutdown: Ctrl-Alt-Del from an API thread, then the watchdog thread's hard stop. */
+static int api_shutdown_under_the_filters(void)
+{
+	char sock[128];
+	snprintf(sock, sizeof(sock), "%s/api.sock", scratch);
+	static struct fake_vm f;
+	fake_vm_init(&f, 1, true, true);
+	struct api_server *srv;
+	if (api_server_start(&srv, sock, &f.vm))
+		return 26;
+	int rc = status_of(sock, "PUT", "/vm/shutdown", "{\"timeout_s\": 1}") == 202 ? 0 : 27;
+	/* The fake guest never shuts down: the watchdog stops the VM after its second. */
+	for (int i = 0; !rc && i < 300 && atomic_load(&f.vm.state) != VM_STOPPED; i++)
+		usleep(10000);
+	if (!rc && atomic_load(&f.vm.state) != VM_STOPPED)
+		rc = 28;
+	sandbox_enter(SANDBOX_MAIN);
+	api_server_stop(srv);
+	fake_vm_destroy(&f);
+	return rc;
+}
+
+static void test_the_shutdown_watchdog_works_under_the_api_and_main_filters(void **state)
+{
+	(void)state;
+	run_confined_case(api_shutdown_under_the_filters);
+}
+
+/* A client that never finishes its request: the guard thread cuts its connection at the deadline. */
+static int conn_guard_under_the_filters(void)
+{
+	static const struct api_conn_limits limits = { .deadline_ms = 100, .per_peer = 4, .over_limit_ms = 100 };
+	struct api_conn_guard *g;
+	int sv[2];
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) || api_conn_guard_start(&g, &limits))
+		return 29;
+	struct api_conn *c;
+	api_conn_opened(g, sv[0], &c);
+	char byte;
+	struct pollfd p = { .fd = sv[1], .events = POLLIN };
+	int rc = poll(&p, 1, 2000) == 1 && read(sv[1], &byte, 1) == 0 ? 0 : 30;
+	sandbox_enter(SANDBOX_MAIN);
+	api_conn_closed(g, c);
+	api_conn_guard_stop(g);
+	close(sv[0]);
+	close(sv[1]);
+	return rc;
+}
+
+static void test_the_connection_deadline_guard_works_under_the_api_and_main_filters(void **state)
+{
+	(void)state;
+	run_confined_case(conn_guard_under_the_filters);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_a_disk_works_under_the_vcpu_event_loop_and_main_filters),
 		cmocka_unit_test(test_a_qcow2_disk_works_under_the_vcpu_event_loop_and_main_filters),
 		cmocka_unit_test(test_a_guest_dns_query_works_under_the_event_loop_filter),
+		cmocka_unit_test(test_guest_tcp_and_a_port_forward_work_under_the_event_loop_filter),
 		cmocka_unit_test(test_the_api_works_under_the_api_and_main_filters),
+		cmocka_unit_test(test_the_shutdown_watchdog_works_under_the_api_and_main_filters),
+		cmocka_unit_test(test_the_connection_deadline_guard_works_under_the_api_and_main_filters),
+		cmocka_unit_test(test_vsock_both_ways_works_under_the_vcpu_event_loop_and_main_filters),
+		cmocka_unit_test(test_a_console2_socket_works_under_the_vcpu_event_loop_and_main_filters),
+		cmocka_unit_test(test_a_console2_file_works_under_the_vcpu_console_out_and_main_filters),
+		cmocka_unit_test(test_rng_works_under_the_vcpu_event_loop_and_main_filters),
+		cmocka_unit_test(test_a_balloon_works_under_the_vcpu_event_loop_api_and_main_filters),
+		cmocka_unit_test(test_the_platform_devices_and_the_console_threads_work_under_their_filters),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
