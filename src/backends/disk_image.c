@@ -194,16 +194,10 @@ int disk_image_queue(struct disk_image *d, struct disk_request *req)
 		return disk_uring_queue(d->raw, req);
 	if (d->in_flight >= d->depth)
 		return -EBUSY;
-	if (d->readonly && req->op != DISK_READ && req->op != DISK_FLUSH)
-		return -EINVAL;
-	if (req->op == DISK_READ || req->op == DISK_WRITE) {
-		if (req->iovcnt < 0 || req->iovcnt > IOV_MAX)
-			return -EINVAL;
-		req->len = 0;
-		for (int i = 0; i < req->iovcnt; i++)
-			req->len += req->iov[i].iov_len;
-	}
-	int rc = run_qcow2(d, req);
+	int rc = disk_request_prepare(req, d->readonly);
+	if (rc)
+		return rc;
+	rc = run_qcow2(d, req);
 	if (rc)
 		log_warn_ratelimited(&d->rl, COMP, "qcow2 image %s: a request at byte %llu failed: %s", d->path,
 				     (unsigned long long)req->offset, strerror(-rc));

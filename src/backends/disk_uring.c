@@ -261,11 +261,9 @@ static int prep(struct disk_uring *d, struct disk_request *req)
 	return 0;
 }
 
-int disk_uring_queue(struct disk_uring *d, struct disk_request *req)
+int disk_request_prepare(struct disk_request *req, bool readonly)
 {
-	if (d->in_flight >= d->depth)
-		return -EBUSY;
-	if (d->readonly && req->op != DISK_READ && req->op != DISK_FLUSH)
+	if (readonly && req->op != DISK_READ && req->op != DISK_FLUSH)
 		return -EINVAL;
 	if (req->op == DISK_READ || req->op == DISK_WRITE) {
 		if (req->iovcnt < 0 || req->iovcnt > IOV_MAX)
@@ -274,9 +272,19 @@ int disk_uring_queue(struct disk_uring *d, struct disk_request *req)
 		for (int i = 0; i < req->iovcnt; i++)
 			req->len += req->iov[i].iov_len;
 	}
+	return 0;
+}
+
+int disk_uring_queue(struct disk_uring *d, struct disk_request *req)
+{
+	if (d->in_flight >= d->depth)
+		return -EBUSY;
+	int rc = disk_request_prepare(req, d->readonly);
+	if (rc)
+		return rc;
 	req->moved = 0;
 	req->retries = 0;
-	int rc = prep(d, req);
+	rc = prep(d, req);
 	if (!rc)
 		d->in_flight++;
 	return rc;

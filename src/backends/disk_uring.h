@@ -80,6 +80,11 @@ unsigned int disk_uring_in_flight(const struct disk_uring *d);
  * this fails.
  */
 int disk_uring_queue(struct disk_uring *d, struct disk_request *req);
+/*
+ * The checks every disk back end makes before it queues a request (the -EINVAL cases above),
+ * and the request's total length from its iovecs. Returns 0 or -EINVAL.
+ */
+int disk_request_prepare(struct disk_request *req, bool readonly);
 /* Hands queued requests to the kernel. Returns 0 or a negative errno (logged, rate-limited). */
 int disk_uring_submit(struct disk_uring *d);
 
