@@ -189,11 +189,3 @@ void log_msg_ratelimited(struct log_ratelimit *rl, enum log_level level, const c
 	log_vmsg(level, component, fmt, ap);
 	va_end(ap);
 }
-
-bool log_ratelimit_ok(struct log_ratelimit *rl)
-{
-	unsigned int n;
-	bool ok = ratelimit_admit(rl, &n);
-	report_suppressed(LOG_WARN, "log", n);
-	return ok;
-}

@@ -48,9 +48,6 @@ struct log_ratelimit {
 void log_msg_ratelimited(struct log_ratelimit *rl, enum log_level level, const char *component, const char *fmt,
 			 ...) __attribute__((format(printf, 4, 5)));
 
-/* For a caller that logs through other means: true if one more line may go out now. */
-bool log_ratelimit_ok(struct log_ratelimit *rl);
-
 #define log_warn_ratelimited(rl, comp, ...) log_msg_ratelimited(rl, LOG_WARN, comp, __VA_ARGS__)
 #define log_info_ratelimited(rl, comp, ...) log_msg_ratelimited(rl, LOG_INFO, comp, __VA_ARGS__)
 #define log_debug_ratelimited(rl, comp, ...) log_msg_ratelimited(rl, LOG_DEBUG, comp, __VA_ARGS__)
