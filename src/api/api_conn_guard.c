@@ -136,9 +136,13 @@ void api_conn_opened(struct api_conn_guard *g, int fd, struct api_conn **out)
 	c->fd = fd;
 	c->pid = peer_pid(fd);
 	pthread_mutex_lock(&g->lock);
+	/*
+	 * A client that closed its last connection and opened the next one at once must not be
+	 * refused because libmicrohttpd has not yet noticed the close: a hung-up peer holds nothing.
+	 */
 	unsigned int held = 0;
 	for (struct api_conn *o = g->head; o && c->pid; o = o->next)
-		held += o->pid == c->pid && !o->cut;
+		held += o->pid == c->pid && !o->cut && !api_conn_peer_gone(o->fd);
 	c->over_limit = c->pid && held >= g->limits.per_peer;
 	c->deadline_ns = ms_from_now(c->over_limit ? g->limits.over_limit_ms : g->limits.deadline_ms);
 	c->next = g->head;

@@ -176,7 +176,7 @@ static void put_state(struct api_ctx *ctx, const char *body, size_t len, struct 
 		bool pause = !strcmp(want, "paused");
 		int rc = pause ? vm_pause(vm) : vm_resume(vm);
 		enum vm_state now = vm_state_now(vm);
-		if (rc == 0 || (now == VM_PAUSED && pause) || (now == VM_RUNNING && !pause)) {
+		if (rc == 0 || rc == -EALREADY) {
 			/* Already in the wanted state (perhaps by a concurrent request) counts as success. */
 			if (rc == 0)
 				log_info("api", "VM %s", pause ? "paused" : "resumed");

@@ -359,7 +359,7 @@ int vmon_snapshot_save(struct vm *vm, const char *dir, bool keep_running, char *
 	int rc = vm_pause(vm);
 	if (rc == 0) {
 		paused_here = true;
-	} else if (rc == -EBUSY && atomic_load(&vm->state) == VM_PAUSED) {
+	} else if (rc == -EALREADY) {
 		rc = 0;
 	} else if (rc == -ETIMEDOUT) {
 		return fail(err, errlen, rc, "the VM could not be paused (a vCPU did not stop in time); it keeps running");

@@ -284,10 +284,11 @@ int vm_pause(struct vm *vm)
 {
 	pthread_mutex_lock(&vm->control_lock);
 	pthread_mutex_lock(&vm->lock);
-	if (atomic_load(&vm->state) != VM_RUNNING) {
+	int now = atomic_load(&vm->state);
+	if (now != VM_RUNNING) {
 		pthread_mutex_unlock(&vm->lock);
 		pthread_mutex_unlock(&vm->control_lock);
-		return -EBUSY;
+		return now == VM_PAUSED ? -EALREADY : -EBUSY;
 	}
 	atomic_store(&vm->pause_requested, true);
 	pthread_mutex_unlock(&vm->lock);
@@ -325,8 +326,9 @@ int vm_resume(struct vm *vm)
 {
 	pthread_mutex_lock(&vm->control_lock);
 	pthread_mutex_lock(&vm->lock);
-	int rc = -EBUSY;
-	if (atomic_load(&vm->state) == VM_PAUSED) {
+	int now = atomic_load(&vm->state);
+	int rc = now == VM_RUNNING ? -EALREADY : -EBUSY;
+	if (now == VM_PAUSED) {
 		if (vm->io_resume)
 			vm->io_resume(vm);
 		restore_clock(vm);

@@ -83,11 +83,13 @@ void vm_request_stop(struct vm *vm, enum vm_stop_reason reason, const char *fmt,
 
 /*
  * Stops every vCPU at an instruction boundary (outside KVM_RUN) and freezes the guest clock.
- * Returns 0, -EBUSY if the VM is not running, or -ETIMEDOUT if a vCPU did not stop in time
- * (the VM is then resumed). Safe from any thread except a vCPU thread.
+ * Returns 0, -EALREADY if it was paused already, -EBUSY if it is neither running nor paused, or
+ * -ETIMEDOUT if a vCPU did not stop in time (the VM is then resumed). Decided under the control
+ * lock, so concurrent callers each get an answer that was true when they asked.
+ * Safe from any thread except a vCPU thread.
  */
 int vm_pause(struct vm *vm);
-/* Resumes a paused VM; -EBUSY if it is not paused. */
+/* Resumes a paused VM; -EALREADY if it was running already, -EBUSY if it is neither. */
 int vm_resume(struct vm *vm);
 /* Called by a vCPU thread between exits: parks it while a pause is requested. */
 void vm_vcpu_park_if_paused(struct vm *vm);
