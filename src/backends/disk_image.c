@@ -43,7 +43,9 @@ unsigned int disk_image_in_flight(const struct disk_image *d)
 
 static int open_qcow2(struct disk_image *d, int fd, const char *path, uint64_t bytes, bool readonly)
 {
-	d->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (d->efd < 0)
+		d->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	free(d->path);
 	if (d->efd < 0 || !(d->path = strdup(path))) {
 		int err = d->efd < 0 ? errno : ENOMEM;
 		close(fd);
@@ -259,4 +261,92 @@ void disk_image_drain(struct disk_image *d)
 	}
 	while (d->done_head)
 		finish_qcow2(d);
+}
+
+/* Opens path as the image's writable top layer, in the given format (raw or qcow2). */
+static int open_top(struct disk_image *d, const char *path, enum disk_format format)
+{
+	uint64_t bytes = 0;
+	int fd = disk_file_open(path, false, &bytes);
+	if (fd < 0)
+		return fd;
+	d->format = format;
+	if (format == DISK_FORMAT_QCOW2)
+		return open_qcow2(d, fd, path, bytes, false);
+	return disk_uring_open_fd(fd, path, bytes, false, d->depth, &d->raw);
+}
+
+static void close_top(struct disk_image *d)
+{
+	disk_uring_close(d->raw);
+	d->raw = NULL;
+	qcow2_close(d->qcow2);
+	d->qcow2 = NULL;
+}
+
+/* Everything the guest wrote is on stable storage in the top file before it becomes a layer. */
+static int flush_top(struct disk_image *d, const char *path)
+{
+	if (d->qcow2)
+		return qcow2_flush(d->qcow2);
+	/* io_uring wrote through the page cache of the same inode: fsync of any descriptor flushes it. */
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	int rc = fsync(fd) < 0 ? -errno : 0;
+	close(fd);
+	return rc;
+}
+
+int disk_image_reopen_onto_overlay(struct disk_image *d, const char *new_path)
+{
+	const char *path = disk_image_path(d);
+	if (disk_image_readonly(d)) {
+		log_error(COMP, "disk image %s is read-only: it needs no overlay to be frozen", path);
+		return -EROFS;
+	}
+	if (disk_image_in_flight(d)) {
+		log_error(COMP, "disk image %s has requests in flight: the VM must be paused and its disks drained "
+				"before switching to an overlay", path);
+		return -EBUSY;
+	}
+	struct stat st;
+	char top[PATH_MAX];
+	if (stat(path, &st) < 0 || !realpath(path, top)) {
+		int err = errno;
+		log_error(COMP, "disk image %s cannot be found any more: %s", path, strerror(err));
+		return -err;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		log_error(COMP, "disk image %s is not a file on a file system (a block device?): it cannot become the "
+				"backing file of a qcow2 overlay; snapshot with --disks=none and copy the device yourself",
+			  path);
+		return -ENOTSUP;
+	}
+	enum disk_format old_format = d->format;
+	int rc = flush_top(d, top);
+	if (rc) {
+		log_error(COMP, "disk image %s: flushing it before the switch to an overlay failed: %s", path,
+			  strerror(-rc));
+		return rc;
+	}
+	if ((rc = qcow2_create_overlay(new_path, top, old_format == DISK_FORMAT_QCOW2 ? "qcow2" : "raw")))
+		return rc;
+	/* The top's writable, exclusive lock goes before the overlay opens it again read-only, shared. */
+	close_top(d);
+	rc = open_top(d, new_path, DISK_FORMAT_QCOW2);
+	if (rc) {
+		close_top(d);
+		unlink(new_path);
+		int back = open_top(d, top, old_format);
+		log_error(COMP, "disk image %s: the new overlay %s could not be opened (%s); %s", top, new_path,
+			  strerror(-rc), back ? "the old image could not be reopened either: the disk is gone"
+					      : "the VM continues on the old image");
+		if (back)
+			close_top(d);
+		return rc;
+	}
+	d->guard_first_sector = false; /* the overlay names its backing format: no probing any more */
+	log_info(COMP, "disk image %s is now a read-only layer; new writes go to the overlay %s", top, new_path);
+	return 0;
 }

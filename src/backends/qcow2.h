@@ -52,4 +52,14 @@ int qcow2_write_zeroes(struct qcow2 *q, uint64_t off, uint64_t len);
 int qcow2_discard(struct qcow2 *q, uint64_t off, uint64_t len);
 int qcow2_flush(struct qcow2 *q);
 
+/*
+ * Creates path (which must not exist: O_EXCL) as an empty version 3 qcow2 image, 64 KiB clusters,
+ * on top of backing: every cluster reads from it until written. backing_format is "raw",
+ * "qcow2" or NULL (probed; recorded in the image either way, so the backing file's own bytes
+ * never choose its format). The virtual size is the backing image's. The backing file's name is
+ * recorded relative when it lies in path's directory, else absolute. The file and its directory
+ * are fsynced before this returns; on failure nothing is left at path. 0 or -errno (logged).
+ */
+int qcow2_create_overlay(const char *path, const char *backing, const char *backing_format);
+
 #endif
