@@ -12,10 +12,13 @@ int ksm_read_stats(struct ksm_stats *s)
 	memset(s, 0, sizeof(*s));
 	FILE *f = fopen("/proc/self/ksm_stat", "re");
 	if (f) {
-		char key[64];
+		char line[128], key[64];
 		long long v;
 		bool merging = false;
-		while (fscanf(f, "%63s %lld", key, &v) == 2) {
+		/* "name value" lines; others ("ksm_mergeable: yes") are skipped. */
+		while (fgets(line, sizeof(line), f)) {
+			if (sscanf(line, "%63s %lld", key, &v) != 2)
+				continue;
 			if (!strcmp(key, "ksm_merging_pages"))
 				s->merging_pages = (uint64_t)v, merging = true;
 			else if (!strcmp(key, "ksm_zero_pages"))
