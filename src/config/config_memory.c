@@ -33,9 +33,25 @@ static int parse_settings(char *list, bool *merge, bool *hugepages, char *msg, s
 	return 0;
 }
 
-/* "SIZE[,settings]" into *size and the flags; which prefixes messages ("--memory", "key \"memory\""). */
-static int parse_spec(const char *spec, const char *which, uint64_t *size, bool *merge, bool *hugepages, char *err,
-		      size_t errlen)
+/* What one --memory value or "memory" key says. */
+struct memory_spec {
+	uint64_t size;
+	bool merge, hugepages;
+};
+
+/* Sets cfg from m; returns rc, so that a parse's result is passed on in one line. */
+static int put_spec(struct vm_config *cfg, const struct memory_spec *m, int rc)
+{
+	if (rc)
+		return rc;
+	cfg->memory = m->size;
+	cfg->memory_merge = m->merge;
+	cfg->memory_hugepages = m->hugepages;
+	return 0;
+}
+
+/* "SIZE[,settings]" into *m; which prefixes messages ("--memory", "key \"memory\""). */
+static int parse_spec(const char *spec, const char *which, struct memory_spec *m, char *err, size_t errlen)
 {
 	if (strlen(spec) >= SPEC_MAX) {
 		snprintf(err, errlen, "%s: the value is too long; use " USAGE, which);
@@ -46,13 +62,13 @@ static int parse_spec(const char *spec, const char *which, uint64_t *size, bool 
 	char *comma = strchr(buf, ',');
 	if (comma)
 		*comma = 0;
-	if (parse_size(buf, size)) {
+	if (parse_size(buf, &m->size)) {
 		snprintf(err, errlen, "%s: '%.32s' is not a size: give e.g. 256M or 2G, then any of merge=on, hugepages=on",
 			 which, buf);
 		return -EINVAL;
 	}
 	char msg[200];
-	if (comma && parse_settings(comma + 1, merge, hugepages, msg, sizeof(msg))) {
+	if (comma && parse_settings(comma + 1, &m->merge, &m->hugepages, msg, sizeof(msg))) {
 		snprintf(err, errlen, "%s: %s", which, msg);
 		return -EINVAL;
 	}
@@ -61,15 +77,8 @@ static int parse_spec(const char *spec, const char *which, uint64_t *size, bool 
 
 int config_memory_parse(const char *spec, struct vm_config *cfg, char *err, size_t errlen)
 {
-	uint64_t size;
-	bool merge = cfg->memory_merge, hugepages = cfg->memory_hugepages;
-	int rc = parse_spec(spec, "--memory", &size, &merge, &hugepages, err, errlen);
-	if (rc)
-		return rc;
-	cfg->memory = size;
-	cfg->memory_merge = merge;
-	cfg->memory_hugepages = hugepages;
-	return 0;
+	struct memory_spec m = { .merge = cfg->memory_merge, .hugepages = cfg->memory_hugepages };
+	return put_spec(cfg, &m, parse_spec(spec, "--memory", &m, err, errlen));
 }
 
 static int size_from_json(const json_t *v, const char *key, uint64_t *size, char *err, size_t errlen)
@@ -95,18 +104,17 @@ static int size_from_json(const json_t *v, const char *key, uint64_t *size, char
 	return -EINVAL;
 }
 
-static int memory_object(const json_t *v, const char *key, uint64_t *size, bool *merge, bool *hugepages, char *err,
-			 size_t errlen)
+static int memory_object(const json_t *v, const char *key, struct memory_spec *m, char *err, size_t errlen)
 {
 	const char *k;
 	json_t *val;
 	bool have_size = false;
 	json_object_foreach((json_t *)v, k, val) {
-		bool *flag = !strcmp(k, "merge") ? merge : !strcmp(k, "hugepages") ? hugepages : NULL;
+		bool *flag = !strcmp(k, "merge") ? &m->merge : !strcmp(k, "hugepages") ? &m->hugepages : NULL;
 		char sub[80];
 		snprintf(sub, sizeof(sub), "%s\".\"%s", key, k);
 		if (!strcmp(k, "size")) {
-			if (size_from_json(val, sub, size, err, errlen))
+			if (size_from_json(val, sub, &m->size, err, errlen))
 				return -EINVAL;
 			have_size = true;
 		} else if (flag && json_is_boolean(val)) {
@@ -129,17 +137,16 @@ static int memory_object(const json_t *v, const char *key, uint64_t *size, bool 
 
 int config_memory_from_json(struct vm_config *cfg, const char *key, const json_t *v, char *err, size_t errlen)
 {
-	uint64_t size = 0;
-	bool merge = false, hugepages = false;
+	struct memory_spec m = { 0 };
 	int rc;
 	if (json_is_object(v)) {
-		rc = memory_object(v, key, &size, &merge, &hugepages, err, errlen);
+		rc = memory_object(v, key, &m, err, errlen);
 	} else if (json_is_string(v) && strchr(json_string_value(v), ',')) {
 		char which[80];
 		snprintf(which, sizeof(which), "key \"%s\"", key);
-		rc = parse_spec(json_string_value(v), which, &size, &merge, &hugepages, err, errlen);
+		rc = parse_spec(json_string_value(v), which, &m, err, errlen);
 	} else if (json_is_integer(v) || json_is_string(v)) {
-		rc = size_from_json(v, key, &size, err, errlen);
+		rc = size_from_json(v, key, &m.size, err, errlen);
 	} else {
 		snprintf(err, errlen,
 			 "key \"%s\": expected a size such as \"256M\", a number of bytes or an object such as "
@@ -147,12 +154,7 @@ int config_memory_from_json(struct vm_config *cfg, const char *key, const json_t
 			 key, config_json_type_phrase(v));
 		rc = -EINVAL;
 	}
-	if (rc)
-		return rc;
-	cfg->memory = size;
-	cfg->memory_merge = merge;
-	cfg->memory_hugepages = hugepages;
-	return 0;
+	return put_spec(cfg, &m, rc);
 }
 
 json_t *config_memory_to_json(const struct vm_config *cfg)

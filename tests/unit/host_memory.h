@@ -77,12 +77,15 @@ static inline struct hugepage_pool pool_now(void)
 	return p;
 }
 
+static long nr_hugepages_saved = -1;
+
 /*
- * Grows vm.nr_hugepages so that n more 2 MiB pages are free and unreserved; *saved receives the
- * value to put back. False (with the reason printed) when not root or the kernel cannot find them.
+ * Grows vm.nr_hugepages so that n more 2 MiB pages are free and unreserved, for restore_nr_hugepages
+ * to put back. False (with the reason printed) when not root or the kernel cannot find them.
  */
-static inline bool raise_hugepages(uint64_t n, long *saved)
+static inline bool raise_hugepages(uint64_t n)
 {
+	long *saved = &nr_hugepages_saved;
 	if (geteuid() != 0) {
 		print_message("skipped: raising vm.nr_hugepages needs root\n");
 		return false;
@@ -95,6 +98,16 @@ static inline bool raise_hugepages(uint64_t n, long *saved)
 		return false;
 	}
 	return true;
+}
+
+/* A teardown: puts vm.nr_hugepages back as raise_hugepages found it, whether the test passed or not. */
+static inline int restore_nr_hugepages(void **state)
+{
+	(void)state;
+	if (nr_hugepages_saved >= 0 && !write_long(NR_HUGEPAGES_PATH, nr_hugepages_saved))
+		fprintf(stderr, "could not restore vm.nr_hugepages to %ld\n", nr_hugepages_saved);
+	nr_hugepages_saved = -1;
+	return 0;
 }
 
 #endif

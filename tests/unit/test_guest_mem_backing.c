@@ -133,23 +133,12 @@ static void ksm_merges_a_guests_identical_pages(void **state)
 
 /* ---- hugepages=on ---- */
 
-static long nr_saved = -1;
-
-static int restore_nr_hugepages(void **state)
-{
-	(void)state;
-	if (nr_saved >= 0 && !write_long(NR_HUGEPAGES_PATH, nr_saved))
-		fprintf(stderr, "could not restore vm.nr_hugepages to %ld\n", nr_saved);
-	nr_saved = -1;
-	return 0;
-}
-
 #define HUGE_RAM (8 * MiB)
 
 static void hugepage_ram_is_hugetlb_and_the_balloon_frees_whole_pages(void **state)
 {
 	(void)state;
-	if (!raise_hugepages(HUGE_RAM / HUGE, &nr_saved))
+	if (!raise_hugepages(HUGE_RAM / HUGE))
 		skip();
 	struct hugepage_pool p0 = pool_now();
 	struct guest_mem m;

@@ -155,21 +155,28 @@ static int snapshot_into(const struct guest_mem *mem, char *path)
 	return fd;
 }
 
-/* The snapshot maps back as RAM with the very bytes of want (ram_size bytes). */
-static void assert_restores_as(const char *path, const uint8_t *want, uint64_t ram_size)
-{
-	struct guest_mem back;
-	assert_int_equal(guest_mem_init_from_file(&back, ram_size, path), 0);
-	assert_memory_equal(gpa_to_host(&back, 0, ram_size), want, ram_size);
-	guest_mem_destroy(&back);
-}
-
 /* Bytes of the file on disk: RAM the guest never wrote stays a hole, as with a memfd. */
 static uint64_t allocated_bytes(int fd)
 {
 	struct stat st;
 	assert_int_equal(fstat(fd, &st), 0);
 	return (uint64_t)st.st_blocks * 512;
+}
+
+/*
+ * The snapshot in fd (at path) of RAM holding about 1 MiB of data takes about that much room and
+ * maps back as RAM with the very bytes of m; then both go.
+ */
+static void assert_restores_then_drop(struct guest_mem *m, char *path, int fd)
+{
+	assert_true(allocated_bytes(fd) <= MiB + 64 * 1024);
+	struct guest_mem back;
+	assert_int_equal(guest_mem_init_from_file(&back, m->ram_size, path), 0);
+	assert_memory_equal(gpa_to_host(&back, 0, m->ram_size), gpa_to_host(m, 0, m->ram_size), m->ram_size);
+	guest_mem_destroy(&back);
+	close(fd);
+	unlink(path);
+	guest_mem_destroy(m);
 }
 
 static void private_ram_snapshot_keeps_data_and_leaves_holes(void **state)
@@ -184,26 +191,8 @@ static void private_ram_snapshot_keeps_data_and_leaves_holes(void **state)
 	assert_int_equal(guest_mem_read(&m, 3 * MiB, &b, 1), 0); /* read, never written: still zero */
 	char path[] = "/tmp/vmon-test-memstate-XXXXXX";
 	int fd = snapshot_into(&m, path);
-	assert_true(allocated_bytes(fd) <= MiB + 64 * 1024);
 	assert_true(lseek(fd, 2 * MiB, SEEK_DATA) >= (off_t)(6 * MiB));
-	uint8_t *ram = malloc(RAM);
-	memcpy(ram, gpa_to_host(&m, 0, RAM), RAM);
-	assert_restores_as(path, ram, RAM);
-	free(ram);
-	close(fd);
-	unlink(path);
-	guest_mem_destroy(&m);
-}
-
-static long nr_saved = -1;
-
-static int restore_nr_hugepages(void **state)
-{
-	(void)state;
-	if (nr_saved >= 0 && !write_long(NR_HUGEPAGES_PATH, nr_saved))
-		fprintf(stderr, "could not restore vm.nr_hugepages to %ld\n", nr_saved);
-	nr_saved = -1;
-	return 0;
+	assert_restores_then_drop(&m, path, fd);
 }
 
 /*
@@ -213,7 +202,7 @@ static int restore_nr_hugepages(void **state)
 static void hugepage_ram_snapshot_reads_only_touched_pages(void **state)
 {
 	(void)state;
-	if (!raise_hugepages(RAM / (2 * MiB), &nr_saved))
+	if (!raise_hugepages(RAM / (2 * MiB)))
 		skip();
 	struct guest_mem m;
 	char err[256] = "";
@@ -224,14 +213,7 @@ static void hugepage_ram_snapshot_reads_only_touched_pages(void **state)
 	char path[] = "/tmp/vmon-test-memstate-XXXXXX";
 	int fd = snapshot_into(&m, path);
 	assert_int_equal(pool_now().free, free_before); /* hugepages 2-4 MiB and 6-8 MiB still untouched */
-	assert_true(allocated_bytes(fd) <= MiB + 64 * 1024);
-	uint8_t *ram = malloc(RAM);
-	memcpy(ram, gpa_to_host(&m, 0, RAM), RAM);
-	assert_restores_as(path, ram, RAM);
-	free(ram);
-	close(fd);
-	unlink(path);
-	guest_mem_destroy(&m);
+	assert_restores_then_drop(&m, path, fd);
 }
 
 int main(void)
