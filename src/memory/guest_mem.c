@@ -327,6 +327,16 @@ int guest_mem_check_file(const struct guest_mem *mem, char *err, size_t errlen)
 	return -EIO;
 }
 
+int guest_mem_explain_fault(const struct guest_mem *mem, char *err, size_t errlen)
+{
+	if (mem->backing != GUEST_MEM_HUGETLB || mem->file_backed)
+		return guest_mem_check_file(mem, err, errlen);
+	snprintf(err, errlen, "KVM could not get a 2 MiB page of guest RAM (hugepages=on): a page the balloon gave "
+			      "back to the host is wanted again and the host's hugepage pool is empty; keep spare pages "
+			      "in vm.nr_hugepages on hosts that balloon hugepage guests");
+	return -EIO;
+}
+
 void guest_mem_destroy(struct guest_mem *mem)
 {
 	if (mem->file_backed)

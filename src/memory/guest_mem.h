@@ -96,6 +96,12 @@ bool guest_mem_file_shrunk(const struct guest_mem *mem, uint64_t *now);
  * whose KVM_RUN failed with EFAULT: the page it touched could not be read from the file.
  */
 int guest_mem_check_file(const struct guest_mem *mem, char *err, size_t errlen);
+/*
+ * For a vCPU whose KVM_RUN failed with EFAULT: -EIO with one sentence in err when the backing
+ * explains it (a shrunk snapshot file, as guest_mem_check_file; hugetlb RAM whose page the
+ * balloon gave back and the host's pool can no longer give again), else 0.
+ */
+int guest_mem_explain_fault(const struct guest_mem *mem, char *err, size_t errlen);
 void guest_mem_destroy(struct guest_mem *mem);
 
 /* Host pointer for [gpa, gpa+len), or NULL if any byte is outside guest RAM or len is 0. */

@@ -74,6 +74,7 @@ static void mergeable_ram_is_private_and_marked_for_ksm(void **state)
 	assert_int_equal(guest_mem_read(&m, 5 * MiB, &b, 1), 0);
 	assert_int_equal(b, 0);
 	assert_int_equal(metric_of(&m, "vmon_guest_memory_page_bytes"), 4096);
+	assert_int_equal(guest_mem_explain_fault(&m, err, sizeof(err)), 0); /* nothing to blame on the backing */
 	guest_mem_destroy(&m);
 }
 
@@ -176,6 +177,9 @@ static void hugepage_ram_is_hugetlb_and_the_balloon_frees_whole_pages(void **sta
 	assert_int_equal(b, 0);
 	assert_int_equal(guest_mem_read(&m, 6 * MiB + 4096 + 8192, &b, 1), 0);
 	assert_int_equal(b, 0x33);
+	/* What a vCPU says when KVM cannot get a hugepage back (EFAULT from KVM_RUN). */
+	assert_int_equal(guest_mem_explain_fault(&m, err, sizeof(err)), -EIO);
+	assert_non_null(strstr(err, "the host's hugepage pool is empty; keep spare pages in vm.nr_hugepages"));
 	guest_mem_destroy(&m);
 	assert_int_equal(pool_now().free, p0.free);
 }
