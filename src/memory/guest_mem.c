@@ -140,6 +140,15 @@ uint64_t guest_mem_page_size(const struct guest_mem *mem)
 	return mem->backing == GUEST_MEM_HUGETLB ? GUEST_MEM_HUGE_PAGE : 4 * KiB;
 }
 
+uint64_t guest_mem_discardable(const struct guest_mem *mem, uint64_t gpa, uint64_t len)
+{
+	uint64_t unit = guest_mem_page_size(mem);
+	if (gpa + len < gpa)
+		return 0;
+	uint64_t start = ALIGN_UP(gpa, unit), end = ALIGN_DOWN(gpa + len, unit);
+	return end > start ? end - start : 0;
+}
+
 const char *guest_mem_backing_name(const struct guest_mem *mem)
 {
 	if (mem->file_backed)

@@ -76,6 +76,8 @@ int guest_mem_init_backed(struct guest_mem *mem, uint64_t ram_size, enum guest_m
 int guest_mem_make_mergeable(struct guest_mem *mem);
 /* The host pages behind guest RAM, the smallest piece guest_mem_discard gives back: 4 KiB, or 2 MiB for hugetlb RAM. */
 uint64_t guest_mem_page_size(const struct guest_mem *mem);
+/* Bytes of whole pages (guest_mem_page_size) inside [gpa, gpa+len): what guest_mem_discard gives back. */
+uint64_t guest_mem_discardable(const struct guest_mem *mem, uint64_t gpa, uint64_t len);
 /* "memfd", "merge" (private, KSM), "hugepages", or "snapshot_file" (restored): for GET /vm. */
 const char *guest_mem_backing_name(const struct guest_mem *mem);
 /*
