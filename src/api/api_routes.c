@@ -290,22 +290,28 @@ static void put_stop(struct api_ctx *ctx, const char *body, size_t len, struct a
 
 static void put_snapshot(struct api_ctx *ctx, const char *body, size_t len, struct api_reply *r)
 {
-	static const char *const keys[] = { "dir", "keep_running", NULL };
-	static const char example[] = "{\"dir\": \"/path/to/snapshot\", \"keep_running\": true}";
+	static const char *const keys[] = { "dir", "keep_running", "disks", NULL };
+	static const char example[] = "{\"dir\": \"/path/to/snapshot\", \"keep_running\": true, \"disks\": \"overlay\"}";
 	json_t *o = parse_body(r, "PUT /vm/snapshot", body, len, false, keys, example);
 	if (!o)
 		return;
 	json_t *d = json_object_get(o, "dir");
 	json_t *k = json_object_get(o, "keep_running");
+	json_t *dk = json_object_get(o, "disks");
+	enum snapshot_disks disks = SNAPSHOT_DISKS_AUTO;
 	if (!d || !json_is_string(d) || !*json_string_value(d)) {
 		reply_error(r, 400, "PUT /vm/snapshot needs \"dir\", the directory to write, as a non-empty string: send %s",
 			    example);
 	} else if (k && !json_is_boolean(k)) {
 		reply_error(r, 400, "\"keep_running\" must be true or false, not %s", json_type_phrase(k));
+	} else if (dk && (!json_is_string(dk) || !strcmp(json_string_value(dk), "auto") ||
+			  snapshot_disks_parse(json_string_value(dk), &disks))) {
+		reply_error(r, 400, "\"disks\" must be \"overlay\" or \"none\"");
 	} else {
 		char err[512];
 		uint64_t t0 = monotonic_ns();
-		int rc = vmon_snapshot_save(ctx->vm, json_string_value(d), k ? json_is_true(k) : true, err, sizeof(err));
+		int rc = vmon_snapshot_save(ctx->vm, json_string_value(d), k ? json_is_true(k) : true, disks, err,
+					    sizeof(err));
 		if (rc == 0) {
 			log_info("api", "snapshot written to %s", json_string_value(d));
 			reply_json(r, 200, json_pack("{s:s, s:s, s:f}", "state", vm_state_name(vm_state_now(ctx->vm)), "dir",

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <fcntl.h>
 #include <sys/eventfd.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -43,7 +44,9 @@ unsigned int disk_image_in_flight(const struct disk_image *d)
 
 static int open_qcow2(struct disk_image *d, int fd, const char *path, uint64_t bytes, bool readonly)
 {
-	d->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (d->efd < 0)
+		d->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	free(d->path);
 	if (d->efd < 0 || !(d->path = strdup(path))) {
 		int err = d->efd < 0 ? errno : ENOMEM;
 		close(fd);
@@ -259,4 +262,127 @@ void disk_image_drain(struct disk_image *d)
 	}
 	while (d->done_head)
 		finish_qcow2(d);
+}
+
+/*
+ * Freezes the current top in place: what the guest wrote is on stable storage and the top is
+ * read from now on. Fills *below with the open layer, so the overlay goes above it without the
+ * file being opened again: under Landlock the thread that snapshots may open nothing outside the
+ * snapshot directories. A raw top keeps its exclusive lock until the switch succeeds.
+ */
+static int freeze_top(struct disk_image *d, struct qcow2_layer *below)
+{
+	*below = (struct qcow2_layer){ .raw_fd = -1 };
+	if (d->qcow2) {
+		int rc = qcow2_make_readonly(d->qcow2);
+		below->qcow2 = rc ? NULL : d->qcow2;
+		return rc;
+	}
+	int fd = disk_uring_dup_fd(d->raw);
+	if (fd < 0)
+		return fd;
+	/* io_uring wrote through the page cache of the same inode: fsync of any descriptor flushes it. */
+	if (fsync(fd) < 0) {
+		int rc = -errno;
+		close(fd);
+		return rc;
+	}
+	below->raw_fd = fd;
+	below->raw_size = disk_uring_size(d->raw);
+	return 0;
+}
+
+static void thaw_top(struct disk_image *d, struct qcow2_layer *below)
+{
+	if (d->qcow2 && qcow2_make_writable(d->qcow2))
+		log_warn(COMP, "disk image %s: cannot take back its exclusive lock after the failed switch: another "
+			       "process may open it now", disk_image_path(d));
+	if (below->raw_fd >= 0)
+		close(below->raw_fd);
+}
+
+/* The overlay at new_path, open, its backing layer below: the image now serves it. */
+static int open_overlay(struct disk_image *d, const char *new_path, struct qcow2_layer *below)
+{
+	char *path = strdup(new_path);
+	if (d->efd < 0)
+		d->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (!path || d->efd < 0) {
+		free(path);
+		return -ENOMEM;
+	}
+	uint64_t bytes = 0;
+	int fd = disk_file_open(new_path, false, &bytes);
+	if (fd < 0) {
+		free(path);
+		return fd;
+	}
+	struct qcow2_options opt = { .below = below };
+	struct qcow2 *q;
+	int rc = qcow2_open(fd, new_path, bytes, &opt, &q);
+	if (rc) {
+		free(path);
+		return rc;
+	}
+	if (d->raw) {
+		disk_uring_close(d->raw); /* its fd goes; the duplicate below keeps the file and its lock */
+		d->raw = NULL;
+		if (flock(below->raw_fd, LOCK_SH | LOCK_NB) < 0)
+			log_warn(COMP, "disk image %s: cannot share its lock now that it is read-only: %s", new_path,
+				 strerror(errno));
+	}
+	free(d->path);
+	d->path = path;
+	d->qcow2 = q;
+	d->format = DISK_FORMAT_QCOW2;
+	d->guard_first_sector = false; /* the overlay names its backing format: no probing any more */
+	return 0;
+}
+
+int disk_image_reopen_onto_overlay(struct disk_image *d, const char *new_path)
+{
+	const char *path = disk_image_path(d);
+	if (disk_image_readonly(d)) {
+		log_error(COMP, "disk image %s is read-only: it needs no overlay to be frozen", path);
+		return -EROFS;
+	}
+	if (disk_image_in_flight(d)) {
+		log_error(COMP, "disk image %s has requests in flight: the VM must be paused and its disks drained "
+				"before switching to an overlay", path);
+		return -EBUSY;
+	}
+	struct stat st;
+	char top[PATH_MAX];
+	if (stat(path, &st) < 0 || !realpath(path, top)) {
+		int err = errno;
+		log_error(COMP, "disk image %s cannot be found any more: %s", path, strerror(err));
+		return -err;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		log_error(COMP, "disk image %s is not a file on a file system (a block device?): it cannot become the "
+				"backing file of a qcow2 overlay; snapshot with --disks=none and copy the device yourself",
+			  path);
+		return -ENOTSUP;
+	}
+	bool was_qcow2 = d->format == DISK_FORMAT_QCOW2;
+	uint64_t size = was_qcow2 ? qcow2_size(d->qcow2) : disk_uring_size(d->raw);
+	struct qcow2_layer below;
+	int rc = freeze_top(d, &below);
+	if (rc) {
+		log_error(COMP, "disk image %s: flushing it before the switch to an overlay failed: %s", path,
+			  strerror(-rc));
+		return rc;
+	}
+	rc = qcow2_create_overlay_sized(new_path, top, was_qcow2 ? "qcow2" : "raw", size);
+	if (!rc && (rc = open_overlay(d, new_path, &below))) {
+		unlink(new_path);
+		log_error(COMP, "disk image %s: the new overlay %s could not be opened (%s); the VM continues on the "
+				"old image", top, new_path, strerror(-rc));
+	}
+	if (rc) {
+		thaw_top(d, &below);
+		return rc;
+	}
+	log_info(COMP, "disk image %s is now a read-only layer; new writes go to the overlay %s", top, new_path);
+	return 0;
 }

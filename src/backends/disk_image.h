@@ -54,4 +54,15 @@ void disk_image_wake(struct disk_image *d);
 void disk_image_complete(struct disk_image *d);
 void disk_image_drain(struct disk_image *d);
 
+/*
+ * Freezes the image's current top file (raw on a file system, or qcow2): flushes it, creates a
+ * qcow2 overlay at new_path whose backing file is that top (qcow2_create_overlay()), and serves
+ * the image from the overlay from now on, the old top a read-only backing layer below it. A raw
+ * image becomes a qcow2 image whose base is the raw file. For a disk with no request in flight
+ * (the VM paused, the queues drained): -EBUSY otherwise; -EROFS for a read-only image, -ENOTSUP
+ * for a block device. On failure the image stays on its old top and nothing is left at new_path;
+ * failures are logged. disk_image_event_fd() changes when a raw image switches: re-register it.
+ */
+int disk_image_reopen_onto_overlay(struct disk_image *d, const char *new_path);
+
 #endif

@@ -31,9 +31,12 @@ static void usage(FILE *f)
 		   "                       running after SECONDS (default 30)\n"
 		   "  stop                 stop the VM now\n"
 		   "  metrics              Prometheus metrics\n"
-		   "  snapshot DIR [--keep-running=false]\n"
+		   "  snapshot DIR [--keep-running=false] [--disks=overlay|none]\n"
 		   "                       write the VM's state to DIR (vmon restore DIR continues it);\n"
-		   "                       with --keep-running=false the VM stays paused afterwards\n"
+		   "                       with --keep-running=false the VM stays paused afterwards;\n"
+		   "                       --disks=overlay (the default where every writable disk is a\n"
+		   "                       file) freezes the disks with memory, the VM continuing on new\n"
+		   "                       overlays in DIR; none leaves them alone (docs/usage.md)\n"
 		   "  balloon MIB          leave the guest MIB MiB of RAM, the rest in its balloon\n"
 		   "                       (needs vmon run --balloon; docs/usage.md)\n"
 		   "  balloon-stats        the balloon's target and actual size, the guest's memory\n"
@@ -128,10 +131,11 @@ int cli_ctl(int argc, char **argv)
 		{ "vm", required_argument, NULL, 'v' },
 		{ "timeout", required_argument, NULL, 't' },
 		{ "keep-running", optional_argument, NULL, 'k' },
+		{ "disks", required_argument, NULL, 'd' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
-	const char *sock_opt = NULL, *vm_opt = NULL;
+	const char *sock_opt = NULL, *vm_opt = NULL, *disks = NULL;
 	long timeout = -1;
 	int keep_running = -1; /* -1: not given */
 	optind = 1;
@@ -159,6 +163,13 @@ int cli_ctl(int argc, char **argv)
 				fprintf(stderr, "vmon: --keep-running takes true or false, not '%s'\n", optarg);
 				return EXIT_USAGE;
 			}
+			break;
+		case 'd':
+			if (strcmp(optarg, "overlay") && strcmp(optarg, "none")) {
+				fprintf(stderr, "vmon: --disks takes overlay or none, not '%s'\n", optarg);
+				return EXIT_USAGE;
+			}
+			disks = optarg;
 			break;
 		case 'h': usage(stdout); return 0;
 		default:
@@ -220,8 +231,8 @@ int cli_ctl(int argc, char **argv)
 		fprintf(stderr, "vmon: unknown command '%s': use info, pause, resume, shutdown, stop, metrics, snapshot, balloon or balloon-stats\n", cmd);
 		return EXIT_USAGE;
 	}
-	if (keep_running >= 0 && !is_snapshot) {
-		fprintf(stderr, "vmon: --keep-running only goes with snapshot\n");
+	if ((keep_running >= 0 || disks) && !is_snapshot) {
+		fprintf(stderr, "vmon: %s only goes with snapshot\n", disks ? "--disks" : "--keep-running");
 		return EXIT_USAGE;
 	}
 	if (timeout >= 0 && strcmp(cmd, "shutdown")) {
@@ -256,6 +267,10 @@ int cli_ctl(int argc, char **argv)
 			abs = NULL;
 		free(cwd);
 		json_t *o = abs ? json_pack("{s:s, s:b}", "dir", abs, "keep_running", keep_running != 0) : NULL;
+		if (o && disks && json_object_set_new(o, "disks", json_string(disks))) {
+			json_decref(o);
+			o = NULL;
+		}
 		free(abs);
 		snap_body = o ? json_dumps(o, JSON_COMPACT) : NULL;
 		json_decref(o);

@@ -41,13 +41,19 @@ static void usage(FILE *f)
 		   "Host sides of the saved devices, to give a clone its own (same number and order as\n"
 		   "the snapshot's; what the guest sees, such as a MAC address or vsock CID, must stay):\n"
 		   "  --net SPEC           each network card's backend (as vmon run --net)\n"
-		   "  --disk SPEC          each disk's image (as vmon run --disk)\n"
+		   "  --disk SPEC          each disk's image (as vmon run --disk); replaces the new\n"
+		   "                       overlays below\n"
+		   "\n"
+		   "A snapshot taken with --disks=overlay holds a frozen layer per writable disk: each restore\n"
+		   "starts every such disk on a new qcow2 overlay above it, so the snapshot restores any\n"
+		   "number of times:\n"
+		   "  --disk-dir DIR       where the new overlays go (default: the snapshot directory)\n"
 		   "  --console2 SPEC      the second console's socket or file\n"
 		   "  --vsock SPEC         the vsock device (cid=N,uds=PATH)\n");
 }
 
 enum { OPT_API_SOCK = 256, OPT_NAME, OPT_LOG_LEVEL, OPT_LOG_FILE, OPT_PAUSED, OPT_VERIFY, OPT_NET, OPT_DISK, OPT_CONSOLE2, OPT_VSOCK,
-       OPT_SECCOMP, OPT_LANDLOCK, OPT_SNAPSHOT_DIR };
+       OPT_SECCOMP, OPT_LANDLOCK, OPT_SNAPSHOT_DIR, OPT_DISK_DIR };
 
 /* Host-side replacements for the saved devices' backends (vmon restore --net/--disk/...). */
 struct overrides {
@@ -56,6 +62,7 @@ struct overrides {
 	const char *disks[CONFIG_MAX_DISKS];
 	unsigned int ndisks;
 	const char *console2, *vsock;
+	const char *disk_dir; /* --disk-dir: where new overlays on the snapshot's layers go */
 	bool verify; /* --verify: check the memory file's checksum before starting */
 };
 
@@ -77,6 +84,7 @@ static int parse_args(int argc, char **argv, struct vm_config *cfg, const char *
 		{ "verify", no_argument, NULL, OPT_VERIFY },
 		{ "net", required_argument, NULL, OPT_NET },
 		{ "disk", required_argument, NULL, OPT_DISK },
+		{ "disk-dir", required_argument, NULL, OPT_DISK_DIR },
 		{ "console2", required_argument, NULL, OPT_CONSOLE2 },
 		{ "vsock", required_argument, NULL, OPT_VSOCK },
 		{ "seccomp", required_argument, NULL, OPT_SECCOMP },
@@ -96,6 +104,7 @@ static int parse_args(int argc, char **argv, struct vm_config *cfg, const char *
 		case OPT_VERIFY: ov->verify = true; break;
 		case OPT_CONSOLE2: ov->console2 = optarg; break;
 		case OPT_VSOCK: ov->vsock = optarg; break;
+		case OPT_DISK_DIR: ov->disk_dir = optarg; break;
 		case OPT_SECCOMP:
 			if (vm_runner_parse_seccomp(cfg, optarg))
 				return -EINVAL;
@@ -265,7 +274,12 @@ int cli_restore(int argc, char **argv)
 		log_info("restore", "guest memory matches the snapshot's checksum (checked in %.1f ms)",
 			 (double)(monotonic_ns() - v0) / 1e6);
 	}
-	if (apply_overrides(&cfg, &ov)) {
+	bool keep[CONFIG_MAX_DISKS];
+	for (unsigned int i = 0; i < CONFIG_MAX_DISKS; i++)
+		keep[i] = ov.ndisks > 0; /* --disk given: the user's images replace the snapshot's layers */
+	if (apply_overrides(&cfg, &ov) ||
+	    ((rc = snapshot_disks_new_overlays(&img, &cfg, ov.disk_dir ? ov.disk_dir : dir, keep, err, sizeof(err))) &&
+	     (log_error("restore", "%s", err), true))) {
 		snapshot_close(&img);
 		config_free(&cfg);
 		return EXIT_USAGE;

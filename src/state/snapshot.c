@@ -19,6 +19,7 @@
 #include "arch/x86/cpuid.h"
 #include "arch/x86/guest_walk.h"
 #include "arch/x86/vcpu_arch.h"
+#include "config/config_disk.h"
 #include "config/config_json.h"
 #include "lib/log.h"
 #include "sandbox/landlock.h"
@@ -77,6 +78,17 @@ static int add_config(const struct vm *vm, struct snap_writer *w)
 	json_t *o = config_json_dump(vm->cfg);
 	if (!o)
 		return -ENOMEM;
+	/* A disk an earlier snapshot switched onto an overlay continues there, not at its configured path. */
+	json_t *disks = json_object_get(o, "disks");
+	for (unsigned int i = 0; i < vm->cfg->ndisks && json_array_size(disks) == vm->cfg->ndisks; i++) {
+		json_t *d = json_array_get(disks, i);
+		if (strcmp(snapshot_disks_live_path(vm, i), vm->cfg->disks[i].path) &&
+		    (json_object_set_new(d, "path", json_string(snapshot_disks_live_path(vm, i))) ||
+		     json_object_set_new(d, "format", json_string(config_disk_format_name(snapshot_disks_live_format(vm, i)))))) {
+			json_decref(o);
+			return -ENOMEM;
+		}
+	}
 	for (size_t i = 0; i < ARRAY_SIZE(process_keys); i++)
 		json_object_del(o, process_keys[i]);
 	const char *key;
@@ -137,7 +149,7 @@ static int add_disks(const struct vm *vm, struct snap_writer *w)
 		return -ENOMEM;
 	for (unsigned int i = 0; i < n; i++) {
 		struct stat st;
-		if (stat(vm->cfg->disks[i].path, &st) == 0)
+		if (stat(snapshot_disks_live_path(vm, i), &st) == 0)
 			ids[i] = (struct disk_identity){ .size = (uint64_t)st.st_size, .dev = st.st_dev, .ino = st.st_ino,
 							 .mtime_sec = st.st_mtim.tv_sec, .mtime_nsec = st.st_mtim.tv_nsec };
 	}
@@ -154,8 +166,8 @@ static uint64_t new_snapshot_id(void)
 	return id;
 }
 
-static int build_state(struct vm *vm, uint64_t id, const char *mem_file, uint8_t **out, size_t *outlen, char *err,
-		       size_t errlen)
+static int build_state(struct vm *vm, uint64_t id, const char *mem_file, const struct disk_plan *plan, uint8_t **out,
+		       size_t *outlen, char *err, size_t errlen)
 {
 	struct snap_writer w;
 	snap_writer_init(&w);
@@ -165,7 +177,7 @@ static int build_state(struct vm *vm, uint64_t id, const char *mem_file, uint8_t
 	ms.ram_size = vm->mem.ram_size;
 	snprintf(ms.file, sizeof(ms.file), "%s", mem_file);
 	if ((rc = add_config(vm, &w)) || (rc = add_cpuid(vm, &w)) || (rc = snap_writer_add(&w, "memory", &ms, sizeof(ms))) ||
-	    (rc = add_x86(vm, &w)) || (rc = add_disks(vm, &w))) {
+	    (rc = add_x86(vm, &w)) || (rc = add_disks(vm, &w)) || (rc = snapshot_disks_add_section(plan, &w))) {
 		fail(err, errlen, rc, "cannot save the VM's configuration: %s", strerror(-rc));
 		goto out;
 	}
@@ -267,8 +279,12 @@ static int make_tmp(const char *dir, const char *what, char *path, size_t len)
 static int write_locked(struct vm *vm, const char *dir, uint64_t id, const char *mem_file, const uint8_t *state,
 			size_t state_len, char *err, size_t errlen);
 
-/* Writes both files under temporary names, then renames memory and state into place. */
-static int write_snapshot(struct vm *vm, const char *dir, char *err, size_t errlen)
+/*
+ * Writes both files under temporary names, then renames memory and state into place. Disks to
+ * freeze switch onto their overlays first (the VM is paused), so the layers hold exactly what
+ * the saved memory knows.
+ */
+static int write_snapshot(struct vm *vm, const char *dir, enum snapshot_disks disks, char *err, size_t errlen)
 {
 	if (mkdir(dir, 0755) < 0 && errno != EEXIST) {
 		int e = errno;
@@ -285,16 +301,22 @@ static int write_snapshot(struct vm *vm, const char *dir, char *err, size_t errl
 
 	uint8_t *state = NULL;
 	size_t state_len = 0;
-	int rc = build_state(vm, id, mem_file, &state, &state_len, err, errlen);
+	struct disk_plan plan;
+	int rc = snapshot_disks_plan(vm, disks, &plan, err, errlen);
 	if (rc)
 		return rc;
-	int dfd = lock_dir(dir, err, errlen);
+	rc = build_state(vm, id, mem_file, &plan, &state, &state_len, err, errlen);
+	int dfd = rc ? rc : lock_dir(dir, err, errlen);
 	if (dfd < 0) {
+		snapshot_disks_plan_free(&plan);
 		free(state);
 		return dfd;
 	}
-	rc = write_locked(vm, dir, id, mem_file, state, state_len, err, errlen);
+	rc = snapshot_disks_freeze(vm, &plan, dir, id, err, errlen);
+	if (!rc)
+		rc = write_locked(vm, dir, id, mem_file, state, state_len, err, errlen);
 	unlock_dir(dfd);
+	snapshot_disks_plan_free(&plan);
 	free(state);
 	return rc;
 }
@@ -351,7 +373,8 @@ static int write_locked(struct vm *vm, const char *dir, uint64_t id, const char 
 	return 0;
 }
 
-int vmon_snapshot_save(struct vm *vm, const char *dir, bool keep_running, char *err, size_t errlen)
+int vmon_snapshot_save(struct vm *vm, const char *dir, bool keep_running, enum snapshot_disks disks, char *err,
+		       size_t errlen)
 {
 	if (!dir || !*dir)
 		return fail(err, errlen, -EINVAL, "no snapshot directory given");
@@ -377,7 +400,7 @@ int vmon_snapshot_save(struct vm *vm, const char *dir, bool keep_running, char *
 			fail(err, errlen, rc, "vCPU %u could not finish its pending I/O: %s", i, strerror(-rc));
 	}
 	if (!rc)
-		rc = write_snapshot(vm, dir, err, errlen);
+		rc = write_snapshot(vm, dir, disks, err, errlen);
 	pthread_mutex_unlock(&vm->control_lock);
 	if (paused_here && (keep_running || rc))
 		vm_resume(vm);
@@ -460,7 +483,8 @@ int snapshot_open(struct snapshot_image *img, const char *dir, struct vm_config 
 			  img->state_path);
 		goto bad;
 	}
-	if ((rc = mem_state_check(img->mem_path, img->ram_size, img->f.hdr.snapshot_id, err, errlen)))
+	if ((rc = mem_state_check(img->mem_path, img->ram_size, img->f.hdr.snapshot_id, err, errlen)) ||
+	    (rc = snapshot_disks_load(img, cfg->ndisks, err, errlen)))
 		goto bad;
 	return 0;
 bad:
@@ -476,6 +500,10 @@ bool snapshot_has_rng(const struct snapshot_image *img)
 void snapshot_close(struct snapshot_image *img)
 {
 	snap_file_free(&img->f);
+	for (unsigned int i = 0; i < CONFIG_MAX_DISKS; i++) {
+		free(img->layers[i]);
+		img->layers[i] = NULL;
+	}
 }
 
 static int check_host_cpu(struct vm *vm, const struct snapshot_image *img, char *err, size_t errlen)
@@ -568,21 +596,23 @@ static int check_disks(const struct vm *vm, const struct snapshot_image *img, ch
 		struct disk_identity id;
 		memcpy(&id, (const uint8_t *)p + i * sizeof(id), sizeof(id));
 		const struct disk_config *d = &vm->cfg->disks[i];
+		/* On a new overlay, the layer below is the file the snapshot knew. */
+		const char *path = img->on_layer[i] ? img->layers[i] : d->path;
 		struct stat st;
-		if (stat(d->path, &st) < 0)
-			return fail(err, errlen, -errno, "disk %u (%s) cannot be opened: %s", i, d->path, strerror(errno));
+		if (stat(path, &st) < 0)
+			return fail(err, errlen, -errno, "disk %u (%s) cannot be opened: %s", i, path, strerror(errno));
 		if ((uint64_t)st.st_size != id.size)
 			return fail(err, errlen, -EINVAL,
 				    "disk %u (%s) has %lld bytes and the snapshot's guest knew it with %llu: restore with the "
 				    "image the VM had when the snapshot was taken",
-				    i, d->path, (long long)st.st_size, (unsigned long long)id.size);
+				    i, path, (long long)st.st_size, (unsigned long long)id.size);
 		if (!d->readonly && st.st_dev == id.dev && st.st_ino == id.ino &&
 		    (st.st_mtim.tv_sec != id.mtime_sec || st.st_mtim.tv_nsec != id.mtime_nsec))
 			log_warn("snapshot",
 				 "disk %u (%s) was modified after the snapshot was taken (for example by the VM that kept "
 				 "running): the guest may find its file system inconsistent; restore with a copy of the "
 				 "image taken together with the snapshot",
-				 i, d->path);
+				 i, path);
 	}
 	return 0;
 }

@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "config/config.h"
+#include "state/snapshot_disks.h"
 #include "state/snapshot_format.h"
 
 struct vm;
@@ -21,9 +22,12 @@ struct vm;
  * it if keep_running (a VM that was already paused stays paused). The files are written under
  * temporary names and renamed into place at the end, so a failed snapshot leaves an earlier
  * snapshot in dir as it was and the VM as it was. Safe from any thread except a vCPU thread.
+ * disks says what happens to the writable disks (snapshot_disks.h): frozen as layers of the
+ * snapshot, the VM continuing on new overlays in dir, or left alone.
  * Returns 0 or -errno with one sentence in err.
  */
-int vmon_snapshot_save(struct vm *vm, const char *dir, bool keep_running, char *err, size_t errlen);
+int vmon_snapshot_save(struct vm *vm, const char *dir, bool keep_running, enum snapshot_disks disks, char *err,
+		       size_t errlen);
 
 /* A snapshot opened for restoring. */
 struct snapshot_image {
@@ -31,6 +35,11 @@ struct snapshot_image {
 	char state_path[PATH_MAX];
 	char mem_path[PATH_MAX];
 	uint64_t ram_size;
+	/* The "disk-layers" section: each disk's frozen layer (NULL: none), and whether the restore
+	 * put the disk on a new overlay above it (snapshot_disks_new_overlays()). */
+	char *layers[CONFIG_MAX_DISKS];
+	bool layer_is_qcow2[CONFIG_MAX_DISKS];
+	bool on_layer[CONFIG_MAX_DISKS];
 };
 
 /*

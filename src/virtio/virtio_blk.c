@@ -529,6 +529,25 @@ void virtio_blk_destroy(struct virtio_blk *blk)
 }
 
 uint64_t virtio_blk_capacity(const struct virtio_blk *blk) { return blk->capacity; }
+const char *virtio_blk_path(const struct virtio_blk *blk) { return disk_image_path(blk->disk); }
+enum disk_format virtio_blk_format(const struct virtio_blk *blk) { return disk_image_format(blk->disk); }
+bool virtio_blk_readonly(const struct virtio_blk *blk) { return blk->readonly; }
+
+int virtio_blk_switch_to_overlay(struct virtio_blk *blk, const char *path)
+{
+	/* A raw image's completions come on io_uring's eventfd, a qcow2 image's on its own. */
+	if (blk->fd_watched)
+		event_loop_remove_fd(blk->loop, disk_image_event_fd(blk->disk));
+	blk->fd_watched = false;
+	int rc = disk_image_reopen_onto_overlay(blk->disk, path);
+	int watch = event_loop_add_fd(blk->loop, disk_image_event_fd(blk->disk), EPOLLIN, on_disk_event, blk);
+	if (watch) {
+		log_error(COMP, "disk %s: cannot watch its completions after the switch: %s", path, strerror(-watch));
+		return rc ? rc : watch;
+	}
+	blk->fd_watched = true;
+	return rc;
+}
 
 void virtio_blk_get_stats(const struct virtio_blk *blk, struct virtio_blk_stats *out)
 {

@@ -82,6 +82,18 @@ void virtio_blk_destroy(struct virtio_blk *blk);
  */
 void virtio_blk_quiesce(struct virtio_blk *blk);
 
+/* The image's current top file (it changes with virtio_blk_switch_to_overlay()) and its format. */
+const char *virtio_blk_path(const struct virtio_blk *blk);
+enum disk_format virtio_blk_format(const struct virtio_blk *blk);
+bool virtio_blk_readonly(const struct virtio_blk *blk);
+
+/*
+ * Freezes the disk's current top file and continues on a new qcow2 overlay at path above it
+ * (disk_image_reopen_onto_overlay()). Only while the VM is paused and its queues drained
+ * (vm_pause() quiesces them); the event loop is paused then, so the image can be swapped here.
+ */
+int virtio_blk_switch_to_overlay(struct virtio_blk *blk, const char *path);
+
 /* Capacity in 512-byte sectors. */
 uint64_t virtio_blk_capacity(const struct virtio_blk *blk);
 /* Counters, readable from any thread. */

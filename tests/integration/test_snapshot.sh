@@ -158,7 +158,7 @@ truncate -s 16M $TEST_TMP/disk.img
 start dsrc run --kernel $G --memory 64M --disk $TEST_TMP/disk.img --api-sock $TEST_TMP/dsrc.sock
 D_PID=$PID D_OUT=$OUT
 wait_for $D_OUT '^count: 2$' 120
-ctl $TEST_TMP/dsrc.sock snapshot $TEST_TMP/dsnap >/dev/null 2>&1
+ctl $TEST_TMP/dsrc.sock snapshot $TEST_TMP/dsnap --disks=none >/dev/null 2>&1
 finish $D_PID
 start drestored restore $TEST_TMP/dsnap
 DR=$PID DR_OUT=$OUT DR_ERR=$ERR
@@ -180,6 +180,41 @@ truncate -s 16M $TEST_TMP/disk.img
 run_vmon disk-readonly 60 restore $TEST_TMP/dsnap --disk $TEST_TMP/disk.img,readonly
 expect snapshot/disk-readonly-refused "--disk ...,readonly for a disk that was read-write: exit 2, says read-only versus read-write" \
 	sh -c "[ $RC -eq 2 ] && grep -q 'was read-write when the snapshot was taken and --disk .* makes it read-only' $ERR"
+
+# ---- disks captured with memory: --disks=overlay on a qcow2 disk, restored twice at once ----
+qemu-img create -q -f qcow2 $TEST_TMP/ov-base.qcow2 16M
+qemu-io -c 'write -q -P 0x11 0 64k' $TEST_TMP/ov-base.qcow2 >/dev/null
+OV_BASE=$(realpath $TEST_TMP/ov-base.qcow2)
+base_sum=$(sha256sum <$OV_BASE)
+start osrc run --kernel $G --memory 64M --disk $OV_BASE --api-sock $TEST_TMP/osrc.sock
+O_PID=$PID O_OUT=$OUT O_ERR=$ERR
+wait_for $O_OUT '^count: 2$' 120
+ctl $TEST_TMP/osrc.sock snapshot $TEST_TMP/osnap --disks=overlay >/dev/null 2>$TEST_TMP/osnap.err
+RC=$?
+live=$(ls $TEST_TMP/osnap/disk0-*.qcow2 2>/dev/null | head -1)
+expect snapshot/overlay-taken "--disks=overlay: the VM continues on a new overlay in DIR whose backing file is its old disk" \
+	sh -c "[ $RC -eq 0 ] && [ -n '$live' ] && qemu-img info -U '$live' | grep -q '^backing file: $OV_BASE'"
+wait_for $O_OUT "^count: $(( $(last_count $O_OUT) + 2 ))\$" 120
+expect snapshot/overlay-source-runs "the snapshotted VM counts on, on its overlay" \
+	sh -c "tr -d '\r' <$O_OUT | grep -q '^count: ' && ! grep -qE 'Sanitizer|runtime error' $O_ERR"
+finish $O_PID
+mkdir -p $TEST_TMP/od1
+start or1 restore $TEST_TMP/osnap --disk-dir $TEST_TMP/od1
+OR1=$PID OR1_OUT=$OUT OR1_ERR=$ERR
+start or2 restore $TEST_TMP/osnap
+OR2=$PID OR2_OUT=$OUT OR2_ERR=$ERR
+wait_for $OR1_OUT "^count: " 120
+wait_for $OR2_OUT "^count: " 120
+finish $OR1
+finish $OR2
+ov1=$(sed -n 's/.*its writes go to \(.*\.qcow2\).*/\1/p' $OR1_ERR | head -1)
+ov2=$(sed -n 's/.*its writes go to \(.*\.qcow2\).*/\1/p' $OR2_ERR | head -1)
+expect snapshot/overlay-restored-twice "two restores of one snapshot run at once, each on its own overlay on the snapshot's layer" \
+	sh -c "[ -n '$ov1' ] && [ -n '$ov2' ] && [ '$ov1' != '$ov2' ] && case '$ov1' in $TEST_TMP/od1/*) ;; *) exit 1;; esac &&
+	       qemu-img info '$ov1' | grep -q '^backing file: $OV_BASE' && qemu-img info '$ov2' | grep -q '^backing file: $OV_BASE' &&
+	       qemu-img check -q '$ov1' && qemu-img check -q '$ov2' && ! grep -q 'modified after the snapshot' $OR1_ERR $OR2_ERR"
+expect snapshot/overlay-layer-unchanged "the snapshot's layer is unchanged and qemu-img check finds it clean" \
+	sh -c "[ \"\$(sha256sum <$OV_BASE)\" = '$base_sum' ] && qemu-img check -q $OV_BASE"
 
 # ---- a snapshot that fails leaves the VM running and an earlier snapshot intact ----
 # vmon is started with SIGXFSZ ignored, then its file-size limit is lowered: writing the memory
@@ -413,8 +448,11 @@ mkfifo $IN
 # This shell holds the console's input open (fd 7), so the guest's shell never sees end-of-file.
 exec 7<>$IN
 OUT=$TEST_TMP/linux.out ERR=$TEST_TMP/linux.err
+qemu-img create -q -f qcow2 $TEST_TMP/linux-disk.qcow2 16M
+LIN_DISK=$(realpath $TEST_TMP/linux-disk.qcow2)
 "$VMON" run --kernel "$GUEST_KERNEL" --initrd "$GUEST_INITRD" --cpus 2 --memory 128M \
-	--cmdline "$(cat guest/cmdline 2>/dev/null)" --api-sock $TEST_TMP/linux.sock <$IN >$OUT 2>$ERR &
+	--cmdline "$(cat guest/cmdline 2>/dev/null)" --api-sock $TEST_TMP/linux.sock \
+	--disk $LIN_DISK <$IN >$OUT 2>$ERR &
 L_PID=$!
 PIDS+=($L_PID)
 LIN_OUT=$OUT LIN_ERR=$ERR
@@ -424,6 +462,10 @@ if ! wait_for $OUT 'VMON-INIT: started' $BOOT_TIMEOUT || ! wait_for $OUT 'Enter 
 fi
 sleep 2
 echo 'echo before-snapshot >/tmp/before.txt; (i=0; while :; do i=$((i+1)); echo $i >/tmp/count; sleep 1; done) &' >&7
+# mark SECTOR TEXT: the guest writes TEXT at a sector of its disk, synced (for the shell on fd 7/8/9).
+mark() { echo "printf '$2' | dd of=/dev/vda bs=512 seek=$1 conv=notrunc,fsync 2>/dev/null; echo MARKED-$2"; }
+mark 0 DISK-BEFORE-SNAPSHOT >&7
+wait_for $OUT '^MARKED-DISK-BEFORE-SNAPSHOT' 300
 sleep 6
 echo 'echo "COUNT-BEFORE=$(cat /tmp/count)"' >&7
 wait_for $OUT '^COUNT-BEFORE=[0-9]+' 300
@@ -432,6 +474,10 @@ ctl $TEST_TMP/linux.sock snapshot $TEST_TMP/linux-snap >/dev/null 2>$TEST_TMP/li
 RC=$?
 expect snapshot/linux-snapshot "the running Linux guest is snapshotted" sh -c "[ $RC -eq 0 ]"
 before=$(tr -d '\r' <$OUT | sed -n 's/^COUNT-BEFORE=//p' | tail -1)
+# The snapshot froze the disk (the default, --disks=overlay): the source's later writes go to its overlay.
+mark 1 SOURCE-AFTER-SNAPSHOT >&7
+wait_for $OUT '^MARKED-SOURCE-AFTER-SNAPSHOT' 300
+layer_sum=$(sha256sum <$LIN_DISK)
 ctl $TEST_TMP/linux.sock stop >/dev/null
 wait $L_PID
 
@@ -460,8 +506,42 @@ expect snapshot/linux-counter "the guest's counting process counts on ($before b
 gdate=$(tr -d '\r' <$OUT | sed -n 's/^AFTER count=.* date=\([0-9]*\).*/\1/p' | head -1)
 expect snapshot/linux-clock "the restored guest's date ($gdate) is between the snapshot ($snap_time) and now ($host_after)" \
 	sh -c "[ -n '$gdate' ] && [ '$gdate' -ge $((snap_time - 2)) ] && [ '$gdate' -le $((host_after + 2)) ]"
+mark 1 RESTORE-ONE >&8
+wait_for $OUT '^MARKED-RESTORE-ONE' 300
 ctl $TEST_TMP/linux2.sock stop >/dev/null
 wait $L2_PID
 RC=$?
+# A second restore of the same snapshot: its writes land in its own overlay.
+IN3=$TEST_TMP/linux3.in
+mkfifo $IN3
+exec 9<>$IN3
+L3_OUT=$TEST_TMP/linux-restored2.out L3_ERR=$TEST_TMP/linux-restored2.err
+"$VMON" restore $TEST_TMP/linux-snap --api-sock $TEST_TMP/linux3.sock <$IN3 >$L3_OUT 2>$L3_ERR &
+L3_PID=$!
+PIDS+=($L3_PID)
+sleep 8
+mark 1 RESTORE-TWO >&9
+wait_for $L3_OUT '^MARKED-RESTORE-TWO' 300
+ctl $TEST_TMP/linux3.sock stop >/dev/null
+wait $L3_PID
+# sectors IMAGE: the first two sectors of the disk as the image shows them.
+sectors() { qemu-img dd -f qcow2 -O raw if="$1" of=$TEST_TMP/sectors.raw bs=512 count=2 >/dev/null && tr -d '\0' <$TEST_TMP/sectors.raw; }
+lov1=$(sed -n 's/.*its writes go to \(.*\.qcow2\).*/\1/p' $ERR | head -1)
+lov2=$(sed -n 's/.*its writes go to \(.*\.qcow2\).*/\1/p' $L3_ERR | head -1)
+layer_ok() {
+	[ "$(sha256sum <$LIN_DISK)" = "$layer_sum" ] && qemu-img check -q $LIN_DISK &&
+		sectors $LIN_DISK | grep -q DISK-BEFORE-SNAPSHOT && ! sectors $LIN_DISK | grep -qE 'SOURCE-AFTER|RESTORE-'
+}
+own_overlays_ok() {
+	[ -n "$lov1" ] && [ -n "$lov2" ] && [ "$lov1" != "$lov2" ] && qemu-img check -q "$lov1" && qemu-img check -q "$lov2" &&
+		sectors "$lov1" | grep -q DISK-BEFORE-SNAPSHOT && sectors "$lov1" | grep -q RESTORE-ONE &&
+		! sectors "$lov1" | grep -qE 'RESTORE-TWO|SOURCE-AFTER' &&
+		sectors "$lov2" | grep -q DISK-BEFORE-SNAPSHOT && sectors "$lov2" | grep -q RESTORE-TWO &&
+		! sectors "$lov2" | grep -qE 'RESTORE-ONE|SOURCE-AFTER'
+}
+expect snapshot/linux-disk-layer "the snapshot's disk layer holds what the guest wrote before the snapshot only, unchanged since" \
+	layer_ok
+expect snapshot/linux-disk-own-overlays "each restored guest read the snapshot's disk and wrote to its own overlay only" \
+	own_overlays_ok
 expect snapshot/linux-stop "the restored Linux VM stops cleanly, no sanitizer report" \
 	sh -c "[ $RC -eq 0 ] && ! grep -qE 'Sanitizer|runtime error' $ERR $LIN_ERR"

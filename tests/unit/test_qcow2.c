@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +20,7 @@
 #include <unistd.h>
 
 #include "backends/disk_image.h"
+#include "backends/qcow2.h"
 
 #define MIB (1024 * 1024)
 
@@ -446,6 +448,158 @@ static void backing_chain_loop_is_refused(void **state)
 	assert_null(d);
 }
 
+/* ---- overlays vmon creates ---- */
+
+static bool file_equals(const char *path, const uint8_t *want, size_t len)
+{
+	size_t n;
+	uint8_t *got = read_file(path, &n);
+	bool same = n == len && !memcmp(got, want, len);
+	free(got);
+	return same;
+}
+
+static void created_overlay_reads_its_backing(void **state)
+{
+	(void)state;
+	NEED_QEMU_IMG();
+	/* Not a whole number of clusters: the overlay takes the backing file's exact size. */
+	uint64_t size = 3 * MIB + 3 * 512;
+	uint8_t *base = malloc(size), *shadow = malloc(size);
+	fill_random(base, size);
+	write_file(at("cbase.raw"), base, size);
+	assert_int_equal(qcow2_create_overlay(at("cov.qcow2"), at("cbase.raw"), NULL), 0);
+	assert_int_equal(sh("qemu-img check -q %s", at("cov.qcow2")), 0);
+	/* Same directory: the name is relative, and the format is recorded. */
+	assert_int_equal(sh("qemu-img info --backing-chain %s | grep -q '^backing file: cbase.raw'", at("cov.qcow2")), 0);
+	assert_int_equal(sh("qemu-img info --backing-chain %s | grep -qx 'backing file format: raw'", at("cov.qcow2")), 0);
+	assert_int_equal(sh("qemu-img info --backing-chain %s | grep -c '^image:' | grep -qx 2", at("cov.qcow2")), 0);
+	assert_int_equal(sh("qemu-img info %s | grep -q 'compat: 1.1'", at("cov.qcow2")), 0);
+	assert_int_equal(sh("qemu-img info %s | grep -q 'cluster_size: 65536'", at("cov.qcow2")), 0);
+	qemu_agrees(at("cov.qcow2"), base, size);
+
+	struct disk_image *d = open_image(at("cov.qcow2"), DISK_FORMAT_AUTO, false);
+	assert_int_equal(disk_image_size(d), size);
+	read_all_equals(d, base, size);
+	memcpy(shadow, base, size);
+	random_io(d, shadow, size, 200, true);
+	disk_image_close(d);
+	qemu_agrees(at("cov.qcow2"), shadow, size);
+	assert_true(file_equals(at("cbase.raw"), base, size)); /* writes went to the overlay only */
+
+	/* Never replaces a file; a backing file that is not what it is said to be leaves nothing. */
+	assert_int_equal(qcow2_create_overlay(at("cov.qcow2"), at("cbase.raw"), NULL), -EEXIST);
+	assert_int_equal(qcow2_create_overlay(at("notmade.qcow2"), at("cbase.raw"), "qcow2"), -EINVAL);
+	assert_int_equal(access(at("notmade.qcow2"), F_OK), -1);
+	free(base);
+	free(shadow);
+}
+
+static void created_overlay_on_qcow2_elsewhere(void **state)
+{
+	(void)state;
+	NEED_QEMU_IMG();
+	uint64_t size = 2 * MIB;
+	uint8_t *want = malloc(size);
+	memset(want, 0, size);
+	memset(want + 64 * 1024, 0x5a, 128 * 1024);
+	assert_int_equal(sh("mkdir -p %s/sub && qemu-img create -q -f qcow2 %s/sub/q.qcow2 2M && "
+			    "qemu-io -c 'write -q -P 0x5a 64k 128k' %s/sub/q.qcow2 >/dev/null", dir, dir, dir), 0);
+	assert_int_equal(qcow2_create_overlay(at("qov.qcow2"), at("sub/q.qcow2"), NULL), 0);
+	/* Another directory: the name is absolute. */
+	char real[PATH_MAX];
+	assert_non_null(realpath(at("sub/q.qcow2"), real));
+	assert_int_equal(sh("qemu-img info %s | grep -q '^backing file: %s'", at("qov.qcow2"), real), 0);
+	assert_int_equal(sh("qemu-img info %s | grep -qx 'backing file format: qcow2'", at("qov.qcow2")), 0);
+	qemu_agrees(at("qov.qcow2"), want, size);
+	struct disk_image *d = open_image(at("qov.qcow2"), DISK_FORMAT_QCOW2, true);
+	read_all_equals(d, want, size);
+	disk_image_close(d);
+	free(want);
+}
+
+/*
+ * A running disk frozen at a point: write A, switch, write B. The old top file holds A and
+ * nothing after (byte for byte the same after B), the overlay's view is A then B.
+ */
+static void switch_onto_overlay(const char *top_name, enum disk_format format)
+{
+	char top[256]; /* at()'s buffers are reused */
+	snprintf(top, sizeof(top), "%s", top_name);
+	uint64_t size = 2 * MIB;
+	uint8_t *a_view = malloc(size), *ab_view = malloc(size), buf[64 * 1024];
+	struct disk_image *d = open_image(top, format, false);
+	assert_int_equal(run(d, DISK_READ, 0, a_view, size), 0);
+	fill_random(buf, sizeof(buf));
+	assert_int_equal(run(d, DISK_WRITE, 100 * 512, buf, sizeof(buf)), 0);
+	memcpy(a_view + 100 * 512, buf, sizeof(buf));
+
+	/* A request still in flight (queued, not yet completed) refuses the switch. */
+	struct iovec iov = { buf, 512 };
+	struct disk_request pending = { .op = DISK_READ, .offset = 0, .len = 512, .iov = &iov, .iovcnt = 1,
+					.done = on_done };
+	assert_int_equal(disk_image_queue(d, &pending), 0);
+	disk_image_submit(d);
+	if (disk_image_in_flight(d))
+		assert_int_equal(disk_image_reopen_onto_overlay(d, at("sw.qcow2")), -EBUSY);
+	disk_image_drain(d);
+	assert_int_equal(access(at("sw.qcow2"), F_OK), -1);
+
+	assert_int_equal(disk_image_reopen_onto_overlay(d, at("sw.qcow2")), 0);
+	assert_int_equal(disk_image_format(d), DISK_FORMAT_QCOW2);
+	assert_string_equal(disk_image_path(d), at("sw.qcow2"));
+	assert_int_equal(disk_image_size(d), size);
+	size_t old_len;
+	uint8_t *old_bytes = read_file(top, &old_len);
+
+	memcpy(ab_view, a_view, size);
+	fill_random(buf, sizeof(buf));
+	assert_int_equal(run(d, DISK_WRITE, 120 * 512, buf, sizeof(buf)), 0); /* overlaps A's tail */
+	memcpy(ab_view + 120 * 512, buf, sizeof(buf));
+	random_io(d, ab_view, size, 100, true);
+	read_all_equals(d, ab_view, size);
+	disk_image_close(d);
+
+	assert_true(file_equals(top, old_bytes, old_len));
+	free(old_bytes);
+	if (format == DISK_FORMAT_QCOW2)
+		assert_int_equal(sh("qemu-img check -q %s", top), 0);
+	write_file(at("a.raw"), a_view, size);
+	assert_int_equal(sh("qemu-img compare -q -f raw -F %s %s %s", format == DISK_FORMAT_RAW ? "raw" : "qcow2",
+			    at("a.raw"), top), 0);
+	qemu_agrees(at("sw.qcow2"), ab_view, size);
+	d = open_image(at("sw.qcow2"), DISK_FORMAT_AUTO, true);
+	read_all_equals(d, ab_view, size);
+	disk_image_close(d);
+	unlink(at("sw.qcow2"));
+	free(a_view);
+	free(ab_view);
+}
+
+static void running_qcow2_disk_switches_onto_overlay(void **state)
+{
+	(void)state;
+	NEED_QEMU_IMG();
+	assert_int_equal(sh("qemu-img create -q -f qcow2 %s 2M && qemu-io -c 'write -q -P 3 0 1M' %s >/dev/null",
+			    at("run.qcow2"), at("run.qcow2")), 0);
+	switch_onto_overlay(at("run.qcow2"), DISK_FORMAT_AUTO);
+}
+
+static void running_raw_disk_switches_onto_overlay(void **state)
+{
+	(void)state;
+	NEED_QEMU_IMG();
+	uint8_t *b = malloc(2 * MIB);
+	fill_random(b, 2 * MIB);
+	write_file(at("run.raw"), b, 2 * MIB);
+	free(b);
+	switch_onto_overlay(at("run.raw"), DISK_FORMAT_RAW);
+	/* A read-only image needs no overlay. */
+	struct disk_image *d = open_image(at("run.raw"), DISK_FORMAT_RAW, true);
+	assert_int_equal(disk_image_reopen_onto_overlay(d, at("ro.qcow2")), -EROFS);
+	disk_image_close(d);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -456,6 +610,10 @@ int main(void)
 		cmocka_unit_test(damaged_images_are_refused),
 		cmocka_unit_test(format_probing_and_forcing),
 		cmocka_unit_test(backing_chain_loop_is_refused),
+		cmocka_unit_test(created_overlay_reads_its_backing),
+		cmocka_unit_test(created_overlay_on_qcow2_elsewhere),
+		cmocka_unit_test(running_qcow2_disk_switches_onto_overlay),
+		cmocka_unit_test(running_raw_disk_switches_onto_overlay),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
