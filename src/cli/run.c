@@ -243,8 +243,7 @@ static int parse_args(int argc, char **argv, struct vm_config *cfg, bool config_
 			if (parse_cpus(optarg, &cfg->cpus))
 				return -EINVAL;
 			break;
-		case OPT_MEMORY:
-		{
+		case OPT_MEMORY: {
 			char err[256];
 			if (config_memory_parse(optarg, cfg, err, sizeof(err))) {
 				fprintf(stderr, "vmon: %s\n", err);

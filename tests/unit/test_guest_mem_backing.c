@@ -78,6 +78,28 @@ static void mergeable_ram_is_private_and_marked_for_ksm(void **state)
 	guest_mem_destroy(&m);
 }
 
+/* A VM restored with merge=on runs on the snapshot's file, mapped privately: still offered to KSM. */
+static void restored_ram_can_still_be_merged(void **state)
+{
+	(void)state;
+	char path[] = "/tmp/vmon-test-mem-XXXXXX";
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, (off_t)(8 * MiB)), 0);
+	struct guest_mem m;
+	assert_int_equal(guest_mem_init_from_file(&m, 8 * MiB, path), 0);
+	char flags[256];
+	assert_true(smaps_line(m.regions[0].host, "VmFlags", flags, sizeof(flags)));
+	assert_null(strstr(flags, " mg"));
+	assert_int_equal(guest_mem_make_mergeable(&m), 0);
+	assert_true(smaps_line(m.regions[0].host, "VmFlags", flags, sizeof(flags)));
+	assert_non_null(strstr(flags, " mg"));
+	assert_string_equal(guest_mem_backing_name(&m), "snapshot_file");
+	guest_mem_destroy(&m);
+	close(fd);
+	unlink(path);
+}
+
 #define KSM_DIR "/sys/kernel/mm/ksm/"
 static const char *const ksm_knobs[] = { KSM_DIR "run", KSM_DIR "pages_to_scan", KSM_DIR "sleep_millisecs" };
 static long ksm_saved[3] = { -1, -1, -1 };
@@ -214,6 +236,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(mergeable_ram_is_private_and_marked_for_ksm),
+		cmocka_unit_test(restored_ram_can_still_be_merged),
 		cmocka_unit_test_teardown(ksm_merges_a_guests_identical_pages, restore_ksm),
 		cmocka_unit_test_teardown(hugepage_ram_is_hugetlb_and_the_balloon_frees_whole_pages, restore_nr_hugepages),
 		cmocka_unit_test(too_few_hugepages_says_how_many_and_what_to_set),
