@@ -33,7 +33,7 @@ static int setup(void **state)
 	assert_int_equal(guest_mem_init(&f->mem, RAM), 0);
 	for (uint64_t gpa = 0x1000; gpa < RAM; gpa += 3 * MiB + 0x5000)
 		assert_int_equal(guest_mem_write(&f->mem, gpa, "guest data", 10), 0);
-	memset(gpa_to_host(&f->mem, 6 * MiB, MiB), 0x5a, MiB);
+	memset(gpa_to_host_write(&f->mem, 6 * MiB, MiB), 0x5a, MiB);
 	snprintf(f->path, sizeof(f->path), "/tmp/vmon-test-memstate-XXXXXX");
 	int fd = mkstemp(f->path);
 	assert_true(fd >= 0);
