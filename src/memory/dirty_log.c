@@ -1,22 +1,11 @@
 #include "memory/dirty_log.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "memory/write_track.h"
-
-static int fail(char *err, size_t errlen, int rc, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-	return rc;
-}
 
 int dirty_log_start(struct dirty_log *dl, struct guest_mem *mem, const struct dirty_log_ops *ops, void *ctx,
 		    char *err, size_t errlen)
@@ -30,25 +19,28 @@ int dirty_log_start(struct dirty_log *dl, struct guest_mem *mem, const struct di
 		dl->pages.bits[i] = calloc(write_track_words(&mem->regions[i]), sizeof(uint64_t));
 		if (!dl->pages.bits[i]) {
 			dirty_log_stop(dl);
-			return fail(err, errlen, -ENOMEM, "not enough memory for the dirty-page bitmaps of %llu MiB of RAM",
-				    (unsigned long long)(mem->ram_size >> 20));
+			snprintf(err, errlen, "not enough memory for the dirty-page bitmaps of %llu MiB of RAM",
+				 (unsigned long long)(mem->ram_size >> 20));
+			return -ENOMEM;
 		}
 	}
 	/* vmon's log first: a device write made while KVM's logging turns on is then already seen. */
 	int rc = write_track_start(mem);
 	if (rc) {
 		dirty_log_stop(dl);
-		return fail(err, errlen, rc,
-			    "cannot track vmon's own writes into guest memory (membarrier: %s): live migration needs "
-			    "Linux 4.14 or later",
-			    strerror(-rc));
+		snprintf(err, errlen,
+			 "cannot track vmon's own writes into guest memory (membarrier: %s): live migration needs "
+			 "Linux 4.14 or later",
+			 strerror(-rc));
+		return rc;
 	}
 	for (int i = 0; i < mem->nregions; i++) {
 		rc = ops->set_logging(ctx, mem, i, true);
 		if (rc) {
 			dirty_log_stop(dl);
-			return fail(err, errlen, rc, "KVM refused to log the writes to guest memory region %d (%llu MiB): %s",
-				    i, (unsigned long long)(mem->regions[i].size >> 20), strerror(-rc));
+			snprintf(err, errlen, "KVM refused to log the writes to guest memory region %d (%llu MiB): %s", i,
+				 (unsigned long long)(mem->regions[i].size >> 20), strerror(-rc));
+			return rc;
 		}
 		dl->logging = i + 1;
 	}
@@ -77,9 +69,11 @@ int dirty_log_fetch(struct dirty_log *dl, const struct dirty_pages **out, char *
 		uint64_t *bits = dl->pages.bits[i], words = write_track_words(r), pages = write_track_pages(r);
 		memset(bits, 0, words * sizeof(uint64_t));
 		int rc = dl->ops->fetch(dl->ctx, mem, i, bits);
-		if (rc)
-			return fail(err, errlen, rc, "KVM would not give the dirty-page log of guest memory region %d: %s", i,
-				    strerror(-rc));
+		if (rc) {
+			snprintf(err, errlen, "KVM would not give the dirty-page log of guest memory region %d: %s", i,
+				 strerror(-rc));
+			return rc;
+		}
 		write_track_take(mem, i, bits);
 		if (dl->first)
 			memset(bits, 0xff, words * sizeof(uint64_t));

@@ -624,28 +624,6 @@ static bool rng_guest_reads(void *arg)
 	return virtio_rng_bytes_served(r->rng) > VIRTIO_RNG_BURST;
 }
 
-static int rng_under_the_filters(void)
-{
-	static const struct vrig_spec spec = { .ram = 4u << 20, .device_id = VIRTIO_ID_RNG, .queues = 1, .qsize = 16 };
-	struct rng_run *r = calloc(1, sizeof(*r));
-	vrig_init(&r->v, &spec);
-	if (virtio_rng_create(&r->v.deps, &r->rng))
-		return 60;
-	vrig_attach(&r->v);
-	int rc = as_vcpu(rng_guest_reads, r) ? 0 : 61;
-	sandbox_enter(SANDBOX_MAIN);
-	event_loop_stop(r->v.loop);
-	virtio_rng_destroy(r->rng);
-	vrig_free(&r->v);
-	free(r);
-	return rc;
-}
-
-static void test_rng_works_under_the_vcpu_event_loop_and_main_filters(void **state)
-{
-	(void)state;
-	run_confined_case(rng_under_the_filters);
-}
 
 /* ---- migration's dirty tracking: started and read on an API thread, marked by device threads ---- */
 
@@ -698,23 +676,41 @@ static bool entropy_pages_marked(struct track_job *j)
 	return vrig_marked(&j->rng->v, VRIG_DATA, VIRTIO_RNG_BURST) && vrig_marked(&j->rng->v, VRIG_USED(0), 4 + 8 * 16);
 }
 
-static int tracked_rng_under_the_filters(void)
+/* tracked: migration's dirty tracking is started first, and the entropy's pages checked after. */
+static int rng_under_the_filters_as(bool tracked)
 {
 	static const struct vrig_spec spec = { .ram = 4u << 20, .device_id = VIRTIO_ID_RNG, .queues = 1, .qsize = 16 };
 	struct rng_run *r = calloc(1, sizeof(*r));
 	vrig_init(&r->v, &spec);
 	if (virtio_rng_create(&r->v.deps, &r->rng))
-		return 80;
+		return 60;
 	vrig_attach(&r->v);
 	r->v.marked = calloc(write_track_words(&r->v.mem.regions[0]), sizeof(uint64_t));
 	struct track_job start = { .rng = r, .fn = start_tracking }, check = { .rng = r, .fn = entropy_pages_marked };
-	int rc = !as_api_thread(&start) ? 81 : !as_vcpu(rng_guest_reads, r) ? 82 : !as_api_thread(&check) ? 83 : 0;
+	int rc = tracked && !as_api_thread(&start) ? 61 : !as_vcpu(rng_guest_reads, r) ? 62
+		 : tracked && !as_api_thread(&check) ? 63 : 0;
 	sandbox_enter(SANDBOX_MAIN);
 	event_loop_stop(r->v.loop);
 	virtio_rng_destroy(r->rng);
 	vrig_free(&r->v);
 	free(r);
 	return rc;
+}
+
+static int rng_under_the_filters(void)
+{
+	return rng_under_the_filters_as(false);
+}
+
+static int tracked_rng_under_the_filters(void)
+{
+	return rng_under_the_filters_as(true);
+}
+
+static void test_rng_works_under_the_vcpu_event_loop_and_main_filters(void **state)
+{
+	(void)state;
+	run_confined_case(rng_under_the_filters);
 }
 
 static void test_dirty_tracking_works_under_the_api_vcpu_event_loop_and_main_filters(void **state)
