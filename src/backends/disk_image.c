@@ -6,6 +6,7 @@
 #include <string.h>
 #include <fcntl.h>
 #include <sys/eventfd.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -263,39 +264,79 @@ void disk_image_drain(struct disk_image *d)
 		finish_qcow2(d);
 }
 
-/* Opens path as the image's writable top layer, in the given format (raw or qcow2). */
-static int open_top(struct disk_image *d, const char *path, enum disk_format format)
+/*
+ * Freezes the current top in place: what the guest wrote is on stable storage and the top is
+ * read from now on. Fills *below with the open layer, so the overlay goes above it without the
+ * file being opened again: under Landlock the thread that snapshots may open nothing outside the
+ * snapshot directories. A raw top keeps its exclusive lock until the switch succeeds.
+ */
+static int freeze_top(struct disk_image *d, struct qcow2_layer *below)
 {
-	uint64_t bytes = 0;
-	int fd = disk_file_open(path, false, &bytes);
+	*below = (struct qcow2_layer){ .raw_fd = -1 };
+	if (d->qcow2) {
+		int rc = qcow2_make_readonly(d->qcow2);
+		below->qcow2 = rc ? NULL : d->qcow2;
+		return rc;
+	}
+	int fd = disk_uring_dup_fd(d->raw);
 	if (fd < 0)
 		return fd;
-	d->format = format;
-	if (format == DISK_FORMAT_QCOW2)
-		return open_qcow2(d, fd, path, bytes, false);
-	return disk_uring_open_fd(fd, path, bytes, false, d->depth, &d->raw);
-}
-
-static void close_top(struct disk_image *d)
-{
-	disk_uring_close(d->raw);
-	d->raw = NULL;
-	qcow2_close(d->qcow2);
-	d->qcow2 = NULL;
-}
-
-/* Everything the guest wrote is on stable storage in the top file before it becomes a layer. */
-static int flush_top(struct disk_image *d, const char *path)
-{
-	if (d->qcow2)
-		return qcow2_flush(d->qcow2);
 	/* io_uring wrote through the page cache of the same inode: fsync of any descriptor flushes it. */
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	int rc = fsync(fd) < 0 ? -errno : 0;
-	close(fd);
-	return rc;
+	if (fsync(fd) < 0) {
+		int rc = -errno;
+		close(fd);
+		return rc;
+	}
+	below->raw_fd = fd;
+	below->raw_size = disk_uring_size(d->raw);
+	return 0;
+}
+
+static void thaw_top(struct disk_image *d, struct qcow2_layer *below)
+{
+	if (d->qcow2 && qcow2_make_writable(d->qcow2))
+		log_warn(COMP, "disk image %s: cannot take back its exclusive lock after the failed switch: another "
+			       "process may open it now", disk_image_path(d));
+	if (below->raw_fd >= 0)
+		close(below->raw_fd);
+}
+
+/* The overlay at new_path, open, its backing layer below: the image now serves it. */
+static int open_overlay(struct disk_image *d, const char *new_path, struct qcow2_layer *below)
+{
+	char *path = strdup(new_path);
+	if (d->efd < 0)
+		d->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (!path || d->efd < 0) {
+		free(path);
+		return -ENOMEM;
+	}
+	uint64_t bytes = 0;
+	int fd = disk_file_open(new_path, false, &bytes);
+	if (fd < 0) {
+		free(path);
+		return fd;
+	}
+	struct qcow2_options opt = { .below = below };
+	struct qcow2 *q;
+	int rc = qcow2_open(fd, new_path, bytes, &opt, &q);
+	if (rc) {
+		free(path);
+		return rc;
+	}
+	if (d->raw) {
+		disk_uring_close(d->raw); /* its fd goes; the duplicate below keeps the file and its lock */
+		d->raw = NULL;
+		if (flock(below->raw_fd, LOCK_SH | LOCK_NB) < 0)
+			log_warn(COMP, "disk image %s: cannot share its lock now that it is read-only: %s", new_path,
+				 strerror(errno));
+	}
+	free(d->path);
+	d->path = path;
+	d->qcow2 = q;
+	d->format = DISK_FORMAT_QCOW2;
+	d->guard_first_sector = false; /* the overlay names its backing format: no probing any more */
+	return 0;
 }
 
 int disk_image_reopen_onto_overlay(struct disk_image *d, const char *new_path)
@@ -323,30 +364,25 @@ int disk_image_reopen_onto_overlay(struct disk_image *d, const char *new_path)
 			  path);
 		return -ENOTSUP;
 	}
-	enum disk_format old_format = d->format;
-	int rc = flush_top(d, top);
+	bool was_qcow2 = d->format == DISK_FORMAT_QCOW2;
+	uint64_t size = was_qcow2 ? qcow2_size(d->qcow2) : disk_uring_size(d->raw);
+	struct qcow2_layer below;
+	int rc = freeze_top(d, &below);
 	if (rc) {
 		log_error(COMP, "disk image %s: flushing it before the switch to an overlay failed: %s", path,
 			  strerror(-rc));
 		return rc;
 	}
-	if ((rc = qcow2_create_overlay(new_path, top, old_format == DISK_FORMAT_QCOW2 ? "qcow2" : "raw")))
-		return rc;
-	/* The top's writable, exclusive lock goes before the overlay opens it again read-only, shared. */
-	close_top(d);
-	rc = open_top(d, new_path, DISK_FORMAT_QCOW2);
-	if (rc) {
-		close_top(d);
+	rc = qcow2_create_overlay_sized(new_path, top, was_qcow2 ? "qcow2" : "raw", size);
+	if (!rc && (rc = open_overlay(d, new_path, &below))) {
 		unlink(new_path);
-		int back = open_top(d, top, old_format);
-		log_error(COMP, "disk image %s: the new overlay %s could not be opened (%s); %s", top, new_path,
-			  strerror(-rc), back ? "the old image could not be reopened either: the disk is gone"
-					      : "the VM continues on the old image");
-		if (back)
-			close_top(d);
+		log_error(COMP, "disk image %s: the new overlay %s could not be opened (%s); the VM continues on the "
+				"old image", top, new_path, strerror(-rc));
+	}
+	if (rc) {
+		thaw_top(d, &below);
 		return rc;
 	}
-	d->guard_first_sector = false; /* the overlay names its backing format: no probing any more */
 	log_info(COMP, "disk image %s is now a read-only layer; new writes go to the overlay %s", top, new_path);
 	return 0;
 }

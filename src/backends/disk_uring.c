@@ -39,6 +39,12 @@ const char *disk_uring_path(const struct disk_uring *d) { return d->path; }
 int disk_uring_event_fd(const struct disk_uring *d) { return d->efd; }
 unsigned int disk_uring_in_flight(const struct disk_uring *d) { return d->in_flight; }
 
+int disk_uring_dup_fd(const struct disk_uring *d)
+{
+	int fd = fcntl(d->fd, F_DUPFD_CLOEXEC, 0);
+	return fd < 0 ? -errno : fd;
+}
+
 static int open_error(const char *path, bool readonly, int err)
 {
 	switch (err) {

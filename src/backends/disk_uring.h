@@ -75,6 +75,11 @@ bool disk_uring_readonly(const struct disk_uring *d);
 const char *disk_uring_path(const struct disk_uring *d);
 /* The completion eventfd to watch for EPOLLIN. */
 int disk_uring_event_fd(const struct disk_uring *d);
+/*
+ * A second descriptor of the image's open file (close-on-exec), sharing its file lock: the image
+ * can be read through it after disk_uring_close(), without opening the path again. -errno.
+ */
+int disk_uring_dup_fd(const struct disk_uring *d);
 unsigned int disk_uring_in_flight(const struct disk_uring *d);
 
 /*

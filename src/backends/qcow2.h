@@ -24,10 +24,24 @@
 
 struct qcow2;
 
+/*
+ * A layer that is open already, to serve as the backing file of an image being opened instead of
+ * the file its header names: a running disk's frozen top becoming an overlay's backing file, on
+ * a thread that may not open files outside the snapshot directory (Landlock). Exactly one of
+ * qcow2 or raw_fd (>= 0). The new image owns it once qcow2_open() succeeds; on failure the
+ * caller still does.
+ */
+struct qcow2_layer {
+	struct qcow2 *qcow2;
+	int raw_fd;
+	uint64_t raw_size;
+};
+
 struct qcow2_options {
 	bool readonly;
 	bool no_backing;    /* refuse images with a backing file (fuzzing: never open other files) */
 	unsigned int depth; /* layers already above this one (0 for the top) */
+	const struct qcow2_layer *below; /* the backing layer, open already (or NULL) */
 };
 
 /* True when buf (at least 4 bytes) starts with the qcow2 magic "QFI\xfb". */
@@ -39,6 +53,14 @@ bool qcow2_probe(const uint8_t *buf, size_t len);
  */
 int qcow2_open(int fd, const char *path, uint64_t file_size, const struct qcow2_options *opt, struct qcow2 **out);
 void qcow2_close(struct qcow2 *q);
+/*
+ * Turns an open image into a layer that is only read from now on (it becomes a backing file):
+ * flushed, and its file lock shared so other VMs may open it read-only. 0 or -errno; on failure
+ * the image is still writable.
+ */
+int qcow2_make_readonly(struct qcow2 *q);
+/* Undoes qcow2_make_readonly() (a switch that failed): exclusive lock and writable again. */
+int qcow2_make_writable(struct qcow2 *q);
 
 uint64_t qcow2_size(const struct qcow2 *q); /* the virtual disk size in bytes */
 
@@ -61,5 +83,10 @@ int qcow2_flush(struct qcow2 *q);
  * are fsynced before this returns; on failure nothing is left at path. 0 or -errno (logged).
  */
 int qcow2_create_overlay(const char *path, const char *backing, const char *backing_format);
+/*
+ * The same with the backing file's format and virtual size given, so the backing file is not
+ * opened (the caller has it open already and may not open it again).
+ */
+int qcow2_create_overlay_sized(const char *path, const char *backing, const char *backing_format, uint64_t size);
 
 #endif

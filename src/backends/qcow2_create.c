@@ -157,11 +157,8 @@ int qcow2_create_overlay(const char *path, const char *backing, const char *back
 {
 	if (backing_format && strcmp(backing_format, "raw") && strcmp(backing_format, "qcow2"))
 		return create_error(path, -EINVAL, "the backing format must be raw or qcow2");
-	if (strlen(path) >= PATH_MAX)
-		return create_error(path, -ENAMETOOLONG, "the path is too long");
 	const char *format = backing_format;
 	uint64_t size = 0;
-	char name[PATH_MAX];
 	int rc = backing_info(backing, &format, &size);
 	if (rc) {
 		log_error(QCOW2_COMP, "cannot create the overlay %s: its backing file %s is not a readable %s image "
@@ -169,6 +166,20 @@ int qcow2_create_overlay(const char *path, const char *backing, const char *back
 			  strerror(-rc));
 		return rc;
 	}
+	return qcow2_create_overlay_sized(path, backing, format, size);
+}
+
+int qcow2_create_overlay_sized(const char *path, const char *backing, const char *backing_format, uint64_t size)
+{
+	if (strcmp(backing_format, "raw") && strcmp(backing_format, "qcow2"))
+		return create_error(path, -EINVAL, "the backing format must be raw or qcow2");
+	if (strlen(path) >= PATH_MAX)
+		return create_error(path, -ENAMETOOLONG, "the path is too long");
+	if (!size)
+		return create_error(path, -EINVAL, "its backing file has no size");
+	const char *format = backing_format;
+	char name[PATH_MAX];
+	int rc;
 	if ((rc = backing_name(path, backing, name, sizeof(name))))
 		return create_error(path, rc, "resolving the backing file's name");
 	size_t len = 0;

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/file.h>
 
 #include "backends/disk_uring.h"
 #include "backends/qcow2_internal.h"
@@ -225,7 +226,7 @@ static int open_backing(struct qcow2 *q, const uint8_t *h, uint64_t hlen, const 
 	uint64_t off = qcow2_be64(h + 8);
 	uint32_t len = qcow2_be32(h + 16);
 	if (!off)
-		return 0;
+		return opt->below ? refuse(q, -EINVAL, "has no backing file, but was opened to go above one") : 0;
 	if (opt->no_backing)
 		return refuse(q, -EPERM, "has a backing file, which is not allowed here");
 	if (len == 0 || len > MAX_BACKING_NAME || off > hlen || len > hlen - off || memchr(h + off, 0, len))
@@ -246,6 +247,13 @@ static int open_backing(struct qcow2 *q, const uint8_t *h, uint64_t hlen, const 
 	}
 	if (fmt[0] && strcmp(fmt, "raw") && strcmp(fmt, "qcow2"))
 		return refuse(q, -ENOTSUP, "its backing file %s has format '%s'; vmon reads raw and qcow2", path, fmt);
+	if (opt->below) {
+		q->backing = opt->below->qcow2;
+		q->backing_fd = opt->below->qcow2 ? -1 : opt->below->raw_fd;
+		q->backing_size = opt->below->qcow2 ? opt->below->qcow2->size : opt->below->raw_size;
+		q->backing_borrowed = true;
+		return 0;
+	}
 	uint64_t bytes = 0;
 	int fd = disk_file_open(path, true, &bytes);
 	if (fd < 0)
@@ -360,11 +368,42 @@ int qcow2_open(int fd, const char *path, uint64_t file_size, const struct qcow2_
 			rc = -ENOMEM;
 	}
 	if (rc) {
+		if (q->backing_borrowed) {
+			q->backing = NULL;
+			q->backing_fd = -1;
+		}
 		qcow2_close(q);
 		return rc;
 	}
+	q->backing_borrowed = false;
 	*out = q;
 	return 0;
+}
+
+static int relock(int fd, int how)
+{
+	/* Converting the lock of the one open file description vmon holds: never waits on itself. */
+	return flock(fd, how | LOCK_NB) < 0 ? -errno : 0;
+}
+
+int qcow2_make_readonly(struct qcow2 *q)
+{
+	if (q->readonly)
+		return 0;
+	int rc = qcow2_flush(q);
+	if (!rc)
+		rc = relock(q->fd, LOCK_SH);
+	if (!rc)
+		q->readonly = true;
+	return rc;
+}
+
+int qcow2_make_writable(struct qcow2 *q)
+{
+	int rc = relock(q->fd, LOCK_EX);
+	if (!rc)
+		q->readonly = false;
+	return rc;
 }
 
 void qcow2_close(struct qcow2 *q)

@@ -58,6 +58,7 @@ struct qcow2 {
 	struct qcow2 *backing;
 	int backing_fd;
 	uint64_t backing_size;
+	bool backing_borrowed; /* given by the caller (qcow2_options.below): not ours until the open succeeds */
 
 	uint8_t *cluster_buf;    /* a cluster being assembled for copy-on-write */
 	uint8_t *zbuf;           /* compressed input */

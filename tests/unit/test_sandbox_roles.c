@@ -41,8 +41,10 @@
 #include "devices/rtc.h"
 #include "devices/serial.h"
 #include "lib/unix_socket.h"
+#include "config/config.h"
 #include "memory/kvm_slots.h"
 #include "memory/write_track.h"
+#include "sandbox/landlock.h"
 #include "sandbox/sandbox.h"
 #include "virtio/virtio_balloon.h"
 #include "virtio/virtio_blk.h"
@@ -169,7 +171,7 @@ static bool host_reads(int fd, const char *want)
 struct blk_run {
 	struct vrig v;
 	struct virtio_blk *blk;
-	char path[64];
+	char path[128];
 	bool ok;
 };
 
@@ -267,6 +269,147 @@ static void test_a_disk_works_under_the_vcpu_event_loop_and_main_filters(void **
 {
 	(void)state;
 	assert_ended_normally_or_skipped(confined_child(disk_io_under_the_filters));
+}
+
+/* ---- a disk frozen by a snapshot: the API thread switches it onto an overlay ---- */
+
+struct overlay_run {
+	struct blk_run b;
+	char overlay[160];
+	int switched; /* virtio_blk_switch_to_overlay()'s result */
+};
+
+static bool blk_write_pattern(void *arg)
+{
+	struct blk_run *b = arg;
+	uint8_t fill = b->ok ? 0xa5 : 0x5a; /* before the switch, then after */
+	memset(b->v.ram + BLK_DATA, fill, 512);
+	bool ok = blk_request(&b->v, VIRTIO_BLK_T_OUT, 4, 512) == VIRTIO_BLK_S_OK &&
+		  blk_request(&b->v, VIRTIO_BLK_T_FLUSH, 0, 0) == VIRTIO_BLK_S_OK;
+	memset(b->v.ram + BLK_DATA, 0, 512);
+	ok = ok && blk_request(&b->v, VIRTIO_BLK_T_IN, 4, 512) == VIRTIO_BLK_S_OK;
+	for (unsigned int i = 0; ok && i < 512; i++)
+		ok = b->v.ram[BLK_DATA + i] == fill;
+	return ok;
+}
+
+static bool blk_start_and_write(void *arg)
+{
+	start_driver(&((struct blk_run *)arg)->v, 0);
+	return blk_write_pattern(arg);
+}
+
+/* What a snapshot does on the API thread: pause the device work, switch, resume. */
+static void *switch_as_api(void *arg)
+{
+	struct overlay_run *o = arg;
+	sandbox_enter(SANDBOX_API);
+	event_loop_pause(o->b.v.loop);
+	virtio_blk_quiesce(o->b.blk);
+	o->switched = virtio_blk_switch_to_overlay(o->b.blk, o->overlay);
+	event_loop_resume(o->b.v.loop);
+	return NULL;
+}
+
+static int overlay_switch_under_the_filters_as(bool qcow2)
+{
+	static const struct vrig_spec spec = { .ram = 1u << 20, .device_id = VIRTIO_ID_BLOCK, .queues = 1,
+					       .qsize = BLK_QSZ, .max_qsize = VIRTIO_BLK_QUEUE_SIZE };
+	struct overlay_run *o = calloc(1, sizeof(*o));
+	struct blk_run *b = &o->b;
+	/* Landlock as `vmon run` sets it: the API thread may create files beneath the snapshot directory only. */
+	struct vm_config cfg;
+	config_init_defaults(&cfg);
+	cfg.snapshot_dir = malloc(96);
+	snprintf(cfg.snapshot_dir, 96, "%.63s/snap", scratch);
+	snprintf(b->path, sizeof(b->path), "%s/top.img", scratch);
+	snprintf(o->overlay, sizeof(o->overlay), "%s/disk0-1.qcow2", cfg.snapshot_dir);
+	if (landlock_configure(&cfg))
+		return 9;
+	vrig_init(&b->v, &spec);
+	if (virtio_blk_create(&b->v.deps, b->path, qcow2 ? DISK_FORMAT_QCOW2 : DISK_FORMAT_RAW, false, "sandbox",
+			      &b->blk))
+		return CHILD_SKIPPED; /* io_uring unavailable here */
+	vrig_attach(&b->v);
+	bool before = as_vcpu(blk_start_and_write, b);
+	pthread_t api;
+	if (!before || pthread_create(&api, NULL, switch_as_api, o))
+		return 10;
+	pthread_join(api, NULL);
+	if (o->switched)
+		return 11;
+	b->ok = true; /* the vCPU now writes the second pattern, to the overlay */
+	bool after = as_vcpu(blk_write_pattern, b);
+	sandbox_enter(SANDBOX_MAIN);
+	event_loop_stop(b->v.loop);
+	virtio_blk_destroy(b->blk);
+	vrig_free(&b->v);
+	config_free(&cfg);
+	free(o);
+	return after ? 0 : 12;
+}
+
+static int raw_overlay_switch_under_the_filters(void)
+{
+	return overlay_switch_under_the_filters_as(false);
+}
+
+static int qcow2_overlay_switch_under_the_filters(void)
+{
+	return overlay_switch_under_the_filters_as(true);
+}
+
+/* The byte at offset 4 * 512 of a disk as qemu-io reads it, or -1. */
+static int first_byte_of_sector_4(const char *format, const char *path)
+{
+	char cmd[512];
+	snprintf(cmd, sizeof(cmd), "qemu-io -f %s -r -c 'read -v 2048 1' %s 2>/dev/null", format, path);
+	FILE *p = popen(cmd, "r");
+	if (!p)
+		return -1;
+	unsigned int byte = 0;
+	int got = fscanf(p, "%*x: %x", &byte);
+	pclose(p);
+	return got == 1 ? (int)byte : -1;
+}
+
+static void overlay_switch_case(bool qcow2)
+{
+	make_scratch();
+	char top[96], snap[96], overlay[160], cmd[512];
+	snprintf(top, sizeof(top), "%s/top.img", scratch);
+	snprintf(snap, sizeof(snap), "%s/snap", scratch);
+	snprintf(overlay, sizeof(overlay), "%s/disk0-1.qcow2", snap);
+	assert_int_equal(mkdir(snap, 0700), 0);
+	snprintf(cmd, sizeof(cmd), "qemu-img create -q -f %s %s %u >/dev/null 2>&1", qcow2 ? "qcow2" : "raw", top,
+		 BLK_SECTORS * 512);
+	if (system(cmd) != 0) {
+		remove_scratch();
+		skip(); /* no qemu-img (scripts/install-deps.sh test installs it) */
+	}
+	int status = confined_child(qcow2 ? qcow2_overlay_switch_under_the_filters : raw_overlay_switch_under_the_filters);
+	/* The frozen layer holds what was written before the switch, the overlay what came after. */
+	int frozen = first_byte_of_sector_4(qcow2 ? "qcow2" : "raw", top);
+	int live = first_byte_of_sector_4("qcow2", overlay);
+	snprintf(cmd, sizeof(cmd), "qemu-img check -q %s >/dev/null 2>&1", overlay);
+	int check = WIFEXITED(status) && WEXITSTATUS(status) == 0 ? system(cmd) : -1;
+	remove_scratch();
+	assert_ended_normally_or_skipped(status);
+	assert_int_equal(frozen, 0x5a);
+	assert_int_equal(live, 0xa5);
+	assert_int_equal(check, 0);
+}
+
+static void test_a_raw_disk_is_frozen_under_an_overlay_by_the_api_filter(void **state)
+{
+	(void)state;
+	overlay_switch_case(false);
+}
+
+static void test_a_qcow2_disk_is_frozen_under_an_overlay_by_the_api_filter(void **state)
+{
+	(void)state;
+	overlay_switch_case(true);
 }
 
 /* ---- user-mode networking: libslirp on the event loop ---- */
@@ -629,6 +772,7 @@ static bool rng_guest_reads(void *arg)
 
 struct track_job {
 	struct rng_run *rng;
+	int not_kvm_fd; /* stands for the VM's descriptor, opened before the thread confines itself */
 	bool (*fn)(struct track_job *j);
 	bool ok;
 };
@@ -659,15 +803,13 @@ static bool start_tracking(struct track_job *j)
 {
 	if (write_track_start(&j->rng->v.mem))
 		return false;
-	int fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+	int fd = j->not_kvm_fd;
 	struct kvm_dirty_ctx ctx = { .vm_fd = fd, .manual_protect = true };
 	uint64_t bits[64] = { 0 };
 	bool ok = fd >= 0 && kvm_dirty_log_ops.set_logging(&ctx, &j->rng->v.mem, 0, true) == -ENOTTY &&
 		  kvm_dirty_log_ops.fetch(&ctx, &j->rng->v.mem, 0, bits) == -ENOTTY;
 	struct kvm_clear_dirty_log clear = { .slot = 0, .num_pages = 64, .dirty_bitmap = bits };
-	ok = ok && ioctl(fd, KVM_CLEAR_DIRTY_LOG, &clear) < 0 && errno == ENOTTY;
-	close(fd);
-	return ok;
+	return ok && ioctl(fd, KVM_CLEAR_DIRTY_LOG, &clear) < 0 && errno == ENOTTY;
 }
 
 /* The pages the guest's entropy landed in were marked by the event loop, as migration reads them. */
@@ -686,10 +828,12 @@ static int rng_under_the_filters_as(bool tracked)
 		return 60;
 	vrig_attach(&r->v);
 	r->v.marked = calloc(write_track_words(&r->v.mem.regions[0]), sizeof(uint64_t));
-	struct track_job start = { .rng = r, .fn = start_tracking }, check = { .rng = r, .fn = entropy_pages_marked };
+	struct track_job start = { .rng = r, .fn = start_tracking, .not_kvm_fd = open("/dev/null", O_RDWR | O_CLOEXEC) },
+			 check = { .rng = r, .fn = entropy_pages_marked };
 	int rc = tracked && !as_api_thread(&start) ? 61 : !as_vcpu(rng_guest_reads, r) ? 62
 		 : tracked && !as_api_thread(&check) ? 63 : 0;
 	sandbox_enter(SANDBOX_MAIN);
+	close(start.not_kvm_fd);
 	event_loop_stop(r->v.loop);
 	virtio_rng_destroy(r->rng);
 	vrig_free(&r->v);
@@ -1195,6 +1339,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_a_disk_works_under_the_vcpu_event_loop_and_main_filters),
 		cmocka_unit_test(test_a_qcow2_disk_works_under_the_vcpu_event_loop_and_main_filters),
+		cmocka_unit_test(test_a_raw_disk_is_frozen_under_an_overlay_by_the_api_filter),
+		cmocka_unit_test(test_a_qcow2_disk_is_frozen_under_an_overlay_by_the_api_filter),
 		cmocka_unit_test(test_a_guest_dns_query_works_under_the_event_loop_filter),
 		cmocka_unit_test(test_guest_tcp_and_a_port_forward_work_under_the_event_loop_filter),
 		cmocka_unit_test(test_the_api_works_under_the_api_and_main_filters),
