@@ -290,6 +290,9 @@ int disk_uring_queue(struct disk_uring *d, struct disk_request *req)
 		return rc;
 	req->moved = 0;
 	req->retries = 0;
+	req->iov_given = req->iov;
+	req->iovcnt_given = req->iovcnt;
+	req->clipped = NULL;
 	rc = prep(d, req);
 	if (!rc)
 		d->in_flight++;
@@ -306,18 +309,43 @@ int disk_uring_submit(struct disk_uring *d)
 	return 0;
 }
 
-/* Drops the first n bytes of the request's iovec array. */
+/* Puts back the entry a short transfer shortened, if any. */
+static void unclip(struct disk_request *req)
+{
+	if (req->clipped)
+		*req->clipped = req->clipped_was;
+	req->clipped = NULL;
+}
+
+/*
+ * Drops the first n bytes of the request's iovec array, shortening at most one entry at a time,
+ * so that give_back_iov() can hand the caller its array as it was: a device marks the guest pages
+ * a read filled from it (migration's dirty tracking), including those of the first transfers.
+ */
 static void advance(struct disk_request *req, uint64_t n)
 {
 	while (n && req->iovcnt > 0 && n >= req->iov[0].iov_len) {
 		n -= req->iov[0].iov_len;
+		if (req->clipped == req->iov)
+			unclip(req);
 		req->iov++;
 		req->iovcnt--;
 	}
 	if (n && req->iovcnt > 0) {
+		if (req->clipped != req->iov) {
+			req->clipped = req->iov;
+			req->clipped_was = req->iov[0];
+		}
 		req->iov[0].iov_base = (uint8_t *)req->iov[0].iov_base + n;
 		req->iov[0].iov_len -= n;
 	}
+}
+
+static void give_back_iov(struct disk_request *req)
+{
+	unclip(req);
+	req->iov = req->iov_given;
+	req->iovcnt = req->iovcnt_given;
 }
 
 /* Handles one completion; returns true if the request went back to the kernel. */
@@ -354,6 +382,7 @@ static bool finish(struct disk_uring *d, struct disk_request *req, int res)
 				     : req->op == DISK_DISCARD ? "a discard" : "zeroing a range",
 				     strerror(-res));
 	d->in_flight--;
+	give_back_iov(req);
 	req->done(req, res);
 	return false;
 }

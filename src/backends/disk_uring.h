@@ -31,7 +31,7 @@ enum disk_op { DISK_READ, DISK_WRITE, DISK_FLUSH, DISK_DISCARD, DISK_WRITE_ZEROE
 struct disk_request {
 	enum disk_op op;
 	uint64_t offset;      /* bytes (READ, WRITE, DISCARD) */
-	struct iovec *iov;    /* READ/WRITE buffers; the backend may rewrite the array */
+	struct iovec *iov;    /* READ/WRITE buffers; rewritten while in flight, as given again when done() runs */
 	int iovcnt;
 	uint64_t len;         /* DISCARD, WRITE_ZEROES: bytes; READ/WRITE: set by the backend from iov */
 	bool dsync;           /* WRITE: complete only once the data is on stable storage (write-through) */
@@ -40,6 +40,10 @@ struct disk_request {
 
 	/* The backend's. */
 	uint64_t moved;       /* bytes transferred so far */
+	struct iovec *iov_given;  /* iov and iovcnt as queued ... */
+	int iovcnt_given;
+	struct iovec *clipped;    /* ... and the one entry a short transfer shortened, with its value */
+	struct iovec clipped_was;
 	unsigned int retries;
 	struct disk_request *next; /* backends that finish requests synchronously keep them in a list */
 	int result;                /* ... with their result until done() runs */

@@ -182,9 +182,10 @@ int elf_load(struct guest_mem *mem, const uint8_t *data, size_t len, const char 
 		const Elf64_Phdr *ph = &phs[i];
 		if (ph->p_type != PT_LOAD || ph->p_memsz == 0)
 			continue;
-		uint8_t *dst = gpa_to_host(mem, ph->p_paddr, ph->p_memsz); /* checked above */
+		uint8_t *dst = gpa_to_host_write(mem, ph->p_paddr, ph->p_memsz); /* checked above */
 		memcpy(dst, data + ph->p_offset, ph->p_filesz);
 		memset(dst + ph->p_filesz, 0, ph->p_memsz - ph->p_filesz);
+		guest_mem_wrote(mem, dst, ph->p_memsz);
 	}
 	out->entry = entry;
 	out->load_start = lo;

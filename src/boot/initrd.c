@@ -91,7 +91,7 @@ int initrd_load(struct guest_mem *mem, const char *path, const struct kernel_ima
 	uint64_t addr;
 	if ((rc = place(mem, path, k, len, &addr, err, errlen)) < 0)
 		goto out;
-	uint8_t *dst = gpa_to_host(mem, addr, len); /* place() kept it inside low RAM */
+	uint8_t *dst = gpa_to_host_write(mem, addr, len); /* place() kept it inside low RAM */
 	uint64_t got = 0;
 	while (got < len) {
 		ssize_t n = pread(fd, dst + got, len - got, (off_t)got);
@@ -105,6 +105,7 @@ int initrd_load(struct guest_mem *mem, const char *path, const struct kernel_ima
 		}
 		got += (uint64_t)n;
 	}
+	guest_mem_wrote(mem, dst, len);
 	*gpa = addr;
 	*size = len;
 out:

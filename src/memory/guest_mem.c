@@ -17,6 +17,7 @@
 #include "lib/user_file.h"
 #include "lib/util.h"
 #include "memory/hugepages.h"
+#include "memory/write_track.h"
 
 /* Splits one mapping of ram_size bytes into the region below the MMIO hole and the one above 4 GiB. */
 static void layout(struct guest_mem *mem, uint8_t *host, uint64_t ram_size, int fd)
@@ -354,12 +355,14 @@ void guest_mem_destroy(struct guest_mem *mem)
 		munmap(mem->regions[0].host, mem->ram_size);
 	if (mem->fd >= 0)
 		close(mem->fd);
+	write_track_release(mem);
 	free(mem->path);
 	memset(mem, 0, sizeof(*mem));
 	mem->fd = -1;
 }
 
-void *gpa_to_host(const struct guest_mem *mem, uint64_t gpa, uint64_t len)
+/* Host address of [gpa, gpa+len) if it lies in one region; checked once for both forms. */
+static uint8_t *translate(const struct guest_mem *mem, uint64_t gpa, uint64_t len)
 {
 	if (len == 0)
 		return NULL;
@@ -372,9 +375,19 @@ void *gpa_to_host(const struct guest_mem *mem, uint64_t gpa, uint64_t len)
 	return NULL;
 }
 
+const void *gpa_to_host(const struct guest_mem *mem, uint64_t gpa, uint64_t len)
+{
+	return translate(mem, gpa, len);
+}
+
+void *gpa_to_host_write(const struct guest_mem *mem, uint64_t gpa, uint64_t len)
+{
+	return translate(mem, gpa, len);
+}
+
 int guest_mem_read(const struct guest_mem *mem, uint64_t gpa, void *dst, uint64_t len)
 {
-	void *p = gpa_to_host(mem, gpa, len);
+	const void *p = gpa_to_host(mem, gpa, len);
 	if (!p)
 		return -EFAULT;
 	memcpy(dst, p, len);
@@ -383,11 +396,25 @@ int guest_mem_read(const struct guest_mem *mem, uint64_t gpa, void *dst, uint64_
 
 int guest_mem_write(const struct guest_mem *mem, uint64_t gpa, const void *src, uint64_t len)
 {
-	void *p = gpa_to_host(mem, gpa, len);
+	void *p = gpa_to_host_write(mem, gpa, len);
 	if (!p)
 		return -EFAULT;
 	memcpy(p, src, len);
+	guest_mem_wrote(mem, p, len);
 	return 0;
+}
+
+void guest_mem_wrote_iov(const struct guest_mem *mem, const struct iovec *iov, unsigned int iovcnt, uint64_t len)
+{
+	__atomic_signal_fence(__ATOMIC_SEQ_CST);
+	if (!__atomic_load_n(&mem->tracking_writes, __ATOMIC_ACQUIRE))
+		return;
+	for (unsigned int i = 0; i < iovcnt && len > 0; i++) {
+		uint64_t n = MIN((uint64_t)iov[i].iov_len, len);
+		if (n)
+			write_track_mark(mem, iov[i].iov_base, n);
+		len -= n;
+	}
 }
 
 int guest_mem_discard(const struct guest_mem *mem, uint64_t gpa, uint64_t len)
@@ -401,32 +428,33 @@ int guest_mem_discard(const struct guest_mem *mem, uint64_t gpa, uint64_t len)
 		return -EFAULT;
 	if (end <= start)
 		return 0;
-	uint8_t *host = gpa_to_host(mem, start, end - start);
+	uint8_t *host = gpa_to_host_write(mem, start, end - start);
 	if ((uintptr_t)host % unit)
 		return -EINVAL; /* RAM not mapped on page boundaries: only test rigs do that */
 	/* madvise, not fallocate(PUNCH_HOLE): the same hole, and every thread's filter allows it. */
 	int advice = mem->fd >= 0 && !mem->file_backed ? MADV_REMOVE : MADV_DONTNEED;
-	return madvise(host, end - start, advice) < 0 ? -errno : 0;
+	if (madvise(host, end - start, advice) < 0)
+		return -errno;
+	/* The pages now read as zero (or as the snapshot): a migrating guest must find the same there. */
+	guest_mem_wrote(mem, host, end - start);
+	return 0;
 }
 
 int guest_mem_zero(const struct guest_mem *mem, uint64_t gpa, uint64_t len)
 {
-	uint8_t *host = gpa_to_host(mem, gpa, len);
+	uint8_t *host = gpa_to_host_write(mem, gpa, len);
 	if (!host)
 		return -EFAULT;
-	/* A discarded page of a snapshot's file mapping reads the snapshot again, not zeros. */
-	if (mem->file_backed || guest_mem_discard(mem, gpa, len)) {
-		memset(host, 0, len);
-		return 0;
-	}
 	uint64_t unit = guest_mem_page_size(mem);
 	uint64_t start = ALIGN_UP(gpa, unit), end = ALIGN_DOWN(gpa + len, unit);
-	if (end <= start) {
+	/* A discarded page of a snapshot's file mapping reads the snapshot again, not zeros. */
+	if (mem->file_backed || end <= start || guest_mem_discard(mem, gpa, len)) {
 		memset(host, 0, len);
-		return 0;
+	} else {
+		memset(host, 0, start - gpa);
+		memset(host + (end - gpa), 0, gpa + len - end);
 	}
-	memset(host, 0, start - gpa);
-	memset(host + (end - gpa), 0, gpa + len - end);
+	guest_mem_wrote(mem, host, len);
 	return 0;
 }
 

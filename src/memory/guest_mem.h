@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 /* RAM above this address is placed above 4 GiB, leaving a hole for MMIO (PCI, IOAPIC, LAPIC). */
 #define GUEST_MEM_LOW_LIMIT 0xC0000000ULL
@@ -33,6 +34,11 @@ struct guest_mem_region {
 	uint64_t size;
 	uint8_t *host;     /* mapping of this region */
 	uint64_t fd_offset; /* offset of this region in the backing memfd */
+	/*
+	 * One bit per 4 KiB page vmon itself wrote while write tracking was on (write_track.h);
+	 * NULL until tracking first starts, then kept until guest_mem_destroy().
+	 */
+	uint64_t *written;
 };
 
 struct guest_mem {
@@ -49,6 +55,8 @@ struct guest_mem {
 	bool file_backed;
 	char *path;         /* the file RAM is mapped from (file_backed), for messages */
 	uint64_t file_size; /* its size when it was mapped */
+	/* Write tracking is on (write_track.h): read with __atomic by every thread that writes RAM. */
+	bool tracking_writes;
 };
 
 /*
@@ -106,12 +114,45 @@ int guest_mem_check_file(const struct guest_mem *mem, char *err, size_t errlen);
 int guest_mem_explain_fault(const struct guest_mem *mem, char *err, size_t errlen);
 void guest_mem_destroy(struct guest_mem *mem);
 
-/* Host pointer for [gpa, gpa+len), or NULL if any byte is outside guest RAM or len is 0. */
-void *gpa_to_host(const struct guest_mem *mem, uint64_t gpa, uint64_t len);
+/*
+ * Reading and writing are two forms, so a reviewer sees which an access is and migration sees
+ * every page vmon writes (KVM's dirty log only sees the vCPUs' writes):
+ * - gpa_to_host() gives a read-only pointer;
+ * - gpa_to_host_write() gives a writable one; after writing through it (or through an iovec
+ *   built from it), the writer calls guest_mem_wrote() or guest_mem_wrote_iov(). Marking comes
+ *   after the bytes are in place, never before: a page marked first could be fetched and sent
+ *   between the mark and the write, and the write would then be lost;
+ * - guest_mem_write() copies and marks in one call.
+ */
+
+/* Host pointer for reading [gpa, gpa+len), or NULL if any byte is outside guest RAM or len is 0. */
+const void *gpa_to_host(const struct guest_mem *mem, uint64_t gpa, uint64_t len);
+/* The same range, for writing: call guest_mem_wrote() once the bytes are written. */
+void *gpa_to_host_write(const struct guest_mem *mem, uint64_t gpa, uint64_t len);
 
 /* Copies between guest RAM and host buffers; 0 or -EFAULT when out of range. */
 int guest_mem_read(const struct guest_mem *mem, uint64_t gpa, void *dst, uint64_t len);
 int guest_mem_write(const struct guest_mem *mem, uint64_t gpa, const void *src, uint64_t len);
+
+/* Marks the pages of [host, host+len) written; the slow half of guest_mem_wrote(). */
+void write_track_mark(const struct guest_mem *mem, const void *host, uint64_t len);
+
+/*
+ * vmon wrote [host, host+len) of guest RAM (a pointer from gpa_to_host_write() or a virtqueue
+ * segment): while write tracking is on, its pages are marked for migration. Off, this is one
+ * predictable branch; write_track_start() makes the writers' view of the switch safe without a
+ * fence here (see there). Any thread may call it.
+ */
+static inline void guest_mem_wrote(const struct guest_mem *mem, const void *host, uint64_t len)
+{
+	/* The bytes are stored before the switch is read: keeps the compiler from moving them after. */
+	__atomic_signal_fence(__ATOMIC_SEQ_CST);
+	if (__builtin_expect(__atomic_load_n(&mem->tracking_writes, __ATOMIC_ACQUIRE), 0))
+		write_track_mark(mem, host, len);
+}
+
+/* guest_mem_wrote() for the first len bytes of iov[0..iovcnt) (data a read or recv put there). */
+void guest_mem_wrote_iov(const struct guest_mem *mem, const struct iovec *iov, unsigned int iovcnt, uint64_t len);
 
 /*
  * Gives the pages inside [gpa, gpa+len) back to the host (the balloon and free page reporting):

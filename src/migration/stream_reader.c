@@ -237,7 +237,7 @@ int mig_reader_set_memory(struct mig_reader *r, const struct guest_mem *mem, cha
 	return 0;
 }
 
-/* The page run of a memory or zero-run record: inside guest RAM, and its host mapping. */
+/* The page run of a memory or zero-run record: inside guest RAM, and its host mapping for writing. */
 static uint8_t *page_run(struct mig_reader *r, uint32_t type, uint64_t rec, const struct mig_rec_pages *run,
 			 char *err, size_t errlen)
 {
@@ -252,7 +252,7 @@ static uint8_t *page_run(struct mig_reader *r, uint32_t type, uint64_t rec, cons
 		return NULL;
 	}
 	if (run->count > 0 && run->count <= max)
-		host = gpa_to_host(r->mem, run->gpa, run->count * MIG_PAGE_SIZE);
+		host = gpa_to_host_write(r->mem, run->gpa, run->count * MIG_PAGE_SIZE);
 	if (!host) {
 		/* The end is printed saturated: count comes from the stream and may be anything. */
 		uint64_t len = run->count <= max ? run->count * MIG_PAGE_SIZE : UINT64_MAX;
@@ -281,6 +281,7 @@ static int apply_pages(struct mig_reader *r, const struct mig_rec_hdr *h, uint64
 	size_t len = (size_t)(run.count * MIG_PAGE_SIZE);
 	if (h->type == MIG_REC_PAGES) {
 		memcpy(host, r->buf + sizeof(run), len);
+		guest_mem_wrote(r->mem, host, len);
 	} else {
 		/* Zeros that also give back to the host the memory the range held. */
 		int rc = guest_mem_zero(r->mem, run.gpa, len);

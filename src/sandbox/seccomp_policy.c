@@ -83,6 +83,11 @@ static const char *const api_syscalls[] = {
 	 * memory file in mem_state.c's error messages.
 	 */
 	"flock", "dup", "getdents64", "readlink",
+	/*
+	 * Migration's tracking of vmon's own writes into guest RAM (src/memory/write_track.c): one
+	 * barrier on every thread when it starts, so no device write goes unmarked.
+	 */
+	"membarrier",
 };
 static const struct ioctl_request api_ioctls[] = {
 	IOCTL(KVM_RUN), IOCTL(KVM_GET_REGS), IOCTL(KVM_GET_SREGS), IOCTL(KVM_GET_FPU), IOCTL(KVM_GET_MSRS),
@@ -91,6 +96,8 @@ static const struct ioctl_request api_ioctls[] = {
 	IOCTL(KVM_GET_CLOCK), IOCTL(KVM_SET_CLOCK), IOCTL(KVM_GET_IRQCHIP), IOCTL(KVM_GET_PIT2),
 	IOCTL(KVM_CHECK_EXTENSION), IOCTL(KVM_GET_MSR_INDEX_LIST), IOCTL(KVM_GET_SUPPORTED_CPUID),
 	IOCTL(KVM_IRQ_LINE),
+	/* Migration's dirty-page log (src/memory/kvm_slots.c): logging on and off per slot, and reading it. */
+	IOCTL(KVM_SET_USER_MEMORY_REGION), IOCTL(KVM_GET_DIRTY_LOG), IOCTL(KVM_CLEAR_DIRTY_LOG),
 };
 
 static const char *const console_in_syscalls[] = { "read", "poll", "ppoll" };

@@ -2,14 +2,12 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/kvm.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -17,6 +15,7 @@
 #include "lib/user_file.h"
 #include "lib/log.h"
 #include "lib/util.h"
+#include "memory/kvm_slots.h"
 #include "vm/vm.h"
 
 #define PAGE 4096u
@@ -366,15 +365,9 @@ int mem_state_verify(const char *path, uint64_t ram_size, char *err, size_t errl
 static int set_slots(struct vm *vm, bool remove)
 {
 	for (int i = 0; i < vm->mem.nregions; i++) {
-		const struct guest_mem_region *r = &vm->mem.regions[i];
-		struct kvm_userspace_memory_region kr = {
-			.slot = (uint32_t)i,
-			.guest_phys_addr = r->gpa,
-			.memory_size = remove ? 0 : r->size,
-			.userspace_addr = (uint64_t)(uintptr_t)r->host,
-		};
-		if (ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &kr) < 0)
-			return -errno;
+		int rc = kvm_slot_set(vm->vm_fd, &vm->mem, i, false, remove);
+		if (rc)
+			return rc;
 	}
 	return 0;
 }

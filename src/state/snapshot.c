@@ -568,12 +568,13 @@ static int restore_x86(struct vm *vm, const struct snapshot_image *img, char *er
 		return 0;
 	}
 	/* This host's SYSCALL works: put the guest's own instruction back over the int3. */
-	uint8_t *b = s.patch_gpa == UINT64_MAX ? NULL : gpa_to_host(&vm->mem, s.patch_gpa, 1);
+	uint8_t *b = s.patch_gpa == UINT64_MAX ? NULL : gpa_to_host_write(&vm->mem, s.patch_gpa, 1);
 	if (!b || *b != 0xcc)
 		return fail(err, errlen, -EINVAL,
 			    "the snapshot was taken on a host that needed vmon's SYSCALL fix and the patched byte "
 			    "cannot be found to undo it here: restore it on a host of the same kind");
 	*b = s.slot[0];
+	guest_mem_wrote(&vm->mem, b, 1);
 	log_info("snapshot", "this host runs SYSCALL itself: removed the SYSCALL fix's int3 from the guest kernel");
 	return 0;
 }

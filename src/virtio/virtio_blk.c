@@ -186,8 +186,10 @@ static void release(struct virtio_blk *blk, struct blk_req *req)
 /* Writes the status, gives the chain back and frees the slot. */
 static void answer(struct virtio_blk *blk, struct blk_req *req, uint8_t status)
 {
-	if (req->status)
+	if (req->status) {
 		*req->status = status;
+		guest_mem_wrote(virtio_pci_mem(blk->vdev), req->status, 1);
+	}
 	virtio_pci_push(blk->vdev, 0, req->head, req->status ? req->used_len : 0);
 	blk->pushed = true;
 	atomic_fetch_add(&blk->requests, 1);
@@ -200,6 +202,9 @@ static void on_io_done(struct disk_request *io, int result)
 {
 	struct blk_req *req = (struct blk_req *)((char *)io - offsetof(struct blk_req, io));
 	struct virtio_blk *blk = req->blk;
+	/* The disk wrote into the guest's buffers, even for a request that failed part way or is dropped. */
+	if (io->op == DISK_READ)
+		guest_mem_wrote_iov(virtio_pci_mem(blk->vdev), io->iov, (unsigned int)io->iovcnt, io->len);
 	if (blk->dropping) {
 		release(blk, req);
 		return;
@@ -219,6 +224,7 @@ static void get_id(struct virtio_blk *blk, struct blk_req *req, const struct vir
 		memcpy(r->data[i].iov_base, blk->id + n, k);
 		n += k;
 	}
+	guest_mem_wrote_iov(virtio_pci_mem(blk->vdev), r->data, r->ndata, n);
 	req->used_len = n + 1;
 }
 

@@ -230,6 +230,7 @@ static void rx_run(struct virtio_console *con)
 		}
 		ssize_t n = read_chain(con->out_fd, &c.iov[c.n_out], c.n_in);
 		if (n > 0) {
+			vq_chain_wrote(&c, (size_t)n);
 			virtio_pci_push(con->vdev, RXQ, c.head, (uint32_t)n);
 			atomic_fetch_add(&con->rx_bytes, (uint64_t)n);
 			pushed = true;

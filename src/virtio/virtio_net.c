@@ -120,6 +120,8 @@ static int fill_rx(struct virtio_net *net, const uint8_t *pkt, size_t len)
 	}
 	*num_buffers[0] = (uint8_t)used;
 	*num_buffers[1] = (uint8_t)(used >> 8);
+	guest_mem_wrote(virtio_pci_mem(net->vdev), num_buffers[0], 1);
+	guest_mem_wrote(virtio_pci_mem(net->vdev), num_buffers[1], 1);
 	for (uint16_t i = 0; i < used; i++)
 		virtio_pci_push(net->vdev, VIRTIO_NET_RXQ, heads[i], lens[i]);
 	count(&net->rx_packets, 1);

@@ -69,6 +69,7 @@ static void serve(void *dev, uint16_t q)
 		if (rc <= 0)
 			break;
 		uint32_t n = fill(&c, (uint32_t)MIN((uint64_t)c.in_len, rng->tokens));
+		vq_chain_wrote(&c, n);
 		rng->tokens -= n;
 		atomic_fetch_add(&rng->served, n);
 		virtio_pci_push(rng->vdev, q, c.head, n);

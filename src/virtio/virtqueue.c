@@ -41,9 +41,9 @@ int vq_start(struct virtqueue *vq, const struct guest_mem *mem, bool event_idx, 
 		return -EINVAL;
 	if ((vq->desc_gpa & 15) || (vq->avail_gpa & 1) || (vq->used_gpa & 3))
 		return -EINVAL;
-	void *d = gpa_to_host(mem, vq->desc_gpa, desc_bytes(n));
-	void *a = gpa_to_host(mem, vq->avail_gpa, avail_bytes(n));
-	void *u = gpa_to_host(mem, vq->used_gpa, used_bytes(n));
+	const void *d = gpa_to_host(mem, vq->desc_gpa, desc_bytes(n));
+	const void *a = gpa_to_host(mem, vq->avail_gpa, avail_bytes(n));
+	void *u = gpa_to_host_write(mem, vq->used_gpa, used_bytes(n));
 	if (!d || !a || !u)
 		return -EINVAL;
 	vq->mem = mem;
@@ -68,6 +68,13 @@ static uint16_t avail_idx(const struct virtqueue *vq)
 static uint16_t *avail_event(const struct virtqueue *vq)
 {
 	return (uint16_t *)(vq->used + USED_HDR + (size_t)USED_ELEM * vq->size);
+}
+
+/* Stores the used ring's avail_event (the driver reads it to decide when to kick) and marks it. */
+static void set_avail_event(struct virtqueue *vq, uint16_t v)
+{
+	__atomic_store_n(avail_event(vq), v, __ATOMIC_RELAXED);
+	guest_mem_wrote(vq->mem, avail_event(vq), sizeof(uint16_t));
 }
 
 static int broken(struct virtqueue *vq, int err)
@@ -100,6 +107,7 @@ int vq_pop(struct virtqueue *vq, struct vq_chain *c)
 	if (head >= vq->size)
 		return broken(vq, -EINVAL);
 
+	c->mem = vq->mem;
 	c->head = head;
 	c->n_out = c->n_in = 0;
 	c->out_len = c->in_len = 0;
@@ -131,7 +139,9 @@ int vq_pop(struct virtqueue *vq, struct vq_chain *c)
 		}
 		if (d.len == 0)
 			return broken(vq, -EINVAL);
-		void *p = gpa_to_host(vq->mem, d.addr, d.len);
+		/* iov_base is not const: a readable segment's pointer is only read through, by vq_chain_read(). */
+		void *p = (d.flags & VIRTQ_DESC_F_WRITE) ? gpa_to_host_write(vq->mem, d.addr, d.len)
+							 : (void *)gpa_to_host(vq->mem, d.addr, d.len);
 		if (!p)
 			return broken(vq, -EINVAL);
 		total += d.len;
@@ -160,7 +170,7 @@ int vq_pop(struct virtqueue *vq, struct vq_chain *c)
 	vq->last_avail++;
 	/* With event index, tell the driver how far we got so it kicks only for new buffers. */
 	if (vq->event_idx)
-		__atomic_store_n(avail_event(vq), vq->last_avail, __ATOMIC_RELAXED);
+		set_avail_event(vq, vq->last_avail);
 	return 1;
 }
 
@@ -168,7 +178,7 @@ void vq_unpop(struct virtqueue *vq, uint16_t n)
 {
 	vq->last_avail = (uint16_t)(vq->last_avail - n);
 	if (vq->event_idx && vq->used)
-		__atomic_store_n(avail_event(vq), vq->last_avail, __ATOMIC_RELAXED);
+		set_avail_event(vq, vq->last_avail);
 }
 
 void vq_push(struct virtqueue *vq, uint16_t head, uint32_t len)
@@ -182,6 +192,8 @@ void vq_push(struct virtqueue *vq, uint16_t head, uint32_t len)
 	vq->used_idx++;
 	/* The element must be visible before the index that publishes it. */
 	__atomic_store_n((uint16_t *)(vq->used + 2), vq->used_idx, __ATOMIC_RELEASE);
+	guest_mem_wrote(vq->mem, e, USED_ELEM);
+	guest_mem_wrote(vq->mem, vq->used + 2, sizeof(uint16_t));
 }
 
 bool vq_should_notify(struct virtqueue *vq)
@@ -207,16 +219,19 @@ void vq_disable_notify(struct virtqueue *vq)
 	if (!vq->used || vq->event_idx)
 		return; /* with event index, not advancing avail_event is enough */
 	__atomic_store_n((uint16_t *)vq->used, VIRTQ_USED_F_NO_NOTIFY, __ATOMIC_RELAXED);
+	guest_mem_wrote(vq->mem, vq->used, sizeof(uint16_t));
 }
 
 bool vq_enable_notify(struct virtqueue *vq)
 {
 	if (!vq->used)
 		return false;
-	if (vq->event_idx)
-		__atomic_store_n(avail_event(vq), vq->last_avail, __ATOMIC_RELAXED);
-	else
+	if (vq->event_idx) {
+		set_avail_event(vq, vq->last_avail);
+	} else {
 		__atomic_store_n((uint16_t *)vq->used, 0, __ATOMIC_RELAXED);
+		guest_mem_wrote(vq->mem, vq->used, sizeof(uint16_t));
+	}
 	/* Publish before re-reading avail->idx, or a buffer added meanwhile goes unnoticed. */
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
 	return avail_idx(vq) != vq->last_avail;
@@ -250,8 +265,16 @@ size_t vq_chain_write(const struct vq_chain *c, size_t skip, const void *src, si
 		}
 		size_t n = MIN(seg - skip, len - done);
 		memcpy((uint8_t *)c->iov[i].iov_base + skip, (const uint8_t *)src + done, n);
+		if (c->mem)
+			guest_mem_wrote(c->mem, (uint8_t *)c->iov[i].iov_base + skip, n);
 		done += n;
 		skip = 0;
 	}
 	return done;
+}
+
+void vq_chain_wrote(const struct vq_chain *c, size_t len)
+{
+	if (c->mem)
+		guest_mem_wrote_iov(c->mem, &c->iov[c->n_out], c->n_in, len);
 }

@@ -59,16 +59,25 @@ struct virtqueue {
 	uint16_t signalled_used;  /* used_idx when the guest was last notified */
 	bool signalled_valid;     /* false until the first notification decision */
 
-	/* Host pointers to the validated rings, set by vq_start(). */
+	/*
+	 * Host pointers to the validated rings, set by vq_start(): the driver's two only read,
+	 * the used ring written (and each write marked with guest_mem_wrote()).
+	 */
 	const struct guest_mem *mem;
-	struct virtq_desc *desc;
-	uint16_t *avail;      /* flags, idx, ring[size], used_event */
+	const struct virtq_desc *desc;
+	const uint16_t *avail; /* flags, idx, ring[size], used_event */
 	uint8_t *used;        /* flags, idx, {id, len}[size], avail_event */
 	bool broken;          /* a malformed ring was seen: nothing more is popped until reset */
 };
 
-/* One popped chain: readable segments iov[0..n_out), then writable iov[n_out..n_out+n_in). */
+/*
+ * One popped chain: readable segments iov[0..n_out), then writable iov[n_out..n_out+n_in).
+ * A device that writes into the writable part other than with vq_chain_write() (readv(),
+ * getrandom(), a disk read) calls vq_chain_wrote() or guest_mem_wrote_iov() after it, so the
+ * pages are seen by migration's dirty tracking.
+ */
 struct vq_chain {
+	const struct guest_mem *mem; /* set by vq_pop() */
 	uint16_t head;        /* id to give back to vq_push() */
 	uint16_t n_out, n_in;
 	uint32_t out_len, in_len; /* total bytes of each kind */
@@ -125,9 +134,11 @@ bool vq_enable_notify(struct virtqueue *vq);
 
 /*
  * Copy helpers over a chain's segments: copies out of the readable part (skipping `skip`
- * bytes) or into the writable part. Return the bytes copied.
+ * bytes) or into the writable part (marking what it wrote). Return the bytes copied.
  */
 size_t vq_chain_read(const struct vq_chain *c, size_t skip, void *dst, size_t len);
 size_t vq_chain_write(const struct vq_chain *c, size_t skip, const void *src, size_t len);
+/* The device wrote the first len bytes of the chain's writable part itself: marks them. */
+void vq_chain_wrote(const struct vq_chain *c, size_t len);
 
 #endif

@@ -17,6 +17,7 @@
 #include "lib/log.h"
 #include "lib/util.h"
 #include "memory/ksm.h"
+#include "memory/kvm_slots.h"
 #include "vm/irq_routing.h"
 #include "vm/vcpu.h"
 
@@ -82,16 +83,12 @@ static int setup_memory(struct vm *vm)
 		ksm_log_host_state();
 	else if (backing == GUEST_MEM_HUGETLB)
 		log_info("vm", "guest RAM: %llu MiB in 2 MiB hugepages", (unsigned long long)(vm->cfg->memory / MiB));
+	/* Before any slot is registered: decides how the dirty log of a later migration is read. */
+	vm->dirty_manual_protect = kvm_slots_manual_protect(vm->vm_fd);
 	for (int i = 0; i < vm->mem.nregions; i++) {
 		const struct guest_mem_region *r = &vm->mem.regions[i];
-		struct kvm_userspace_memory_region kr = {
-			.slot = (uint32_t)i,
-			.guest_phys_addr = r->gpa,
-			.memory_size = r->size,
-			.userspace_addr = (uint64_t)(uintptr_t)r->host,
-		};
-		if (ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &kr) < 0) {
-			rc = -errno;
+		rc = kvm_slot_set(vm->vm_fd, &vm->mem, i, false, false);
+		if (rc) {
 			log_error("vm", "KVM refused guest memory region %d (%llu MiB at 0x%llx): %s", i,
 				  (unsigned long long)(r->size / MiB), (unsigned long long)r->gpa, strerror(-rc));
 			return rc;

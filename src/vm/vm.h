@@ -41,6 +41,7 @@ struct vm {
 	struct kvm_cpuid2 *cpuid; /* the CPUID policy all vCPUs start from */
 
 	struct guest_mem mem;
+	bool dirty_manual_protect; /* KVM's dirty log is read with KVM_CLEAR_DIRTY_LOG (kvm_slots.h) */
 	struct bus pio;
 	struct bus mmio;
 

@@ -102,7 +102,7 @@ static void writer_ops(const uint8_t *data, size_t size)
 		uint8_t op = data[i] % 5, a = data[i + 1] % OPS_PAGES, b = data[i + 2];
 		int rc = 0;
 		if (op == 0) { /* change a page of the source: it gets a + b everywhere */
-			memset(gpa_to_host(&src, (uint64_t)a * MIG_PAGE_SIZE, MIG_PAGE_SIZE), (uint8_t)(a + b), MIG_PAGE_SIZE);
+			memset(gpa_to_host_write(&src, (uint64_t)a * MIG_PAGE_SIZE, MIG_PAGE_SIZE), (uint8_t)(a + b), MIG_PAGE_SIZE);
 			continue;
 		} else if (op == 1) {
 			uint64_t count = MIN((uint64_t)b + 1, OPS_PAGES - a);

@@ -107,7 +107,7 @@ static void walk(const struct guest_mem *mem, struct acpi_view *v)
 static void write_tables(struct guest_mem *mem, unsigned int ncpus, struct acpi_view *v)
 {
 	assert_int_equal(guest_mem_init(mem, RAM), 0);
-	uint8_t *ram = gpa_to_host(mem, 0, RAM);
+	uint8_t *ram = gpa_to_host_write(mem, 0, RAM);
 	memset(ram, 0xa5, RAM);
 	uint64_t rsdp = 0;
 	assert_int_equal(acpi_write_tables(mem, ncpus, &rsdp), 0);

@@ -101,7 +101,7 @@ static void test_no_initrd_no_rsdp(void **state)
 	struct guest_mem mem;
 	assert_int_equal(guest_mem_init(&mem, 64 * MiB), 0);
 	/* Leftovers of a previous boot must not show through. */
-	memset(gpa_to_host(&mem, LAYOUT_BOOT_PARAMS, 4096), 0xa5, 4096);
+	memset(gpa_to_host_write(&mem, LAYOUT_BOOT_PARAMS, 4096), 0xa5, 4096);
 	char err[256];
 	assert_int_equal(boot_params_write(&mem, NULL, NULL, 0, 0, 0, err, sizeof(err)), 0);
 	assert_int_equal(raw(&mem, 0x218, 4), 0);

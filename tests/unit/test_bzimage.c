@@ -240,7 +240,7 @@ static void test_every_payload_format_loads_the_same(void **state)
 		struct guest_mem mem;
 		assert_int_equal(guest_mem_init(&mem, RAM), 0);
 		/* Garbage where the bss goes, to see it cleared. */
-		memset(gpa_to_host(&mem, KDATA_PHYS, DATA_MEMSZ), 0xee, DATA_MEMSZ);
+		memset(gpa_to_host_write(&mem, KDATA_PHYS, DATA_MEMSZ), 0xee, DATA_MEMSZ);
 		size_t len;
 		uint8_t *bz = bzimage_with(supported[i], &default_opts, &len);
 		struct kernel_image k;

@@ -112,7 +112,7 @@ static void test_loads_segments_at_paddr_and_zeroes_bss(void **state)
 {
 	struct guest_mem *mem = *state;
 	/* Garbage where the bss goes, to see it cleared. */
-	memset(gpa_to_host(mem, 0x400000, 0x3000), 0xee, 0x3000);
+	memset(gpa_to_host_write(mem, 0x400000, 0x3000), 0xee, 0x3000);
 	size_t len;
 	uint8_t *elf = build_elf(two_segs, 2, KVIRT + 0x200010, &len);
 	struct kernel_image k;

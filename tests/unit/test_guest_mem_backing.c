@@ -62,7 +62,7 @@ static void mergeable_ram_is_private_and_marked_for_ksm(void **state)
 	assert_true(smaps_line(m.regions[0].host, "Anonymous", flags, sizeof(flags)));
 
 	/* A discard gives the pages back (MADV_DONTNEED) and they read as zero again. */
-	memset(gpa_to_host(&m, 4 * MiB, 4 * MiB), 0x77, 4 * MiB);
+	memset(gpa_to_host_write(&m, 4 * MiB, 4 * MiB), 0x77, 4 * MiB);
 	long before = smaps_kb(m.regions[0].host, "Rss");
 	assert_true(before >= 4096);
 	assert_int_equal(guest_mem_discard(&m, 4 * MiB + 100, 2 * MiB), 0); /* the partial first page stays */
@@ -129,7 +129,7 @@ static void ksm_merges_a_guests_identical_pages(void **state)
 	assert_int_equal(guest_mem_init_backed(&m, KSM_RAM, GUEST_MEM_MERGEABLE, err, sizeof(err)), 0);
 	/* What many idle guests hold: the same page over and over (not zeros, which use_zero_pages treats apart). */
 	for (uint64_t gpa = 0; gpa < KSM_RAM; gpa += 4096) {
-		uint8_t *p = gpa_to_host(&m, gpa, 4096);
+		uint8_t *p = gpa_to_host_write(&m, gpa, 4096);
 		memset(p, 0x5a, 4096);
 		memcpy(p, "same page", 9);
 	}
@@ -171,7 +171,7 @@ static void hugepage_ram_is_hugetlb_and_the_balloon_frees_whole_pages(void **sta
 	assert_int_equal(smaps_kb(m.regions[0].host, "KernelPageSize"), 2048);
 	/* Every page is reserved at start-up, so the guest never finds the pool empty later. */
 	assert_int_equal(pool_now().reserved, p0.reserved + 4);
-	memset(gpa_to_host(&m, 0, HUGE_RAM), 0x33, HUGE_RAM);
+	memset(gpa_to_host_write(&m, 0, HUGE_RAM), 0x33, HUGE_RAM);
 	assert_int_equal(pool_now().free, p0.free - 4);
 	assert_int_equal(metric_of(&m, "vmon_guest_memory_page_bytes"), 2 * 1024 * 1024);
 

@@ -56,7 +56,7 @@ static void test_identity_map(void **state)
 	struct guest_mem mem;
 	assert_int_equal(guest_mem_init(&mem, 32 * MiB), 0);
 	/* Leftovers in RAM must not survive as stray mappings. */
-	memset(gpa_to_host(&mem, LAYOUT_PML4, 4 * KiB), 0xff, 4 * KiB);
+	memset(gpa_to_host_write(&mem, LAYOUT_PML4, 4 * KiB), 0xff, 4 * KiB);
 	assert_int_equal(long_mode_write_tables(&mem), 0);
 
 	const uint64_t addrs[] = { 0, 0x7000, LAYOUT_KERNEL_DEFAULT + 0x1234, 0x3fffffffULL, 0xc0000000ULL,

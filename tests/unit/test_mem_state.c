@@ -36,7 +36,7 @@ static int setup(void **state)
 	assert_int_equal(guest_mem_init(&f->mem, RAM), 0);
 	for (uint64_t gpa = 0x1000; gpa < RAM; gpa += 3 * MiB + 0x5000)
 		assert_int_equal(guest_mem_write(&f->mem, gpa, "guest data", 10), 0);
-	memset(gpa_to_host(&f->mem, 6 * MiB, MiB), 0x5a, MiB);
+	memset(gpa_to_host_write(&f->mem, 6 * MiB, MiB), 0x5a, MiB);
 	snprintf(f->path, sizeof(f->path), "/tmp/vmon-test-memstate-XXXXXX");
 	int fd = mkstemp(f->path);
 	assert_true(fd >= 0);
@@ -185,7 +185,7 @@ static void private_ram_snapshot_keeps_data_and_leaves_holes(void **state)
 	struct guest_mem m;
 	char err[256] = "";
 	assert_int_equal(guest_mem_init_backed(&m, RAM, GUEST_MEM_MERGEABLE, err, sizeof(err)), 0);
-	memset(gpa_to_host(&m, 6 * MiB, MiB), 0x5a, MiB);
+	memset(gpa_to_host_write(&m, 6 * MiB, MiB), 0x5a, MiB);
 	assert_int_equal(guest_mem_write(&m, 0x1000, "guest data", 10), 0);
 	uint8_t b;
 	assert_int_equal(guest_mem_read(&m, 3 * MiB, &b, 1), 0); /* read, never written: still zero */
@@ -208,7 +208,7 @@ static void hugepage_ram_snapshot_reads_only_touched_pages(void **state)
 	char err[256] = "";
 	assert_int_equal(guest_mem_init_backed(&m, RAM, GUEST_MEM_HUGETLB, err, sizeof(err)), 0);
 	assert_int_equal(guest_mem_write(&m, 0x1000, "guest data", 10), 0);
-	memset(gpa_to_host(&m, 4 * MiB, MiB), 0x5a, MiB);
+	memset(gpa_to_host_write(&m, 4 * MiB, MiB), 0x5a, MiB);
 	uint64_t free_before = pool_now().free;
 	char path[] = "/tmp/vmon-test-memstate-XXXXXX";
 	int fd = snapshot_into(&m, path);

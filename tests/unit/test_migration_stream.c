@@ -40,7 +40,7 @@ static const struct mig_config config = {
 
 static void fill_page(struct guest_mem *mem, uint64_t gpa, uint8_t seed)
 {
-	uint8_t *p = gpa_to_host(mem, gpa, PAGE);
+	uint8_t *p = gpa_to_host_write(mem, gpa, PAGE);
 	assert_non_null(p);
 	for (unsigned int i = 0; i < PAGE; i++)
 		p[i] = (uint8_t)(seed + i * 13);
@@ -82,7 +82,7 @@ static void write_migration(int fd, struct guest_mem *src, struct offsets *off)
 
 	off->round2 = w.offset;
 	fill_page(src, 0, 99);
-	memset(gpa_to_host(src, 3 * MiB, PAGE), 0, PAGE);
+	memset(gpa_to_host_write(src, 3 * MiB, PAGE), 0, PAGE);
 	fill_page(src, 5 * MiB, 5);
 	assert_int_equal(mig_writer_pages(&w, src, 0, 1, err, sizeof(err)), 0);
 	assert_int_equal(mig_writer_pages(&w, src, 3 * MiB, 1, err, sizeof(err)), 0);

@@ -132,7 +132,7 @@ static void check_cpus(unsigned int ncpus)
 	struct guest_mem mem;
 	assert_int_equal(guest_mem_init(&mem, RAM), 0);
 	/* Poison the memory around the EBDA to catch writes outside it. */
-	uint8_t *low = gpa_to_host(&mem, 0, RAM);
+	uint8_t *low = gpa_to_host_write(&mem, 0, RAM);
 	memset(low, 0xa5, RAM);
 	assert_int_equal(mptable_write(&mem, ncpus), 0);
 	for (uint64_t a = LAYOUT_EBDA_END; a < LAYOUT_EBDA_END + 4096; a++)

@@ -21,6 +21,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <arpa/inet.h>
+#include <linux/kvm.h>
+#include <sys/ioctl.h>
 #include <netinet/in.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -40,6 +42,8 @@
 #include "devices/serial.h"
 #include "lib/unix_socket.h"
 #include "config/config.h"
+#include "memory/kvm_slots.h"
+#include "memory/write_track.h"
 #include "sandbox/landlock.h"
 #include "sandbox/sandbox.h"
 #include "virtio/virtio_balloon.h"
@@ -774,7 +778,59 @@ static bool rng_guest_reads(void *arg)
 	return virtio_rng_bytes_served(r->rng) > VIRTIO_RNG_BURST;
 }
 
-static int rng_under_the_filters(void)
+
+/* ---- migration's dirty tracking: started and read on an API thread, marked by device threads ---- */
+
+struct track_job {
+	struct rng_run *rng;
+	int not_kvm_fd; /* stands for the VM's descriptor, opened before the thread confines itself */
+	bool (*fn)(struct track_job *j);
+	bool ok;
+};
+
+static void *api_job_thread(void *arg)
+{
+	struct track_job *j = arg;
+	sandbox_enter(SANDBOX_API);
+	j->ok = j->fn(j);
+	return NULL;
+}
+
+static bool as_api_thread(struct track_job *j)
+{
+	pthread_t t;
+	if (pthread_create(&t, NULL, api_job_thread, j))
+		return false;
+	pthread_join(t, NULL);
+	return j->ok;
+}
+
+/*
+ * What a migration does first on the API thread: vmon's own log on (membarrier), KVM's log on
+ * and read. There is no KVM here, so the KVM calls go to a descriptor that is not one: the
+ * filter lets them through (ENOTTY), where a missing entry would have killed the process.
+ */
+static bool start_tracking(struct track_job *j)
+{
+	if (write_track_start(&j->rng->v.mem))
+		return false;
+	int fd = j->not_kvm_fd;
+	struct kvm_dirty_ctx ctx = { .vm_fd = fd, .manual_protect = true };
+	uint64_t bits[64] = { 0 };
+	bool ok = fd >= 0 && kvm_dirty_log_ops.set_logging(&ctx, &j->rng->v.mem, 0, true) == -ENOTTY &&
+		  kvm_dirty_log_ops.fetch(&ctx, &j->rng->v.mem, 0, bits) == -ENOTTY;
+	struct kvm_clear_dirty_log clear = { .slot = 0, .num_pages = 64, .dirty_bitmap = bits };
+	return ok && ioctl(fd, KVM_CLEAR_DIRTY_LOG, &clear) < 0 && errno == ENOTTY;
+}
+
+/* The pages the guest's entropy landed in were marked by the event loop, as migration reads them. */
+static bool entropy_pages_marked(struct track_job *j)
+{
+	return vrig_marked(&j->rng->v, VRIG_DATA, VIRTIO_RNG_BURST) && vrig_marked(&j->rng->v, VRIG_USED(0), 4 + 8 * 16);
+}
+
+/* tracked: migration's dirty tracking is started first, and the entropy's pages checked after. */
+static int rng_under_the_filters_as(bool tracked)
 {
 	static const struct vrig_spec spec = { .ram = 4u << 20, .device_id = VIRTIO_ID_RNG, .queues = 1, .qsize = 16 };
 	struct rng_run *r = calloc(1, sizeof(*r));
@@ -782,8 +838,13 @@ static int rng_under_the_filters(void)
 	if (virtio_rng_create(&r->v.deps, &r->rng))
 		return 60;
 	vrig_attach(&r->v);
-	int rc = as_vcpu(rng_guest_reads, r) ? 0 : 61;
+	r->v.marked = calloc(write_track_words(&r->v.mem.regions[0]), sizeof(uint64_t));
+	struct track_job start = { .rng = r, .fn = start_tracking, .not_kvm_fd = open("/dev/null", O_RDWR | O_CLOEXEC) },
+			 check = { .rng = r, .fn = entropy_pages_marked };
+	int rc = tracked && !as_api_thread(&start) ? 61 : !as_vcpu(rng_guest_reads, r) ? 62
+		 : tracked && !as_api_thread(&check) ? 63 : 0;
 	sandbox_enter(SANDBOX_MAIN);
+	close(start.not_kvm_fd);
 	event_loop_stop(r->v.loop);
 	virtio_rng_destroy(r->rng);
 	vrig_free(&r->v);
@@ -791,10 +852,26 @@ static int rng_under_the_filters(void)
 	return rc;
 }
 
+static int rng_under_the_filters(void)
+{
+	return rng_under_the_filters_as(false);
+}
+
+static int tracked_rng_under_the_filters(void)
+{
+	return rng_under_the_filters_as(true);
+}
+
 static void test_rng_works_under_the_vcpu_event_loop_and_main_filters(void **state)
 {
 	(void)state;
 	run_confined_case(rng_under_the_filters);
+}
+
+static void test_dirty_tracking_works_under_the_api_vcpu_event_loop_and_main_filters(void **state)
+{
+	(void)state;
+	run_confined_case(tracked_rng_under_the_filters);
 }
 
 /* ---- virtio-balloon and PUT /balloon: inflate, deflate, statistics, free page reporting ---- */
@@ -1312,6 +1389,7 @@ int main(void)
 		cmocka_unit_test(test_a_console2_socket_works_under_the_vcpu_event_loop_and_main_filters),
 		cmocka_unit_test(test_a_console2_file_works_under_the_vcpu_console_out_and_main_filters),
 		cmocka_unit_test(test_rng_works_under_the_vcpu_event_loop_and_main_filters),
+		cmocka_unit_test(test_dirty_tracking_works_under_the_api_vcpu_event_loop_and_main_filters),
 		cmocka_unit_test(test_a_balloon_works_under_the_vcpu_event_loop_api_and_main_filters),
 		cmocka_unit_test(test_a_balloon_and_ksm_figures_work_with_merge_on_under_the_filters),
 		cmocka_unit_test(test_the_platform_devices_and_the_console_threads_work_under_their_filters),

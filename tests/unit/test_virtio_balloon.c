@@ -279,6 +279,7 @@ static void reported_ranges_are_discarded(void **state)
 	cfg.enabled = true;
 	rig_setup_cfg(&r, &cfg, 4, ALL_FEATURES);
 	touch_pages(&r, 64);
+	vrig_track_writes(&r.v);
 	uint64_t before = memfd_bytes(&r);
 	struct seg s[] = {
 		{ PAGES_AT, 32 * PAGE, true },
@@ -293,6 +294,11 @@ static void reported_ranges_are_discarded(void **state)
 	assert_int_equal(r.v.ram[PAGES_AT + 40 * PAGE + 99], 0xa5);  /* before the range */
 	assert_int_equal(r.v.ram[PAGES_AT + 48 * PAGE + 100], 0xa5); /* after it */
 	assert_int_equal(r.v.ram[PAGES_AT + 48 * PAGE + 99], 0xa5);  /* in its partial last page */
+	/* Discarded pages now read as zero: migration must send them again; kept pages it need not. */
+	assert_true(vrig_marked(&r.v, PAGES_AT, 32 * PAGE));
+	assert_true(vrig_marked(&r.v, PAGES_AT + 41 * PAGE, 7 * PAGE));
+	assert_int_equal(vrig_marked_pages(&r.v, PAGES_AT + 32 * PAGE, 9 * PAGE), 0);
+	assert_int_equal(vrig_marked_pages(&r.v, PAGES_AT + 48 * PAGE, PAGE), 0);
 	rig_free(&r);
 }
 

@@ -442,6 +442,29 @@ static void a_qcow2_overlay_through_the_device(void **state)
 	unlink(base);
 }
 
+/* Migration copies what vmon wrote into guest RAM only if it was marked: a disk read must be. */
+static void completed_requests_leave_the_pages_they_wrote_dirty_for_migration(void **state)
+{
+	(void)state;
+	struct rig r;
+	if (rig_setup(&r, false))
+		skip();
+	start_driver(&r.v, VIRTIO_F_BIT(VIRTIO_BLK_F_FLUSH));
+	vrig_track_writes(&r.v);
+	/* A write: the device only reads the data, so its page stays clean. */
+	memset(r.v.ram + DATA + 0x8000, 0xab, 512);
+	assert_int_equal(request(&r, VIRTIO_BLK_T_OUT, 20, 0x8000, 512, false, NULL), VIRTIO_BLK_S_OK);
+	assert_true(vrig_marked(&r.v, STATUS_BYTES, 1));
+	assert_int_equal(vrig_marked_pages(&r.v, DATA + 0x8000, 512), 0);
+	assert_int_equal(vrig_marked_pages(&r.v, HDRS, 32), 0);
+	/* A read into a buffer that straddles two pages: both, the status byte and the used ring. */
+	assert_int_equal(request(&r, VIRTIO_BLK_T_IN, 10, 0x2000 - 512, 1024, true, NULL), VIRTIO_BLK_S_OK);
+	assert_true(vrig_marked(&r.v, DATA + 0x2000 - 512, 1024));
+	assert_true(vrig_marked(&r.v, VRIG_USED(0), 4 + 8 * QSZ));
+	assert_int_equal(vrig_marked_pages(&r.v, DATA + 0x3000, 4096), 0);
+	rig_free(&r);
+}
+
 static void discard_punches_a_hole(void **state)
 {
 	(void)state;
@@ -629,6 +652,7 @@ int main(void)
 		cmocka_unit_test(discard_segments_are_checked),
 		cmocka_unit_test(get_id_takes_the_writable_buffer),
 		cmocka_unit_test(reads_writes_flushes_and_get_id),
+		cmocka_unit_test(completed_requests_leave_the_pages_they_wrote_dirty_for_migration),
 		cmocka_unit_test(a_qcow2_overlay_through_the_device),
 		cmocka_unit_test(discard_punches_a_hole),
 		cmocka_unit_test(a_read_only_disk_refuses_writes),

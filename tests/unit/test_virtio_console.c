@@ -97,6 +97,7 @@ static void bytes_flow_both_ways(void **state)
 	(void)state;
 	struct rig r;
 	rig_setup(&r);
+	vrig_track_writes(&r.v);
 	uint64_t rx = alloc_data(&r.v, 64);
 	add_buf(&r.v, RXQ, rx, 64, true);
 	int fd = client(&r);
@@ -113,6 +114,8 @@ static void bytes_flow_both_ways(void **state)
 	used_elem(&r.v, RXQ, 0, &id, &len);
 	assert_int_equal(len, 6);
 	assert_memory_equal(r.v.ram + rx, "typed\n", 6);
+	/* Read from the socket straight into guest RAM: marked for migration. */
+	assert_true(vrig_marked(&r.v, rx, 6));
 
 	struct virtio_console_stats st;
 	virtio_console_get_stats(r.con, &st);

@@ -320,6 +320,7 @@ static void a_frame_fills_one_receive_buffer(void **state)
 	struct rig r;
 	rig_setup(&r, 0);
 	start_driver(&r.v, 0);
+	vrig_track_writes(&r.v);
 	struct seg buf = { guest_buf(&r, NULL, 1526), 1526, true };
 	add_chain(&r.v, VIRTIO_NET_RXQ, &buf, 1, true);
 	uint8_t pkt[VIRTIO_NET_HDR_LEN + 100];
@@ -335,6 +336,9 @@ static void a_frame_fills_one_receive_buffer(void **state)
 	assert_int_equal(h.flags, 0);
 	assert_memory_equal(r.v.ram + buf.addr + VIRTIO_NET_HDR_LEN, pkt + VIRTIO_NET_HDR_LEN, 100);
 	assert_int_equal(r.v.ram[buf.addr + len], 0xee); /* nothing past the frame */
+	/* What migration must send again: the frame's pages and the used ring. */
+	assert_true(vrig_marked(&r.v, buf.addr, len));
+	assert_true(vrig_marked(&r.v, VRIG_USED(VIRTIO_NET_RXQ), 12));
 	struct virtio_net_stats s = stats(&r);
 	assert_int_equal(s.rx_packets, 1);
 	assert_int_equal(s.rx_bytes, 100);

@@ -354,6 +354,7 @@ static void host_to_guest_data_respects_guest_credit(void **state)
 	(void)state;
 	struct rig r;
 	rig_setup(&r);
+	vrig_track_writes(&r.v);
 	int lfd = listen_port(&r, 7);
 	give_rx(&r, 8, 4096);
 	struct virtio_vsock_hdr req = hdr(VIRTIO_VSOCK_OP_REQUEST, 6000, 7), h;
@@ -367,6 +368,8 @@ static void host_to_guest_data_respects_guest_credit(void **state)
 	assert_true(recv_pkt(&r, &h, buf, sizeof(buf)));
 	assert_int_equal(h.len, 8);
 	assert_memory_equal(buf, "01234567", 8);
+	/* The second rx chain (head 2) got the data: header and payload marked for migration. */
+	assert_true(vrig_marked(&r.v, rx_bufs[2], VIRTIO_VSOCK_HDR_SIZE + 8));
 	assert_true(no_packet_within(&r, 50)); /* no credit left */
 	/* The guest consumed the 8 bytes. */
 	struct virtio_vsock_hdr cu = hdr(VIRTIO_VSOCK_OP_CREDIT_UPDATE, 6000, 7);

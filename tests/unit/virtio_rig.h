@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "arch/x86/layout.h"
+#include "memory/write_track.h"
 #include "virtio/virtio_pci.h"
 
 /* Queue q's rings, clear of each other for any queue size up to 256. */
@@ -53,6 +54,7 @@ struct vrig {
 	struct pci_device *fn;
 	uint64_t bar0;
 	uint64_t data_next;
+	uint64_t *marked; /* pages vmon marked written since vrig_track_writes(), all takes together */
 	struct {
 		uint16_t avail_idx, desc_next;
 		uint16_t used_seen; /* used elements next_used() has handed out */
@@ -91,11 +93,42 @@ static inline void vrig_attach(struct vrig *v)
 /* The test stops the loop and destroys its device first: a device must not outlive its loop. */
 static inline void vrig_free(struct vrig *v)
 {
+	write_track_release(&v->mem);
+	free(v->marked);
 	event_loop_destroy(v->loop);
 	pci_bus_destroy(&v->pci);
 	bus_destroy(&v->pio);
 	bus_destroy(&v->mmio);
 	free(v->ram);
+}
+
+/* Turns on migration's tracking of what vmon writes into the rig's RAM (write_track.h). */
+static inline void vrig_track_writes(struct vrig *v)
+{
+	assert_int_equal(write_track_start(&v->mem), 0);
+	v->marked = calloc(write_track_words(&v->mem.regions[0]), sizeof(uint64_t));
+}
+
+/* How many pages of [gpa, gpa+len) vmon has marked written since vrig_track_writes(). */
+static inline uint64_t vrig_marked_pages(struct vrig *v, uint64_t gpa, uint64_t len)
+{
+	write_track_take(&v->mem, 0, v->marked);
+	uint64_t n = 0;
+	for (uint64_t page = gpa / 4096; page <= (gpa + len - 1) / 4096; page++)
+		n += v->marked[page / 64] >> (page % 64) & 1;
+	return n;
+}
+
+/*
+ * True once every page of [gpa, gpa+len) is marked. A device marks its buffers before it puts
+ * them in the used ring, but the used ring itself just after: wait a little for those.
+ */
+static inline bool vrig_marked(struct vrig *v, uint64_t gpa, uint64_t len)
+{
+	uint64_t pages = (gpa + len - 1) / 4096 - gpa / 4096 + 1;
+	for (int i = 0; i < VRIG_WAIT_MS && vrig_marked_pages(v, gpa, len) != pages; i++)
+		usleep(1000);
+	return vrig_marked_pages(v, gpa, len) == pages;
 }
 
 static inline uint32_t rd(struct vrig *v, uint64_t off, uint32_t len)

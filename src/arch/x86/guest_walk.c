@@ -77,10 +77,13 @@ static uint64_t reserved_bits_pse(const struct walk *w)
 	return 0x3fffffULL & ~((1ULL << (13 + phys - 32)) - 1);
 }
 
-/* Reads one table entry of entry_size bytes (4 or 8); NULL if the table is outside RAM. */
+/*
+ * One table entry of entry_size bytes (4 or 8), writable because the walk sets its accessed and
+ * dirty bits as the CPU does; NULL if the table is outside RAM.
+ */
 static void *entry_ptr(const struct guest_mem *mem, uint64_t table_gpa, uint64_t index, unsigned int entry_size)
 {
-	return gpa_to_host(mem, table_gpa + index * entry_size, entry_size);
+	return gpa_to_host_write(mem, table_gpa + index * entry_size, entry_size);
 }
 
 static uint64_t load_entry(void *p, unsigned int size)
@@ -91,12 +94,13 @@ static uint64_t load_entry(void *p, unsigned int size)
 }
 
 /* The guest's other vCPUs may be updating the same entry: set bits atomically. */
-static void set_bits(void *p, unsigned int size, uint64_t bits)
+static void set_bits(const struct guest_mem *mem, void *p, unsigned int size, uint64_t bits)
 {
 	if (size == 4)
 		__atomic_fetch_or((uint32_t *)p, (uint32_t)bits, __ATOMIC_RELAXED);
 	else
 		__atomic_fetch_or((uint64_t *)p, bits, __ATOMIC_RELAXED);
+	guest_mem_wrote(mem, p, size);
 }
 
 /*
@@ -208,12 +212,12 @@ int guest_walk(const struct guest_mem *mem, const struct guest_paging *pg, uint6
 			int rc = check_rights(&w, user_page, writable, executable);
 			if (rc)
 				return rc;
-			set_bits(p, entry_size, PTE_A | ((access & GUEST_ACCESS_WRITE) ? PTE_D : 0));
+			set_bits(mem, p, entry_size, PTE_A | ((access & GUEST_ACCESS_WRITE) ? PTE_D : 0));
 			*gpa = frame | (gva & ((1ULL << shift) - 1));
 			return 0;
 		}
 		if (!(e & PTE_A))
-			set_bits(p, entry_size, PTE_A);
+			set_bits(mem, p, entry_size, PTE_A);
 		table = e & (w.pae ? ADDR_MASK_64 : 0xfffff000ULL);
 	}
 	return -ERANGE; /* not reached: level 1 is always a leaf */
@@ -228,13 +232,18 @@ static int virt_copy(const struct guest_mem *mem, const struct guest_paging *pg,
 		int rc = guest_walk(mem, pg, gva, access | (write ? GUEST_ACCESS_WRITE : 0), &gpa, fault);
 		if (rc)
 			return rc;
-		void *host = gpa_to_host(mem, gpa, chunk);
-		if (!host)
-			return -ERANGE;
-		if (write)
+		if (write) {
+			void *host = gpa_to_host_write(mem, gpa, chunk);
+			if (!host)
+				return -ERANGE;
 			memcpy(host, buf, chunk);
-		else
+			guest_mem_wrote(mem, host, chunk);
+		} else {
+			const void *host = gpa_to_host(mem, gpa, chunk);
+			if (!host)
+				return -ERANGE;
 			memcpy(buf, host, chunk);
+		}
 		gva += chunk;
 		buf += chunk;
 		len -= chunk;

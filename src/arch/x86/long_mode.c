@@ -23,9 +23,9 @@ int long_mode_write_tables(struct guest_mem *mem)
 	    guest_mem_write(mem, LAYOUT_IDT, idt, sizeof(idt)) < 0)
 		return -EFAULT;
 
-	uint64_t *pml4 = gpa_to_host(mem, LAYOUT_PML4, 4 * KiB);
-	uint64_t *pdpt = gpa_to_host(mem, LAYOUT_PDPT, 4 * KiB);
-	uint64_t *pd = gpa_to_host(mem, LAYOUT_PD, IDENTITY_MAP_PDS * 4 * KiB);
+	uint64_t *pml4 = gpa_to_host_write(mem, LAYOUT_PML4, 4 * KiB);
+	uint64_t *pdpt = gpa_to_host_write(mem, LAYOUT_PDPT, 4 * KiB);
+	uint64_t *pd = gpa_to_host_write(mem, LAYOUT_PD, IDENTITY_MAP_PDS * 4 * KiB);
 	if (!pml4 || !pdpt || !pd)
 		return -EFAULT;
 
@@ -36,6 +36,9 @@ int long_mode_write_tables(struct guest_mem *mem)
 		pdpt[i] = (LAYOUT_PD + i * 4 * KiB) | PTE_PRESENT | PTE_WRITE;
 	for (uint64_t i = 0; i < IDENTITY_MAP_PDS * PAGE_TABLE_ENTRIES; i++)
 		pd[i] = (i * 2 * MiB) | PTE_PRESENT | PTE_WRITE | PTE_LARGE;
+	guest_mem_wrote(mem, pml4, 4 * KiB);
+	guest_mem_wrote(mem, pdpt, 4 * KiB);
+	guest_mem_wrote(mem, pd, IDENTITY_MAP_PDS * 4 * KiB);
 	return 0;
 }
 

@@ -31,9 +31,10 @@
 #define EFER_LME 0x100ULL
 #define EFER_LMA 0x400ULL
 
+/* The probe VM's own RAM, never migrated: written without marking (guest_mem_wrote()). */
 static uint64_t *guest_u64(struct probe_vm *pv, uint64_t gpa)
 {
-	return gpa_to_host(&pv->mem, gpa, 8);
+	return gpa_to_host_write(&pv->mem, gpa, 8);
 }
 
 static void write_page_tables(struct probe_vm *pv)

@@ -133,7 +133,7 @@ int syscall_fixup_try_arm(struct vcpu *vcpu)
 	uint64_t slot_gva = entry + (uint64_t)pre, slot_gpa;
 	if (guest_walk(&vm->mem, &pg, slot_gva, GUEST_ACCESS_FETCH, &slot_gpa, NULL))
 		return 0;
-	uint8_t *host = gpa_to_host(&vm->mem, slot_gpa, 3);
+	uint8_t *host = gpa_to_host_write(&vm->mem, slot_gpa, 3);
 	if (!host)
 		return 0;
 
@@ -145,6 +145,7 @@ int syscall_fixup_try_arm(struct vcpu *vcpu)
 		/* Other vCPUs may be running this code: one atomic byte store, as Linux's text_poke_bp does. */
 		if (__atomic_compare_exchange_n(host, &expected, (uint8_t)0xcc, false, __ATOMIC_SEQ_CST,
 						__ATOMIC_SEQ_CST)) {
+			guest_mem_wrote(&vm->mem, host, 1);
 			va->patch_gva = slot_gva;
 			atomic_store(&va->fixup_state, SYSCALL_FIXUP_ARMED);
 			armed = 1;
