@@ -30,6 +30,8 @@
 /* The state record is a snapshot state file: tens of KiB per vCPU, no guest RAM. */
 #define MIG_STATE_MAX (64u * 1024 * 1024)
 #define MIG_VMON_VERSION_MAX 64 /* the vmon version string, NUL included */
+/* The largest compatibility blob a handshake's hello carries (CPUID tables and sizes take a few KiB). */
+#define MIG_COMPAT_MAX (64u * 1024)
 
 /* What the destination must be able to run before it accepts anything else. */
 struct mig_config {

@@ -85,8 +85,6 @@ struct mig_rec_hello {
 };
 
 enum { MIG_ROLE_SOURCE = 1, MIG_ROLE_DESTINATION = 2 };
-/* The largest compatibility blob a hello carries (CPUID tables and sizes take a few KiB). */
-#define MIG_COMPAT_MAX (64u * 1024)
 
 /* VERDICT: whether the sender accepts the peer's hello, and why not. */
 struct mig_rec_verdict {
