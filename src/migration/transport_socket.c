@@ -45,6 +45,12 @@ static int connect_failed(struct mig_conn *c, int e)
 	case ENETDOWN:
 		return mig_conn_fail(c, -e, "%s is unreachable (%s): check the address and the route to that host",
 				     c->peer, strerror(e));
+	case EACCES:
+	case EPERM:
+		return mig_conn_fail(c, -e,
+				     "cannot connect to %s: %s (a firewall rule, or a sandbox around this vmon, forbids "
+				     "the connection)",
+				     c->peer, strerror(e));
 	case ETIMEDOUT:
 		return mig_conn_fail(c, -e,
 				     "%s did not answer the connection (%s): the host is down, or a firewall drops the "
