@@ -474,30 +474,29 @@ static void test_a_cancel_stops_a_destination_waiting_for_its_source(void **stat
 	mig_cancel_destroy(&cancel);
 }
 
-static void test_a_destination_that_closes_the_connection_is_not_vmon(void **state)
+/* A source at a fake destination that answers `answer` is refused with a sentence saying `says`. */
+static void assert_not_vmon(const char *answer, const char *says)
 {
-	(void)state;
-	struct fake f = { .answer = "" };
+	struct fake f = { .answer = answer };
 	fake_start(&f);
 	struct mig_address a;
 	address(&a, "127.0.0.1", f.port, NULL, NULL);
 	char err[512] = "";
 	assert_int_equal(src_run(&a, NULL, NULL, NULL, NULL, err, sizeof(err)), -EPROTO);
-	assert_says(err, "closed the connection without answering: it is not a vmon receiving a migration");
+	assert_says(err, says);
 	fake_join(&f);
+}
+
+static void test_a_destination_that_closes_the_connection_is_not_vmon(void **state)
+{
+	(void)state;
+	assert_not_vmon("", "closed the connection without answering: it is not a vmon receiving a migration");
 }
 
 static void test_an_http_server_is_not_vmon(void **state)
 {
 	(void)state;
-	struct fake f = { .answer = "HTTP/1.1 400 Bad Request\r\n\r\n" };
-	fake_start(&f);
-	struct mig_address a;
-	address(&a, "127.0.0.1", f.port, NULL, NULL);
-	char err[512] = "";
-	assert_int_equal(src_run(&a, NULL, NULL, NULL, NULL, err, sizeof(err)), -EPROTO);
-	assert_says(err, "is not vmon: it answered \"HTTP/1.1");
-	fake_join(&f);
+	assert_not_vmon("HTTP/1.1 400 Bad Request\r\n\r\n", "is not vmon: it answered \"HTTP/1.1");
 }
 
 /* A raw client of a destination: connects, sends bytes, reads what comes back until it closes. */
@@ -685,18 +684,8 @@ static void test_tls_destination_refuses_a_source_of_another_ca(void **state)
 	struct dst d = { 0 };
 	int rc;
 	char err[512] = "";
-	/* This source trusts the destination's CA, but its own certificate comes from ca2. */
-	uint16_t port = free_port(AF_INET);
-	struct mig_address la, ca;
-	address(&la, "127.0.0.1", port, "server", "ca");
-	char text[1024], e[512];
-	snprintf(text, sizeof(text), "tcp:127.0.0.1:%u,tls-cert=%s/rogue.pem,tls-key=%s/rogue.key,tls-ca=%s/both.pem",
-		 port, dir, dir, dir);
-	assert_int_equal(mig_address_parse(text, &ca, e, sizeof(e)), 0);
-	d.wait_ms = 3000;
-	dst_start(&d, &la);
-	rc = src_run(&ca, NULL, NULL, NULL, NULL, err, sizeof(err));
-	dst_join(&d);
+	/* This source trusts the destination's CA too, but its own certificate comes from ca2. */
+	tls_pair("server", "rogue", "both", "127.0.0.1", &rc, err, &d);
 	assert_int_equal(d.rc, -EACCES);
 	/* GnuTLS leaves out a client certificate of a CA the server does not name. */
 	assert_says(d.err, "the source at 127.0.0.1:");
