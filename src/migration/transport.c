@@ -76,8 +76,7 @@ const char *mig_peer_role(const struct mig_conn *c)
 	return c->source ? "the destination" : "the source";
 }
 
-/* "2.5 s", "10 s", "300 ms": how long a wait lasted, for messages. */
-static const char *duration(int ms, char *buf, size_t len)
+const char *mig_duration(int ms, char *buf, size_t len)
 {
 	if (ms < 1000)
 		snprintf(buf, len, "%d ms", ms);
@@ -115,7 +114,7 @@ int mig_wait_fd(struct mig_conn *c, int fd, short events, int timeout_ms, const 
 			return mig_conn_fail(c, -ETIMEDOUT,
 					     "%s at %s did not respond for %s while vmon was %s: it stalled, or the network "
 					     "between the hosts is down",
-					     mig_peer_role(c), c->peer, duration(timeout_ms, d, sizeof(d)), doing);
+					     mig_peer_role(c), c->peer, mig_duration(timeout_ms, d, sizeof(d)), doing);
 		}
 	}
 }

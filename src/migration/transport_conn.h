@@ -42,6 +42,9 @@ int mig_conn_fail(struct mig_conn *c, int rc, const char *fmt, ...) __attribute_
  */
 int mig_wait_fd(struct mig_conn *c, int fd, short events, int timeout_ms, const char *doing);
 
+/* "2.5 s", "10 s", "300 ms": how long a wait lasted, for messages. */
+const char *mig_duration(int ms, char *buf, size_t len);
+
 /* "the destination" or "the source": the peer of c, for messages. */
 const char *mig_peer_role(const struct mig_conn *c);
 

@@ -273,11 +273,12 @@ int mig_listener_accept(struct mig_listener *l, int wait_ms, const struct mig_co
 	int fd = -1, rc;
 	while (fd < 0) {
 		if ((rc = mig_wait_fd(c, l->fd, POLLIN, wait_ms, "waiting for a source to connect"))) {
+			char d[32];
 			if (rc == -ETIMEDOUT)
 				mig_conn_fail(c, rc,
-					      "no source connected to %s within %d s: start the migration on the source "
+					      "no source connected to %s within %s: start the migration on the source "
 					      "with this host's address and port",
-					      l->where, wait_ms / 1000);
+					      l->where, mig_duration(wait_ms, d, sizeof(d)));
 			goto fail;
 		}
 		struct sockaddr_storage ss;

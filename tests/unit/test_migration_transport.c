@@ -448,7 +448,7 @@ static void test_a_cancel_from_another_thread_stops_a_wait_at_once(void **state)
 	uint64_t t0 = monotonic_ns();
 	assert_int_equal(src_run(&a, &o, NULL, NULL, NULL, err, sizeof(err)), -ECANCELED);
 	uint64_t ms = (monotonic_ns() - t0) / 1000000;
-	assert_true(ms >= 90 && ms < 600);
+	assert_true(ms >= 90 && ms < 1000); /* against a 10 s deadline */
 	assert_says(err, "cancelled");
 	pthread_join(t, NULL);
 	/* A later step on a cancelled migration does not start. */
@@ -469,7 +469,7 @@ static void test_a_cancel_stops_a_destination_waiting_for_its_source(void **stat
 	dst_start(&d, &a);
 	mig_cancel_fire(&cancel);
 	dst_join(&d);
-	assert_true((monotonic_ns() - t0) / 1000000 < 500);
+	assert_true((monotonic_ns() - t0) / 1000000 < 1000); /* it would wait forever */
 	assert_int_equal(d.rc, -ECANCELED);
 	mig_cancel_destroy(&cancel);
 }
@@ -485,6 +485,19 @@ static void assert_not_vmon(const char *answer, const char *says)
 	assert_int_equal(src_run(&a, NULL, NULL, NULL, NULL, err, sizeof(err)), -EPROTO);
 	assert_says(err, says);
 	fake_join(&f);
+}
+
+static void test_a_destination_without_a_source_gives_up_at_its_deadline(void **state)
+{
+	(void)state;
+	struct mig_address a;
+	address(&a, "127.0.0.1", free_port(AF_INET), NULL, NULL);
+	struct dst d = { .wait_ms = 200 };
+	dst_start(&d, &a);
+	dst_join(&d);
+	assert_int_equal(d.rc, -ETIMEDOUT);
+	assert_says(d.err, "no source connected to tcp:127.0.0.1:");
+	assert_says(d.err, "within 200 ms");
 }
 
 static void test_a_destination_that_closes_the_connection_is_not_vmon(void **state)
@@ -854,6 +867,7 @@ int main(void)
 		cmocka_unit_test(test_a_stalled_destination_hits_the_deadline_in_time),
 		cmocka_unit_test(test_a_cancel_from_another_thread_stops_a_wait_at_once),
 		cmocka_unit_test(test_a_cancel_stops_a_destination_waiting_for_its_source),
+		cmocka_unit_test(test_a_destination_without_a_source_gives_up_at_its_deadline),
 		cmocka_unit_test(test_a_destination_that_closes_the_connection_is_not_vmon),
 		cmocka_unit_test(test_an_http_server_is_not_vmon),
 		cmocka_unit_test(test_a_destination_refuses_a_client_that_is_not_vmon),
