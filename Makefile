@@ -9,7 +9,7 @@ CFLAGS_COMMON := -std=gnu11 -Wall -Wextra -Werror -D_GNU_SOURCE -Isrc -Ibuild -g
 # Recursive (=), not simple (:=): the packages that provide pkg-config and the -dev files may
 # be installed by a prerequisite of the same make run, after this file was read, so the
 # libraries are looked up only when a link command needs them.
-PKG_LIBS = $(shell pkg-config --libs jansson libmicrohttpd liburing libcurl libseccomp libcap-ng)
+PKG_LIBS = $(shell pkg-config --libs jansson libmicrohttpd liburing libcurl libseccomp libcap-ng gnutls)
 # libslirp's .pc file requires glib's, which only its -dev package installs: fall back to -lslirp.
 SLIRP_LIBS = $(shell pkg-config --libs slirp 2>/dev/null || echo -lslirp)
 LIBS    = -lpthread -lz -llzma -llz4 -lzstd $(PKG_LIBS) $(SLIRP_LIBS)

@@ -17,7 +17,7 @@ PKGS=(
   # libraries linked into vmon
   zlib1g-dev liblzma-dev liblz4-dev libzstd-dev
   liburing-dev libslirp-dev libjansson-dev libmicrohttpd-dev libseccomp-dev libcurl4-openssl-dev
-  libcap-ng-dev
+  libcap-ng-dev libgnutls28-dev
   # default guest: kernel source, its build tools, busybox for the initramfs
   linux-source-6.1 flex bison bc libelf-dev libssl-dev cpio xz-utils busybox-static
 )

@@ -17,6 +17,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "memory/guest_mem.h"
 #include "state/snapshot_format.h"
@@ -29,6 +30,8 @@
 /* The state record is a snapshot state file: tens of KiB per vCPU, no guest RAM. */
 #define MIG_STATE_MAX (64u * 1024 * 1024)
 #define MIG_VMON_VERSION_MAX 64 /* the vmon version string, NUL included */
+/* The largest compatibility blob a handshake's hello carries (CPUID tables and sizes take a few KiB). */
+#define MIG_COMPAT_MAX (64u * 1024)
 
 /* What the destination must be able to run before it accepts anything else. */
 struct mig_config {
@@ -38,10 +41,23 @@ struct mig_config {
 	struct snap_cpu cpu; /* the vendor and CPU features the guest could use */
 };
 
+/*
+ * Where a stream's bytes go and come from: a plain descriptor (the *_start/_open functions that
+ * take an fd), or a migration connection with deadlines and TLS (migration/transport.h).
+ */
+struct mig_io {
+	int (*write)(void *ctx, const void *p, size_t len);  /* all of len bytes: 0 or -errno */
+	ssize_t (*read)(void *ctx, void *p, size_t len);     /* all of len, fewer at end of stream; or -errno */
+	/* Optional: the transport's own sentence for its last failure (a deadline, TLS), or NULL. */
+	const char *(*why)(void *ctx);
+	void *ctx;
+};
+
 /* ---- writing (the source) ---- */
 
 struct mig_writer {
-	int fd;
+	int fd; /* -1 when the writer sends through io */
+	struct mig_io io;
 	uint64_t offset;      /* bytes written so far: the next record's position */
 	uint32_t round;       /* rounds closed so far */
 	uint64_t round_pages; /* pages sent since the last round marker */
@@ -55,6 +71,9 @@ struct mig_writer {
  */
 int mig_writer_start(struct mig_writer *w, int fd, const char *vmon_version, const struct mig_config *cfg,
 		     char *err, size_t errlen);
+/* The same, sending through io (a migration connection). */
+int mig_writer_start_io(struct mig_writer *w, const struct mig_io *io, const char *vmon_version,
+			const struct mig_config *cfg, char *err, size_t errlen);
 /*
  * Sends count pages of mem from gpa (page-aligned, inside one RAM region): runs of zero pages as
  * zero-run records, the others as memory records of their data. The guest may be running: each
@@ -91,7 +110,8 @@ struct mig_event {
 enum mig_reader_phase { MIG_R_START, MIG_R_BODY, MIG_R_ENDED, MIG_R_FAILED };
 
 struct mig_reader {
-	int fd;
+	int fd; /* -1 when the reader reads through io */
+	struct mig_io io;
 	uint64_t offset; /* bytes read so far: the next record's position */
 	enum mig_reader_phase phase;
 	char vmon_version[MIG_VMON_VERSION_MAX]; /* of the source, for messages */
@@ -111,6 +131,8 @@ struct mig_reader {
  * stream; -EINVAL for damage; -EPIPE if the peer closed the connection; -errno; message in err.
  */
 int mig_reader_open(struct mig_reader *r, int fd, char *err, size_t errlen);
+/* The same, reading through io (a migration connection). */
+int mig_reader_open_io(struct mig_reader *r, const struct mig_io *io, char *err, size_t errlen);
 /*
  * The guest RAM the stream is delivered into, made from r->cfg by the caller: refused
  * (-EINVAL) if its size is not the configuration's.

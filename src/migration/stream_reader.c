@@ -11,7 +11,6 @@
 
 /* The most RAM vmon gives a guest (config.c's limit for --memory). */
 #define MIG_RAM_MAX (1024 * GiB)
-#define PAGES_LEN_MAX (sizeof(struct mig_rec_pages) + (size_t)MIG_PAGES_MAX * MIG_PAGE_SIZE)
 
 /* "256 MiB", or the bytes when that is not a whole number of MiB. */
 static const char *ram_words(uint64_t bytes, char *buf, size_t len)
@@ -23,17 +22,6 @@ static const char *ram_words(uint64_t bytes, char *buf, size_t len)
 	return buf;
 }
 
-static bool printable(const char *s, size_t max)
-{
-	size_t n = strnlen(s, max);
-	if (n == max)
-		return false;
-	for (size_t i = 0; i < n; i++)
-		if (s[i] < 0x20 || s[i] > 0x7e)
-			return false;
-	return true;
-}
-
 /*
  * len bytes of the record that starts at byte rec (or of the preamble). A stream that ends
  * exactly at a record boundary is a source that stopped; one that ends inside a record too, but
@@ -42,10 +30,10 @@ static bool printable(const char *s, size_t max)
 static int read_exact(struct mig_reader *r, void *p, size_t len, uint64_t rec, const char *what, char *err,
 		      size_t errlen)
 {
-	ssize_t n = mig_read_full(r->fd, p, len);
+	ssize_t n = r->io.read(r->io.ctx, p, len);
 	if (n < 0)
 		return mig_fail(err, errlen, (int)n, "migration stream: cannot read the %s at byte %llu: %s", what,
-				(unsigned long long)rec, strerror((int)-n));
+				(unsigned long long)rec, mig_io_why(&r->io, (int)n));
 	uint64_t at = r->offset;
 	r->offset += (uint64_t)n;
 	if ((size_t)n == len)
@@ -59,19 +47,6 @@ static int read_exact(struct mig_reader *r, void *p, size_t len, uint64_t rec, c
 			"migration stream: the source closed the connection in the middle of the %s at byte %llu "
 			"(%llu of its bytes arrived)",
 			what, (unsigned long long)rec, (unsigned long long)(r->offset - rec));
-}
-
-/* The fixed size of a record type's payload, or 0 for the types of variable size. */
-static size_t fixed_len(uint32_t type)
-{
-	switch (type) {
-	case MIG_REC_HEADER: return sizeof(struct mig_rec_header);
-	case MIG_REC_CONFIG: return sizeof(struct mig_rec_config);
-	case MIG_REC_ZERO: return sizeof(struct mig_rec_pages);
-	case MIG_REC_ROUND: return sizeof(struct mig_rec_round);
-	case MIG_REC_END: return sizeof(struct mig_rec_end);
-	default: return 0;
-	}
 }
 
 /*
@@ -93,11 +68,7 @@ static int read_record_header(struct mig_reader *r, struct mig_rec_hdr *h, uint6
 				"migration stream: the record at byte %llu has type %u, which this vmon does not know: "
 				"the source speaks a newer stream format",
 				(unsigned long long)*rec, h->type);
-	size_t want = fixed_len(h->type);
-	bool ok = want ? h->len == want
-		       : h->type == MIG_REC_STATE ? h->len > 0 && h->len <= MIG_STATE_MAX
-						  : h->len > sizeof(struct mig_rec_pages) && h->len <= PAGES_LEN_MAX &&
-							    (h->len - sizeof(struct mig_rec_pages)) % MIG_PAGE_SIZE == 0;
+	bool ok = mig_rec_len_ok(h->type, h->len);
 	if (!ok)
 		return mig_fail(err, errlen, -EINVAL,
 				"migration stream: the %s at byte %llu says it holds %u bytes, which no %s does",
@@ -135,9 +106,10 @@ static int read_expected(struct mig_reader *r, uint32_t type, void *p, char *err
 static int read_preamble(struct mig_reader *r, char *err, size_t errlen)
 {
 	struct mig_preamble p;
-	ssize_t n = mig_read_full(r->fd, &p, sizeof(p));
+	ssize_t n = r->io.read(r->io.ctx, &p, sizeof(p));
 	if (n < 0)
-		return mig_fail(err, errlen, (int)n, "migration stream: cannot read from the source: %s", strerror((int)-n));
+		return mig_fail(err, errlen, (int)n, "migration stream: cannot read from the source: %s",
+				mig_io_why(&r->io, (int)n));
 	r->offset = (uint64_t)n;
 	if (n == 0)
 		return mig_fail(err, errlen, -EPIPE, "migration stream: the source closed the connection without sending anything");
@@ -177,7 +149,7 @@ static int check_config(struct mig_reader *r, const struct mig_rec_config *c, ch
 				c->cpus, CONFIG_MAX_CPUS);
 	char vendor[13] = { 0 };
 	memcpy(vendor, c->cpu_vendor, sizeof(c->cpu_vendor));
-	if (!printable(vendor, sizeof(vendor)) || c->reserved)
+	if (!mig_printable(vendor, sizeof(vendor)) || c->reserved)
 		return mig_fail(err, errlen, -EINVAL,
 				"migration stream: the configuration record holds bytes vmon never writes (CPU vendor, "
 				"reserved field)");
@@ -203,7 +175,7 @@ static int open_stream(struct mig_reader *r, char *err, size_t errlen)
 				"migration stream: the source asks for stream features this vmon does not have (flags "
 				"0x%x): migrate to a vmon of the source's release or newer",
 				hr.flags);
-	if (!printable(hr.vmon_version, sizeof(hr.vmon_version)) || hr.reserved)
+	if (!mig_printable(hr.vmon_version, sizeof(hr.vmon_version)) || hr.reserved)
 		return mig_fail(err, errlen, -EINVAL,
 				"migration stream: the header record holds bytes vmon never writes (version string, "
 				"reserved field)");
@@ -217,8 +189,17 @@ static int open_stream(struct mig_reader *r, char *err, size_t errlen)
 
 int mig_reader_open(struct mig_reader *r, int fd, char *err, size_t errlen)
 {
-	memset(r, 0, sizeof(*r));
+	struct mig_io io = mig_fd_io(fd);
+	int rc = mig_reader_open_io(r, &io, err, errlen);
 	r->fd = fd;
+	return rc;
+}
+
+int mig_reader_open_io(struct mig_reader *r, const struct mig_io *io, char *err, size_t errlen)
+{
+	memset(r, 0, sizeof(*r));
+	r->fd = -1;
+	r->io = *io;
 	r->phase = MIG_R_FAILED;
 	int rc = open_stream(r, err, errlen);
 	if (!rc)
@@ -381,6 +362,11 @@ static int next_record(struct mig_reader *r, struct mig_event *ev, char *err, si
 	if (h.type == MIG_REC_HEADER || h.type == MIG_REC_CONFIG)
 		return mig_fail(err, errlen, -EINVAL, "migration stream: a second %s at byte %llu", mig_rec_name(h.type),
 				(unsigned long long)rec);
+	if (h.type == MIG_REC_HELLO || h.type == MIG_REC_VERDICT)
+		return mig_fail(err, errlen, -EINVAL,
+				"migration stream: a %s at byte %llu, which belongs to the connection's handshake before "
+				"the stream",
+				mig_rec_name(h.type), (unsigned long long)rec);
 	if (h.type == MIG_REC_STATE)
 		return read_state(r, &h, rec, ev, err, errlen);
 	if (h.len > r->buf_len) { /* grows to the largest record, at most PAGES_LEN_MAX */

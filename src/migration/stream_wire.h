@@ -5,6 +5,7 @@
 #ifndef VMON_MIGRATION_STREAM_WIRE_H
 #define VMON_MIGRATION_STREAM_WIRE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -19,6 +20,9 @@ enum mig_rec_type {
 	MIG_REC_ROUND = 5,
 	MIG_REC_STATE = 6,
 	MIG_REC_END = 7,
+	/* The connection's handshake (migration/handshake.c), before a stream: never inside one. */
+	MIG_REC_HELLO = 8,
+	MIG_REC_VERDICT = 9,
 	MIG_REC_TYPES
 };
 
@@ -71,14 +75,42 @@ struct mig_rec_end {
 	uint32_t reserved;
 };
 
+/* HELLO: this, then compat_len bytes of the caller's compatibility blob. */
+struct mig_rec_hello {
+	uint32_t role; /* MIG_ROLE_SOURCE or MIG_ROLE_DESTINATION */
+	uint32_t flags; /* none defined: a reader refuses any bit */
+	uint32_t compat_len;
+	uint32_t reserved;
+	char vmon_version[64]; /* NUL-terminated printable ASCII */
+};
+
+enum { MIG_ROLE_SOURCE = 1, MIG_ROLE_DESTINATION = 2 };
+
+/* VERDICT: whether the sender accepts the peer's hello, and why not. */
+struct mig_rec_verdict {
+	uint32_t accept; /* 1 accept, 0 refuse */
+	uint32_t reserved;
+	char reason[504]; /* NUL-terminated printable ASCII; empty when accepted */
+};
+
 /* Writes one sentence into err (if any) and returns rc. */
 int mig_fail(char *err, size_t errlen, int rc, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
 uint32_t mig_crc(uint32_t crc, const void *p, size_t len);
 /* The record header for a payload of len bytes whose CRC32 is crc. */
 struct mig_rec_hdr mig_rec_hdr_make(uint32_t type, uint32_t len, uint32_t crc);
+/* A NUL-terminated string of printable ASCII within max bytes. */
+bool mig_printable(const char *s, size_t max);
+/* Whether a payload of len bytes is one a record of type can have (type known). */
+bool mig_rec_len_ok(uint32_t type, uint32_t len);
 /* The record's name in messages ("memory record"). */
 const char *mig_rec_name(uint32_t type);
+
+struct mig_io;
+/* The io of a plain descriptor: mig_write_full and mig_read_full on fd. */
+struct mig_io mig_fd_io(int fd);
+/* The reason io gives for its last failure, else strerror(-rc). */
+const char *mig_io_why(const struct mig_io *io, int rc);
 
 /* All of len bytes, through partial writes and EINTR; no SIGPIPE. 0 or -errno. */
 int mig_write_full(int fd, const void *p, size_t len);

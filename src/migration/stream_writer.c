@@ -16,7 +16,7 @@ static int write_failed(struct mig_writer *w, uint32_t type, int rc, char *err, 
 			    "sent (it stopped, or refused the migration)",
 			    mig_rec_name(type), (unsigned long long)w->offset);
 	return mig_fail(err, errlen, rc, "migration stream: cannot send the %s at byte %llu: %s", mig_rec_name(type),
-		    (unsigned long long)w->offset, strerror(-rc));
+		    (unsigned long long)w->offset, mig_io_why(&w->io, rc));
 }
 
 /* One record from a payload in two pieces (a fixed part and data), so page data is not copied twice. */
@@ -25,11 +25,11 @@ static int send_record(struct mig_writer *w, uint32_t type, const void *head, si
 {
 	uint32_t crc = mig_crc(mig_crc(0, head, head_len), data, data_len);
 	struct mig_rec_hdr h = mig_rec_hdr_make(type, (uint32_t)(head_len + data_len), crc);
-	int rc = mig_write_full(w->fd, &h, sizeof(h));
+	int rc = w->io.write(w->io.ctx, &h, sizeof(h));
 	if (!rc && head_len)
-		rc = mig_write_full(w->fd, head, head_len);
+		rc = w->io.write(w->io.ctx, head, head_len);
 	if (!rc && data_len)
-		rc = mig_write_full(w->fd, data, data_len);
+		rc = w->io.write(w->io.ctx, data, data_len);
 	if (rc)
 		return write_failed(w, type, rc, err, errlen);
 	w->offset += sizeof(h) + head_len + data_len;
@@ -39,15 +39,25 @@ static int send_record(struct mig_writer *w, uint32_t type, const void *head, si
 int mig_writer_start(struct mig_writer *w, int fd, const char *vmon_version, const struct mig_config *cfg,
 		     char *err, size_t errlen)
 {
-	memset(w, 0, sizeof(*w));
+	struct mig_io io = mig_fd_io(fd);
+	int rc = mig_writer_start_io(w, &io, vmon_version, cfg, err, errlen);
 	w->fd = fd;
+	return rc;
+}
+
+int mig_writer_start_io(struct mig_writer *w, const struct mig_io *io, const char *vmon_version,
+			const struct mig_config *cfg, char *err, size_t errlen)
+{
+	memset(w, 0, sizeof(*w));
+	w->fd = -1;
+	w->io = *io;
 	if (strlen(vmon_version) >= MIG_VMON_VERSION_MAX)
 		return mig_fail(err, errlen, -EINVAL, "migration stream: the vmon version string is longer than %d bytes",
 			    MIG_VMON_VERSION_MAX - 1);
 
 	struct mig_preamble p = { .version = MIG_VERSION };
 	memcpy(p.magic, MIG_MAGIC, sizeof(p.magic));
-	int rc = mig_write_full(fd, &p, sizeof(p));
+	int rc = w->io.write(w->io.ctx, &p, sizeof(p));
 	if (rc)
 		return write_failed(w, MIG_REC_HEADER, rc, err, errlen);
 	w->offset = sizeof(p);

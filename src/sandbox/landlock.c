@@ -199,11 +199,11 @@ int landlock_configure(const struct vm_config *cfg)
 	char dirs[3 * PATH_MAX];
 	landlock_snapshot_dirs(dirs, sizeof(dirs));
 	log_info(COMP, "Landlock ABI %d: file access limited to writing snapshots beneath %s%s, reading "
-		       "/proc/self and removing vmon's sockets and registry entry at exit; TCP %s", abi,
+		       "/proc/self, the resolver's files and " MIGRATION_CERT_DIR " and removing vmon's sockets and registry entry at exit; TCP %s", abi,
 		 *dirs ? dirs : "no directory", cfg->snapshot_dir ? "" : " (no --snapshot-dir)",
 		 abi < 4 ? "not limited (the kernel has Landlock ABI < 4)"
 		 : user_net ? "not limited (--net user connects where the guest asks)"
-			    : "bind and connect denied");
+			    : "bind denied, connect only from the API thread (a migration's destination)");
 	return 0;
 }
 
@@ -224,6 +224,14 @@ static int allow_beneath(int ruleset, const char *path, uint64_t rights)
 	return rc;
 }
 
+/*
+ * What a migration's source reads on the API thread after start-up: the resolver's files, for a
+ * destination given by name, and the certificates beneath /etc/vmon (or a snapshot directory).
+ */
+static const char *const migration_reads[] = {
+	"/etc/hosts", "/etc/resolv.conf", "/etc/nsswitch.conf", "/etc/host.conf", "/etc/gai.conf", MIGRATION_CERT_DIR,
+};
+
 static int add_role_rules(int ruleset, enum sandbox_role role, const char **failed)
 {
 	/* Metrics, the snapshot's page map, and the sanitizers' reports read the process's own files. */
@@ -233,6 +241,8 @@ static int add_role_rules(int ruleset, enum sandbox_role role, const char **fail
 		rc = allow_beneath(ruleset, *failed = "/etc/resolv.conf", LANDLOCK_ACCESS_FS_READ_FILE);
 	for (size_t i = 0; !rc && role == SANDBOX_API && i < ARRAY_SIZE(ll.snapshot_dirs); i++)
 		rc = allow_beneath(ruleset, *failed = ll.snapshot_dirs[i], SNAPSHOT_RIGHTS);
+	for (size_t i = 0; !rc && role == SANDBOX_API && i < ARRAY_SIZE(migration_reads); i++)
+		rc = allow_beneath(ruleset, *failed = migration_reads[i], LANDLOCK_ACCESS_FS_READ_FILE);
 	for (int i = 0; !rc && role == SANDBOX_MAIN && i < REMOVE_COUNT; i++)
 		rc = allow_beneath(ruleset, *failed = ll.remove_dirs[i], LANDLOCK_ACCESS_FS_REMOVE_FILE);
 	return rc;
@@ -242,7 +252,11 @@ int landlock_enter(enum sandbox_role role)
 {
 	if (!ll.enabled)
 		return 0;
-	int ruleset = (int)syscall(SYS_landlock_create_ruleset, &ll.handled, ll.attr_size, 0);
+	/* The API thread connects to a migration's destination, whose address comes with the request. */
+	struct ruleset_attr handled = ll.handled;
+	if (role == SANDBOX_API)
+		handled.handled_access_net &= ~(uint64_t)LANDLOCK_ACCESS_NET_CONNECT_TCP;
+	int ruleset = (int)syscall(SYS_landlock_create_ruleset, &handled, ll.attr_size, 0);
 	if (ruleset < 0) {
 		int rc = -errno;
 		log_error(COMP, "cannot create the Landlock ruleset of the %s thread: %s (run with --landlock off to do "

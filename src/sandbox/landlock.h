@@ -16,6 +16,9 @@
 
 #include "sandbox/sandbox.h"
 
+/* Where a migration's certificates are readable under Landlock, besides the snapshot directories. */
+#define MIGRATION_CERT_DIR "/etc/vmon"
+
 /* The kernel's Landlock ABI version (>= 1), or -errno when it has none (-ENOSYS, -EOPNOTSUPP). */
 int landlock_abi(void);
 

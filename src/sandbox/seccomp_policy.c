@@ -88,6 +88,12 @@ static const char *const api_syscalls[] = {
 	 * barrier on every thread when it starts, so no device write goes unmarked.
 	 */
 	"membarrier",
+	/*
+	 * Live migration's source (src/migration/transport*.c): a TCP connection to the destination,
+	 * made without blocking; getaddrinfo asks nscd, then the name servers of /etc/resolv.conf
+	 * (a UDP socket, sendmmsg, FIONREAD) and reads uname for the search domain.
+	 */
+	"connect", "sendmmsg", "uname",
 };
 static const struct ioctl_request api_ioctls[] = {
 	IOCTL(KVM_RUN), IOCTL(KVM_GET_REGS), IOCTL(KVM_GET_SREGS), IOCTL(KVM_GET_FPU), IOCTL(KVM_GET_MSRS),
@@ -95,7 +101,7 @@ static const struct ioctl_request api_ioctls[] = {
 	IOCTL(KVM_GET_LAPIC), IOCTL(KVM_GET_MP_STATE), IOCTL(KVM_GET_VCPU_EVENTS), IOCTL(KVM_GET_TSC_KHZ),
 	IOCTL(KVM_GET_CLOCK), IOCTL(KVM_SET_CLOCK), IOCTL(KVM_GET_IRQCHIP), IOCTL(KVM_GET_PIT2),
 	IOCTL(KVM_CHECK_EXTENSION), IOCTL(KVM_GET_MSR_INDEX_LIST), IOCTL(KVM_GET_SUPPORTED_CPUID),
-	IOCTL(KVM_IRQ_LINE),
+	IOCTL(KVM_IRQ_LINE), IOCTL(FIONREAD),
 	/* Migration's dirty-page log (src/memory/kvm_slots.c): logging on and off per slot, and reading it. */
 	IOCTL(KVM_SET_USER_MEMORY_REGION), IOCTL(KVM_GET_DIRTY_LOG), IOCTL(KVM_CLEAR_DIRTY_LOG),
 };
@@ -151,7 +157,8 @@ static const struct ioctl_request vcpu_ioctls[] = {
 static const struct seccomp_policy policies[SANDBOX_ROLE_COUNT] = {
 	[SANDBOX_MAIN] = { SYSCALLS(main_syscalls), IOCTLS(main_ioctls) },
 	[SANDBOX_SIGNAL] = { SYSCALLS(signal_syscalls), IOCTLS(signal_ioctls) },
-	[SANDBOX_API] = { SYSCALLS(api_syscalls), IOCTLS(api_ioctls), .threads = true, .names_threads = true },
+	[SANDBOX_API] = { SYSCALLS(api_syscalls), IOCTLS(api_ioctls), .threads = true, .names_threads = true,
+			  .sockets = true },
 	[SANDBOX_CONSOLE_IN] = { SYSCALLS(console_in_syscalls), IOCTLS(console_in_ioctls) },
 	[SANDBOX_CONSOLE_OUT] = { SYSCALLS(console_out_syscalls) },
 	[SANDBOX_EVENT_LOOP] = { SYSCALLS(event_loop_syscalls), IOCTLS(event_loop_ioctls), .sockets = true,

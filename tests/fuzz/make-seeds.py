@@ -187,6 +187,34 @@ put("migration_stream", "raw_no_rounds", b"\x00" + mig_start + mig_state + mig_r
 put("migration_stream", "ops", b"\x01" + bytes([0, 3, 1, 1, 0, 255, 2, 0, 0, 0, 3, 9, 1, 3, 0, 2, 0, 0,
                                                3, 7, 40, 4, 0, 0]))
 
+# A hello record inside a stream belongs to the handshake: the reader refuses it.
+mig_hello_src = mig_record(8, struct.pack("<IIII", 1, 0, 3, 0) + b"0.1.0".ljust(64, b"\0") + b"abc")
+put("migration_stream", "raw_hello_inside", b"\x00" + mig_start + mig_hello_src + mig_state +
+    mig_record(7, struct.pack("<II", 0, 0)))
+
+# The handshake (docs/migration.md): byte 0 bit 0 = this end is the source, bit 1 = its caller
+# refuses; then what the peer sends: preamble, hello (role, flags, blob length, reserved,
+# version, blob), verdict (accept, reserved, reason[504]).
+def mig_verdict(accept, reason=b""):
+    return mig_record(9, struct.pack("<II", accept, 0) + reason.ljust(504, b"\0"))
+
+
+mig_pre = b"VMONMIGR" + struct.pack("<II", 1, 0)
+mig_hello_dst = mig_record(8, struct.pack("<IIII", 2, 0, 0, 0) + b"0.1.0".ljust(64, b"\0"))
+put("migration_handshake", "source_says_hello", b"\x00" + mig_pre + mig_hello_src + mig_verdict(1))
+put("migration_handshake", "source_refused_here", b"\x02" + mig_pre + mig_hello_src + mig_verdict(1))
+put("migration_handshake", "destination_accepts", b"\x01" + mig_pre + mig_hello_dst + mig_verdict(1))
+put("migration_handshake", "destination_refuses", b"\x01" + mig_pre + mig_hello_dst +
+    mig_verdict(0, b"the guest needs 8 GiB"))
+put("migration_handshake", "refused_before_hello", b"\x01" + mig_pre + mig_verdict(0, b"TLS only"))
+put("migration_handshake", "other_format", b"\x00VMONMIGR" + struct.pack("<II", 2, 0) + mig_hello_src)
+put("migration_handshake", "http", b"\x00GET / HTTP/1.1\r\n\r\n")
+
+for name, text in [("ipv4", "tcp:127.0.0.1:4444"), ("ipv6", "tcp:[::1]:4444"), ("name", "tcp:dest.example:4444"),
+                   ("tls", "tcp:[fe80::1]:1,tls-cert=/c.pem,tls-key=/c.key,tls-ca=/ca.pem,tls-hostname=d"),
+                   ("no_port", "tcp:host"), ("port0", "tcp:h:0")]:
+    put("migration_address", name, text.encode())
+
 put("config_json", "full", json.dumps({"kernel": "/boot/vmlinuz", "cmdline": "console=ttyS0", "cpus": 2,
                                        "memory": "512M", "disks": [{"path": "/tmp/d.img", "readonly": True}],
                                        "net": [{"kind": "user"}], "api_sock": "/tmp/api.sock"}).encode())

@@ -40,10 +40,12 @@
 #include "devices/pvpanic.h"
 #include "devices/rtc.h"
 #include "devices/serial.h"
-#include "lib/unix_socket.h"
 #include "config/config.h"
+#include "lib/unix_socket.h"
 #include "memory/kvm_slots.h"
 #include "memory/write_track.h"
+#include "migration/handshake.h"
+#include "migration/transport.h"
 #include "sandbox/landlock.h"
 #include "sandbox/sandbox.h"
 #include "virtio/virtio_balloon.h"
@@ -54,6 +56,7 @@
 #include "virtio/virtio_vsock.h"
 
 #include "api_fake_vm.h"
+#include "tls_test_certs.h"
 #include "virtio_rig.h"
 
 /* Runs fn in a child with the filters on and returns its wait status; fn ends it with exit(). */
@@ -1373,6 +1376,130 @@ static void test_the_connection_deadline_guard_works_under_the_api_and_main_filt
 	run_confined_case(conn_guard_under_the_filters);
 }
 
+/* ---- a live migration's source on the API thread, under its filter and Landlock ---- */
+
+#define MIG_BYTES (256 * 1024)
+
+struct mig_source_run {
+	struct mig_address to;
+	int dns_rc;
+	bool ok;
+	char err[512];
+};
+
+static void *migration_source(void *arg)
+{
+	struct mig_source_run *m = arg;
+	sandbox_enter(SANDBOX_API);
+	/* A name that does not exist: getaddrinfo's files and the name server, under the filter. */
+	struct mig_address bogus;
+	struct addrinfo *res = NULL;
+	char err[512];
+	if (!mig_address_parse("tcp:no-such-host.invalid:4444", &bogus, err, sizeof(err)))
+		m->dns_rc = mig_address_resolve(&bogus, false, &res, err, sizeof(err));
+	if (res)
+		freeaddrinfo(res);
+	static const struct mig_hello hello = { .vmon_version = "src", .compat = "guest", .compat_len = 5 };
+	static uint8_t data[MIG_BYTES];
+	memset(data, 0x5a, sizeof(data));
+	struct mig_conn *c;
+	int rc = mig_conn_connect(&c, &m->to, NULL, m->err, sizeof(m->err));
+	if (!rc) {
+		rc = mig_handshake(c, &hello, NULL, m->err, sizeof(m->err));
+		if (!rc && mig_conn_write(c, data, sizeof(data)))
+			snprintf(m->err, sizeof(m->err), "%s", mig_conn_error(c));
+		m->ok = !rc && mig_conn_bytes_sent(c) > MIG_BYTES;
+		mig_conn_close(c);
+	}
+	return NULL;
+}
+
+/* A port nothing listens on, as the kernel picks one. */
+static unsigned int free_tcp_port(void)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t len = sizeof(sa);
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	if (fd < 0 || bind(fd, (struct sockaddr *)&sa, len) || getsockname(fd, (struct sockaddr *)&sa, &len))
+		sa.sin_port = htons(40000);
+	if (fd >= 0)
+		close(fd);
+	return ntohs(sa.sin_port);
+}
+
+static bool make_migration_certs(void)
+{
+	static const struct test_cert_spec ca_s = { "CA", true, NULL, false, -3600, 3600 },
+					   dst_s = { "dst", false, "localhost", true, -3600, 3600 },
+					   src_s = { "src", false, NULL, false, -3600, 3600 };
+	struct test_cert ca, dst, src;
+	bool ok = test_cert_make(&ca, &ca_s, NULL) && test_cert_make(&dst, &dst_s, &ca) &&
+		  test_cert_make(&src, &src_s, &ca) && test_cert_save(&ca, scratch, "ca") &&
+		  test_cert_save(&dst, scratch, "dst") && test_cert_save(&src, scratch, "src");
+	test_cert_free(&ca);
+	test_cert_free(&dst);
+	test_cert_free(&src);
+	return ok;
+}
+
+/*
+ * The destination is this thread, as `vmon receive` runs before its filters; the source is a
+ * thread in the api role with Landlock on: it resolves names, reads its certificates, connects
+ * by name over TLS, says hello and sends.
+ */
+static int migration_under_the_filters(void)
+{
+	struct vm_config cfg;
+	config_init_defaults(&cfg);
+	cfg.landlock = true;
+	cfg.snapshot_dir = scratch; /* the certificates are there */
+	int rc = make_migration_certs() && !landlock_configure(&cfg) ? 0 : 30;
+	cfg.snapshot_dir = NULL;
+	config_free(&cfg);
+	struct mig_address listen_at;
+	struct mig_source_run m = { .dns_rc = 1 };
+	char text[1024], err[512] = "";
+	const char *tls = ",tls-cert=%s/%s.pem,tls-key=%s/%s.key,tls-ca=%s/ca.pem";
+	struct mig_listener *l = NULL;
+	int n = snprintf(text, sizeof(text), "tcp:127.0.0.1:%u", free_tcp_port());
+	snprintf(text + n, sizeof(text) - (size_t)n, tls, scratch, "dst", scratch, "dst", scratch);
+	if (!rc && (mig_address_parse(text, &listen_at, err, sizeof(err)) || mig_listener_open(&l, &listen_at, err, sizeof(err))))
+		rc = 31;
+	n = snprintf(text, sizeof(text), "tcp:localhost:%u", listen_at.port);
+	snprintf(text + n, sizeof(text) - (size_t)n, tls, scratch, "src", scratch, "src", scratch);
+	if (!rc && mig_address_parse(text, &m.to, err, sizeof(err)))
+		rc = 32;
+	pthread_t t;
+	if (!rc && pthread_create(&t, NULL, migration_source, &m))
+		rc = 33;
+	if (rc) {
+		fprintf(stderr, "set-up: %s\n", err);
+		mig_listener_close(l);
+		return rc;
+	}
+	static const struct mig_hello hello = { .vmon_version = "dst" };
+	static uint8_t got[MIG_BYTES];
+	struct mig_conn *c = NULL;
+	if (mig_listener_accept(l, 5000, NULL, &c, err, sizeof(err)) || mig_handshake(c, &hello, NULL, err, sizeof(err)))
+		rc = 34;
+	else if (mig_conn_read(c, got, sizeof(got)) != (ssize_t)sizeof(got) || got[0] != 0x5a || got[MIG_BYTES - 1] != 0x5a)
+		rc = 35;
+	pthread_join(t, NULL);
+	mig_conn_close(c);
+	mig_listener_close(l);
+	if (rc || !m.ok || m.dns_rc >= 0)
+		fprintf(stderr, "destination: %s; source: %s (dns %d)\n", err, m.err, m.dns_rc);
+	return rc ? rc : !m.ok ? 36 : m.dns_rc >= 0 ? 37 : 0;
+}
+
+static void test_a_migration_source_connects_and_says_hello_under_the_api_filter_and_landlock(void **state)
+{
+	(void)state;
+	if (landlock_abi() < 0)
+		print_message("Landlock is not available here: the case runs under the seccomp filter only\n");
+	run_confined_case(migration_under_the_filters);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1393,6 +1520,7 @@ int main(void)
 		cmocka_unit_test(test_a_balloon_works_under_the_vcpu_event_loop_api_and_main_filters),
 		cmocka_unit_test(test_a_balloon_and_ksm_figures_work_with_merge_on_under_the_filters),
 		cmocka_unit_test(test_the_platform_devices_and_the_console_threads_work_under_their_filters),
+		cmocka_unit_test(test_a_migration_source_connects_and_says_hello_under_the_api_filter_and_landlock),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
