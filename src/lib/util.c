@@ -84,6 +84,13 @@ int read_file(const char *path, size_t max, uint8_t **data, size_t *len)
 	return 0;
 }
 
+uint64_t realtime_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
 uint64_t monotonic_ns(void)
 {
 	struct timespec ts;

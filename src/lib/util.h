@@ -31,5 +31,7 @@ int read_file(const char *path, size_t max, uint8_t **data, size_t *len);
 
 /* Monotonic clock in nanoseconds. */
 uint64_t monotonic_ns(void);
+/* The host's wall clock (CLOCK_REALTIME) in nanoseconds since the epoch. */
+uint64_t realtime_ns(void);
 
 #endif
