@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# vmon clone and vmon restore --clone/--clock on the command line: every mistake is refused with
+# exit status 2 and a sentence naming it, before anything is started. None of this needs KVM;
+# clones of a running Linux guest are checked in test_snapshot.sh.
+cd "$(dirname "$0")/../.."
+. tests/integration/lib.sh
+
+# refused NAME PATTERN ARGS...: vmon ARGS exits 2 and says PATTERN on stderr.
+refused() {
+	local name=$1 pattern=$2
+	shift 2
+	run_vmon "$name" 30 "$@"
+	expect "clone/$name" "vmon $* exits 2 and says '$pattern'" \
+		sh -c "[ $RC -eq 2 ] && grep -q -- '$pattern' '$ERR' && ! grep -qE 'Sanitizer|runtime error' '$ERR'"
+}
+
+mkdir -p "$TEST_TMP/notsnap"
+refused no-dir 'no snapshot directory given' clone --count 2
+refused no-count 'say how many clones' clone "$TEST_TMP/notsnap"
+refused count-zero '--count takes a whole number from 1 to 256' clone "$TEST_TMP/notsnap" --count 0
+refused count-big '--count takes a whole number from 1 to 256' clone "$TEST_TMP/notsnap" --count 257
+refused count-word '--count takes a whole number' clone "$TEST_TMP/notsnap" --count many
+refused count-negative '--count takes a whole number' clone "$TEST_TMP/notsnap" --count -3
+refused bad-prefix 'does not make valid VM names' clone "$TEST_TMP/notsnap" --count 2 --name-prefix 'a b'
+refused long-prefix 'does not make valid VM names' clone "$TEST_TMP/notsnap" --count 10 \
+	--name-prefix "$(printf 'p%.0s' $(seq 63))"
+refused bad-clock '--clock takes realtime or continue' clone "$TEST_TMP/notsnap" --count 2 --clock sometimes
+refused bad-timeout '--timeout takes a whole number' clone "$TEST_TMP/notsnap" --count 2 --timeout 0
+refused unknown-option 'unknown option .--colour' clone "$TEST_TMP/notsnap" --count 2 --colour
+refused two-dirs "unexpected argument" clone "$TEST_TMP/notsnap" "$TEST_TMP/other" --count 2
+refused missing-snapshot 'cannot open the snapshot directory' clone "$TEST_TMP/nothing-here" --count 2
+refused not-a-snapshot "$TEST_TMP/notsnap/state" clone "$TEST_TMP/notsnap" --count 2
+expect clone/nothing-started "a refused vmon clone creates no run directory" \
+	sh -c "[ ! -e '$TEST_TMP/notsnap/clones' ] && [ ! -e '$TEST_TMP/nothing-here' ]"
+refused restore-bad-clock '--clock takes realtime or continue' restore "$TEST_TMP/notsnap" --clone --clock=later
+refused restore-clone-value "clone=yes" restore "$TEST_TMP/notsnap" --clone=yes
+run_vmon help 10 clone --help
+expect clone/help "vmon clone --help describes --count and --name-prefix" \
+	sh -c "[ $RC -eq 0 ] && grep -q -- '--count N' '$OUT' && grep -q -- '--name-prefix' '$OUT'"
+run_vmon restore-help 10 restore --help
+expect clone/restore-help "vmon restore --help describes --clone and --clock" \
+	sh -c "[ $RC -eq 0 ] && grep -q -- '--clone' '$OUT' && grep -q -- '--clock MODE' '$OUT'"
