@@ -20,6 +20,7 @@
 
 #include "api/http_client.h"
 #include "cli/cli.h"
+#include "cli/cli_args.h"
 #include "config/config.h"
 #include "config/config_sockets.h"
 #include "lib/log.h"
@@ -128,22 +129,12 @@ static int parse_args(int argc, char **argv, struct clone_args *a)
 			break;
 		case 'h': usage(stdout); exit(0);
 		default:
-			if (optopt)
-				fprintf(stderr, "vmon: option '%s' needs a value (see vmon clone --help)\n", argv[optind - 1]);
-			else
-				fprintf(stderr, "vmon: unknown option '%s' (see vmon clone --help)\n", argv[optind - 1]);
+			cli_bad_option("clone", argv);
 			return -EINVAL;
 		}
 	}
-	if (optind >= argc) {
-		fprintf(stderr, "vmon: no snapshot directory given: vmon clone DIR --count N (see vmon clone --help)\n");
+	if (cli_dir_operand("clone", "vmon clone DIR --count N", argc, argv, &a->dir))
 		return -EINVAL;
-	}
-	if (optind + 1 < argc) {
-		fprintf(stderr, "vmon: unexpected argument '%s' (see vmon clone --help)\n", argv[optind + 1]);
-		return -EINVAL;
-	}
-	a->dir = argv[optind];
 	if (!a->count) {
 		fprintf(stderr, "vmon: say how many clones to start with --count N (1 to %d)\n", CLONE_MAX_COUNT);
 		return -EINVAL;

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/cli_args.h"
 #include "cli/vm_runner.h"
 #include "config/config.h"
 #include "config/config_disk.h"
@@ -158,23 +159,11 @@ static int parse_args(int argc, char **argv, struct vm_config *cfg, const char *
 			break;
 		case 'h': usage(stdout); exit(0);
 		default:
-			if (optopt)
-				fprintf(stderr, "vmon: option '%s' needs a value (see vmon restore --help)\n", argv[optind - 1]);
-			else
-				fprintf(stderr, "vmon: unknown option '%s' (see vmon restore --help)\n", argv[optind - 1]);
+			cli_bad_option("restore", argv);
 			return -EINVAL;
 		}
 	}
-	if (optind >= argc) {
-		fprintf(stderr, "vmon: no snapshot directory given: vmon restore DIR (see vmon restore --help)\n");
-		return -EINVAL;
-	}
-	if (optind + 1 < argc) {
-		fprintf(stderr, "vmon: unexpected argument '%s' (see vmon restore --help)\n", argv[optind + 1]);
-		return -EINVAL;
-	}
-	*dir = argv[optind];
-	return 0;
+	return cli_dir_operand("restore", "vmon restore DIR", argc, argv, dir);
 }
 
 struct restore_ctx {

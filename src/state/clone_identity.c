@@ -1,7 +1,6 @@
 #include "state/clone_identity.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +9,7 @@
 #include "config/config_net.h"
 #include "config/config_sockets.h"
 #include "lib/log.h"
+#include "lib/util.h"
 #include "virtio/virtio_net.h"
 #include "virtio/virtio_vsock.h"
 #include "vm/platform.h"
@@ -17,16 +17,6 @@
 #include "vm/vm.h"
 
 #define COMP "identity"
-
-static int fail(char *err, size_t errlen, int rc, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-	return rc;
-}
 
 void clone_mac_from_random(const uint8_t rnd[6], uint8_t mac[6])
 {
@@ -167,11 +157,11 @@ static int choose_cid(struct clone_identity *id, struct vm_config *cfg, bool use
 	}
 	int rc = clone_cids_pick(&id->cid, 1);
 	if (rc)
-		return fail(err, errlen, rc, "cannot choose a vsock CID for the clone: give one with --vsock cid=N,uds=PATH");
+		return err_fail(err, errlen, rc, "cannot choose a vsock CID for the clone: give one with --vsock cid=N,uds=PATH");
 	char spec[CONFIG_MAX_SOCK_PATH + 64];
 	int n = snprintf(spec, sizeof(spec), "cid=%u,uds=%s.%u", id->cid, vs.uds, id->cid);
 	if (n < 0 || (size_t)n >= sizeof(spec) || strlen(vs.uds) + 11 > CONFIG_MAX_VSOCK_UDS)
-		return fail(err, errlen, -ENAMETOOLONG,
+		return err_fail(err, errlen, -ENAMETOOLONG,
 			    "the snapshot's vsock socket path %s is too long to give the clone its own (PATH.CID): "
 			    "give one with --vsock cid=N,uds=PATH",
 			    vs.uds);
@@ -189,7 +179,7 @@ int clone_identity_choose(struct clone_identity *id, struct vm_config *cfg, bool
 	id->clone = clone;
 	int rc = vmgenid_generate(id->genid);
 	if (rc)
-		return fail(err, errlen, rc, "no random bytes for the VM generation ID: %s", strerror(-rc));
+		return err_fail(err, errlen, rc, "no random bytes for the VM generation ID: %s", strerror(-rc));
 	if (!clone)
 		return 0;
 	id->nmacs = cfg->nnets;
@@ -202,7 +192,7 @@ int clone_identity_choose(struct clone_identity *id, struct vm_config *cfg, bool
 			continue;
 		}
 		if ((rc = clone_mac_generate(id->macs[i])))
-			return fail(err, errlen, rc, "no random bytes for a MAC address: %s", strerror(-rc));
+			return err_fail(err, errlen, rc, "no random bytes for a MAC address: %s", strerror(-rc));
 		char *spec = clone_net_spec_with_mac(cfg->nets[i], id->macs[i]);
 		if (!spec)
 			return -ENOMEM;

@@ -2,7 +2,6 @@
 
 #include <errno.h>
 #include <linux/kvm.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -13,16 +12,6 @@
 
 #define COMP "clock"
 #define REALTIME_SECTION "vm.clock_realtime"
-
-static int fail(char *err, size_t errlen, int rc, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-	return rc;
-}
 
 int vm_clock_parse_mode(const char *s, enum vm_clock_mode *mode)
 {
@@ -67,7 +56,7 @@ int vm_clock_restore(struct vm *vm, const struct snap_file *f, enum vm_clock_mod
 	const void *p = snap_file_section(f, "vm.clock", &len);
 	uint64_t clock, saved_realtime = 0;
 	if (!p || len != sizeof(clock))
-		return fail(err, errlen, -EINVAL, "the snapshot has no valid section 'vm.clock': it is incomplete");
+		return err_fail(err, errlen, -EINVAL, "the snapshot has no valid section 'vm.clock': it is incomplete");
 	memcpy(&clock, p, sizeof(clock));
 	p = snap_file_section(f, REALTIME_SECTION, &len);
 	if (p && len == sizeof(saved_realtime))
@@ -82,7 +71,7 @@ int vm_clock_restore(struct vm *vm, const struct snap_file *f, enum vm_clock_mod
 		c.realtime = plan.realtime;
 	}
 	if (ioctl(vm->vm_fd, KVM_SET_CLOCK, &c) < 0)
-		return fail(err, errlen, -errno, "KVM refused the saved guest clock: %s", strerror(errno));
+		return err_fail(err, errlen, -errno, "KVM refused the saved guest clock: %s", strerror(errno));
 	if (mode == VM_CLOCK_CONTINUE)
 		log_info(COMP, "the guest's clock continues from the snapshot (--clock=continue): it is behind by the "
 			       "time the snapshot was on disk");

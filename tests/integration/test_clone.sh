@@ -33,7 +33,7 @@ refused not-a-snapshot "$TEST_TMP/notsnap/state" clone "$TEST_TMP/notsnap" --cou
 expect clone/nothing-started "a refused vmon clone creates no run directory" \
 	sh -c "[ ! -e '$TEST_TMP/notsnap/clones' ] && [ ! -e '$TEST_TMP/nothing-here' ]"
 refused restore-bad-clock '--clock takes realtime or continue' restore "$TEST_TMP/notsnap" --clone --clock=later
-refused restore-clone-value "clone=yes" restore "$TEST_TMP/notsnap" --clone=yes
+refused restore-clone-value 'option .--clone. takes no value' restore "$TEST_TMP/notsnap" --clone=yes
 run_vmon help 10 clone --help
 expect clone/help "vmon clone --help describes --count and --name-prefix" \
 	sh -c "[ $RC -eq 0 ] && grep -q -- '--count N' '$OUT' && grep -q -- '--name-prefix' '$OUT'"

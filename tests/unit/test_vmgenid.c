@@ -35,11 +35,24 @@ static void make(struct vmgenid *g, struct irq_log *log)
 	vmgenid_init(g, LAYOUT_VMGENID, (struct irq_line){ .set = record_irq, .opaque = log, .gsi = LAYOUT_GED_GSI });
 }
 
+static struct guest_mem mem; /* 16 MiB of guest RAM for the tests that write the ID */
+
+static int mem_setup(void **state)
+{
+	(void)state;
+	return guest_mem_init(&mem, 16 * MiB);
+}
+
+static int mem_teardown(void **state)
+{
+	(void)state;
+	guest_mem_destroy(&mem);
+	return 0;
+}
+
 static void test_set_writes_guest_memory(void **state)
 {
 	(void)state;
-	struct guest_mem mem;
-	assert_int_equal(guest_mem_init(&mem, 16 * MiB), 0);
 	struct vmgenid g;
 	struct irq_log log;
 	make(&g, &log);
@@ -51,21 +64,17 @@ static void test_set_writes_guest_memory(void **state)
 	assert_memory_equal(seen, id, VMGENID_LEN);
 	assert_memory_equal(g.id, id, VMGENID_LEN);
 	assert_int_equal(log.n, 0); /* writing is silent; the restore notifies */
-	guest_mem_destroy(&mem);
 }
 
 static void test_set_outside_ram_fails(void **state)
 {
 	(void)state;
-	struct guest_mem mem;
-	assert_int_equal(guest_mem_init(&mem, 16 * MiB), 0);
 	struct vmgenid g;
 	struct irq_log log;
 	make(&g, &log);
 	g.gpa = 16 * MiB - 8; /* the last 8 bytes of RAM: the ID does not fit */
 	uint8_t id[VMGENID_LEN] = { 1 };
 	assert_int_equal(vmgenid_set(&g, &mem, id), -EFAULT);
-	guest_mem_destroy(&mem);
 }
 
 static void test_notify_is_one_edge(void **state)
@@ -85,8 +94,6 @@ static void test_notify_is_one_edge(void **state)
 static void test_absent_device_is_left_alone(void **state)
 {
 	(void)state;
-	struct guest_mem mem;
-	assert_int_equal(guest_mem_init(&mem, 16 * MiB), 0);
 	struct vmgenid g;
 	struct irq_log log;
 	make(&g, &log);
@@ -98,7 +105,6 @@ static void test_absent_device_is_left_alone(void **state)
 	assert_int_equal(guest_mem_read(&mem, LAYOUT_VMGENID, seen, sizeof(seen)), 0);
 	uint8_t zero[VMGENID_LEN] = { 0 };
 	assert_memory_equal(seen, zero, VMGENID_LEN);
-	guest_mem_destroy(&mem);
 }
 
 static void test_generate_uuid_v4_and_different(void **state)
@@ -149,8 +155,6 @@ static void test_save_load(void **state)
 static void test_buffer_reserved_in_e820(void **state)
 {
 	(void)state;
-	struct guest_mem mem;
-	assert_int_equal(guest_mem_init(&mem, 256 * MiB), 0);
 	struct boot_e820_entry e[E820_MAX_ENTRIES_ZEROPAGE];
 	int n = e820_build(&mem, e, E820_MAX_ENTRIES_ZEROPAGE);
 	assert_true(n > 0);
@@ -164,19 +168,18 @@ static void test_buffer_reserved_in_e820(void **state)
 			   LAYOUT_VMGENID + VMGENID_LEN <= e[i].addr + e[i].size;
 	}
 	assert_true(reserved);
-	guest_mem_destroy(&mem);
 }
 
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_set_writes_guest_memory),
-		cmocka_unit_test(test_set_outside_ram_fails),
+		cmocka_unit_test_setup_teardown(test_set_writes_guest_memory, mem_setup, mem_teardown),
+		cmocka_unit_test_setup_teardown(test_set_outside_ram_fails, mem_setup, mem_teardown),
 		cmocka_unit_test(test_notify_is_one_edge),
-		cmocka_unit_test(test_absent_device_is_left_alone),
+		cmocka_unit_test_setup_teardown(test_absent_device_is_left_alone, mem_setup, mem_teardown),
 		cmocka_unit_test(test_generate_uuid_v4_and_different),
 		cmocka_unit_test(test_save_load),
-		cmocka_unit_test(test_buffer_reserved_in_e820),
+		cmocka_unit_test_setup_teardown(test_buffer_reserved_in_e820, mem_setup, mem_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
