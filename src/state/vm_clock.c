@@ -45,13 +45,20 @@ void vm_clock_plan(enum vm_clock_mode mode, uint64_t saved_clock, uint64_t saved
 	out->clock = saved_clock + out->advanced_ns;
 }
 
+uint64_t vm_clock_tsc_ticks(uint64_t ns, uint32_t khz)
+{
+	return (uint64_t)((unsigned __int128)ns * khz / 1000000u);
+}
+
 int vm_clock_save(struct snap_writer *w, uint64_t realtime)
 {
 	return snap_writer_add(w, REALTIME_SECTION, &realtime, sizeof(realtime));
 }
 
-int vm_clock_restore(struct vm *vm, const struct snap_file *f, enum vm_clock_mode mode, char *err, size_t errlen)
+int vm_clock_restore(struct vm *vm, const struct snap_file *f, enum vm_clock_mode mode, uint64_t *advanced_ns,
+		     char *err, size_t errlen)
 {
+	*advanced_ns = 0;
 	size_t len;
 	const void *p = snap_file_section(f, "vm.clock", &len);
 	uint64_t clock, saved_realtime = 0;
@@ -64,7 +71,8 @@ int vm_clock_restore(struct vm *vm, const struct snap_file *f, enum vm_clock_mod
 	int caps = ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_ADJUST_CLOCK);
 	bool kvm_rt = caps > 0 && (caps & KVM_CLOCK_REALTIME);
 	struct vm_clock_plan plan;
-	vm_clock_plan(mode, clock, saved_realtime, realtime_ns(), kvm_rt, &plan);
+	uint64_t now = realtime_ns();
+	vm_clock_plan(mode, clock, saved_realtime, now, kvm_rt, &plan);
 	struct kvm_clock_data c = { .clock = plan.clock };
 	if (plan.kvm_realtime) {
 		c.flags = KVM_CLOCK_REALTIME;
@@ -72,6 +80,10 @@ int vm_clock_restore(struct vm *vm, const struct snap_file *f, enum vm_clock_mod
 	}
 	if (ioctl(vm->vm_fd, KVM_SET_CLOCK, &c) < 0)
 		return err_fail(err, errlen, -errno, "KVM refused the saved guest clock: %s", strerror(errno));
+	if (plan.kvm_realtime)
+		*advanced_ns = now > saved_realtime ? now - saved_realtime : 0;
+	else
+		*advanced_ns = plan.advanced_ns;
 	if (mode == VM_CLOCK_CONTINUE)
 		log_info(COMP, "the guest's clock continues from the snapshot (--clock=continue): it is behind by the "
 			       "time the snapshot was on disk");
@@ -80,7 +92,7 @@ int vm_clock_restore(struct vm *vm, const struct snap_file *f, enum vm_clock_mod
 			       "clock continues from the snapshot and is behind the host's");
 	else if (plan.kvm_realtime)
 		log_info(COMP, "the guest's clock jumps forward by the %.1f s since the snapshot (KVM_CLOCK_REALTIME)",
-			 (double)(realtime_ns() - MIN(realtime_ns(), saved_realtime)) / 1e9);
+			 (double)*advanced_ns / 1e9);
 	else
 		log_info(COMP, "this host's KVM lacks KVM_CLOCK_REALTIME: vmon advanced the guest's clock by the %.1f s "
 			       "since the snapshot itself",

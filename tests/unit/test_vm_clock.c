@@ -63,6 +63,17 @@ static void test_continue_and_old_snapshots_unchanged(void **state)
 	assert_true(p.unknown_age);
 }
 
+/* The TSC moves by the same time at the vCPU's rate, without overflow for years on disk. */
+static void test_tsc_ticks(void **state)
+{
+	(void)state;
+	assert_int_equal(vm_clock_tsc_ticks(1 * S, 2000000), 2000000000ull);
+	assert_int_equal(vm_clock_tsc_ticks(60 * S, 2899999), 60ull * 2899999000ull);
+	assert_int_equal(vm_clock_tsc_ticks(0, 3000000), 0);
+	const uint64_t ten_years = 10ull * 365 * 24 * 3600 * S;
+	assert_int_equal(vm_clock_tsc_ticks(ten_years, 4000000), ten_years / 1000000 * 4000000);
+}
+
 static void test_parse_mode(void **state)
 {
 	(void)state;
@@ -81,6 +92,7 @@ int main(void)
 		cmocka_unit_test(test_realtime_with_kvm_support_lets_kvm_add),
 		cmocka_unit_test(test_never_backwards),
 		cmocka_unit_test(test_continue_and_old_snapshots_unchanged),
+		cmocka_unit_test(test_tsc_ticks),
 		cmocka_unit_test(test_parse_mode),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
