@@ -40,7 +40,8 @@ static void usage(FILE *f)
 		   "\n"
 		   "Starts N clones of the snapshot in DIR in the background, each one\n"
 		   "`vmon restore DIR --clone --name PREFIX-i --api-sock RUNDIR/PREFIX-i.sock` in its own\n"
-		   "session, its console and log in RUNDIR/PREFIX-i.log; waits until each one's API answers\n"
+		   "session, its console and log in RUNDIR/PREFIX-i.log, a vsock CID and socket (PATH.CID)\n"
+		   "and second console (PATH.NAME) of its own; waits until each one's API answers\n"
 		   "and prints one line per clone: name, API socket, pid, MAC addresses, vsock CID.\n"
 		   "Clones keep running after this command ends: stop them with vmon ctl --vm NAME stop.\n"
 		   "\n"
@@ -161,6 +162,7 @@ struct clone {
 	char sock[CONFIG_MAX_SOCK_PATH];
 	char log[PATH_MAX];
 	char vsock[CONFIG_MAX_SOCK_PATH + 32]; /* --vsock value, "" without vsock */
+	char console2[PATH_MAX + 96];          /* --console2 value, "" without a second console */
 	pid_t pid;
 	bool ready, failed;
 	char why[256];
@@ -193,10 +195,15 @@ static int check_names_free(const struct clone_args *a)
 static int plan_clones(const struct clone_args *a, const struct vm_config *cfg, const char *run_dir, struct clone *cl)
 {
 	struct vsock_spec vs = { 0 };
+	struct console2_spec cs = { 0 };
 	uint32_t cids[CLONE_MAX_COUNT];
 	char err[256];
 	if (cfg->vsock && config_vsock_parse(cfg->vsock, &vs, err, sizeof(err))) {
 		fprintf(stderr, "vmon: the snapshot's vsock device: %s\n", err);
+		return -EINVAL;
+	}
+	if (cfg->console2 && config_console2_parse(cfg->console2, &cs, err, sizeof(err))) {
+		fprintf(stderr, "vmon: the snapshot's second console: %s\n", err);
 		return -EINVAL;
 	}
 	if (cfg->vsock && clone_cids_pick(cids, a->count))
@@ -213,6 +220,19 @@ static int plan_clones(const struct clone_args *a, const struct vm_config *cfg, 
 		/* Shorter than the socket's path, which fit. */
 		if (snprintf(c->log, sizeof(c->log), "%s/%s.log", run_dir, c->name) >= (int)sizeof(c->log))
 			return -ENAMETOOLONG;
+		/* Each clone's second console on a socket or file of its own: PATH.NAME. */
+		if (cfg->console2) {
+			n = cs.is_file ? snprintf(c->console2, sizeof(c->console2), "file=%s.%s,max_size=%llu", cs.path, c->name,
+						  (unsigned long long)cs.max_size)
+				       : snprintf(c->console2, sizeof(c->console2), "socket=%s.%s", cs.path, c->name);
+			if (n < 0 || (size_t)n >= sizeof(c->console2) ||
+			    (!cs.is_file && strlen(cs.path) + 1 + strlen(c->name) >= CONFIG_MAX_SOCK_PATH)) {
+				fprintf(stderr, "vmon: the snapshot's second console path %s is too long to give each clone "
+						"its own (PATH.NAME): use vmon restore --clone --console2 for each clone\n",
+					cs.path);
+				return -ENAMETOOLONG;
+			}
+		}
 		if (cfg->vsock) {
 			n = snprintf(c->vsock, sizeof(c->vsock), "cid=%u,uds=%s.%u", cids[i], vs.uds, cids[i]);
 			if (n < 0 || (size_t)n >= sizeof(c->vsock) || strlen(vs.uds) + 11 > CONFIG_MAX_VSOCK_UDS) {
@@ -248,6 +268,10 @@ static void exec_clone(const char *self, const struct clone_args *a, const struc
 	if (c->vsock[0]) {
 		argv[n++] = "--vsock";
 		argv[n++] = c->vsock;
+	}
+	if (c->console2[0]) {
+		argv[n++] = "--console2";
+		argv[n++] = c->console2;
 	}
 	if (a->disk_dir) {
 		argv[n++] = "--disk-dir";
