@@ -357,25 +357,29 @@ int cli_clone(int argc, char **argv)
 	config_init_defaults(&cfg);
 	struct snapshot_image img;
 	char err[512];
-	if (snapshot_open(&img, a.dir, &cfg, err, sizeof(err))) {
+	int rc = snapshot_open(&img, a.dir, &cfg, err, sizeof(err));
+	if (!rc) {
+		snapshot_close(&img);
+		rc = config_validate(&cfg, err, sizeof(err));
+	}
+	if (rc) {
 		fprintf(stderr, "vmon: %s\n", err);
 		config_free(&cfg);
 		return EXIT_USAGE;
 	}
-	snapshot_close(&img);
 	char run_dir[PATH_MAX], self[PATH_MAX];
 	snprintf(run_dir, sizeof(run_dir), "%s", a.run_dir ? a.run_dir : "");
 	if (!a.run_dir && snprintf(run_dir, sizeof(run_dir), "%s/clones", a.dir) >= (int)sizeof(run_dir))
 		run_dir[0] = 0;
 	ssize_t sl = readlink("/proc/self/exe", self, sizeof(self) - 1);
 	struct clone *cl = calloc(a.count, sizeof(*cl));
-	int rc = !cl ? -ENOMEM : sl <= 0 ? -errno : 0;
+	rc = !cl ? -ENOMEM : sl <= 0 ? -errno : 0;
 	if (!rc) {
 		self[sl] = 0;
-		rc = make_dir(run_dir);
+		rc = check_names_free(&a);
 	}
 	if (!rc)
-		rc = check_names_free(&a);
+		rc = make_dir(run_dir);
 	if (!rc)
 		rc = plan_clones(&a, &cfg, run_dir, cl);
 	config_free(&cfg);

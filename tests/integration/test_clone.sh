@@ -40,3 +40,31 @@ expect clone/help "vmon clone --help describes --count and --name-prefix" \
 run_vmon restore-help 10 restore --help
 expect clone/restore-help "vmon restore --help describes --clone and --clock" \
 	sh -c "[ $RC -eq 0 ] && grep -q -- '--clone' '$OUT' && grep -q -- '--clock MODE' '$OUT'"
+
+# ---- a snapshot whose files pass every check but that cannot run: every clone fails, reported ----
+python3 tests/integration/snapshot_sections.py minimal "$TEST_TMP/mini"
+run_vmon clone-fails 120 clone "$TEST_TMP/mini" --count 3 --name-prefix mini --run-dir "$TEST_TMP/mini-run" --timeout 30
+reports_each_failure() {
+	[ $RC -eq 1 ] && grep -q "0 of 3 clones of $TEST_TMP/mini running" "$ERR" || return 1
+	local i
+	for i in 1 2 3; do
+		grep -q "clone mini-$i failed: it exited with status [1-9]*; see $TEST_TMP/mini-run/mini-$i.log" "$ERR" &&
+			[ -s "$TEST_TMP/mini-run/mini-$i.log" ] || return 1
+	done
+	! grep -qE 'Sanitizer|runtime error' "$ERR" "$TEST_TMP"/mini-run/*.log
+}
+expect clone/failures-reported "vmon clone exits 1, names each failed clone, why and its log, and counts 0 of 3 running" \
+	reports_each_failure
+expect clone/failed-not-listed "failed clones leave no entry for vmon ps" \
+	sh -c "! '$VMON' ps 2>/dev/null | grep -q 'mini-'"
+
+# A name a running VM already has is refused before anything starts.
+export VMON_RUNTIME_DIR=$TEST_TMP/runtime
+mkdir -p "$VMON_RUNTIME_DIR" && chmod 700 "$VMON_RUNTIME_DIR"
+start=$(awk '{ print $22 }' /proc/$$/stat)
+printf '{"pid": %d, "proc_start": %s, "started_at": 0, "config": {"name": "mini-2", "cpus": 1, "memory": 16777216}}\n' \
+	$$ "$start" >"$VMON_RUNTIME_DIR/$$.json"
+run_vmon clone-name-taken 30 clone "$TEST_TMP/mini" --count 3 --name-prefix mini --run-dir "$TEST_TMP/taken-run"
+expect clone/name-taken "a clone name a running VM has is refused (exit 2), nothing created" \
+	sh -c "[ $RC -eq 2 ] && grep -q 'a VM named mini-2 is already running (pid $$)' '$ERR' && [ ! -e '$TEST_TMP/taken-run' ]"
+unset VMON_RUNTIME_DIR
