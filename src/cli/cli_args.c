@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "lib/log.h"
+
 void cli_bad_option(const char *cmd, char **argv)
 {
 	const char *arg = argv[optind - 1];
@@ -30,4 +32,12 @@ int cli_dir_operand(const char *cmd, const char *usage, int argc, char **argv, c
 	}
 	*dir = argv[optind];
 	return 0;
+}
+
+int cli_check_log_level(const char *value)
+{
+	if (log_parse_level(value) >= 0)
+		return 0;
+	fprintf(stderr, "vmon: --log-level takes error, warn, info or debug, not '%s'\n", value);
+	return -EINVAL;
 }

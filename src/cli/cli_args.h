@@ -9,6 +9,9 @@
  */
 void cli_bad_option(const char *cmd, char **argv);
 
+/* --log-level VALUE: 0 if it names a level, else -EINVAL with a message. */
+int cli_check_log_level(const char *value);
+
 /*
  * The single operand DIR after the options (optind): 0 and *dir, or -EINVAL with a message
  * (usage is the command's synopsis, e.g. "vmon clone DIR --count N").

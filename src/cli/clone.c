@@ -122,10 +122,8 @@ static int parse_args(int argc, char **argv, struct clone_args *a)
 				return -EINVAL;
 			break;
 		case OPT_LOG_LEVEL:
-			if (log_parse_level(optarg) < 0) {
-				fprintf(stderr, "vmon: --log-level takes error, warn, info or debug, not '%s'\n", optarg);
+			if (cli_check_log_level(optarg))
 				return -EINVAL;
-			}
 			a->log_level = optarg;
 			break;
 		case 'h': usage(stdout); exit(0);
@@ -303,18 +301,13 @@ static void poll_clone(struct clone *c)
 			snprintf(c->why, sizeof(c->why), "it was killed by signal %d", WTERMSIG(status));
 		return;
 	}
-	struct http_response r;
-	if (http_unix_request(c->sock, "GET", "/vm", NULL, CLONE_API_TIMEOUT_MS, &r))
-		return;
-	json_error_t jerr;
-	json_t *o = r.status == 200 ? json_loadb(r.body, r.len, 0, &jerr) : NULL;
+	json_t *o = http_unix_get_json(c->sock, "/vm", CLONE_API_TIMEOUT_MS);
 	json_t *id = json_object_get(o, "identity");
 	if (json_is_object(id)) {
 		c->identity = json_incref(id);
 		c->ready = true;
 	}
 	json_decref(o);
-	free(r.body);
 }
 
 static void print_clone(const struct clone *c)

@@ -151,10 +151,8 @@ static int parse_args(int argc, char **argv, struct vm_config *cfg, const char *
 			break;
 		case OPT_LOG_FILE: set_str(&cfg->log_file, optarg); break;
 		case OPT_LOG_LEVEL:
-			if (log_parse_level(optarg) < 0) {
-				fprintf(stderr, "vmon: --log-level takes error, warn, info or debug, not '%s'\n", optarg);
+			if (cli_check_log_level(optarg))
 				return -EINVAL;
-			}
 			set_str(&cfg->log_level, optarg);
 			break;
 		case 'h': usage(stdout); exit(0);
