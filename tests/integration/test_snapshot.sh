@@ -434,6 +434,27 @@ for mem in 128M 1G; do
 	expect snapshot/latency-$mem "the $mem guest restores and runs" sh -c "[ -n '$internal' ]"
 done
 
+# ---- vmon clone on the test guest: N clones in the background, each its own generation ID ----
+start clonesrc run --kernel $G --memory 64M --api-sock $TEST_TMP/clonesrc.sock
+CS_PID=$PID
+wait_for $OUT '^count: 2$' 120
+ctl $TEST_TMP/clonesrc.sock snapshot $TEST_TMP/clonesnap --keep-running=false >/dev/null 2>&1
+finish $CS_PID
+t0=$(date +%s%N)
+"$VMON" clone $TEST_TMP/clonesnap --count 4 --name-prefix tg --run-dir $TEST_TMP/tg >$TEST_TMP/tg.out 2>$TEST_TMP/tg.err
+RC=$?
+t1=$(date +%s%N)
+OUT=$TEST_TMP/tg.out ERR=$TEST_TMP/tg.err
+echo "    vmon clone: 4 clones of a 64 MiB test guest answering their API in $(((t1 - t0) / 1000000)) ms"
+genids=""
+for i in 1 2 3 4; do
+	genids="$genids $(ctl $TEST_TMP/tg/tg-$i.sock info 2>/dev/null | sed -n 's/.*"generation_id": "\([0-9a-f-]*\)".*/\1/p')"
+done
+expect snapshot/clone-command "vmon clone starts 4 clones, prints a line for each, vmon ps lists them, each has its own generation ID ($genids)" \
+	sh -c "[ $RC -eq 0 ] && [ \$(grep -c '^tg-[1-4]  ' $TEST_TMP/tg.out) -eq 4 ] && [ \$('$VMON' ps | grep -c 'tg-[1-4]') -eq 4 ] &&
+		[ \$(echo $genids | tr ' ' '\n' | grep -c .) -eq 4 ] && [ \$(echo $genids | tr ' ' '\n' | sort -u | grep -c .) -eq 4 ]"
+for i in 1 2 3 4; do ctl $TEST_TMP/tg/tg-$i.sock stop >/dev/null 2>&1; done
+
 # ---- the default Linux guest ----
 if [ "${VMON_SNAPSHOT_LINUX:-1}" = 0 ]; then
 	skip snapshot/linux "VMON_SNAPSHOT_LINUX=0"
