@@ -14,7 +14,12 @@
 #include "config/config_sockets.h"
 #include "lib/util.h"
 #include "state/clone_identity.h"
+#include "virtio/virtio_net.h"
+#include "vm/platform.h"
 #include "vm/registry.h"
+#include "vm/vm.h"
+
+#include "virtio_rig.h"
 
 static char dir[64];
 
@@ -198,6 +203,127 @@ static void test_user_choices_and_plain_restore(void **state)
 	config_free(&cfg);
 }
 
+/* ---- the identity applied to a restored VM's devices ---- */
+
+struct irq_log {
+	unsigned int n, gsi;
+	int levels[4];
+};
+
+static void record_irq(void *opaque, unsigned int gsi, int level)
+{
+	struct irq_log *l = opaque;
+	if (l->n < 4)
+		l->levels[l->n] = level;
+	l->gsi = gsi;
+	l->n++;
+}
+
+static void be_destroy(struct net_backend *be) { (void)be; }
+static int be_send(struct net_backend *be, const void *pkt, size_t len)
+{
+	(void)be, (void)pkt, (void)len;
+	return 0;
+}
+static const struct net_backend_ops be_ops = { .kind = "test", .send = be_send, .destroy = be_destroy };
+
+struct restored {
+	struct vrig v;
+	struct net_backend be;
+	struct platform p;
+	struct vm vm;
+	struct irq_log irqs;
+};
+
+/* A VM whose network card's state was just loaded from a snapshot, as snapshot_restore() leaves it. */
+static void restored_vm(struct restored *r)
+{
+	memset(r, 0, sizeof(*r));
+	const struct vrig_spec spec = { .ram = 4u << 20, .device_id = VIRTIO_ID_NET, .queues = 2, .qsize = 16 };
+	vrig_init(&r->v, &spec);
+	r->be.ops = &be_ops;
+	const uint8_t saved_mac[6] = { 0x52, 0x54, 0x00, 0x12, 0x34, 0x56 };
+	assert_int_equal(virtio_net_create(&r->v.deps, saved_mac, &r->be, &r->p.net[0]), 0);
+	r->p.nnets = 1;
+	vrig_attach(&r->v);
+	start_driver(&r->v, (1ull << VIRTIO_NET_F_MAC) | (1ull << VIRTIO_NET_F_STATUS));
+	static uint8_t blob[1 << 16];
+	long n = virtio_pci_save(virtio_net_vdev(r->p.net[0]), blob, sizeof(blob));
+	assert_true(n > 0);
+	assert_int_equal(virtio_pci_load(virtio_net_vdev(r->p.net[0]), blob, (size_t)n), 0);
+	vmgenid_init(&r->p.vmgenid, LAYOUT_VMGENID,
+		     (struct irq_line){ .set = record_irq, .opaque = &r->irqs, .gsi = LAYOUT_GED_GSI });
+	r->vm.platform = &r->p;
+	r->vm.mem = r->v.mem;
+}
+
+static void restored_free(struct restored *r)
+{
+	event_loop_stop(r->v.loop);
+	virtio_net_destroy(r->p.net[0]);
+	vrig_free(&r->v);
+}
+
+static void test_clone_identity_reaches_the_devices(void **state)
+{
+	(void)state;
+	struct restored r;
+	restored_vm(&r);
+	struct clone_identity id = { .clone = true, .nmacs = 1, .macs = { { 0x02, 0xaa, 0xbb, 0xcc, 0xdd, 0xee } } };
+	assert_int_equal(vmgenid_generate(id.genid), 0);
+	assert_int_equal(clone_identity_apply(&r.vm, &id), 0);
+	/* The generation ID is in guest memory, and the guest was told with one edge on the event device. */
+	uint8_t seen[VMGENID_LEN];
+	assert_int_equal(guest_mem_read(&r.v.mem, LAYOUT_VMGENID, seen, sizeof(seen)), 0);
+	assert_memory_equal(seen, id.genid, VMGENID_LEN);
+	assert_int_equal(r.irqs.n, 2);
+	assert_int_equal(r.irqs.gsi, LAYOUT_GED_GSI);
+	assert_int_equal(r.irqs.levels[0], 1);
+	assert_int_equal(r.irqs.levels[1], 0);
+	/* The card shows the new MAC, its link down until the bounce brings it up again. */
+	for (int i = 0; i < 6; i++)
+		assert_int_equal(rd(&r.v, VIRTIO_PCI_DEVICE_OFF + (uint64_t)i, 1), id.macs[0][i]);
+	assert_int_equal(rd(&r.v, VIRTIO_PCI_DEVICE_OFF + 6, 2), 0); /* down for CLONE_LINK_DOWN_MS */
+	bool up = false;
+	for (int i = 0; i < 3000 && !up; i++) {
+		up = rd(&r.v, VIRTIO_PCI_DEVICE_OFF + 6, 2) == VIRTIO_NET_S_LINK_UP;
+		if (!up)
+			usleep(1000);
+	}
+	assert_true(up);
+	/* GET /vm reads what the devices hold. */
+	struct vm_identity now;
+	vm_identity_read(&r.vm, &now);
+	assert_int_equal(now.nmacs, 1);
+	assert_memory_equal(now.macs[0], id.macs[0], 6);
+	assert_true(now.has_genid);
+	assert_memory_equal(now.genid, id.genid, VMGENID_LEN);
+	assert_false(now.has_cid);
+	restored_free(&r);
+}
+
+static void test_plain_restore_keeps_the_mac(void **state)
+{
+	(void)state;
+	struct restored r;
+	restored_vm(&r);
+	struct clone_identity id = { .clone = false };
+	assert_int_equal(vmgenid_generate(id.genid), 0);
+	assert_int_equal(clone_identity_apply(&r.vm, &id), 0);
+	assert_int_equal(rd(&r.v, VIRTIO_PCI_DEVICE_OFF + 5, 1), 0x56); /* the snapshot's MAC */
+	assert_int_equal(rd(&r.v, VIRTIO_PCI_DEVICE_OFF + 6, 2), VIRTIO_NET_S_LINK_UP);
+	assert_memory_equal(r.p.vmgenid.id, id.genid, VMGENID_LEN);
+	assert_int_equal(r.irqs.n, 2);
+	/* A guest booted without the device (an older snapshot) is left alone: no write, no interrupt. */
+	r.p.vmgenid.present = false;
+	r.irqs.n = 0;
+	assert_int_equal(vmgenid_generate(id.genid), 0);
+	assert_int_equal(clone_identity_apply(&r.vm, &id), 0);
+	assert_int_equal(r.irqs.n, 0);
+	assert_memory_not_equal(r.p.vmgenid.id, id.genid, VMGENID_LEN);
+	restored_free(&r);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -207,6 +333,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_cids_avoid_running_vms, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_clone_gets_new_macs_and_cid, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_user_choices_and_plain_restore, setup, teardown),
+		cmocka_unit_test(test_clone_identity_reaches_the_devices),
+		cmocka_unit_test(test_plain_restore_keeps_the_mac),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
