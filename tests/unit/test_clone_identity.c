@@ -219,14 +219,6 @@ static void record_irq(void *opaque, unsigned int gsi, int level)
 	l->n++;
 }
 
-static void be_destroy(struct net_backend *be) { (void)be; }
-static int be_send(struct net_backend *be, const void *pkt, size_t len)
-{
-	(void)be, (void)pkt, (void)len;
-	return 0;
-}
-static const struct net_backend_ops be_ops = { .kind = "test", .send = be_send, .destroy = be_destroy };
-
 struct restored {
 	struct vrig v;
 	struct net_backend be;
@@ -241,7 +233,7 @@ static void restored_vm(struct restored *r)
 	memset(r, 0, sizeof(*r));
 	const struct vrig_spec spec = { .ram = 4u << 20, .device_id = VIRTIO_ID_NET, .queues = 2, .qsize = 16 };
 	vrig_init(&r->v, &spec);
-	r->be.ops = &be_ops;
+	r->be.ops = &vrig_null_net_ops;
 	const uint8_t saved_mac[6] = { 0x52, 0x54, 0x00, 0x12, 0x34, 0x56 };
 	assert_int_equal(virtio_net_create(&r->v.deps, saved_mac, &r->be, &r->p.net[0]), 0);
 	r->p.nnets = 1;

@@ -656,14 +656,6 @@ struct mac_run {
 
 static struct mac_run *mr;
 
-static void mr_be_destroy(struct net_backend *be) { (void)be; }
-static int mr_be_send(struct net_backend *be, const void *pkt, size_t len)
-{
-	(void)be, (void)pkt, (void)len;
-	return 0;
-}
-static const struct net_backend_ops mr_be_ops = { .kind = "test", .send = mr_be_send, .destroy = mr_be_destroy };
-
 static bool mr_driver_starts(void *arg)
 {
 	(void)arg;
@@ -690,7 +682,7 @@ static int link_bounce_under_the_filters(void)
 	static const struct vrig_spec spec = { .ram = 2u << 20, .device_id = VIRTIO_ID_NET, .queues = 2, .qsize = 16 };
 	mr = calloc(1, sizeof(*mr));
 	vrig_init(&mr->v, &spec);
-	mr->be.ops = &mr_be_ops;
+	mr->be.ops = &vrig_null_net_ops;
 	const uint8_t mac[6] = { 0x52, 0x54, 0, 1, 2, 3 }, new_mac[6] = { 0x02, 9, 8, 7, 6, 5 };
 	if (virtio_net_create(&mr->v.deps, mac, &mr->be, &mr->net))
 		return 50;
