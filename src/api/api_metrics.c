@@ -7,6 +7,7 @@
 
 #include "arch/x86/vcpu_arch.h"
 #include "lib/util.h"
+#include "memory/ksm.h"
 #include "virtio/virtio_balloon.h"
 #include "virtio/virtio_blk.h"
 #include "virtio/virtio_console.h"
@@ -48,6 +49,26 @@ static void vm_metrics(FILE *f, struct vm *vm)
 	fprintf(f, "vmon_guest_memory_bytes %llu\n", (unsigned long long)(vm->cfg ? vm->cfg->memory : 0));
 	header(f, "vmon_process_resident_memory_bytes", "gauge", "Resident memory of the vmon process, guest RAM it touched included.");
 	fprintf(f, "vmon_process_resident_memory_bytes %llu\n", api_metrics_rss_bytes());
+}
+
+static void memory_metrics(FILE *f, struct vm *vm)
+{
+	header(f, "vmon_guest_memory_page_bytes", "gauge", "Host page size behind guest RAM: 4096, or 2097152 with hugepages=on.");
+	fprintf(f, "vmon_guest_memory_page_bytes %llu\n", (unsigned long long)guest_mem_page_size(&vm->mem));
+	struct ksm_stats k;
+	if (!vm->mem.mergeable || ksm_read_stats(&k))
+		return;
+	header(f, "vmon_ksm_merging_pages", "gauge",
+	       "Pages of guest RAM the host's KSM maps to a page shared with identical ones (merge=on).");
+	fprintf(f, "vmon_ksm_merging_pages %llu\n", (unsigned long long)k.merging_pages);
+	if (!k.have_stat)
+		return;
+	header(f, "vmon_ksm_zero_pages", "gauge", "Empty pages of guest RAM KSM mapped to the zero page (use_zero_pages).");
+	fprintf(f, "vmon_ksm_zero_pages %llu\n", (unsigned long long)k.zero_pages);
+	header(f, "vmon_ksm_profit_bytes", "gauge", "Memory KSM saves in this VM minus what its bookkeeping costs; may be negative.");
+	fprintf(f, "vmon_ksm_profit_bytes %lld\n", (long long)k.profit_bytes);
+	header(f, "vmon_ksm_rmap_items", "gauge", "KSM's bookkeeping entries for this VM's pages.");
+	fprintf(f, "vmon_ksm_rmap_items %llu\n", (unsigned long long)k.rmap_items);
 }
 
 static void vcpu_metrics(FILE *f, struct vm *vm)
@@ -234,6 +255,7 @@ char *api_metrics_render(struct vm *vm, size_t *len)
 	if (!f)
 		return NULL;
 	vm_metrics(f, vm);
+	memory_metrics(f, vm);
 	vcpu_metrics(f, vm);
 	device_metrics(f, vm);
 	balloon_metrics(f, vm);

@@ -13,6 +13,7 @@
 #include "config/config_json.h"
 #include "lib/log.h"
 #include "lib/util.h"
+#include "memory/ksm.h"
 #include "state/clone_identity.h"
 #include "state/snapshot.h"
 #include "vm/vm.h"
@@ -154,6 +155,24 @@ static json_t *identity_json(struct vm *vm)
 			 id.has_genid ? json_string(genid) : json_null());
 }
 
+/* How guest RAM is backed and, with merge=on, what the host's KSM shares of it. */
+static void add_memory_info(json_t *o, const struct guest_mem *mem)
+{
+	json_object_set_new(o, "memory_backing", json_string(guest_mem_backing_name(mem)));
+	json_object_set_new(o, "memory_page_bytes", json_integer((json_int_t)guest_mem_page_size(mem)));
+	struct ksm_stats k;
+	if (!mem->mergeable || ksm_read_stats(&k))
+		return;
+	json_t *ksm = json_pack("{s:I}", "merging_pages", (json_int_t)k.merging_pages);
+	if (ksm && k.have_stat) {
+		json_object_set_new(ksm, "zero_pages", json_integer((json_int_t)k.zero_pages));
+		json_object_set_new(ksm, "profit_bytes", json_integer((json_int_t)k.profit_bytes));
+		json_object_set_new(ksm, "rmap_items", json_integer((json_int_t)k.rmap_items));
+	}
+	if (ksm)
+		json_object_set_new(o, "ksm", ksm);
+}
+
 static void get_vm(struct api_ctx *ctx, struct api_reply *r)
 {
 	struct vm *vm = ctx->vm;
@@ -167,8 +186,10 @@ static void get_vm(struct api_ctx *ctx, struct api_reply *r)
 			      (json_int_t)(vm->cfg ? vm->cfg->memory : 0), "pid", (int)getpid(), "config", cfg);
 	if (o && why != VM_STOP_NONE)
 		json_object_set_new(o, "stop_reason", json_string(vm_stop_reason_name(why)));
-	if (o)
+	if (o) {
+		add_memory_info(o, &vm->mem);
 		json_object_set_new(o, "identity", identity_json(vm));
+	}
 	reply_json(r, 200, o);
 }
 

@@ -62,6 +62,11 @@ bool payload_format_supported(enum payload_format f)
 	       f == PAYLOAD_ZSTD;
 }
 
+/* What the lzma and xz decoders may allocate: twice the largest preset's 64 MiB dictionary, and its tables. */
+#define PAYLOAD_MAX_LZMA_MEMORY (128 * MiB + 16 * MiB)
+/* The most the size trailer may claim per input byte before it is ignored. */
+#define PAYLOAD_MAX_RATIO 32
+
 /* Output that grows on demand up to PAYLOAD_MAX_DECOMPRESSED. */
 struct outbuf {
 	uint8_t *data;
@@ -106,7 +111,11 @@ static size_t initial_capacity(const uint8_t *in, size_t in_len)
 	if (in_len < 8)
 		return guess;
 	uint64_t hint = le32(in + in_len - 4);
-	if (hint < in_len / 2 || hint > PAYLOAD_MAX_DECOMPRESSED)
+	/*
+	 * Kernels compress about 3 to 8 times; a claim far beyond that would have a few bytes of
+	 * input reserve up to a GiB. Growing on demand costs a few copies for the odd real outlier.
+	 */
+	if (hint < in_len / 2 || hint > PAYLOAD_MAX_DECOMPRESSED || hint / PAYLOAD_MAX_RATIO > in_len)
 		return guess;
 	/* Slack so that a stream ending exactly at the hint never looks like a full buffer. */
 	return (size_t)MIN(hint + 64 * KiB, PAYLOAD_MAX_DECOMPRESSED);
@@ -181,7 +190,7 @@ static const char *lzma_reason(lzma_ret r)
 	case LZMA_DATA_ERROR: return "compressed data is corrupt";
 	case LZMA_BUF_ERROR: return "it ends in the middle of the compressed stream";
 	case LZMA_MEM_ERROR: return "out of host memory";
-	case LZMA_MEMLIMIT_ERROR: return "memory limit reached";
+	case LZMA_MEMLIMIT_ERROR: return "its header asks for a dictionary larger than any kernel compressor uses";
 	case LZMA_UNSUPPORTED_CHECK: return "unsupported integrity check";
 	default: return "liblzma error";
 	}
@@ -191,8 +200,11 @@ static int unxz(bool alone, const uint8_t *in, size_t in_len, struct outbuf *b, 
 {
 	const char *fmt = alone ? "lzma" : "xz";
 	lzma_stream s = LZMA_STREAM_INIT;
-	/* A dictionary larger than the largest output accepted could only come from a bad header. */
-	uint64_t memlimit = PAYLOAD_MAX_DECOMPRESSED + 64 * MiB;
+	/*
+	 * The largest presets (lzma -9, xz -9, the kernel's xz_wrap.sh) use a 64 MiB dictionary; a
+	 * header asking for more is damaged, and would have a few bytes of input allocate a GiB.
+	 */
+	uint64_t memlimit = PAYLOAD_MAX_LZMA_MEMORY;
 	lzma_ret r = alone ? lzma_alone_decoder(&s, memlimit) : lzma_stream_decoder(&s, memlimit, 0);
 	if (r != LZMA_OK) {
 		snprintf(err, errlen, "liblzma could not be initialised");

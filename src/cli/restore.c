@@ -300,6 +300,12 @@ int cli_restore(int argc, char **argv)
 		config_free(&cfg);
 		return EXIT_USAGE;
 	}
+	if (cfg.memory_hugepages) {
+		/* Reserving hugepages only to map the memory file in their place would take them for nothing. */
+		log_info("restore", "the snapshot's VM had hugepages=on; the restored VM runs on its memory file, mapped "
+				    "in 4 KiB pages, and reports hugepages=off");
+		cfg.memory_hugepages = false;
+	}
 	struct restore_ctx ctx = { .img = &img, .id = &id, .t0 = t0, .paused = paused };
 	int status = vm_runner_main(&cfg, restore_setup, &ctx);
 	snapshot_close(&img);

@@ -15,6 +15,7 @@
 #include "config/config.h"
 #include "config/config_disk.h"
 #include "config/config_json.h"
+#include "config/config_memory.h"
 #include "devices/console.h"
 #include "lib/log.h"
 #include "lib/util.h"
@@ -39,7 +40,10 @@ static void usage(FILE *f)
 		"  --initrd PATH        initial ramdisk (cpio archive)\n"
 		"  --cmdline STR        kernel command line (default: \"%s\")\n"
 		"  --cpus N             number of vCPUs (default 1)\n"
-		"  --memory SIZE        guest RAM, e.g. 256M or 2G (default 256M)\n"
+		"  --memory SIZE[,merge=on][,hugepages=on]\n"
+		"                       guest RAM, e.g. 256M or 2G (default 256M); merge=on lets the\n"
+		"                       host's KSM share identical pages, hugepages=on backs RAM with\n"
+		"                       2 MiB hugepages (both off by default; see docs/usage.md)\n"
 		"  --host-workarounds auto|on|off\n"
 		"                       workarounds for KVM hosts that are not hardware VT-x/AMD-V\n"
 		"                       (default auto: probe the host at start-up; see docs/host-quirks.md)\n"
@@ -239,12 +243,14 @@ static int parse_args(int argc, char **argv, struct vm_config *cfg, bool config_
 			if (parse_cpus(optarg, &cfg->cpus))
 				return -EINVAL;
 			break;
-		case OPT_MEMORY:
-			if (parse_size(optarg, &cfg->memory)) {
-				fprintf(stderr, "vmon: --memory takes a size like 256M or 2G, not '%s'\n", optarg);
+		case OPT_MEMORY: {
+			char err[256];
+			if (config_memory_parse(optarg, cfg, err, sizeof(err))) {
+				fprintf(stderr, "vmon: %s\n", err);
 				return -EINVAL;
 			}
 			break;
+		}
 		case OPT_WORKAROUNDS: {
 			int w = config_parse_workarounds(optarg);
 			if (w < 0) {

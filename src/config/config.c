@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "config/config_disk.h"
+#include "config/config_memory.h"
 #include "config/config_net.h"
 #include "config/config_sockets.h"
 #include "lib/log.h"
@@ -73,6 +74,8 @@ int config_validate(const struct vm_config *cfg, char *err, unsigned long errlen
 		snprintf(err, errlen, "--memory (\"memory\") must be a multiple of 2M (e.g. 256M, 1G)");
 		return -EINVAL;
 	}
+	if (config_memory_validate(cfg, err, errlen))
+		return -EINVAL;
 	if (cfg->log_level && log_parse_level(cfg->log_level) < 0) {
 		snprintf(err, errlen, "--log-level (\"log_level\") takes error, warn, info or debug, not '%s'",
 			 cfg->log_level);

@@ -47,6 +47,9 @@ struct vm_config {
 	char *cmdline;          /* as given by the user; vmon may append host-specific options */
 	unsigned int cpus;
 	uint64_t memory;        /* bytes */
+	/* --memory SIZE,merge=on: private anonymous RAM marked MADV_MERGEABLE for the host's KSM (config_memory.h) */
+	bool memory_merge;
+	bool memory_hugepages;  /* --memory SIZE,hugepages=on: RAM in 2 MiB hugetlbfs pages */
 	enum host_workarounds workarounds;
 	char *log_level;        /* "error", "warn", "info", "debug"; NULL = info */
 	char *log_file;         /* JSON-lines log file, in addition to stderr; NULL = none */

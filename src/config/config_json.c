@@ -6,11 +6,12 @@
 #include <string.h>
 
 #include "config/config_disk.h"
+#include "config/config_memory.h"
 #include "lib/log.h"
 #include "lib/user_file.h"
 #include "lib/util.h"
 
-static const char *json_type_phrase(const json_t *v)
+const char *config_json_type_phrase(const json_t *v)
 {
 	switch (json_typeof(v)) {
 	case JSON_OBJECT: return "an object";
@@ -27,7 +28,7 @@ static const char *json_type_phrase(const json_t *v)
 
 static int wrong_type(const char *key, const char *expected, const json_t *v, char *err, size_t errlen)
 {
-	snprintf(err, errlen, "key \"%s\": expected %s, got %s", key, expected, json_type_phrase(v));
+	snprintf(err, errlen, "key \"%s\": expected %s, got %s", key, expected, config_json_type_phrase(v));
 	return -EINVAL;
 }
 
@@ -86,30 +87,6 @@ static int set_cpus(struct vm_config *cfg, const char *key, const json_t *v, cha
 		return -EINVAL;
 	}
 	cfg->cpus = (unsigned int)n;
-	return 0;
-}
-
-static int set_memory(struct vm_config *cfg, const char *key, const json_t *v, char *err, size_t errlen)
-{
-	if (json_is_integer(v)) {
-		json_int_t n = json_integer_value(v);
-		if (n <= 0) {
-			snprintf(err, errlen, "key \"%s\": %lld bytes is impossible, expected a size such as "
-					      "\"256M\" or a positive number of bytes", key, (long long)n);
-			return -EINVAL;
-		}
-		cfg->memory = (uint64_t)n;
-		return 0;
-	}
-	if (!json_is_string(v))
-		return wrong_type(key, "a size such as \"256M\" or a number of bytes", v, err, errlen);
-	uint64_t bytes;
-	if (parse_size(json_string_value(v), &bytes)) {
-		snprintf(err, errlen, "key \"%s\": \"%s\" is not a size, expected e.g. \"256M\" or \"2G\"", key,
-			 json_string_value(v));
-		return -EINVAL;
-	}
-	cfg->memory = bytes;
 	return 0;
 }
 
@@ -232,7 +209,7 @@ static int apply_key(struct vm_config *cfg, const struct config_key *k, const js
 		return set_string((char **)((char *)cfg + k->offset), k->name, v, k->kind == KEY_TEXT, err, errlen);
 	case KEY_BOOL: return set_bool((bool *)((char *)cfg + k->offset), k->name, v, err, errlen);
 	case KEY_CPUS: return set_cpus(cfg, k->name, v, err, errlen);
-	case KEY_MEMORY: return set_memory(cfg, k->name, v, err, errlen);
+	case KEY_MEMORY: return config_memory_from_json(cfg, k->name, v, err, errlen);
 	case KEY_WORKAROUNDS: return set_workarounds(cfg, k->name, v, err, errlen);
 	case KEY_LOG_LEVEL: return set_log_level(cfg, k->name, v, err, errlen);
 	case KEY_NET: return set_nets(cfg, k->name, v, err, errlen);
@@ -254,7 +231,7 @@ static void known_keys(char *buf, size_t len)
 int config_json_apply(struct vm_config *cfg, const json_t *obj, char *err, size_t errlen)
 {
 	if (!json_is_object(obj)) {
-		snprintf(err, errlen, "expected a JSON object ({\"kernel\": ..., ...}), got %s", json_type_phrase(obj));
+		snprintf(err, errlen, "expected a JSON object ({\"kernel\": ..., ...}), got %s", config_json_type_phrase(obj));
 		return -EINVAL;
 	}
 	const char *key;
@@ -346,7 +323,8 @@ json_t *config_json_dump(const struct vm_config *cfg)
 	rc |= put_string(o, "initrd", cfg->initrd_path);
 	rc |= put_string(o, "cmdline", cfg->cmdline);
 	rc |= json_object_set_new(o, "cpus", json_integer(cfg->cpus));
-	rc |= json_object_set_new(o, "memory", json_integer((json_int_t)cfg->memory));
+	json_t *memory = config_memory_to_json(cfg);
+	rc |= memory ? json_object_set_new(o, "memory", memory) : -1;
 	rc |= put_string(o, "host_workarounds", config_workarounds_name(cfg->workarounds));
 	rc |= put_string(o, "log_level", cfg->log_level ? cfg->log_level : "info");
 	rc |= put_string(o, "log_file", cfg->log_file);

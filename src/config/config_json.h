@@ -27,6 +27,9 @@ int config_json_apply_text(struct vm_config *cfg, const char *text, const char *
 /* Reads a config file and applies it. -ENOENT/-EACCES/... if it cannot be read, -EINVAL if invalid. */
 int config_json_load_file(struct vm_config *cfg, const char *path, char *err, size_t errlen);
 
+/* "an object", "a string", ...: the kind of JSON value v is, for messages. */
+const char *config_json_type_phrase(const json_t *v);
+
 /* The configuration as a JSON object (new reference; NULL only on allocation failure). */
 json_t *config_json_dump(const struct vm_config *cfg);
 

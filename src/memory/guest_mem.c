@@ -3,9 +3,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/memfd.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -14,6 +16,7 @@
 
 #include "lib/user_file.h"
 #include "lib/util.h"
+#include "memory/hugepages.h"
 
 /* Splits one mapping of ram_size bytes into the region below the MMIO hole and the one above 4 GiB. */
 static void layout(struct guest_mem *mem, uint8_t *host, uint64_t ram_size, int fd)
@@ -31,35 +34,131 @@ static void layout(struct guest_mem *mem, uint8_t *host, uint64_t ram_size, int 
 	}
 }
 
-int guest_mem_init(struct guest_mem *mem, uint64_t ram_size)
-{
-	memset(mem, 0, sizeof(*mem));
-	mem->fd = -1;
-	if (ram_size == 0 || ram_size % (4 * KiB))
-		return -EINVAL;
+/* Both regions start on a 2 MiB boundary, so RAM of whole hugepages splits into whole hugepages. */
+_Static_assert(GUEST_MEM_LOW_LIMIT % GUEST_MEM_HUGE_PAGE == 0 && GUEST_MEM_HIGH_BASE % GUEST_MEM_HUGE_PAGE == 0,
+	       "guest RAM regions must start on a hugepage boundary");
 
-	int fd = memfd_create("vmon-guest-ram", MFD_CLOEXEC);
-	if (fd < 0)
-		return -errno;
+static int memfd_ram(uint64_t ram_size, bool huge, uint8_t **host, char *err, size_t errlen)
+{
+	int fd = memfd_create("vmon-guest-ram", MFD_CLOEXEC | (huge ? MFD_HUGETLB | MFD_HUGE_2MB : 0));
+	if (fd < 0) {
+		int e = errno;
+		if (huge && (e == EINVAL || e == ENOENT || e == ENODEV)) {
+			snprintf(err, errlen, "hugepages=on: this host's kernel has no hugetlbfs with 2 MiB pages "
+					      "(CONFIG_HUGETLBFS); run without hugepages=on");
+			return -EOPNOTSUPP;
+		}
+		snprintf(err, errlen, "cannot create the memfd for guest RAM: %s", strerror(e));
+		return -e;
+	}
 	if (ftruncate(fd, (off_t)ram_size) < 0) {
 		int e = -errno;
 		close(fd);
-		return e == -EFBIG || e == -EINVAL ? -ENOMEM : e;
-	}
-	/*
-	 * MAP_NORESERVE: guest RAM is touched on demand, so a large guest on a host with less
-	 * free memory still starts; MAP_SHARED lets snapshots and other processes see the memfd.
-	 */
-	uint8_t *host = mmap(NULL, ram_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0);
-	if (host == MAP_FAILED) {
-		int e = -errno;
-		close(fd);
+		e = e == -EFBIG || e == -EINVAL ? -ENOMEM : e;
+		snprintf(err, errlen, "cannot size the memfd for guest RAM: %s", strerror(-e));
 		return e;
 	}
-	madvise(host, ram_size, MADV_MERGEABLE);
+	/*
+	 * Ordinary memfd: MAP_NORESERVE, as guest RAM is touched on demand, so a large guest on a
+	 * host with less free memory still starts; MAP_SHARED lets snapshots and other processes see
+	 * the memfd. Hugepages are reserved here instead, all of them: an unreserved one the host ran
+	 * out of would kill vmon with SIGBUS when the guest first touched it.
+	 */
+	*host = mmap(NULL, ram_size, PROT_READ | PROT_WRITE, MAP_SHARED | (huge ? 0 : MAP_NORESERVE), fd, 0);
+	if (*host == MAP_FAILED) {
+		int e = -errno;
+		close(fd);
+		if (huge && e == -ENOMEM)
+			hugepages_shortage_message(ram_size, err, errlen);
+		else
+			snprintf(err, errlen, "cannot map guest RAM: %s", strerror(-e));
+		return e;
+	}
+	return fd;
+}
 
+int guest_mem_init_backed(struct guest_mem *mem, uint64_t ram_size, enum guest_mem_backing backing, char *err,
+			  size_t errlen)
+{
+	memset(mem, 0, sizeof(*mem));
+	mem->fd = -1;
+	if (ram_size == 0 || ram_size % (4 * KiB)) {
+		snprintf(err, errlen, "guest RAM of %llu bytes is not a whole number of 4 KiB pages",
+			 (unsigned long long)ram_size);
+		return -EINVAL;
+	}
+	if (backing == GUEST_MEM_HUGETLB && ram_size % GUEST_MEM_HUGE_PAGE) {
+		snprintf(err, errlen, "hugepages=on: guest RAM of %llu bytes is not a whole number of 2 MiB pages; "
+				      "give --memory in multiples of 2M",
+			 (unsigned long long)ram_size);
+		return -EINVAL;
+	}
+	uint8_t *host;
+	int fd = -1;
+	if (backing == GUEST_MEM_MERGEABLE) {
+		host = mmap(NULL, ram_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+		if (host == MAP_FAILED) {
+			int e = -errno;
+			snprintf(err, errlen, "cannot map guest RAM: %s", strerror(-e));
+			return e;
+		}
+		if (madvise(host, ram_size, MADV_MERGEABLE) < 0) {
+			int e = errno;
+			munmap(host, ram_size);
+			snprintf(err, errlen, "merge=on: this host's kernel cannot share pages (madvise MADV_MERGEABLE: %s; "
+					      "it needs CONFIG_KSM); run without merge=on",
+				 strerror(e));
+			return -EOPNOTSUPP;
+		}
+		mem->mergeable = true;
+	} else {
+		fd = memfd_ram(ram_size, backing == GUEST_MEM_HUGETLB, &host, err, errlen);
+		if (fd < 0)
+			return fd;
+	}
 	layout(mem, host, ram_size, fd);
+	mem->backing = backing;
 	return 0;
+}
+
+int guest_mem_init(struct guest_mem *mem, uint64_t ram_size)
+{
+	char err[256];
+	return guest_mem_init_backed(mem, ram_size, GUEST_MEM_MEMFD, err, sizeof(err));
+}
+
+int guest_mem_make_mergeable(struct guest_mem *mem)
+{
+	if (!mem->nregions || madvise(mem->regions[0].host, mem->ram_size, MADV_MERGEABLE) < 0)
+		return mem->nregions ? -errno : -EINVAL;
+	mem->mergeable = true;
+	return 0;
+}
+
+uint64_t guest_mem_page_size(const struct guest_mem *mem)
+{
+	return mem->backing == GUEST_MEM_HUGETLB ? GUEST_MEM_HUGE_PAGE : 4 * KiB;
+}
+
+uint64_t guest_mem_discardable(const struct guest_mem *mem, uint64_t gpa, uint64_t len)
+{
+	uint64_t unit = guest_mem_page_size(mem);
+	if (gpa + len < gpa)
+		return 0;
+	uint64_t start = ALIGN_UP(gpa, unit), end = ALIGN_DOWN(gpa + len, unit);
+	return end > start ? end - start : 0;
+}
+
+const char *guest_mem_backing_name(const struct guest_mem *mem)
+{
+	if (mem->file_backed)
+		return "snapshot_file";
+	switch (mem->backing) {
+	case GUEST_MEM_MEMFD: return "memfd";
+	case GUEST_MEM_MERGEABLE: return "merge";
+	case GUEST_MEM_HUGETLB: return "hugepages";
+	}
+	return "memfd";
 }
 
 /*
@@ -237,6 +336,16 @@ int guest_mem_check_file(const struct guest_mem *mem, char *err, size_t errlen)
 	return -EIO;
 }
 
+int guest_mem_explain_fault(const struct guest_mem *mem, char *err, size_t errlen)
+{
+	if (mem->backing != GUEST_MEM_HUGETLB || mem->file_backed)
+		return guest_mem_check_file(mem, err, errlen);
+	snprintf(err, errlen, "KVM could not get a 2 MiB page of guest RAM (hugepages=on): a page the balloon gave "
+			      "back to the host is wanted again and the host's hugepage pool is empty; keep spare pages "
+			      "in vm.nr_hugepages on hosts that balloon hugepage guests");
+	return -EIO;
+}
+
 void guest_mem_destroy(struct guest_mem *mem)
 {
 	if (mem->file_backed)
@@ -285,17 +394,40 @@ int guest_mem_discard(const struct guest_mem *mem, uint64_t gpa, uint64_t len)
 {
 	if (len == 0 || gpa + len < gpa)
 		return -EFAULT;
-	uint64_t start = ALIGN_UP(gpa, 4 * KiB), end = ALIGN_DOWN(gpa + len, 4 * KiB);
+	uint64_t unit = guest_mem_page_size(mem);
+	/* Regions start on a hugepage boundary, so a unit-aligned gpa is a unit-aligned offset. */
+	uint64_t start = ALIGN_UP(gpa, unit), end = ALIGN_DOWN(gpa + len, unit);
 	if (!gpa_to_host(mem, gpa, len))
 		return -EFAULT;
 	if (end <= start)
 		return 0;
 	uint8_t *host = gpa_to_host(mem, start, end - start);
-	if ((uintptr_t)host % (4 * KiB))
+	if ((uintptr_t)host % unit)
 		return -EINVAL; /* RAM not mapped on page boundaries: only test rigs do that */
 	/* madvise, not fallocate(PUNCH_HOLE): the same hole, and every thread's filter allows it. */
 	int advice = mem->fd >= 0 && !mem->file_backed ? MADV_REMOVE : MADV_DONTNEED;
 	return madvise(host, end - start, advice) < 0 ? -errno : 0;
+}
+
+int guest_mem_zero(const struct guest_mem *mem, uint64_t gpa, uint64_t len)
+{
+	uint8_t *host = gpa_to_host(mem, gpa, len);
+	if (!host)
+		return -EFAULT;
+	/* A discarded page of a snapshot's file mapping reads the snapshot again, not zeros. */
+	if (mem->file_backed || guest_mem_discard(mem, gpa, len)) {
+		memset(host, 0, len);
+		return 0;
+	}
+	uint64_t unit = guest_mem_page_size(mem);
+	uint64_t start = ALIGN_UP(gpa, unit), end = ALIGN_DOWN(gpa + len, unit);
+	if (end <= start) {
+		memset(host, 0, len);
+		return 0;
+	}
+	memset(host, 0, start - gpa);
+	memset(host + (end - gpa), 0, gpa + len - end);
+	return 0;
 }
 
 uint64_t guest_mem_low_end(const struct guest_mem *mem)

@@ -14,6 +14,19 @@
 #define GUEST_MEM_LOW_LIMIT 0xC0000000ULL
 #define GUEST_MEM_HIGH_BASE 0x100000000ULL
 #define GUEST_MEM_MAX_REGIONS 2
+/* hugetlbfs pages (--memory SIZE,hugepages=on): the unit of allocation and of discard. */
+#define GUEST_MEM_HUGE_PAGE (2ULL << 20)
+
+/* How the host backs guest RAM (--memory SIZE[,merge=on|hugepages=on], docs/usage.md). */
+enum guest_mem_backing {
+	GUEST_MEM_MEMFD = 0, /* a memfd mapped shared: the default */
+	/*
+	 * Private anonymous memory marked MADV_MERGEABLE: the host's KSM merges only private
+	 * anonymous pages, so a memfd would never be shared.
+	 */
+	GUEST_MEM_MERGEABLE,
+	GUEST_MEM_HUGETLB, /* a memfd of 2 MiB hugetlbfs pages, all reserved when RAM is mapped */
+};
 
 struct guest_mem_region {
 	uint64_t gpa;
@@ -27,6 +40,8 @@ struct guest_mem {
 	int nregions;
 	uint64_t ram_size; /* total bytes of RAM, all regions */
 	int fd;            /* memfd backing all of RAM, or -1 */
+	enum guest_mem_backing backing;
+	bool mergeable;    /* marked MADV_MERGEABLE (GUEST_MEM_MERGEABLE, or a file mapping asked to be) */
 	/*
 	 * RAM restored from a snapshot: fd is the snapshot's memory file, mapped MAP_PRIVATE, so it
 	 * holds RAM as it was at the snapshot and not the guest's writes since.
@@ -48,6 +63,24 @@ struct guest_mem {
  */
 int guest_mem_init(struct guest_mem *mem, uint64_t ram_size);
 /*
+ * Like guest_mem_init, with RAM backed as asked. On error one sentence in err says what the host
+ * lacks and how to fix it: too few free hugepages (-ENOMEM, with the vm.nr_hugepages to set), a
+ * size that is not whole 2 MiB pages (-EINVAL), a kernel without hugetlbfs or KSM (-EOPNOTSUPP).
+ */
+int guest_mem_init_backed(struct guest_mem *mem, uint64_t ram_size, enum guest_mem_backing backing, char *err,
+			  size_t errlen);
+/*
+ * Marks RAM mapped from a file (a restored snapshot) MADV_MERGEABLE: the pages the guest writes
+ * are private anonymous copies, which KSM may merge. 0 or -errno.
+ */
+int guest_mem_make_mergeable(struct guest_mem *mem);
+/* The host pages behind guest RAM, the smallest piece guest_mem_discard gives back: 4 KiB, or 2 MiB for hugetlb RAM. */
+uint64_t guest_mem_page_size(const struct guest_mem *mem);
+/* Bytes of whole pages (guest_mem_page_size) inside [gpa, gpa+len): what guest_mem_discard gives back. */
+uint64_t guest_mem_discardable(const struct guest_mem *mem, uint64_t gpa, uint64_t len);
+/* "memfd", "merge" (private, KSM), "hugepages", or "snapshot_file" (restored): for GET /vm. */
+const char *guest_mem_backing_name(const struct guest_mem *mem);
+/*
  * Maps the first ram_size bytes of the file at path as guest RAM, privately (MAP_PRIVATE): pages
  * are read from the file when the guest first touches them and the guest's writes never reach
  * the file, so the time this takes does not depend on ram_size and several VMs can share one
@@ -65,6 +98,12 @@ bool guest_mem_file_shrunk(const struct guest_mem *mem, uint64_t *now);
  * whose KVM_RUN failed with EFAULT: the page it touched could not be read from the file.
  */
 int guest_mem_check_file(const struct guest_mem *mem, char *err, size_t errlen);
+/*
+ * For a vCPU whose KVM_RUN failed with EFAULT: -EIO with one sentence in err when the backing
+ * explains it (a shrunk snapshot file, as guest_mem_check_file; hugetlb RAM whose page the
+ * balloon gave back and the host's pool can no longer give again), else 0.
+ */
+int guest_mem_explain_fault(const struct guest_mem *mem, char *err, size_t errlen);
 void guest_mem_destroy(struct guest_mem *mem);
 
 /* Host pointer for [gpa, gpa+len), or NULL if any byte is outside guest RAM or len is 0. */
@@ -75,16 +114,21 @@ int guest_mem_read(const struct guest_mem *mem, uint64_t gpa, void *dst, uint64_
 int guest_mem_write(const struct guest_mem *mem, uint64_t gpa, const void *src, uint64_t len);
 
 /*
- * Gives the 4 KiB pages inside [gpa, gpa+len) back to the host (the balloon and free page
- * reporting): partial pages at either end are kept, so a range that is not page-aligned never
- * loses data around it. Memfd RAM gets a hole punched in the file (MADV_REMOVE; MADV_DONTNEED
- * would only unmap it, the memfd keeping the pages); RAM restored from a snapshot (a private
- * file mapping) drops its private copies (MADV_DONTNEED), so the page reads the snapshot's
- * content again from the shared page cache. A discarded page reads as zero (memfd) or as the
- * snapshot's content (file-backed) when the guest next touches it. Returns 0, -EFAULT when
- * the range is not inside one RAM region, or the madvise error.
+ * Gives the pages inside [gpa, gpa+len) back to the host (the balloon and free page reporting):
+ * only whole pages of guest_mem_page_size() (4 KiB, or 2 MiB for hugetlb RAM) are given back
+ * and partial pages at either end are kept, so a range that is not page-aligned never loses data
+ * around it. Memfd and hugetlb RAM get a hole punched in the file (MADV_REMOVE; MADV_DONTNEED
+ * would only unmap it, the memfd keeping the pages); private anonymous RAM (merge=on) and RAM
+ * restored from a snapshot (a private file mapping) drop their private pages (MADV_DONTNEED), so
+ * the page reads as zero or as the snapshot's content again from the shared page cache.
+ * Returns 0, -EFAULT when the range is not inside one RAM region, or the madvise error.
  */
 int guest_mem_discard(const struct guest_mem *mem, uint64_t gpa, uint64_t len);
+/*
+ * Makes [gpa, gpa+len) read as zero, giving back to the host what guest_mem_discard can (the
+ * rest is written with zeros). 0 or -EFAULT when the range is not inside one RAM region.
+ */
+int guest_mem_zero(const struct guest_mem *mem, uint64_t gpa, uint64_t len);
 
 /* End of the RAM region that starts at 0 (the usable low memory). */
 uint64_t guest_mem_low_end(const struct guest_mem *mem);

@@ -281,14 +281,12 @@ static int apply_pages(struct mig_reader *r, const struct mig_rec_hdr *h, uint64
 	size_t len = (size_t)(run.count * MIG_PAGE_SIZE);
 	if (h->type == MIG_REC_PAGES) {
 		memcpy(host, r->buf + sizeof(run), len);
-	} else if (!r->mem->file_backed && r->mem->fd >= 0) {
-		/* Punching the range out of the memfd reads as zeros and frees what it held. */
-		int rc = guest_mem_discard(r->mem, run.gpa, len);
+	} else {
+		/* Zeros that also give back to the host the memory the range held. */
+		int rc = guest_mem_zero(r->mem, run.gpa, len);
 		if (rc)
 			return mig_fail(err, errlen, rc, "migration stream: cannot clear guest RAM at 0x%llx: %s",
 					(unsigned long long)run.gpa, strerror(-rc));
-	} else {
-		memset(host, 0, len);
 	}
 	r->round_pages += run.count;
 	ev->kind = h->type == MIG_REC_PAGES ? MIG_EV_PAGES : MIG_EV_ZERO;

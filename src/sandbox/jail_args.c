@@ -201,8 +201,12 @@ static int rewrite_option(struct jail_spec *s, const char *name, const char *val
 		if (rc == 0 && !strcmp(name, "cpus"))
 			s->cpus = (unsigned int)strtoul(value, NULL, 10);
 		if (rc == 0 && !strcmp(name, "memory")) {
+			/* The size before any ",merge=on" or ",hugepages=on". */
 			uint64_t m = 0;
-			parse_size(value, &m);
+			char *size = strndup(value, strcspn(value, ","));
+			if (size)
+				parse_size(size, &m);
+			free(size);
 			s->memory = m;
 		}
 		if (rc == 0)

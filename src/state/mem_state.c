@@ -103,18 +103,30 @@ static bool page_is_zero(const uint8_t *p)
 }
 
 /*
- * Which pages of RAM may hold data, so untouched RAM is neither read (reading a memfd hole
- * would allocate it) nor written.
+ * Which pages of RAM may hold data, so untouched RAM is neither read (reading a memfd hole or an
+ * untouched hugepage would allocate it) nor written.
  *  - memfd RAM: the memfd's data extents (SEEK_DATA/SEEK_HOLE).
  *  - RAM mapped privately from a snapshot file: pages the guest wrote since (anonymous pages in
  *    /proc/self/pagemap) and the file's own data extents.
- *  - anything else: every page.
+ *  - private anonymous RAM (merge=on) and hugetlb RAM: the pages present or swapped out in
+ *    /proc/self/pagemap; hugetlbfs answers SEEK_DATA with "all of it is data", which says nothing.
+ *  - without the page map: every page.
  */
 struct page_source {
 	const struct guest_mem *mem;
 	int pagemap_fd;
 	off_t data_start, data_end; /* current data extent of mem->fd, [start, end) */
 };
+
+/* The memfd's extents tell which pages hold data: not for hugetlbfs, nor without a memfd. */
+static bool has_fd_extents(const struct guest_mem *mem)
+{
+	return mem->fd >= 0 && mem->backing != GUEST_MEM_HUGETLB;
+}
+
+#define PM_PRESENT(e) (((e) >> 63) & 1)
+#define PM_SWAPPED(e) (((e) >> 62) & 1)
+#define PM_FILE(e) (((e) >> 61) & 1) /* a file page or shared memory, not a private copy */
 
 static bool in_fd_data(struct page_source *ps, off_t off)
 {
@@ -136,24 +148,21 @@ static bool in_fd_data(struct page_source *ps, off_t off)
 /* Marks in want[] the pages of [host, host + n pages) at file offset off that may hold data. */
 static void pages_to_read(struct page_source *ps, const uint8_t *host, uint64_t off, unsigned int n, bool *want)
 {
-	if (ps->mem->fd < 0) {
-		for (unsigned int i = 0; i < n; i++)
-			want[i] = true;
-		return;
-	}
+	const struct guest_mem *mem = ps->mem;
 	uint64_t pm[CHUNK_PAGES];
 	bool have_pm = false;
-	if (ps->mem->file_backed && ps->pagemap_fd >= 0) {
+	if (ps->pagemap_fd >= 0) {
 		off_t at = (off_t)((uintptr_t)host / PAGE * sizeof(uint64_t));
 		have_pm = pread(ps->pagemap_fd, pm, n * sizeof(uint64_t), at) == (ssize_t)(n * sizeof(uint64_t));
 	}
 	for (unsigned int i = 0; i < n; i++) {
-		want[i] = in_fd_data(ps, (off_t)(off + (uint64_t)i * PAGE));
-		if (ps->mem->file_backed && !want[i]) {
-			/* Present or swapped and not a file page: the guest wrote it. Unknown: read it. */
-			bool anon = have_pm ? ((pm[i] >> 63) & 1 || (pm[i] >> 62) & 1) && !((pm[i] >> 61) & 1) : true;
-			want[i] = anon;
-		}
+		bool in_use = !have_pm || PM_PRESENT(pm[i]) || PM_SWAPPED(pm[i]); /* unknown: read it */
+		if (!has_fd_extents(mem))
+			want[i] = in_use;
+		else if (in_fd_data(ps, (off_t)(off + (uint64_t)i * PAGE)))
+			want[i] = true;
+		else /* Present or swapped and not a file page: the guest wrote it since the restore. */
+			want[i] = mem->file_backed && in_use && !(have_pm && PM_FILE(pm[i]));
 	}
 }
 
@@ -199,7 +208,7 @@ int mem_state_write(const struct guest_mem *mem, int fd, uint64_t snapshot_id, c
 	if (ftruncate(fd, (off_t)(total + MEM_TRAILER_SIZE)) < 0)
 		return fail(err, errlen, -errno, "cannot size the memory file: %s", strerror(errno));
 	struct page_source ps = { .mem = mem, .pagemap_fd = -1, .data_start = 0, .data_end = 0 };
-	if (mem->file_backed)
+	if (mem->file_backed || !has_fd_extents(mem))
 		ps.pagemap_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
 	uint64_t written = 0, next_report = PROGRESS_STEP;
 	bool report = total >= 2 * PROGRESS_STEP;
@@ -376,10 +385,14 @@ int mem_state_map(struct vm *vm, const char *path, char *err, size_t errlen)
 	int rc = set_slots(vm, true);
 	if (rc)
 		return fail(err, errlen, rc, "KVM would not release the VM's memory slots: %s", strerror(-rc));
+	bool merge = vm->mem.mergeable;
 	guest_mem_destroy(&vm->mem);
 	rc = guest_mem_init_from_file(&vm->mem, ram, path);
 	if (rc)
 		return fail(err, errlen, rc, "cannot map the memory file %s: %s", path, strerror(-rc));
+	/* merge=on still holds: what the restored guest writes are private pages KSM may merge. */
+	if (merge && (rc = guest_mem_make_mergeable(&vm->mem)))
+		return fail(err, errlen, rc, "cannot offer the restored guest memory to KSM (merge=on): %s", strerror(-rc));
 	rc = set_slots(vm, false);
 	if (rc)
 		return fail(err, errlen, rc, "KVM refused the snapshot's guest memory: %s", strerror(-rc));

@@ -9,6 +9,7 @@
 
 #include "lib/log.h"
 #include "lib/util.h"
+#include "memory/hugepage_ledger.h"
 
 #define COMP "virtio-balloon"
 #define MAX_SEGMENTS (VIRTIO_BALLOON_QUEUE_SIZE + 1024) /* a ring chain, or an indirect table */
@@ -37,6 +38,8 @@ struct virtio_balloon {
 	uint16_t stats_head;
 	struct iovec iov[MAX_SEGMENTS];
 
+	struct hugepage_ledger ledger; /* with hugepages=on: the 4 KiB pages given of each 2 MiB page */
+
 	pthread_mutex_t lock; /* the figures below, read by the API thread */
 	struct virtio_balloon_info info;
 };
@@ -59,16 +62,27 @@ static void count(struct virtio_balloon *b, uint64_t *field, uint64_t n)
 	pthread_mutex_unlock(&b->lock);
 }
 
-static void discard(struct virtio_balloon *b, uint64_t gpa, uint64_t len)
+/*
+ * Gives [gpa, gpa+len) back to the host; given: pages put in the balloon, which with hugepages go
+ * back once their whole 2 MiB page is given. Counts the bytes the host really got back.
+ */
+static void discard(struct virtio_balloon *b, uint64_t gpa, uint64_t len, bool given)
 {
-	int rc = guest_mem_discard(virtio_pci_mem(b->vdev), gpa, len);
-	if (rc) {
+	const struct guest_mem *mem = virtio_pci_mem(b->vdev);
+	int64_t freed;
+	if (given && b->ledger.given) {
+		freed = hugepage_ledger_give(&b->ledger, mem, gpa, len);
+	} else {
+		int rc = guest_mem_discard(mem, gpa, len);
+		freed = rc ? rc : (int64_t)guest_mem_discardable(mem, gpa, len);
+	}
+	if (freed < 0) {
 		static struct log_ratelimit rl;
 		log_warn_ratelimited(&rl, COMP, "cannot return guest memory 0x%llx+0x%llx to the host: %s",
-				     (unsigned long long)gpa, (unsigned long long)len, strerror(-rc));
+				     (unsigned long long)gpa, (unsigned long long)len, strerror((int)-freed));
 		return;
 	}
-	count(b, &b->info.discarded_bytes, len);
+	count(b, &b->info.discarded_bytes, (uint64_t)freed);
 }
 
 static void invalid(struct virtio_balloon *b, const char *what, uint64_t gpa)
@@ -101,19 +115,35 @@ static void inflate_chain(struct virtio_balloon *b, const struct vq_chain *c)
 				continue;
 			}
 			if (run_pages)
-				discard(b, run_start, run_pages * VIRTIO_BALLOON_PAGE_SIZE);
+				discard(b, run_start, run_pages * VIRTIO_BALLOON_PAGE_SIZE, true);
 			run_start = gpa;
 			run_pages = 1;
 		}
 	}
 	if (run_pages)
-		discard(b, run_start, run_pages * VIRTIO_BALLOON_PAGE_SIZE);
+		discard(b, run_start, run_pages * VIRTIO_BALLOON_PAGE_SIZE, true);
 	count(b, &b->info.inflated_pages, valid);
 }
 
 static uint64_t chain_pfns(const struct vq_chain *c)
 {
 	return c->out_len / sizeof(uint32_t);
+}
+
+/* Deflate: the guest takes pages back; with hugepages the ledger no longer counts them as given. */
+static void deflate_chain(struct virtio_balloon *b, const struct vq_chain *c)
+{
+	count(b, &b->info.deflated_pages, chain_pfns(c));
+	if (!b->ledger.given)
+		return;
+	uint32_t pfns[PFN_BATCH];
+	size_t off = 0, n;
+	while ((n = vq_chain_read(c, off, pfns, sizeof(pfns))) >= sizeof(uint32_t)) {
+		off += n;
+		for (size_t i = 0; i < n / sizeof(uint32_t); i++)
+			hugepage_ledger_take(&b->ledger, virtio_pci_mem(b->vdev),
+					     (uint64_t)le32toh(pfns[i]) * VIRTIO_BALLOON_PAGE_SIZE, VIRTIO_BALLOON_PAGE_SIZE);
+	}
 }
 
 /* The segments came from gpa_to_host(), so each lies in one region: map it back to its address. */
@@ -140,7 +170,7 @@ static void report_chain(struct virtio_balloon *b, const struct vq_chain *c)
 			continue;
 		}
 		count(b, &b->info.reported_bytes, c->iov[i].iov_len);
-		discard(b, gpa, c->iov[i].iov_len);
+		discard(b, gpa, c->iov[i].iov_len, false);
 	}
 }
 
@@ -174,7 +204,7 @@ static void serve(void *dev, uint16_t q)
 	while (role != ROLE_NONE && virtio_pci_pop(b->vdev, q, &c) > 0) {
 		switch (role) {
 		case ROLE_INFLATE: inflate_chain(b, &c); break;
-		case ROLE_DEFLATE: count(b, &b->info.deflated_pages, chain_pfns(&c)); break;
+		case ROLE_DEFLATE: deflate_chain(b, &c); break;
 		case ROLE_REPORTING: report_chain(b, &c); break;
 		case ROLE_STATS:
 			read_stats(b, &c);
@@ -239,6 +269,7 @@ static void balloon_reset(void *dev)
 	b->stats_held = false;
 	/* A new driver starts with an empty balloon; the target stays. */
 	atomic_store(&b->actual, 0);
+	hugepage_ledger_clear(&b->ledger);
 }
 
 static void balloon_config_read(void *dev, uint32_t off, void *data, uint32_t len)
@@ -303,6 +334,7 @@ static int balloon_load(void *dev, const void *buf, size_t len)
 		return -EINVAL;
 	atomic_store(&b->num_pages, s.num_pages);
 	atomic_store(&b->actual, s.actual);
+	hugepage_ledger_clear(&b->ledger); /* not saved: restored RAM is in 4 KiB pages */
 	pthread_mutex_lock(&b->lock);
 	b->info = s.info;
 	pthread_mutex_unlock(&b->lock);
@@ -350,10 +382,13 @@ int virtio_balloon_create(const struct virtio_pci_deps *deps, const struct ballo
 		b->ops.num_queues++;
 	}
 	uint64_t period = (uint64_t)cfg->stats_interval_s * 1000000000ull;
-	int rc = period ? event_loop_add_timer(deps->loop, period, period, on_stats_tick, b, &b->stats_timer) : 0;
+	int rc = hugepage_ledger_init(&b->ledger, deps->mem);
+	if (!rc && period)
+		rc = event_loop_add_timer(deps->loop, period, period, on_stats_tick, b, &b->stats_timer);
 	if (!rc)
 		rc = virtio_pci_create(deps, &b->ops, b, &b->vdev);
 	if (rc) {
+		hugepage_ledger_free(&b->ledger);
 		event_timer_free(b->stats_timer);
 		pthread_mutex_destroy(&b->lock);
 		free(b);
@@ -369,6 +404,7 @@ void virtio_balloon_destroy(struct virtio_balloon *b)
 		return;
 	virtio_pci_destroy(b->vdev);
 	event_timer_free(b->stats_timer);
+	hugepage_ledger_free(&b->ledger);
 	pthread_mutex_destroy(&b->lock);
 	free(b);
 }

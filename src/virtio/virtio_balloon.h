@@ -9,9 +9,10 @@
  * Queues, in the order the driver numbers them (an absent queue takes no index, so the
  * reporting queue is 2 without statistics): inflateq, deflateq, statsq (when stats_interval > 0),
  * reporting_vq (when free page reporting is on). Inflated pages and reported ranges are
- * discarded at once (guest_mem_discard). Every PFN and range is checked against guest RAM; one
- * outside it is skipped and counted, never acted on. Deflated pages need nothing: the guest's
- * next touch faults a zero page in.
+ * discarded at once (guest_mem_discard); with hugetlb RAM an inflated 2 MiB page goes back once
+ * all its 4 KiB pages are in the balloon (memory/hugepage_ledger.h). Every PFN and range is
+ * checked against guest RAM; one outside it is skipped and counted, never acted on. Deflated
+ * pages need nothing: the guest's next touch faults a zero page in.
  *
  * Statistics: the driver keeps one buffer on statsq; every stats_interval seconds the device
  * gives it back, the driver refills it and makes it available again, and the device reads it.

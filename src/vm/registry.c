@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "config/config_json.h"
+#include "config/config_memory.h"
 #include "config/config_sockets.h"
 #include "lib/log.h"
 
@@ -218,7 +219,7 @@ static int read_entry(const char *path, struct registry_entry *e)
 		json_t *cpus = json_object_get(cfg, "cpus");
 		e->cpus = json_is_integer(cpus) ? (unsigned int)json_integer_value(cpus) : 0;
 		json_t *mem = json_object_get(cfg, "memory");
-		e->memory = json_is_integer(mem) ? (uint64_t)json_integer_value(mem) : 0;
+		e->memory = config_memory_size_of_json(mem);
 		copy_str(e->name, sizeof(e->name), json_object_get(cfg, "name"));
 		copy_str(e->api_sock, sizeof(e->api_sock), json_object_get(cfg, "api_sock"));
 		copy_str(e->kernel, sizeof(e->kernel), json_object_get(cfg, "kernel"));

@@ -252,8 +252,8 @@ static void *vcpu_thread(void *arg)
 			}
 			int e = errno;
 			char why[PATH_MAX + 256];
-			/* EFAULT: KVM could not read a page of guest RAM, as when its file has shrunk. */
-			if (e == EFAULT && guest_mem_check_file(&vm->mem, why, sizeof(why)))
+			/* EFAULT: KVM could not get a page of guest RAM, as when its file has shrunk. */
+			if (e == EFAULT && guest_mem_explain_fault(&vm->mem, why, sizeof(why)))
 				vm_request_stop(vm, VM_STOP_ERROR, "vCPU %u: %s", v->id, why);
 			else
 				vm_request_stop(vm, VM_STOP_ERROR, "vCPU %u: KVM_RUN failed: %s", v->id, strerror(e));

@@ -16,6 +16,7 @@
 #include "arch/x86/vcpu_arch.h"
 #include "lib/log.h"
 #include "lib/util.h"
+#include "memory/ksm.h"
 #include "vm/irq_routing.h"
 #include "vm/vcpu.h"
 
@@ -67,12 +68,20 @@ static int setup_memory(struct vm *vm)
 	int rc = check_host_memory(vm->cfg->memory);
 	if (rc)
 		return rc;
-	rc = guest_mem_init(&vm->mem, vm->cfg->memory);
+	enum guest_mem_backing backing = vm->cfg->memory_hugepages ? GUEST_MEM_HUGETLB
+					 : vm->cfg->memory_merge  ? GUEST_MEM_MERGEABLE
+								  : GUEST_MEM_MEMFD;
+	char err[400];
+	rc = guest_mem_init_backed(&vm->mem, vm->cfg->memory, backing, err, sizeof(err));
 	if (rc) {
-		log_error("vm", "cannot allocate %llu MiB of guest memory: %s",
-			  (unsigned long long)(vm->cfg->memory / MiB), strerror(-rc));
+		log_error("vm", "cannot allocate %llu MiB of guest memory: %s", (unsigned long long)(vm->cfg->memory / MiB),
+			  err);
 		return rc;
 	}
+	if (backing == GUEST_MEM_MERGEABLE)
+		ksm_log_host_state();
+	else if (backing == GUEST_MEM_HUGETLB)
+		log_info("vm", "guest RAM: %llu MiB in 2 MiB hugepages", (unsigned long long)(vm->cfg->memory / MiB));
 	for (int i = 0; i < vm->mem.nregions; i++) {
 		const struct guest_mem_region *r = &vm->mem.regions[i];
 		struct kvm_userspace_memory_region kr = {

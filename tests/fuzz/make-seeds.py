@@ -191,6 +191,8 @@ put("config_json", "full", json.dumps({"kernel": "/boot/vmlinuz", "cmdline": "co
                                        "memory": "512M", "disks": [{"path": "/tmp/d.img", "readonly": True}],
                                        "net": [{"kind": "user"}], "api_sock": "/tmp/api.sock"}).encode())
 put("config_json", "small", b'{"kernel": "k", "memory": 64}')
+put("config_json", "memory_settings", b'{"kernel": "k", "memory": "64M,merge=on,hugepages=off"}')
+put("config_json", "memory_object", b'{"kernel": "k", "memory": {"size": "64M", "hugepages": true, "merge": false}}')
 put("api", "get_vm", b"\x00/vm\x00")
 put("api", "pause", b"\x01/vm/state\x00{\"state\": \"paused\"}")
 put("api", "shutdown", b"\x01/vm/shutdown\x00{\"timeout_s\": 1}")

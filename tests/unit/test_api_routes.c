@@ -66,6 +66,9 @@ static void test_get_vm_describes_the_vm(void **state)
 	assert_true(json_real_value(json_object_get(o, "uptime_s")) >= 0.0);
 	assert_string_equal(str(json_object_get(o, "config"), "kernel"), "/boot/test-kernel");
 	assert_null(json_object_get(o, "stop_reason"));
+	assert_string_equal(str(o, "memory_backing"), "memfd");
+	assert_int_equal(json_integer_value(json_object_get(o, "memory_page_bytes")), 4096);
+	assert_null(json_object_get(o, "ksm")); /* only with merge=on */
 	json_decref(o);
 
 	o = request(fx, "GET", "/", NULL, &st);
@@ -124,6 +127,25 @@ static void test_get_vm_shows_identity(void **state)
 	p->nnets = 0;
 	vrig_free(&v);
 	rmdir(dir);
+}
+
+/* --memory SIZE,merge=on: GET /vm says so and gives this process's KSM figures. */
+static void test_get_vm_reports_ksm_with_merge_on(void **state)
+{
+	struct fixture *fx = *state;
+	char err[256];
+	assert_int_equal(guest_mem_init_backed(&fx->f.vm.mem, 16 * MiB, GUEST_MEM_MERGEABLE, err, sizeof(err)), 0);
+	fx->f.cfg.memory_merge = true;
+	unsigned int st;
+	json_t *o = request(fx, "GET", "/vm", NULL, &st);
+	assert_int_equal(st, 200);
+	assert_string_equal(str(o, "memory_backing"), "merge");
+	assert_true(json_is_true(json_object_get(json_object_get(json_object_get(o, "config"), "memory"), "merge")));
+	json_t *ksm = json_object_get(o, "ksm");
+	assert_true(json_is_integer(json_object_get(ksm, "merging_pages")));
+	assert_true(json_is_integer(json_object_get(ksm, "profit_bytes")));
+	json_decref(o);
+	guest_mem_destroy(&fx->f.vm.mem);
 }
 
 static void test_pause_stops_progress_and_resume_continues(void **state)
@@ -286,6 +308,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_get_vm_describes_the_vm, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_get_vm_shows_identity, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_get_vm_reports_ksm_with_merge_on, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pause_stops_progress_and_resume_continues, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_input_gets_the_right_status_and_names_the_problem, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_405_has_allow_and_413_for_big_bodies, setup, teardown),

@@ -236,6 +236,32 @@ static void test_corrupted_payload_is_an_error(void **state)
 	free(data);
 }
 
+static void test_lzma_header_asking_for_a_huge_dictionary_is_refused(void **state)
+{
+	(void)state;
+	uint8_t *data = make_data(64 * KiB);
+	size_t clen;
+	uint8_t *c = compress_payload(PAYLOAD_LZMA, data, 64 * KiB, &clen);
+	/* .lzma header: properties byte, then the dictionary size (here 928 MiB, as a fuzzer found). */
+	put_le32(c + 1, 0x3a000000u);
+	expect_corrupt(PAYLOAD_LZMA, c, clen);
+	uint8_t *out = NULL;
+	size_t out_len = 0;
+	char err[256] = "";
+	payload_decompress(PAYLOAD_LZMA, c, clen, &out, &out_len, err, sizeof(err));
+	assert_non_null(strstr(err, "dictionary larger than any kernel compressor uses"));
+	/* A 64 MiB dictionary, what lzma -9 writes, is accepted. */
+	free(c);
+	c = compress_payload(PAYLOAD_LZMA, data, 64 * KiB, &clen);
+	put_le32(c + 1, 64u << 20);
+	assert_int_equal(payload_decompress(PAYLOAD_LZMA, c, clen, &out, &out_len, err, sizeof(err)), 0);
+	assert_int_equal(out_len, 64 * KiB);
+	assert_memory_equal(out, data, out_len);
+	free(out);
+	free(c);
+	free(data);
+}
+
 static void test_unsupported_format(void **state)
 {
 	(void)state;
@@ -286,6 +312,7 @@ int main(void)
 		cmocka_unit_test(test_size_trailer_is_only_a_hint),
 		cmocka_unit_test(test_truncated_payload_is_an_error),
 		cmocka_unit_test(test_corrupted_payload_is_an_error),
+		cmocka_unit_test(test_lzma_header_asking_for_a_huge_dictionary_is_refused),
 		cmocka_unit_test(test_unsupported_format),
 		cmocka_unit_test(test_output_above_limit_refused),
 	};

@@ -7,15 +7,18 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
 
 #include "lib/util.h"
 #include "memory/guest_mem.h"
 #include "state/mem_state.h"
+#include "host_memory.h"
 
 #define RAM (8 * MiB)
 #define ID 0x1234abcdULL
@@ -138,6 +141,81 @@ static void old_snapshot_says_it_has_no_checksum(void **state)
 	assert_string_equal(err, want);
 }
 
+/* ---- RAM backed otherwise: private anonymous (merge=on) and hugetlbfs (hugepages=on) ---- */
+
+/* Writes mem's snapshot into a new file (its path in path, its descriptor returned). */
+static int snapshot_into(const struct guest_mem *mem, char *path)
+{
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	char err[512] = "";
+	assert_int_equal(mem_state_write(mem, fd, ID, err, sizeof(err)), 0);
+	assert_int_equal(mem_state_check(path, mem->ram_size, ID, err, sizeof(err)), 0);
+	assert_int_equal(mem_state_verify(path, mem->ram_size, err, sizeof(err)), 0);
+	return fd;
+}
+
+/* Bytes of the file on disk: RAM the guest never wrote stays a hole, as with a memfd. */
+static uint64_t allocated_bytes(int fd)
+{
+	struct stat st;
+	assert_int_equal(fstat(fd, &st), 0);
+	return (uint64_t)st.st_blocks * 512;
+}
+
+/*
+ * The snapshot in fd (at path) of RAM holding about 1 MiB of data takes about that much room and
+ * maps back as RAM with the very bytes of m; then both go.
+ */
+static void assert_restores_then_drop(struct guest_mem *m, char *path, int fd)
+{
+	assert_true(allocated_bytes(fd) <= MiB + 64 * 1024);
+	struct guest_mem back;
+	assert_int_equal(guest_mem_init_from_file(&back, m->ram_size, path), 0);
+	assert_memory_equal(gpa_to_host(&back, 0, m->ram_size), gpa_to_host(m, 0, m->ram_size), m->ram_size);
+	guest_mem_destroy(&back);
+	close(fd);
+	unlink(path);
+	guest_mem_destroy(m);
+}
+
+static void private_ram_snapshot_keeps_data_and_leaves_holes(void **state)
+{
+	(void)state;
+	struct guest_mem m;
+	char err[256] = "";
+	assert_int_equal(guest_mem_init_backed(&m, RAM, GUEST_MEM_MERGEABLE, err, sizeof(err)), 0);
+	memset(gpa_to_host(&m, 6 * MiB, MiB), 0x5a, MiB);
+	assert_int_equal(guest_mem_write(&m, 0x1000, "guest data", 10), 0);
+	uint8_t b;
+	assert_int_equal(guest_mem_read(&m, 3 * MiB, &b, 1), 0); /* read, never written: still zero */
+	char path[] = "/tmp/vmon-test-memstate-XXXXXX";
+	int fd = snapshot_into(&m, path);
+	assert_true(lseek(fd, 2 * MiB, SEEK_DATA) >= (off_t)(6 * MiB));
+	assert_restores_then_drop(&m, path, fd);
+}
+
+/*
+ * hugetlbfs answers SEEK_DATA with "all of it is data": a snapshot that trusted it would read,
+ * and so allocate, every hugepage the guest never touched.
+ */
+static void hugepage_ram_snapshot_reads_only_touched_pages(void **state)
+{
+	(void)state;
+	if (!raise_hugepages(RAM / (2 * MiB)))
+		skip();
+	struct guest_mem m;
+	char err[256] = "";
+	assert_int_equal(guest_mem_init_backed(&m, RAM, GUEST_MEM_HUGETLB, err, sizeof(err)), 0);
+	assert_int_equal(guest_mem_write(&m, 0x1000, "guest data", 10), 0);
+	memset(gpa_to_host(&m, 4 * MiB, MiB), 0x5a, MiB);
+	uint64_t free_before = pool_now().free;
+	char path[] = "/tmp/vmon-test-memstate-XXXXXX";
+	int fd = snapshot_into(&m, path);
+	assert_int_equal(pool_now().free, free_before); /* hugepages 2-4 MiB and 6-8 MiB still untouched */
+	assert_restores_then_drop(&m, path, fd);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -146,6 +224,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(flipped_data_byte_fails, setup, teardown),
 		cmocka_unit_test_setup_teardown(byte_written_into_a_hole_fails, setup, teardown),
 		cmocka_unit_test_setup_teardown(old_snapshot_says_it_has_no_checksum, setup, teardown),
+		cmocka_unit_test(private_ram_snapshot_keeps_data_and_leaves_holes),
+		cmocka_unit_test_teardown(hugepage_ram_snapshot_reads_only_touched_pages, restore_nr_hugepages),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

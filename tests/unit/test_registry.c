@@ -86,6 +86,25 @@ static void test_register_list_unregister(void **state)
 	config_free(&cfg);
 }
 
+/* vmon ps shows the RAM size of a VM started with --memory SIZE,hugepages=on too. */
+static void test_memory_with_settings_is_listed_by_size(void **state)
+{
+	(void)state;
+	struct vm_config cfg;
+	config_init_defaults(&cfg);
+	cfg.kernel_path = strdup("/k");
+	cfg.memory = 1024 * MiB;
+	cfg.memory_hugepages = true;
+	char path[4096];
+	assert_int_equal(registry_register(&cfg, path, sizeof(path)), 0);
+	struct registry_entry *list;
+	assert_int_equal(registry_list(&list), 1);
+	assert_int_equal(list[0].memory, 1024 * MiB);
+	free(list);
+	registry_unregister(path);
+	config_free(&cfg);
+}
+
 static void test_stale_entries_are_recognised(void **state)
 {
 	(void)state;
@@ -240,6 +259,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_register_list_unregister, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_memory_with_settings_is_listed_by_size, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_stale_entries_are_recognised, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_runtime_dir_is_a_file, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_private_dir_checks, setup, teardown),

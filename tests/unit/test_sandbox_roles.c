@@ -475,6 +475,17 @@ static int status_of(const char *sock, const char *method, const char *path, con
 	return r.status;
 }
 
+/* Does the body of GET path contain want? */
+static bool body_has(const char *sock, const char *path, const char *want)
+{
+	struct http_response r;
+	if (http_unix_request(sock, "GET", path, NULL, 15000, &r))
+		return false;
+	bool has = r.status == 200 && r.body && strstr(r.body, want);
+	free(r.body);
+	return has;
+}
+
 static int api_under_the_filters(void)
 {
 	char sock[128];
@@ -875,14 +886,19 @@ static bool bal_guest_works(void *arg)
 	return wait_used(v, 0, 1) && wait_used(v, 1, 1) && wait_used(v, 2, 1) && wait_used(v, 3, 1);
 }
 
-static int balloon_under_the_filters(void)
+/*
+ * RAM backed as vmon backs it: a memfd (discards punch holes in it), or with merge=on private
+ * anonymous memory (discards drop pages; GET /vm and GET /metrics read /proc/self/ksm_stat).
+ */
+static int balloon_under_the_filters_with(enum guest_mem_backing backing)
 {
 	static const struct vrig_spec spec = { .ram = BAL_RAM, .device_id = VIRTIO_ID_BALLOON, .queues = 4,
 					       .qsize = 16 };
 	struct vrig *v = calloc(1, sizeof(*v));
 	vrig_init(v, &spec);
 	free(v->ram);
-	if (guest_mem_init(&v->mem, BAL_RAM)) /* a memfd, as in vmon: discards punch holes in it */
+	char err[256];
+	if (guest_mem_init_backed(&v->mem, BAL_RAM, backing, err, sizeof(err)))
 		return 70;
 	v->ram = v->mem.regions[0].host;
 	struct balloon_config cfg;
@@ -899,6 +915,7 @@ static int balloon_under_the_filters(void)
 	static struct fake_vm f;
 	fake_vm_init(&f, 1, true, true);
 	((struct platform *)f.vm.platform)->balloon = b;
+	f.vm.mem = v->mem;
 	struct api_server *srv;
 	if (api_server_start(&srv, sock, &f.vm))
 		return 72;
@@ -909,8 +926,14 @@ static int balloon_under_the_filters(void)
 		rc = 74;
 	else if (status_of(sock, "GET", "/balloon", NULL) != 200)
 		rc = 75;
+	else if (backing == GUEST_MEM_MERGEABLE &&
+		 (!body_has(sock, "/vm", "\"merging_pages\"") || !body_has(sock, "/metrics", "\nvmon_ksm_merging_pages ")))
+		rc = 76; /* this process's KSM figures, read under the API thread's filter */
+	else if (v->ram[BAL_PAGES] != 0 || v->ram[BAL_PAGES + 40 * VIRTIO_BALLOON_PAGE_SIZE] != 0)
+		rc = 77; /* the inflated and the reported pages went back to the host and read as zero */
 	sandbox_enter(SANDBOX_MAIN);
 	api_server_stop(srv);
+	memset(&f.vm.mem, 0, sizeof(f.vm.mem));
 	((struct platform *)f.vm.platform)->balloon = NULL;
 	fake_vm_destroy(&f);
 	event_loop_stop(v->loop);
@@ -922,10 +945,26 @@ static int balloon_under_the_filters(void)
 	return rc;
 }
 
+static int balloon_under_the_filters(void)
+{
+	return balloon_under_the_filters_with(GUEST_MEM_MEMFD);
+}
+
+static int balloon_with_mergeable_ram_under_the_filters(void)
+{
+	return balloon_under_the_filters_with(GUEST_MEM_MERGEABLE);
+}
+
 static void test_a_balloon_works_under_the_vcpu_event_loop_api_and_main_filters(void **state)
 {
 	(void)state;
 	run_confined_case(balloon_under_the_filters);
+}
+
+static void test_a_balloon_and_ksm_figures_work_with_merge_on_under_the_filters(void **state)
+{
+	(void)state;
+	run_confined_case(balloon_with_mergeable_ram_under_the_filters);
 }
 
 /* ---- the platform devices from a vCPU, the serial output writer, the console input thread ---- */
@@ -1338,6 +1377,7 @@ int main(void)
 		cmocka_unit_test(test_a_console2_file_works_under_the_vcpu_console_out_and_main_filters),
 		cmocka_unit_test(test_rng_works_under_the_vcpu_event_loop_and_main_filters),
 		cmocka_unit_test(test_a_balloon_works_under_the_vcpu_event_loop_api_and_main_filters),
+		cmocka_unit_test(test_a_balloon_and_ksm_figures_work_with_merge_on_under_the_filters),
 		cmocka_unit_test(test_the_platform_devices_and_the_console_threads_work_under_their_filters),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

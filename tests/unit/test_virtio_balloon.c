@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "host_memory.h"
 #include "lib/log.h"
 #include "virtio/virtio_balloon.h"
 #include "virtio_rig.h"
@@ -34,7 +35,8 @@ struct rig {
 };
 
 /* Guest RAM is a real memfd here, as in vmon, so freed pages show in the file's block count. */
-static void rig_setup_cfg(struct rig *r, const struct balloon_config *cfg, uint16_t queues, uint64_t features)
+static void rig_setup_backed(struct rig *r, const struct balloon_config *cfg, uint16_t queues, uint64_t features,
+			     enum guest_mem_backing backing)
 {
 	static struct vrig_spec spec = { .ram = RAM, .device_id = VIRTIO_ID_BALLOON, .qsize = QSZ,
 					 .max_qsize = VIRTIO_BALLOON_QUEUE_SIZE };
@@ -42,11 +44,17 @@ static void rig_setup_cfg(struct rig *r, const struct balloon_config *cfg, uint1
 	memset(r, 0, sizeof(*r));
 	vrig_init(&r->v, &spec);
 	free(r->v.ram);
-	assert_int_equal(guest_mem_init(&r->v.mem, RAM), 0);
+	char err[256];
+	assert_int_equal(guest_mem_init_backed(&r->v.mem, RAM, backing, err, sizeof(err)), 0);
 	r->v.ram = r->v.mem.regions[0].host;
 	assert_int_equal(virtio_balloon_create(&r->v.deps, cfg, &r->b), 0);
 	vrig_attach(&r->v);
 	start_driver(&r->v, features);
+}
+
+static void rig_setup_cfg(struct rig *r, const struct balloon_config *cfg, uint16_t queues, uint64_t features)
+{
+	rig_setup_backed(r, cfg, queues, features, GUEST_MEM_MEMFD);
 }
 
 static void rig_setup(struct rig *r)
@@ -177,6 +185,58 @@ static void inflated_pages_leave_the_memfd(void **state)
 	assert_int_equal(info(&r).deflated_pages, N);
 	touch_pages(&r, N);
 	assert_int_equal(r.v.ram[PAGES_AT + (N - 1) * PAGE], 0xa5);
+	rig_free(&r);
+}
+
+/* Inflates n consecutive pages from pfn, in one request as Linux's driver gives up to 256. */
+static void inflate_run(struct rig *r, uint32_t pfn, uint32_t n, uint16_t *used)
+{
+	uint32_t pfns[256];
+	for (uint32_t i = 0; i < n; i++)
+		pfns[i] = pfn + i;
+	give_pfns(r, INFLATEQ, pfns, n);
+	assert_true(wait_used(&r->v, INFLATEQ, ++*used));
+}
+
+/*
+ * hugepages=on: the guest gives 4 KiB pages, at most 1 MiB a request; the host gets a 2 MiB
+ * page back once all 512 of its pages are given, never before, and counts it once.
+ */
+static void hugepages_go_back_once_all_their_pages_are_given(void **state)
+{
+	(void)state;
+	if (!raise_hugepages(RAM / (2u << 20)))
+		skip();
+	struct rig r;
+	struct balloon_config cfg;
+	config_balloon_defaults(&cfg);
+	cfg.enabled = true;
+	cfg.stats_interval_s = 0;
+	rig_setup_backed(&r, &cfg, 3, VIRTIO_F_BIT(VIRTIO_BALLOON_F_REPORTING), GUEST_MEM_HUGETLB);
+	touch_pages(&r, 512); /* the rings and buffers are in the first 2 MiB page, in use already */
+	uint64_t free0 = pool_now().free;
+	uint32_t first = PAGES_AT / PAGE;
+	uint16_t used = 0;
+	inflate_run(&r, first, 256, &used);
+	assert_int_equal(pool_now().free, free0); /* half a hugepage: nothing the host can take */
+	assert_int_equal(info(&r).discarded_bytes, 0);
+	assert_int_equal(r.v.ram[PAGES_AT], 0xa5);
+	inflate_run(&r, first + 256, 256, &used);
+	assert_int_equal(pool_now().free, free0 + 1);
+	assert_int_equal(info(&r).discarded_bytes, 2u << 20);
+	assert_int_equal(r.v.ram[PAGES_AT], 0);
+	inflate_run(&r, first + 5, 1, &used); /* given twice: nothing more goes back */
+	assert_int_equal(info(&r).discarded_bytes, 2u << 20);
+
+	/* The guest takes one page back and uses it: the hugepage is the guest's again until re-given. */
+	uint32_t one = first + 5;
+	give_pfns(&r, DEFLATEQ, &one, 1);
+	assert_true(wait_used(&r.v, DEFLATEQ, 1));
+	r.v.ram[PAGES_AT + 5 * PAGE] = 1;
+	assert_int_equal(pool_now().free, free0);
+	inflate_run(&r, one, 1, &used);
+	assert_int_equal(pool_now().free, free0 + 1);
+	assert_int_equal(info(&r).discarded_bytes, 4u << 20);
 	rig_free(&r);
 }
 
@@ -358,6 +418,7 @@ int main(void)
 		cmocka_unit_test(features_follow_the_configuration),
 		cmocka_unit_test(config_space_holds_num_pages_and_actual),
 		cmocka_unit_test(inflated_pages_leave_the_memfd),
+		cmocka_unit_test_teardown(hugepages_go_back_once_all_their_pages_are_given, restore_nr_hugepages),
 		cmocka_unit_test(pfns_outside_ram_are_skipped_and_counted),
 		cmocka_unit_test(reported_ranges_are_discarded),
 		cmocka_unit_test(reporting_queue_moves_up_without_statistics),
