@@ -14,6 +14,7 @@
 #include "lib/log.h"
 #include "lib/util.h"
 #include "memory/ksm.h"
+#include "state/clone_identity.h"
 #include "state/snapshot.h"
 #include "vm/vm.h"
 
@@ -136,6 +137,24 @@ static json_t *parse_body(struct api_reply *r, const char *route, const char *bo
 
 static enum vm_state vm_state_now(struct vm *vm) { return (enum vm_state)atomic_load(&vm->state); }
 
+/* What the guest sees of who it is: every card's MAC, the vsock CID, the generation ID (null: none). */
+static json_t *identity_json(struct vm *vm)
+{
+	struct vm_identity id;
+	vm_identity_read(vm, &id);
+	json_t *macs = json_array();
+	for (unsigned int i = 0; i < id.nmacs; i++) {
+		char mac[18];
+		clone_mac_format(id.macs[i], mac);
+		json_array_append_new(macs, json_string(mac));
+	}
+	char genid[VMGENID_STR_LEN];
+	vmgenid_format(id.genid, genid);
+	return json_pack("{s:o, s:o, s:o}", "macs", macs, "vsock_cid",
+			 id.has_cid ? json_integer(id.cid) : json_null(), "generation_id",
+			 id.has_genid ? json_string(genid) : json_null());
+}
+
 /* How guest RAM is backed and, with merge=on, what the host's KSM shares of it. */
 static void add_memory_info(json_t *o, const struct guest_mem *mem)
 {
@@ -167,8 +186,10 @@ static void get_vm(struct api_ctx *ctx, struct api_reply *r)
 			      (json_int_t)(vm->cfg ? vm->cfg->memory : 0), "pid", (int)getpid(), "config", cfg);
 	if (o && why != VM_STOP_NONE)
 		json_object_set_new(o, "stop_reason", json_string(vm_stop_reason_name(why)));
-	if (o)
+	if (o) {
 		add_memory_info(o, &vm->mem);
+		json_object_set_new(o, "identity", identity_json(vm));
+	}
 	reply_json(r, 200, o);
 }
 
@@ -352,7 +373,7 @@ static const struct route {
 	const char *what;
 } routes[] = {
 	{ "/", "GET", ROUTE_INDEX, "this list" },
-	{ "/vm", "GET", ROUTE_VM, "state, configuration, uptime, vCPUs, memory" },
+	{ "/vm", "GET", ROUTE_VM, "state, configuration, uptime, vCPUs, memory, identity" },
 	{ "/vm/state", "PUT", ROUTE_STATE, "{\"state\": \"paused\"|\"running\"}: pause or resume" },
 	{ "/vm/shutdown", "PUT", ROUTE_SHUTDOWN, "Ctrl-Alt-Del, then a hard stop after timeout_s" },
 	{ "/vm/stop", "PUT", ROUTE_STOP, "stop the VM now" },

@@ -156,3 +156,14 @@ void http_write_escaped(FILE *f, const char *s, size_t len, int keep_lines)
 		}
 	}
 }
+
+json_t *http_unix_get_json(const char *sock, const char *path, int timeout_ms)
+{
+	struct http_response r;
+	if (http_unix_request(sock, "GET", path, NULL, timeout_ms, &r))
+		return NULL;
+	json_error_t jerr;
+	json_t *o = r.status == 200 ? json_loadb(r.body, r.len, 0, &jerr) : NULL;
+	free(r.body);
+	return o;
+}

@@ -6,6 +6,7 @@
 #ifndef VMON_API_HTTP_CLIENT_H
 #define VMON_API_HTTP_CLIENT_H
 
+#include <jansson.h>
 #include <stddef.h>
 #include <stdio.h>
 
@@ -27,6 +28,12 @@ struct http_response {
  */
 int http_unix_request(const char *sock, const char *method, const char *path, const char *body,
 		      int timeout_ms, struct http_response *resp);
+
+/*
+ * GET path from the API on the Unix socket sock: the parsed JSON body of a 200 reply, or NULL
+ * (no answer, another status, not JSON). json_decref() it.
+ */
+json_t *http_unix_get_json(const char *sock, const char *path, int timeout_ms);
 
 /*
  * Writes len bytes a peer sent to f with every control character (C0, DEL, C1, and bytes that

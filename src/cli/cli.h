@@ -15,6 +15,8 @@
 int cli_run(int argc, char **argv);
 /* vmon restore: continue a VM from a snapshot directory. */
 int cli_restore(int argc, char **argv);
+/* vmon clone: start N clones of a snapshot in the background and report each one. */
+int cli_clone(int argc, char **argv);
 /* vmon ctl: one command to a running VM's API. */
 int cli_ctl(int argc, char **argv);
 /* vmon ps: the VMs running on this host. */

@@ -34,16 +34,11 @@ static void query_state(const struct registry_entry *e, char *state, size_t len)
 	snprintf(state, len, "%s", e->api_sock[0] ? "unreachable" : "-");
 	if (!e->api_sock[0])
 		return;
-	struct http_response r;
-	if (http_unix_request(e->api_sock, "GET", "/vm", NULL, PS_API_TIMEOUT_MS, &r))
-		return;
-	json_error_t jerr;
-	json_t *o = r.status == 200 ? json_loadb(r.body, r.len, 0, &jerr) : NULL;
+	json_t *o = http_unix_get_json(e->api_sock, "/vm", PS_API_TIMEOUT_MS);
 	const char *s = o ? json_string_value(json_object_get(o, "state")) : NULL;
 	if (s)
 		snprintf(state, len, "%s", s[strspn(s, "abcdefghijklmnopqrstuvwxyz_-")] ? "?" : s);
 	json_decref(o);
-	free(r.body);
 }
 
 static void format_size(uint64_t bytes, char *buf, size_t len)

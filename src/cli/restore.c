@@ -8,12 +8,14 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/cli_args.h"
 #include "cli/vm_runner.h"
 #include "config/config.h"
 #include "config/config_disk.h"
 #include "devices/console.h"
 #include "lib/log.h"
 #include "lib/util.h"
+#include "state/clone_identity.h"
 #include "state/mem_state.h"
 #include "state/snapshot.h"
 #include "vm/platform.h"
@@ -27,6 +29,11 @@ static void usage(FILE *f)
 		   "console on this terminal. See docs/usage.md (Snapshots).\n"
 		   "\n"
 		   "  --api-sock PATH      serve the control API on this Unix socket\n"
+		   "  --clone              give the VM a new identity: a new MAC address per network card\n"
+		   "                       (random, locally administered; or the mac= of a --net below) and\n"
+		   "                       a new vsock CID (unused on this host; or the cid= of --vsock)\n"
+		   "  --clock MODE         realtime (default): the guest's clock jumps to the host's time;\n"
+		   "                       continue: it continues from the snapshot\n"
 		   "  --paused             do not start the vCPUs until `vmon ctl resume`\n"
 		   "  --verify             check guest RAM against the checksum written with the snapshot\n"
 		   "                       first (reads the whole memory file)\n"
@@ -38,8 +45,11 @@ static void usage(FILE *f)
 		   "  --log-file PATH      also write the log to PATH as JSON lines\n"
 		   "  -h, --help           this help\n"
 		   "\n"
+		   "Every restore gives the guest a new VM generation ID (its random number generator is\n"
+		   "reseeded); GET /vm shows the identity.\n"
+		   "\n"
 		   "Host sides of the saved devices, to give a clone its own (same number and order as\n"
-		   "the snapshot's; what the guest sees, such as a MAC address or vsock CID, must stay):\n"
+		   "the snapshot's; the MAC address and vsock CID in them count only with --clone):\n"
 		   "  --net SPEC           each network card's backend (as vmon run --net)\n"
 		   "  --disk SPEC          each disk's image (as vmon run --disk); replaces the new\n"
 		   "                       overlays below\n"
@@ -53,7 +63,7 @@ static void usage(FILE *f)
 }
 
 enum { OPT_API_SOCK = 256, OPT_NAME, OPT_LOG_LEVEL, OPT_LOG_FILE, OPT_PAUSED, OPT_VERIFY, OPT_NET, OPT_DISK, OPT_CONSOLE2, OPT_VSOCK,
-       OPT_SECCOMP, OPT_LANDLOCK, OPT_SNAPSHOT_DIR, OPT_DISK_DIR };
+       OPT_SECCOMP, OPT_LANDLOCK, OPT_SNAPSHOT_DIR, OPT_DISK_DIR, OPT_CLONE, OPT_CLOCK };
 
 /* Host-side replacements for the saved devices' backends (vmon restore --net/--disk/...). */
 struct overrides {
@@ -64,6 +74,8 @@ struct overrides {
 	const char *console2, *vsock;
 	const char *disk_dir; /* --disk-dir: where new overlays on the snapshot's layers go */
 	bool verify; /* --verify: check the memory file's checksum before starting */
+	bool clone;  /* --clone: a new MAC per card and a new vsock CID */
+	enum vm_clock_mode clock;
 };
 
 static void set_str(char **field, const char *value)
@@ -82,6 +94,8 @@ static int parse_args(int argc, char **argv, struct vm_config *cfg, const char *
 		{ "log-file", required_argument, NULL, OPT_LOG_FILE },
 		{ "paused", no_argument, NULL, OPT_PAUSED },
 		{ "verify", no_argument, NULL, OPT_VERIFY },
+		{ "clone", no_argument, NULL, OPT_CLONE },
+		{ "clock", required_argument, NULL, OPT_CLOCK },
 		{ "net", required_argument, NULL, OPT_NET },
 		{ "disk", required_argument, NULL, OPT_DISK },
 		{ "disk-dir", required_argument, NULL, OPT_DISK_DIR },
@@ -102,6 +116,13 @@ static int parse_args(int argc, char **argv, struct vm_config *cfg, const char *
 		case OPT_NAME: set_str(&cfg->name, optarg); break;
 		case OPT_PAUSED: *paused = true; break;
 		case OPT_VERIFY: ov->verify = true; break;
+		case OPT_CLONE: ov->clone = true; break;
+		case OPT_CLOCK:
+			if (vm_clock_parse_mode(optarg, &ov->clock)) {
+				fprintf(stderr, "vmon: --clock takes realtime or continue, not '%s'\n", optarg);
+				return -EINVAL;
+			}
+			break;
 		case OPT_CONSOLE2: ov->console2 = optarg; break;
 		case OPT_VSOCK: ov->vsock = optarg; break;
 		case OPT_DISK_DIR: ov->disk_dir = optarg; break;
@@ -130,35 +151,22 @@ static int parse_args(int argc, char **argv, struct vm_config *cfg, const char *
 			break;
 		case OPT_LOG_FILE: set_str(&cfg->log_file, optarg); break;
 		case OPT_LOG_LEVEL:
-			if (log_parse_level(optarg) < 0) {
-				fprintf(stderr, "vmon: --log-level takes error, warn, info or debug, not '%s'\n", optarg);
+			if (cli_check_log_level(optarg))
 				return -EINVAL;
-			}
 			set_str(&cfg->log_level, optarg);
 			break;
 		case 'h': usage(stdout); exit(0);
 		default:
-			if (optopt)
-				fprintf(stderr, "vmon: option '%s' needs a value (see vmon restore --help)\n", argv[optind - 1]);
-			else
-				fprintf(stderr, "vmon: unknown option '%s' (see vmon restore --help)\n", argv[optind - 1]);
+			cli_bad_option("restore", argv);
 			return -EINVAL;
 		}
 	}
-	if (optind >= argc) {
-		fprintf(stderr, "vmon: no snapshot directory given: vmon restore DIR (see vmon restore --help)\n");
-		return -EINVAL;
-	}
-	if (optind + 1 < argc) {
-		fprintf(stderr, "vmon: unexpected argument '%s' (see vmon restore --help)\n", argv[optind + 1]);
-		return -EINVAL;
-	}
-	*dir = argv[optind];
-	return 0;
+	return cli_dir_operand("restore", "vmon restore DIR", argc, argv, dir);
 }
 
 struct restore_ctx {
 	struct snapshot_image *img;
+	const struct clone_identity *id;
 	uint64_t t0;
 	bool paused;
 };
@@ -180,6 +188,8 @@ static int restore_setup(struct vm *vm, const struct vm_config *cfg, void *arg)
 		log_error("restore", "%s", err);
 		return rc;
 	}
+	if ((rc = clone_identity_apply(vm, ctx->id)))
+		return rc;
 	if (ctx->paused)
 		atomic_store(&vm->pause_requested, true);
 	log_info("restore", "VM restored in %.1f ms; %s", (double)(monotonic_ns() - ctx->t0) / 1e6,
@@ -274,10 +284,16 @@ int cli_restore(int argc, char **argv)
 		log_info("restore", "guest memory matches the snapshot's checksum (checked in %.1f ms)",
 			 (double)(monotonic_ns() - v0) / 1e6);
 	}
-	bool keep[CONFIG_MAX_DISKS];
+	bool keep[CONFIG_MAX_DISKS], user_mac[CONFIG_MAX_NICS];
 	for (unsigned int i = 0; i < CONFIG_MAX_DISKS; i++)
 		keep[i] = ov.ndisks > 0; /* --disk given: the user's images replace the snapshot's layers */
+	for (unsigned int i = 0; i < CONFIG_MAX_NICS; i++)
+		user_mac[i] = ov.nnets > 0; /* --net given: a mac= in it is the clone's */
+	img.clock = ov.clock;
+	struct clone_identity id;
 	if (apply_overrides(&cfg, &ov) ||
+	    ((rc = clone_identity_choose(&id, &cfg, ov.clone, user_mac, ov.vsock != NULL, err, sizeof(err))) &&
+	     (log_error("restore", "%s", err), true)) ||
 	    ((rc = snapshot_disks_new_overlays(&img, &cfg, ov.disk_dir ? ov.disk_dir : dir, keep, err, sizeof(err))) &&
 	     (log_error("restore", "%s", err), true))) {
 		snapshot_close(&img);
@@ -290,7 +306,7 @@ int cli_restore(int argc, char **argv)
 				    "in 4 KiB pages, and reports hugepages=off");
 		cfg.memory_hugepages = false;
 	}
-	struct restore_ctx ctx = { .img = &img, .t0 = t0, .paused = paused };
+	struct restore_ctx ctx = { .img = &img, .id = &id, .t0 = t0, .paused = paused };
 	int status = vm_runner_main(&cfg, restore_setup, &ctx);
 	snapshot_close(&img);
 	config_free(&cfg);

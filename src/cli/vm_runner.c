@@ -169,10 +169,8 @@ static int exit_status(enum vm_stop_reason r)
 /* What vm_pause() does to the clock, for a VM that starts paused: vm_resume() undoes it. */
 static void freeze_clock(struct vm *vm)
 {
-	struct kvm_clock_data clock = { 0 };
 	pthread_mutex_lock(&vm->lock);
-	vm->clock_saved = ioctl(vm->vm_fd, KVM_GET_CLOCK, &clock) == 0;
-	vm->paused_clock = clock.clock;
+	vm_freeze_clock(vm);
 	pthread_mutex_unlock(&vm->lock);
 }
 

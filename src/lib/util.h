@@ -31,5 +31,13 @@ int read_file(const char *path, size_t max, uint8_t **data, size_t *len);
 
 /* Monotonic clock in nanoseconds. */
 uint64_t monotonic_ns(void);
+/*
+ * Writes one sentence into err (errlen bytes) and returns rc: the way functions that know why
+ * they fail hand the reason to their caller, as in `return err_fail(err, errlen, -EINVAL, "...")`.
+ */
+int err_fail(char *err, size_t errlen, int rc, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+/* The host's wall clock (CLOCK_REALTIME) in nanoseconds since the epoch. */
+uint64_t realtime_ns(void);
 
 #endif

@@ -15,6 +15,8 @@
 #define DEV_BUF_INITIAL (64 * 1024)
 #define DEV_BUF_MAX (16 * 1024 * 1024)
 #define VIRTIO_VENDOR 0x1af4
+/* Not on a bus: the VM generation ID lives in guest memory and ACPI. */
+#define VMGENID_SECTION "dev.vmgenid"
 
 static int fail(char *err, size_t errlen, int rc, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
@@ -127,6 +129,11 @@ int device_state_save(struct vm *vm, struct snap_writer *w, char *err, size_t er
 			rc = fail(err, errlen, rc, "out of memory saving device %s", refs[i].name);
 	}
 	struct platform *p = vm->platform;
+	if (!rc && p && p->vmgenid.present) {
+		long len = buf ? vmgenid_save(&p->vmgenid, buf, cap) : -ENOMEM;
+		if (len < 0 || (rc = snap_writer_add(w, VMGENID_SECTION, buf, (size_t)len)))
+			rc = fail(err, errlen, len < 0 ? (int)len : rc, "cannot save the VM generation ID");
+	}
 	if (!rc && p) {
 		pthread_mutex_lock(&p->pci.lock);
 		uint32_t latch = p->pci.config_address;
@@ -144,6 +151,20 @@ static bool is_device_section(const char *name)
 	return !strncmp(name, "dev.", 4) || (!strncmp(name, "pci.", 4) && strcmp(name, "pci.config_address"));
 }
 
+/* A guest booted by a vmon without the device has none in its ACPI tables: it stays absent. */
+static int restore_vmgenid(struct vmgenid *g, const struct snap_file *f, char *err, size_t errlen)
+{
+	size_t len;
+	const void *data = snap_file_section(f, VMGENID_SECTION, &len);
+	if (!data) {
+		g->present = false;
+		return 0;
+	}
+	if (vmgenid_load(g, data, len))
+		return fail(err, errlen, -EINVAL, "the snapshot's VM generation ID section is malformed");
+	return 0;
+}
+
 int device_state_restore(struct vm *vm, const struct snap_file *f, char *err, size_t errlen)
 {
 	struct dev_ref *refs;
@@ -156,7 +177,7 @@ int device_state_restore(struct vm *vm, const struct snap_file *f, char *err, si
 	const void *data;
 	size_t len;
 	for (unsigned int s = 0; !rc && (name = snap_file_section_name(f, s, &data, &len)); s++) {
-		if (!is_device_section(name))
+		if (!is_device_section(name) || !strcmp(name, VMGENID_SECTION))
 			continue;
 		unsigned int i = 0;
 		while (i < n && strcmp(refs[i].name, name))
@@ -192,6 +213,8 @@ int device_state_restore(struct vm *vm, const struct snap_file *f, char *err, si
 				  refs[i].name, strerror(-r));
 	}
 	struct platform *p = vm->platform;
+	if (!rc && p)
+		rc = restore_vmgenid(&p->vmgenid, f, err, errlen);
 	if (!rc && p && (data = snap_file_section(f, "pci.config_address", &len)) && len == sizeof(uint32_t)) {
 		pthread_mutex_lock(&p->pci.lock);
 		memcpy(&p->pci.config_address, data, sizeof(uint32_t));

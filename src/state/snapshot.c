@@ -629,10 +629,13 @@ int snapshot_restore(struct vm *vm, const struct snapshot_image *img, char *err,
 		return fail(err, errlen, -EINVAL, "the VM's memory size does not match the snapshot's");
 	if ((rc = mem_state_map(vm, img->mem_path, err, errlen)))
 		return rc;
-	if ((rc = restore_cpuid(vm, img, err, errlen)) || (rc = vm_state_restore(vm, &img->f, err, errlen)))
+	uint64_t advanced_ns = 0;
+	if ((rc = restore_cpuid(vm, img, err, errlen)) || (rc = vm_state_restore(vm, &img->f, err, errlen)) ||
+	    (rc = vm_clock_restore(vm, &img->f, img->clock, &advanced_ns, err, errlen)))
 		return rc;
 	for (unsigned int i = 0; i < vm->ncpus; i++)
-		if ((rc = vcpu_state_restore(vm->vcpus[i], vm->kvm_fd, &img->f, err, errlen)))
+		if ((rc = vcpu_state_restore(vm->vcpus[i], vm->kvm_fd, &img->f, err, errlen)) ||
+		    (advanced_ns && (rc = vcpu_state_advance_tsc(vm->vcpus[i], advanced_ns, err, errlen))))
 			return rc;
 	char name[SNAP_NAME_MAX];
 	snprintf(name, sizeof(name), "vcpu.%u.regs", vm->ncpus);

@@ -14,6 +14,7 @@
 #include "config/config.h"
 #include "state/snapshot_disks.h"
 #include "state/snapshot_format.h"
+#include "state/vm_clock.h"
 
 struct vm;
 
@@ -40,6 +41,8 @@ struct snapshot_image {
 	char *layers[CONFIG_MAX_DISKS];
 	bool layer_is_qcow2[CONFIG_MAX_DISKS];
 	bool on_layer[CONFIG_MAX_DISKS];
+	/* How snapshot_restore() sets the guest's clock (vmon restore --clock); snapshot_open() sets realtime. */
+	enum vm_clock_mode clock;
 };
 
 /*

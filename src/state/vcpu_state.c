@@ -11,11 +11,13 @@
 
 #include "lib/log.h"
 #include "lib/util.h"
+#include "state/vm_clock.h"
 #include "vm/vcpu.h"
 #include "vm/vm.h"
 
 /* Restored after the LAPIC: its value only means something once the timer mode is set. */
 #define MSR_IA32_TSC_DEADLINE 0x6e0u
+#define MSR_IA32_TSC_INDEX 0x10u
 
 /* MSRs KVM implements without listing them in KVM_GET_MSR_INDEX_LIST: the MTRRs. */
 static const uint32_t unlisted_msrs[] = {
@@ -459,5 +461,23 @@ int vcpu_state_restore(struct vcpu *v, int kvm_fd, const struct snap_file *f, ch
 		dr.flags = 0;
 		SET(KVM_SET_DEBUGREGS, dr, "debug registers");
 	}
+	return 0;
+}
+
+int vcpu_state_advance_tsc(struct vcpu *v, uint64_t ns, char *err, size_t errlen)
+{
+	int khz = ioctl(v->fd, KVM_GET_TSC_KHZ, 0);
+	if (khz <= 0)
+		return fail(err, errlen, khz < 0 ? -errno : -EINVAL, "cannot read vCPU %u's TSC rate: %s", v->id,
+			    strerror(khz < 0 ? errno : EINVAL));
+	struct {
+		struct kvm_msrs hdr;
+		struct kvm_msr_entry e;
+	} m = { .hdr.nmsrs = 1, .e.index = MSR_IA32_TSC_INDEX };
+	if (ioctl(v->fd, KVM_GET_MSRS, &m) != 1)
+		return fail(err, errlen, -EIO, "cannot read vCPU %u's TSC", v->id);
+	m.e.data += vm_clock_tsc_ticks(ns, (uint32_t)khz);
+	if (ioctl(v->fd, KVM_SET_MSRS, &m) != 1)
+		return fail(err, errlen, -EIO, "KVM refused to move vCPU %u's TSC forward", v->id);
 	return 0;
 }

@@ -24,5 +24,12 @@ int vcpu_state_save(struct vcpu *v, int kvm_fd, struct snap_writer *w, char *err
 
 /* Loads the sections saved for v->id into a vCPU that has not run yet. 0 or -errno (message in err). */
 int vcpu_state_restore(struct vcpu *v, int kvm_fd, const struct snap_file *f, char *err, size_t errlen);
+/*
+ * Moves the restored vCPU's TSC forward by ns nanoseconds at its TSC rate (vmon restore
+ * --clock=realtime), so a guest whose clocksource is the TSC sees the time on disk pass as one
+ * using kvmclock does. Call after vcpu_state_restore(), with the same ns for every vCPU so they
+ * stay in step. 0 or -errno (message in err).
+ */
+int vcpu_state_advance_tsc(struct vcpu *v, uint64_t ns, char *err, size_t errlen);
 
 #endif

@@ -7,6 +7,8 @@
 #include <string.h>
 #include <sys/ioctl.h>
 
+#include "lib/util.h"
+#include "state/vm_clock.h"
 #include "vm/vm.h"
 
 static int fail(char *err, size_t errlen, int rc, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
@@ -21,17 +23,20 @@ static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
 
 static const unsigned int chips[] = { KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE, KVM_IRQCHIP_IOAPIC };
 
-/* The guest's clock as it was when the VM was paused (vm_pause froze it), else now. */
-static int guest_clock(struct vm *vm, uint64_t *ns)
+/* The guest's clock as it was when the VM was paused (vm_pause froze it), else now, and the host's wall time then. */
+static int guest_clock(struct vm *vm, uint64_t *ns, uint64_t *realtime)
 {
 	if (vm->clock_saved) {
 		*ns = vm->paused_clock;
+		*realtime = vm->paused_realtime;
 		return 0;
 	}
 	struct kvm_clock_data c = { 0 };
+	uint64_t now = realtime_ns();
 	if (ioctl(vm->vm_fd, KVM_GET_CLOCK, &c) < 0)
 		return -errno;
 	*ns = c.clock;
+	*realtime = (c.flags & KVM_CLOCK_REALTIME) ? c.realtime : now;
 	return 0;
 }
 
@@ -55,10 +60,10 @@ int vm_state_save(struct vm *vm, struct snap_writer *w, char *err, size_t errlen
 		return fail(err, errlen, -errno, "cannot read the PIT: %s", strerror(errno));
 	if ((rc = snap_writer_add(w, "vm.pit", &pit, sizeof(pit))))
 		return fail(err, errlen, rc, "out of memory");
-	uint64_t clock;
-	if ((rc = guest_clock(vm, &clock)))
+	uint64_t clock, realtime = 0;
+	if ((rc = guest_clock(vm, &clock, &realtime)))
 		return fail(err, errlen, rc, "cannot read the guest clock: %s", strerror(-rc));
-	if ((rc = snap_writer_add(w, "vm.clock", &clock, sizeof(clock))))
+	if ((rc = snap_writer_add(w, "vm.clock", &clock, sizeof(clock))) || (rc = vm_clock_save(w, realtime)))
 		return fail(err, errlen, rc, "out of memory");
 	return 0;
 }
@@ -101,7 +106,7 @@ int vm_state_restore(struct vm *vm, const struct snap_file *f, char *err, size_t
 	if (!(p = need(f, "vm.clock", sizeof(clock), err, errlen, &rc)))
 		return rc;
 	memcpy(&clock, p, sizeof(clock));
-	/* The guest's clock continues from the snapshot: the time the VM spent on disk is not seen. */
+	/* As the snapshot left it; vm_clock_restore() then moves it on by the time on disk if asked to. */
 	struct kvm_clock_data c = { .clock = clock };
 	if (ioctl(vm->vm_fd, KVM_SET_CLOCK, &c) < 0)
 		return fail(err, errlen, -errno, "KVM refused the saved guest clock: %s", strerror(errno));

@@ -1,6 +1,7 @@
 /*
  * The VM-wide KVM state for snapshots: the in-kernel interrupt controllers (both 8259s and the
- * IOAPIC), the PIT and the kvmclock, in the section "vm.irqchip.<n>", "vm.pit" and "vm.clock".
+ * IOAPIC), the PIT and the kvmclock, in the section "vm.irqchip.<n>", "vm.pit" and "vm.clock", with
+ * the host's wall-clock time it was read at in "vm.clock_realtime" (state/vm_clock.h).
  */
 #ifndef VMON_STATE_VM_STATE_H
 #define VMON_STATE_VM_STATE_H

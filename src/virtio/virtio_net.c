@@ -32,9 +32,12 @@ struct virtio_net {
 	struct virtio_device_ops ops; /* per device: the offered features depend on the backend */
 	struct net_backend *be;
 
-	/* Guest-visible state (saved in snapshots). */
+	/* Guest-visible state (saved in snapshots). status changes on the loop thread while vCPUs read it. */
 	uint8_t mac[6];
 	uint16_t status;
+	struct event_timer *link_timer; /* brings the link back up after virtio_net_set_mac() */
+	unsigned int link_down_ms;
+	bool link_down_sent;
 	uint64_t offloads; /* negotiated offload bits the backend was configured with */
 
 	/* Frames waiting for receive buffers: a bounded ring. */
@@ -361,7 +364,7 @@ static void net_config_read(void *dev, uint32_t off, void *data, uint32_t len)
 	struct virtio_net *net = dev;
 	uint8_t img[CONFIG_SIZE];
 	memcpy(img, net->mac, 6);
-	uint16_t status = htole16(net->status), pairs = htole16(1);
+	uint16_t status = htole16(__atomic_load_n(&net->status, __ATOMIC_RELAXED)), pairs = htole16(1);
 	memcpy(img + 6, &status, 2);
 	memcpy(img + 8, &pairs, 2);
 	memcpy(data, img + off, len);
@@ -405,6 +408,23 @@ static int net_load(void *dev, const void *buf, size_t len)
 	return 0;
 }
 
+/*
+ * The two halves of the link bounce virtio_net_set_mac() starts, on the loop thread once it
+ * runs: first the guest hears the link went down, then, link_down_ms later, that it is up.
+ */
+static void link_timer_fired(void *opaque)
+{
+	struct virtio_net *net = opaque;
+	if (!net->link_down_sent) {
+		net->link_down_sent = true;
+		virtio_pci_config_changed(net->vdev);
+		event_timer_set(net->link_timer, (uint64_t)net->link_down_ms * 1000000, 0);
+		return;
+	}
+	__atomic_store_n(&net->status, VIRTIO_NET_S_LINK_UP, __ATOMIC_RELAXED);
+	virtio_pci_config_changed(net->vdev);
+}
+
 static const struct virtio_device_ops net_ops_template = {
 	.name = "net",
 	.device_id = VIRTIO_ID_NET,
@@ -425,7 +445,7 @@ int virtio_net_create(const struct virtio_pci_deps *deps, const uint8_t mac[6], 
 {
 	struct virtio_net *net = calloc(1, sizeof(*net));
 	uint8_t *txbuf = malloc(VIRTIO_NET_HDR_LEN + NET_MAX_FRAME);
-	if (!net || !txbuf) {
+	if (!net || !txbuf || event_loop_add_timer(deps->loop, 0, 0, link_timer_fired, net, &net->link_timer)) {
 		free(net);
 		free(txbuf);
 		backend->ops->destroy(backend);
@@ -443,6 +463,7 @@ int virtio_net_create(const struct virtio_pci_deps *deps, const uint8_t mac[6], 
 	int rc = virtio_pci_create(deps, &net->ops, net, &net->vdev);
 	if (rc) {
 		backend->ops->destroy(backend);
+		event_timer_free(net->link_timer);
 		free(net->txbuf);
 		free(net);
 		return rc;
@@ -463,6 +484,7 @@ void virtio_net_destroy(struct virtio_net *net)
 		  (unsigned long long)st.rx_dropped, (unsigned long long)st.rx_errors, (unsigned long long)st.tx_packets,
 		  (unsigned long long)st.tx_bytes, (unsigned long long)st.tx_dropped, (unsigned long long)st.tx_errors);
 	virtio_pci_destroy(net->vdev);
+	event_timer_free(net->link_timer);
 	net->be->ops->destroy(net->be);
 	drop_all_pending(net);
 	free(net->txbuf);
@@ -480,3 +502,21 @@ void virtio_net_get_stats(const struct virtio_net *net, struct virtio_net_stats 
 }
 
 struct virtio_device *virtio_net_vdev(struct virtio_net *net) { return net->vdev; }
+
+void virtio_net_get_mac(const struct virtio_net *net, uint8_t mac[6]) { memcpy(mac, net->mac, 6); }
+
+void virtio_net_set_mac(struct virtio_net *net, const uint8_t mac[6], unsigned int link_down_ms)
+{
+	memcpy(net->mac, mac, 6);
+	/*
+	 * A driver that reads the link status learns of the change through a link-down/link-up pair
+	 * of configuration-change interrupts (the guest's DHCP client runs again on carrier up); one
+	 * that does not would only see an interrupt it ignores.
+	 */
+	if (!link_down_ms || !virtio_pci_has_feature(net->vdev, VIRTIO_NET_F_STATUS))
+		return;
+	__atomic_store_n(&net->status, 0, __ATOMIC_RELAXED);
+	net->link_down_ms = link_down_ms;
+	net->link_down_sent = false;
+	event_timer_set(net->link_timer, 1000, 0);
+}

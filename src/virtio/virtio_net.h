@@ -53,6 +53,17 @@ void virtio_net_destroy(struct virtio_net *net);
 /* Counters (any thread). */
 void virtio_net_get_stats(const struct virtio_net *net, struct virtio_net_stats *out);
 
+/* The MAC address in the card's configuration space. */
+void virtio_net_get_mac(const struct virtio_net *net, uint8_t mac[6]);
+/*
+ * Gives the card a new MAC address (a clone's identity), after its state was loaded and before
+ * the vCPUs run: the configuration space shows it from then on, which is what a driver reads
+ * when it probes the device. If the driver negotiated VIRTIO_NET_F_STATUS and link_down_ms is
+ * not 0, the link also goes down once the event loop runs and comes up link_down_ms later, each
+ * with a configuration-change interrupt, so the guest reconfigures the interface (DHCP).
+ */
+void virtio_net_set_mac(struct virtio_net *net, const uint8_t mac[6], unsigned int link_down_ms);
+
 /* The transport object, for tests and the snapshot code. */
 struct virtio_device *virtio_net_vdev(struct virtio_net *net);
 

@@ -818,6 +818,10 @@ void virtio_vsock_destroy(struct virtio_vsock *vs)
 	free(vs);
 }
 
+uint32_t virtio_vsock_cid(const struct virtio_vsock *vs) { return vs->cid; }
+
+void virtio_vsock_set_cid(struct virtio_vsock *vs, uint32_t cid) { vs->cid = cid; }
+
 void virtio_vsock_get_stats(const struct virtio_vsock *vs, struct virtio_vsock_stats *st)
 {
 	*st = (struct virtio_vsock_stats){

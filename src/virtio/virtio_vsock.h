@@ -91,6 +91,15 @@ int virtio_vsock_create(const struct virtio_pci_deps *deps, uint32_t cid, const 
 			struct virtio_vsock **out);
 void virtio_vsock_destroy(struct virtio_vsock *vs);
 
+/* The guest's CID, as its configuration space shows it. */
+uint32_t virtio_vsock_cid(const struct virtio_vsock *vs);
+/*
+ * Gives the guest a new CID (a clone's identity; 3 .. 0xfffffffe, checked by the caller), after
+ * the device's state was loaded and before the vCPUs run: the transport-reset event a load
+ * sends makes the guest's driver read the CID again.
+ */
+void virtio_vsock_set_cid(struct virtio_vsock *vs, uint32_t cid);
+
 void virtio_vsock_get_stats(const struct virtio_vsock *vs, struct virtio_vsock_stats *st);
 
 #endif

@@ -56,6 +56,7 @@ int platform_create(struct vm *vm, void (*console_out)(void *opaque, const uint8
 	rtc_init(&p->rtc, irq(vm, PLATFORM_RTC_IRQ));
 	acpi_pm_init(&p->acpi_pm, on_acpi_event, vm);
 	pvpanic_init(&p->pvpanic, on_panic, vm);
+	vmgenid_init(&p->vmgenid, LAYOUT_VMGENID, irq(vm, LAYOUT_GED_GSI));
 
 	struct {
 		uint64_t port, len;

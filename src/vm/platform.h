@@ -9,6 +9,7 @@
 #include "devices/pvpanic.h"
 #include "devices/rtc.h"
 #include "devices/serial.h"
+#include "devices/vmgenid.h"
 #include "vm/irq_routing.h"
 
 struct vm;
@@ -27,6 +28,7 @@ struct platform {
 	struct rtc rtc;
 	struct acpi_pm acpi_pm;
 	struct pvpanic pvpanic;
+	struct vmgenid vmgenid;
 
 	/* Paravirtual I/O: PCI bus 0, MSI routes, the device event loop, virtio devices. */
 	struct irq_routing irq_routing;

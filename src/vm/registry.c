@@ -14,6 +14,7 @@
 
 #include "config/config_json.h"
 #include "config/config_memory.h"
+#include "config/config_sockets.h"
 #include "lib/log.h"
 
 /* Writes the directory's path; *shared: it is the fallback in /tmp, where anyone can create it first. */
@@ -222,6 +223,11 @@ static int read_entry(const char *path, struct registry_entry *e)
 		copy_str(e->name, sizeof(e->name), json_object_get(cfg, "name"));
 		copy_str(e->api_sock, sizeof(e->api_sock), json_object_get(cfg, "api_sock"));
 		copy_str(e->kernel, sizeof(e->kernel), json_object_get(cfg, "kernel"));
+		const char *vsock = json_string_value(json_object_get(cfg, "vsock"));
+		struct vsock_spec vs;
+		char err[256];
+		if (vsock && config_vsock_parse(vsock, &vs, err, sizeof(err)) == 0)
+			e->vsock_cid = vs.cid;
 		snprintf(e->path, sizeof(e->path), "%s", path);
 		rc = 0;
 	}

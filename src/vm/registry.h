@@ -25,6 +25,7 @@ struct registry_entry {
 	uint64_t memory;
 	char name[CONFIG_MAX_NAME + 1];      /* "" if none */
 	char api_sock[CONFIG_MAX_SOCK_PATH]; /* "" if the VM has no API */
+	uint32_t vsock_cid;                  /* the guest's vsock CID, 0 if it has no vsock */
 	char kernel[PATH_MAX];
 	char path[PATH_MAX];                 /* the entry's file */
 };

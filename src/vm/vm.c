@@ -269,11 +269,14 @@ void vm_vcpu_park_if_paused(struct vm *vm)
 	pthread_mutex_unlock(&vm->lock);
 }
 
-static void save_clock(struct vm *vm)
+void vm_freeze_clock(struct vm *vm)
 {
 	struct kvm_clock_data clock = { 0 };
+	uint64_t now = realtime_ns();
 	vm->clock_saved = ioctl(vm->vm_fd, KVM_GET_CLOCK, &clock) == 0;
 	vm->paused_clock = clock.clock;
+	/* KVM's own reading of the host's wall clock is taken at the same instant as the kvmclock's. */
+	vm->paused_realtime = (clock.flags & KVM_CLOCK_REALTIME) ? clock.realtime : now;
 }
 
 static void restore_clock(struct vm *vm)
@@ -317,7 +320,7 @@ int vm_pause(struct vm *vm)
 			 vm->parked, vm->ncpus, PAUSE_TIMEOUT_S);
 		rc = -ETIMEDOUT;
 	} else {
-		save_clock(vm);
+		vm_freeze_clock(vm);
 		if (vm->io_pause)
 			vm->io_pause(vm);
 		atomic_store(&vm->state, VM_PAUSED);

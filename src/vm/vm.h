@@ -61,6 +61,7 @@ struct vm {
 	unsigned int parked;          /* vCPUs parked, under lock */
 	bool clock_saved;
 	uint64_t paused_clock;        /* kvmclock at pause, restored at resume so guest time does not jump */
+	uint64_t paused_realtime;     /* the host's CLOCK_REALTIME when paused_clock was read */
 	uint64_t started_ns;          /* monotonic time the vCPUs started, for uptime */
 
 	/* Set by the platform: stop and restart device work around a pause (may be NULL). */
@@ -92,6 +93,8 @@ void vm_request_stop(struct vm *vm, enum vm_stop_reason reason, const char *fmt,
 int vm_pause(struct vm *vm);
 /* Resumes a paused VM; -EALREADY if it was running already, -EBUSY if it is neither. */
 int vm_resume(struct vm *vm);
+/* Records the kvmclock and the host's wall clock at that instant (vm->paused_*); call under vm->lock. */
+void vm_freeze_clock(struct vm *vm);
 /* Called by a vCPU thread between exits: parks it while a pause is requested. */
 void vm_vcpu_park_if_paused(struct vm *vm);
 

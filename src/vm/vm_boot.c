@@ -12,6 +12,7 @@
 #include "arch/x86/mptable.h"
 #include "boot/kernel.h"
 #include "lib/log.h"
+#include "vm/platform.h"
 #include "vm/vcpu.h"
 #include "vm/vm.h"
 
@@ -70,6 +71,14 @@ int vm_boot_setup(struct vm *vm)
 	uint64_t rsdp = 0;
 	if ((rc = long_mode_write_tables(&vm->mem)) || (rc = acpi_write_tables(&vm->mem, vm->ncpus, &rsdp))) {
 		log_error("boot", "cannot write the boot tables into guest memory: %s", strerror(-rc));
+		return rc;
+	}
+
+	/* The guest's first generation ID; every restore gives it a new one. */
+	struct platform *p = vm->platform;
+	uint8_t genid[VMGENID_LEN];
+	if (p && ((rc = vmgenid_generate(genid)) || (rc = vmgenid_set(&p->vmgenid, &vm->mem, genid)))) {
+		log_error("boot", "cannot write the VM generation ID into guest memory: %s", strerror(-rc));
 		return rc;
 	}
 

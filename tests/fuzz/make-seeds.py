@@ -260,3 +260,8 @@ put("decompress", "gzip", b"\x00" + gzip.compress(plain))
 put("decompress", "xz", b"\x00" + lzma.compress(plain, check=lzma.CHECK_CRC32))
 put("decompress", "lzma", b"\x00" + lzma.compress(plain, format=lzma.FORMAT_ALONE))
 put("decompress", "zlib_as_gzip", b"\x01" + zlib.compress(plain))
+
+# ---- the VM generation ID's snapshot state: magic "VGEN", version 1, the buffer's address, the ID ----
+VMGENID_GPA = 0xFF000  # LAYOUT_VMGENID
+put("vmgenid", "valid", struct.pack("<IIQ", 0x4E454756, 1, VMGENID_GPA) + bytes(range(16)))
+put("vmgenid", "bad-gpa", struct.pack("<IIQ", 0x4E454756, 1, 0x1000) + bytes(16))

@@ -5,7 +5,13 @@
   snapshot_sections.py compare STATE_A STATE_B  sections that differ between two snapshots,
                                                 except the bytes that depend on when the state
                                                 was read (see IGNORED below); exit 1 if any
+  snapshot_sections.py minimal DIR              writes a snapshot that passes every check of
+                                                the files (configuration, memory file) but has
+                                                no vCPU or device state, so a restore of it
+                                                fails once it builds the VM: for tests of the
+                                                commands that start restores, without KVM
 """
+import json
 import struct
 import sys
 import zlib
@@ -66,7 +72,43 @@ def differences(a, b):
     return out
 
 
+def write_minimal(d):
+    import os
+    snapshot_id = 0x1234ABCD5678EF01
+    ram = 16 << 20
+    mem_name = "memory-%016x" % snapshot_id
+    config = json.dumps({"kernel": "/nonexistent/bzImage", "cpus": 1, "memory": ram}).encode()
+    memsec = struct.pack("<Q48s", ram, mem_name.encode())
+    sections = [("config", config), ("memory", memsec)]
+    table_len = ENTRY.size * len(sections)
+    off = HEADER.size + table_len
+    table, body = b"", b""
+    for name, data in sections:
+        table += ENTRY.pack(name.encode(), off, len(data), zlib.crc32(data), 0)
+        padded = data + bytes(-len(data) % 8)
+        body += padded
+        off += len(padded)
+    total = HEADER.size + table_len + len(body)
+    fields = [b"VMONSNAP", 1, HEADER.size, total, len(sections), 0, snapshot_id, b"GenuineIntel", 0] + [0] * 8
+    after = table + body
+    head = HEADER.pack(*fields, zlib.crc32(table), zlib.crc32(after), 0, bytes(28))
+    head = HEADER.pack(*fields, zlib.crc32(table), zlib.crc32(after), zlib.crc32(head), bytes(28))
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "state"), "wb") as f:
+        f.write(head + after)
+    trailer = struct.pack("<8sIIQQ", b"VMONMEM1", 1, 4096, ram, snapshot_id)
+    trailer += struct.pack("<I", zlib.crc32(trailer + bytes(4) + struct.pack("<I", 1)))
+    trailer += struct.pack("<II", 1, zlib.crc32(bytes(ram)))
+    with open(os.path.join(d, mem_name), "wb") as f:
+        f.truncate(ram)
+        f.seek(ram)
+        f.write(trailer + bytes(4096 - len(trailer)))
+
+
 def main():
+    if len(sys.argv) == 3 and sys.argv[1] == "minimal":
+        write_minimal(sys.argv[2])
+        return 0
     if len(sys.argv) == 3 and sys.argv[1] == "list":
         for name, body in read(sys.argv[2]).items():
             print(f"{name} {len(body)} {zlib.crc32(body):08x}")

@@ -2,7 +2,9 @@
 # Snapshots: vmon ctl snapshot and vmon restore on the snapshot test guest (exact register and
 # memory round trip, counting on, clones, replacing a snapshot), every kind of damaged snapshot,
 # the restore latency for 128 MiB and 1 GiB guests, and the default Linux guest carrying on
-# after a restore (its shell answers, a counting process counts on, a file written before is there).
+# after a restore (its shell answers, a counting process counts on, a file written before is there),
+# cloned 8 times (MACs, random bytes and generation IDs all differ, memory shared, clocks right)
+# and restored with --clock=realtime and --clock=continue.
 cd "$(dirname "$0")/../.."
 . tests/integration/lib.sh
 
@@ -432,6 +434,27 @@ for mem in 128M 1G; do
 	expect snapshot/latency-$mem "the $mem guest restores and runs" sh -c "[ -n '$internal' ]"
 done
 
+# ---- vmon clone on the test guest: N clones in the background, each its own generation ID ----
+start clonesrc run --kernel $G --memory 64M --api-sock $TEST_TMP/clonesrc.sock
+CS_PID=$PID
+wait_for $OUT '^count: 2$' 120
+ctl $TEST_TMP/clonesrc.sock snapshot $TEST_TMP/clonesnap --keep-running=false >/dev/null 2>&1
+finish $CS_PID
+t0=$(date +%s%N)
+"$VMON" clone $TEST_TMP/clonesnap --count 4 --name-prefix tg --run-dir $TEST_TMP/tg >$TEST_TMP/tg.out 2>$TEST_TMP/tg.err
+RC=$?
+t1=$(date +%s%N)
+OUT=$TEST_TMP/tg.out ERR=$TEST_TMP/tg.err
+echo "    vmon clone: 4 clones of a 64 MiB test guest answering their API in $(((t1 - t0) / 1000000)) ms"
+genids=""
+for i in 1 2 3 4; do
+	genids="$genids $(ctl $TEST_TMP/tg/tg-$i.sock info 2>/dev/null | sed -n 's/.*"generation_id": "\([0-9a-f-]*\)".*/\1/p')"
+done
+expect snapshot/clone-command "vmon clone starts 4 clones, prints a line for each, vmon ps lists them, each has its own generation ID ($genids)" \
+	sh -c "[ $RC -eq 0 ] && [ \$(grep -c '^tg-[1-4]  ' $TEST_TMP/tg.out) -eq 4 ] && [ \$('$VMON' ps | grep -c 'tg-[1-4]') -eq 4 ] &&
+		[ \$(echo $genids | tr ' ' '\n' | grep -c .) -eq 4 ] && [ \$(echo $genids | tr ' ' '\n' | sort -u | grep -c .) -eq 4 ]"
+for i in 1 2 3 4; do ctl $TEST_TMP/tg/tg-$i.sock stop >/dev/null 2>&1; done
+
 # ---- the default Linux guest ----
 if [ "${VMON_SNAPSHOT_LINUX:-1}" = 0 ]; then
 	skip snapshot/linux "VMON_SNAPSHOT_LINUX=0"
@@ -452,7 +475,7 @@ qemu-img create -q -f qcow2 $TEST_TMP/linux-disk.qcow2 16M
 LIN_DISK=$(realpath $TEST_TMP/linux-disk.qcow2)
 "$VMON" run --kernel "$GUEST_KERNEL" --initrd "$GUEST_INITRD" --cpus 2 --memory 128M \
 	--cmdline "$(cat guest/cmdline 2>/dev/null)" --api-sock $TEST_TMP/linux.sock \
-	--disk $LIN_DISK <$IN >$OUT 2>$ERR &
+	--disk $LIN_DISK --net user <$IN >$OUT 2>$ERR &
 L_PID=$!
 PIDS+=($L_PID)
 LIN_OUT=$OUT LIN_ERR=$ERR
@@ -467,6 +490,8 @@ mark() { echo "printf '$2' | dd of=/dev/vda bs=512 seek=$1 conv=notrunc,fsync 2>
 mark 0 DISK-BEFORE-SNAPSHOT >&7
 wait_for $OUT '^MARKED-DISK-BEFORE-SNAPSHOT' 300
 sleep 6
+echo 'echo "ORIG-MAC=$(cat /sys/class/net/eth0/address) ORIG-RND=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d " \n")"' >&7
+wait_for $OUT '^ORIG-MAC=' 300
 echo 'echo "COUNT-BEFORE=$(cat /tmp/count)"' >&7
 wait_for $OUT '^COUNT-BEFORE=[0-9]+' 300
 snap_time=$(date +%s)
@@ -545,3 +570,77 @@ expect snapshot/linux-disk-own-overlays "each restored guest read the snapshot's
 	own_overlays_ok
 expect snapshot/linux-stop "the restored Linux VM stops cleanly, no sanitizer report" \
 	sh -c "[ $RC -eq 0 ] && ! grep -qE 'Sanitizer|runtime error' $ERR $LIN_ERR"
+
+# ---- clones of the Linux guest: identity, memory shared, disks their own, the clock ----
+# Eight clones of the snapshot, each with its console on a pipe of this shell: after the restore,
+# each one re-probes its network card (the driver reads the MAC only when it binds) and reports
+# its MAC and 32 bytes of /dev/urandom.
+orig_mac=$(tr -d '\r' <$LIN_OUT | sed -n 's/^ORIG-MAC=\([0-9a-f:]*\) .*/\1/p' | head -1)
+orig_rnd=$(tr -d '\r' <$LIN_OUT | sed -n 's/.*ORIG-RND=\([0-9a-f]*\).*/\1/p' | head -1)
+rebind='d=$(basename $(readlink /sys/class/net/eth0/device)); echo $d >/sys/bus/virtio/drivers/virtio_net/unbind; echo $d >/sys/bus/virtio/drivers/virtio_net/bind; sleep 1'
+report='echo "CLONE mac=$(cat /sys/class/net/eth0/address) rnd=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d " \n") date=$(date +%s)"'
+CLONE_PIDS=()
+for i in 1 2 3 4 5 6 7 8; do
+	mkfifo $TEST_TMP/clone$i.in
+	eval "exec {fd}<>$TEST_TMP/clone$i.in"
+	CLONE_FD[$i]=$fd
+	"$VMON" restore $TEST_TMP/linux-snap --clone --name lclone-$i --api-sock $TEST_TMP/lclone$i.sock \
+		--disk-dir $TEST_TMP <$TEST_TMP/clone$i.in >$TEST_TMP/lclone$i.out 2>$TEST_TMP/lclone$i.err &
+	CLONE_PIDS+=($!)
+	PIDS+=($!)
+done
+sleep 8
+for i in 1 2 3 4 5 6 7 8; do echo "$rebind; $report" >&${CLONE_FD[$i]}; done
+host_now=$(date +%s)
+ok=1
+for i in 1 2 3 4 5 6 7 8; do wait_for $TEST_TMP/lclone$i.out '^CLONE mac=' 600 || ok=0; done
+macs=$(cat $TEST_TMP/lclone*.out | tr -d '\r' | sed -n 's/^CLONE mac=\([0-9a-f:]*\) .*/\1/p')
+rnds=$(cat $TEST_TMP/lclone*.out | tr -d '\r' | sed -n 's/^CLONE .*rnd=\([0-9a-f]*\) .*/\1/p')
+expect snapshot/clones-differ "8 clones report 8 different MACs ($(echo $macs)) and 8 different random strings, none the original's ($orig_mac)" \
+	sh -c "[ $ok -eq 1 ] && [ \$(echo '$macs' | sort -u | wc -l) -eq 8 ] && [ \$(echo '$rnds' | sort -u | wc -l) -eq 8 ] &&
+		! echo '$macs' | grep -qx '$orig_mac' && ! echo '$rnds' | grep -qx '$orig_rnd'"
+expect snapshot/clones-genid "each clone's log names its own VM generation ID" \
+	sh -c "[ \$(cat $TEST_TMP/lclone*.err | sed -n 's/.*VM generation ID //p' | sort -u | wc -l) -eq 8 ]"
+expect snapshot/clones-listed "vmon ps lists the 8 clones" sh -c "[ \$('$VMON' ps | grep -c 'lclone-') -eq 8 ]"
+pss=0
+for p in "${CLONE_PIDS[@]}"; do
+	k=$(awk '/^Pss:/ { print $2 }' /proc/$p/smaps_rollup 2>/dev/null)
+	pss=$((pss + ${k:-0}))
+done
+echo "    8 Linux clones (128 MiB guests): $((pss / 1024)) MiB proportional set size together"
+expect snapshot/clones-share-memory "8 clones of a 128 MiB guest take less than 4 guests' worth of memory together ($((pss / 1024)) MiB)" \
+	sh -c "[ $pss -gt 0 ] && [ $pss -lt $((4 * 128 * 1024)) ]"
+gdates=$(cat $TEST_TMP/lclone*.out | tr -d '\r' | sed -n 's/^CLONE .*date=\([0-9]*\).*/\1/p')
+expect snapshot/clones-clock "every clone's date is within 2 s of the host's ($host_now): $(echo $gdates)" \
+	sh -c "for d in $(echo $gdates); do [ \$((d - $host_now)) -le 2 ] && [ \$(($host_now - d)) -le 2 ] || exit 1; done"
+for i in 1 2 3 4 5 6 7 8; do ctl $TEST_TMP/lclone$i.sock stop >/dev/null; done
+for p in "${CLONE_PIDS[@]}"; do wait $p; done
+
+# The clock: at least 60 s after the snapshot, a restore is on the host's time by default and
+# about that much behind with --clock=continue.
+wait_s=$((snap_time + 60 - $(date +%s)))
+[ $wait_s -gt 0 ] && sleep $wait_s
+for mode in realtime continue; do
+	mkfifo $TEST_TMP/clock-$mode.in
+	eval "exec {fd}<>$TEST_TMP/clock-$mode.in"
+	"$VMON" restore $TEST_TMP/linux-snap --clock=$mode --api-sock $TEST_TMP/clock-$mode.sock --disk-dir $TEST_TMP \
+		<$TEST_TMP/clock-$mode.in >$TEST_TMP/clock-$mode.out 2>$TEST_TMP/clock-$mode.err &
+	cpid=$!
+	PIDS+=($cpid)
+	sleep 5
+	echo 'echo "CLOCK date=$(date +%s)"' >&$fd
+	wait_for $TEST_TMP/clock-$mode.out '^CLOCK date=' 300
+	host_now=$(date +%s)
+	gd=$(tr -d '\r' <$TEST_TMP/clock-$mode.out | sed -n 's/^CLOCK date=\([0-9]*\).*/\1/p' | head -1)
+	behind=$((host_now - ${gd:-0}))
+	echo "    --clock=$mode: the guest's date is $behind s behind the host's, $((host_now - snap_time)) s after the snapshot"
+	if [ $mode = realtime ]; then
+		expect snapshot/clock-realtime "the restored guest's date is within 2 s of the host's ($behind s behind)" \
+			sh -c "[ -n '$gd' ] && [ $behind -le 2 ] && [ $behind -ge -2 ]"
+	else
+		expect snapshot/clock-continue "with --clock=continue the guest is behind by about the time since the snapshot ($behind s)" \
+			sh -c "[ -n '$gd' ] && [ $behind -ge 55 ] && [ $behind -le $((host_now - snap_time + 2)) ]"
+	fi
+	ctl $TEST_TMP/clock-$mode.sock stop >/dev/null
+	wait $cpid
+done

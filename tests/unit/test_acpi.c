@@ -14,6 +14,7 @@
 #include "arch/x86/acpi_aml.h"
 #include "arch/x86/layout.h"
 #include "devices/acpi_pm.h"
+#include "lib/util.h"
 #include "memory/guest_mem.h"
 
 #define RAM (2 * 1024 * 1024)
@@ -252,18 +253,22 @@ static void test_dsdt_pvpanic(void **state)
 	assert_non_null(find_bytes(aml, n, io, sizeof(io)));
 	const uint8_t sta[] = { 0x08, '_', 'S', 'T', 'A', 0x0a, 0x0f };
 	assert_non_null(find_bytes(aml, n, sta, sizeof(sta)));
-	/* The device sits in \_SB_, first, and the PCI root bridge follows it up to the end of the table. */
+	/*
+	 * The device sits in \_SB_, first; the PCI root bridge, the VM generation ID and the event
+	 * device follow it, one after the other, up to the end of the table.
+	 */
 	const uint8_t dev[] = { 0x5b, 0x82 };
 	const uint8_t *d = find_bytes(aml, n, dev, sizeof(dev));
-	assert_non_null(d);
-	size_t used, len = pkg_length(d + 2, &used);
-	assert_memory_equal(d + 2 + used, "PEVT", 4);
-	const uint8_t *next = d + 2 + len;
-	assert_true(next < aml + n);
-	assert_memory_equal(next, dev, 2);
-	len = pkg_length(next + 2, &used);
-	assert_ptr_equal(next + 2 + len, aml + n);
-	assert_memory_equal(next + 2 + used, "PCI0", 4);
+	const char *order[] = { "PEVT", "PCI0", "VGEN", "GED0" };
+	for (size_t i = 0; i < 4; i++) {
+		assert_non_null(d);
+		assert_true(d < aml + n);
+		assert_memory_equal(d, dev, 2);
+		size_t used, len = pkg_length(d + 2, &used);
+		assert_memory_equal(d + 2 + used, order[i], 4);
+		d += 2 + len;
+	}
+	assert_ptr_equal(d, aml + n);
 	guest_mem_destroy(&mem);
 }
 
@@ -481,6 +486,25 @@ static void test_iasl_disassembles(void **state)
 	snprintf(cmd, sizeof(cmd), "grep -q 'QEMU0001' %s/dsdt.dsl && grep -q '_S5' %s/dsdt.dsl && grep -q 'PNP0A03' %s/dsdt.dsl",
 		 dir, dir, dir);
 	assert_int_equal(system(cmd), 0);
+	/*
+	 * The VM generation ID as Linux's vmgenid driver finds it: the device by _HID, ADDR returning
+	 * {low, high} of the buffer, and the event device whose interrupt notifies it.
+	 */
+	char addr[32], gsi[32], evt[32];
+	snprintf(addr, sizeof(addr), "0x%08llX, *$", (unsigned long long)LAYOUT_VMGENID);
+	snprintf(gsi, sizeof(gsi), "0x%08X,", LAYOUT_GED_GSI);
+	snprintf(evt, sizeof(evt), "If ((Arg0 == 0x%02X))", LAYOUT_GED_GSI);
+	const char *vmgenid[] = {
+		"Device (VGEN)", "Name (_HID, \"VMGENCTR\")", "Name (_CID, \"VM_Gen_Counter\")",
+		"Method (ADDR, 0, NotSerialized)", "Return (Package (0x02)", addr, "^ *Zero$",
+		"Name (_HID, \"ACPI0013\"", "Interrupt (ResourceConsumer, Edge, ActiveHigh, Exclusive",
+		gsi, "Method (_EVT, 1", evt, "Notify (\\\\_SB.VGEN, 0x80)",
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(vmgenid); i++) {
+		snprintf(cmd, sizeof(cmd), "grep -q '%s' %s/dsdt.dsl", vmgenid[i], dir);
+		if (system(cmd) != 0)
+			fail_msg("the disassembled DSDT lacks %s", vmgenid[i]);
+	}
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
 	assert_int_equal(system(cmd), 0);
 	guest_mem_destroy(&mem);

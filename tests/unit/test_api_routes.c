@@ -11,6 +11,10 @@
 #include "api/api_routes.h"
 #include "api_fake_vm.h"
 #include "devices/i8042.h"
+#include "state/clone_identity.h"
+#include "virtio/virtio_net.h"
+#include "virtio/virtio_vsock.h"
+#include "virtio_rig.h"
 
 struct fixture {
 	struct fake_vm f;
@@ -71,6 +75,58 @@ static void test_get_vm_describes_the_vm(void **state)
 	assert_int_equal(st, 200);
 	assert_true(json_array_size(json_object_get(o, "routes")) >= 5);
 	json_decref(o);
+}
+
+/* GET /vm shows the identity the devices hold: every card's MAC, the vsock CID, the generation ID. */
+static void test_get_vm_shows_identity(void **state)
+{
+	struct fixture *fx = *state;
+	struct platform *p = fx->f.vm.platform;
+	unsigned int st;
+	json_t *o = request(fx, "GET", "/vm", NULL, &st);
+	json_t *id = json_object_get(o, "identity");
+	assert_int_equal(st, 200);
+	assert_int_equal(json_array_size(json_object_get(id, "macs")), 0);
+	assert_true(json_is_null(json_object_get(id, "vsock_cid")));
+	assert_true(json_is_null(json_object_get(id, "generation_id")));
+	json_decref(o);
+
+	struct vrig v;
+	const struct vrig_spec spec = { .ram = 4u << 20, .device_id = VIRTIO_ID_NET, .queues = 2, .qsize = 16 };
+	vrig_init(&v, &spec);
+	struct net_backend be[2] = { { .ops = &vrig_null_net_ops }, { .ops = &vrig_null_net_ops } };
+	const uint8_t mac0[6] = { 0x52, 0x54, 0x00, 0xaa, 0xbb, 0xcc }, mac1[6] = { 0x02, 0x11, 0x22, 0x33, 0x44, 0x55 };
+	assert_int_equal(virtio_net_create(&v.deps, mac0, &be[0], &p->net[0]), 0);
+	assert_int_equal(virtio_net_create(&v.deps, mac0, &be[1], &p->net[1]), 0);
+	p->nnets = 2;
+	virtio_net_set_mac(p->net[1], mac1, 0); /* what a clone's restore does */
+	char dir[] = "/tmp/vmon-api-id-XXXXXX", uds[64];
+	assert_non_null(mkdtemp(dir));
+	snprintf(uds, sizeof(uds), "%s/v.sock", dir);
+	assert_int_equal(virtio_vsock_create(&v.deps, 70000, uds, &p->vsock), 0);
+	const uint8_t genid[VMGENID_LEN] = { 0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0x4c, 0xde,
+					     0x8f, 0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd };
+	vmgenid_init(&p->vmgenid, LAYOUT_VMGENID, (struct irq_line){ 0 });
+	assert_int_equal(vmgenid_set(&p->vmgenid, &v.mem, genid), 0);
+
+	o = request(fx, "GET", "/vm", NULL, &st);
+	assert_int_equal(st, 200);
+	id = json_object_get(o, "identity");
+	json_t *macs = json_object_get(id, "macs");
+	assert_int_equal(json_array_size(macs), 2);
+	assert_string_equal(json_string_value(json_array_get(macs, 0)), "52:54:00:aa:bb:cc");
+	assert_string_equal(json_string_value(json_array_get(macs, 1)), "02:11:22:33:44:55");
+	assert_int_equal(json_integer_value(json_object_get(id, "vsock_cid")), 70000);
+	assert_string_equal(str(id, "generation_id"), "01234567-89ab-4cde-8f01-23456789abcd");
+	json_decref(o);
+
+	virtio_vsock_destroy(p->vsock);
+	virtio_net_destroy(p->net[0]);
+	virtio_net_destroy(p->net[1]);
+	p->vsock = NULL;
+	p->nnets = 0;
+	vrig_free(&v);
+	rmdir(dir);
 }
 
 /* --memory SIZE,merge=on: GET /vm says so and gives this process's KSM figures. */
@@ -251,6 +307,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_get_vm_describes_the_vm, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_get_vm_shows_identity, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_get_vm_reports_ksm_with_merge_on, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pause_stops_progress_and_resume_continues, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_input_gets_the_right_status_and_names_the_problem, setup, teardown),

@@ -664,6 +664,69 @@ static void test_vsock_both_ways_works_under_the_vcpu_event_loop_and_main_filter
 	run_confined_case(vsock_under_the_filters);
 }
 
+/* ---- a clone's new MAC: the link bounce on the event loop's timer, read by the guest ---- */
+
+struct mac_run {
+	struct vrig v;
+	struct net_backend be;
+	struct virtio_net *net;
+};
+
+static struct mac_run *mr;
+
+static bool mr_driver_starts(void *arg)
+{
+	(void)arg;
+	start_driver(&mr->v, (1ull << 5) | (1ull << 16)); /* VIRTIO_NET_F_MAC, VIRTIO_NET_F_STATUS */
+	return true;
+}
+
+/* The guest's driver sees the link down, then up again with the new MAC (config generation +2). */
+static bool mr_guest_sees_link_up(void *arg)
+{
+	uint8_t gen0 = *(uint8_t *)arg;
+	for (int i = 0; i < 2000; i++) {
+		uint8_t gen = (uint8_t)rd(&mr->v, 0x15, 1);
+		uint32_t status = rd(&mr->v, VIRTIO_PCI_DEVICE_OFF + 6, 2);
+		if (gen == (uint8_t)(gen0 + 2) && status == VIRTIO_NET_S_LINK_UP)
+			return rd(&mr->v, VIRTIO_PCI_DEVICE_OFF, 1) == 0x02;
+		usleep(1000);
+	}
+	return false;
+}
+
+static int link_bounce_under_the_filters(void)
+{
+	static const struct vrig_spec spec = { .ram = 2u << 20, .device_id = VIRTIO_ID_NET, .queues = 2, .qsize = 16 };
+	mr = calloc(1, sizeof(*mr));
+	vrig_init(&mr->v, &spec);
+	mr->be.ops = &vrig_null_net_ops;
+	const uint8_t mac[6] = { 0x52, 0x54, 0, 1, 2, 3 }, new_mac[6] = { 0x02, 9, 8, 7, 6, 5 };
+	if (virtio_net_create(&mr->v.deps, mac, &mr->be, &mr->net))
+		return 50;
+	vrig_attach(&mr->v);
+	int rc = 0;
+	if (!as_vcpu(mr_driver_starts, NULL))
+		rc = 51;
+	uint8_t gen0 = (uint8_t)rd(&mr->v, 0x15, 1);
+	/* As vmon restore --clone does before the vCPUs run; the loop thread does the rest. */
+	virtio_net_set_mac(mr->net, new_mac, 20);
+	if (!rc && !as_vcpu(mr_guest_sees_link_up, &gen0))
+		rc = 52;
+	sandbox_enter(SANDBOX_MAIN);
+	event_loop_stop(mr->v.loop);
+	virtio_net_destroy(mr->net);
+	vrig_free(&mr->v);
+	free(mr);
+	return rc;
+}
+
+static void test_a_clones_link_bounce_works_under_the_vcpu_event_loop_and_main_filters(void **state)
+{
+	(void)state;
+	run_confined_case(link_bounce_under_the_filters);
+}
+
 /* ---- virtio-console (--console2): a socket client both ways, a file that reaches max_size ---- */
 
 struct con_run {
@@ -1513,6 +1576,7 @@ int main(void)
 		cmocka_unit_test(test_the_shutdown_watchdog_works_under_the_api_and_main_filters),
 		cmocka_unit_test(test_the_connection_deadline_guard_works_under_the_api_and_main_filters),
 		cmocka_unit_test(test_vsock_both_ways_works_under_the_vcpu_event_loop_and_main_filters),
+		cmocka_unit_test(test_a_clones_link_bounce_works_under_the_vcpu_event_loop_and_main_filters),
 		cmocka_unit_test(test_a_console2_socket_works_under_the_vcpu_event_loop_and_main_filters),
 		cmocka_unit_test(test_a_console2_file_works_under_the_vcpu_console_out_and_main_filters),
 		cmocka_unit_test(test_rng_works_under_the_vcpu_event_loop_and_main_filters),

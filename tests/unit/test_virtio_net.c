@@ -543,6 +543,75 @@ static void state_survives_save_and_load(void **state)
 	rig_free(&r);
 }
 
+#define CC_CONFIG_GENERATION 0x15
+
+static uint16_t link_status(struct rig *r) { return (uint16_t)rd(&r->v, VIRTIO_PCI_DEVICE_OFF + 6, 2); }
+
+/* Waits up to 2 s for the configuration generation to reach want. */
+static bool wait_generation(struct rig *r, uint8_t want)
+{
+	for (int i = 0; i < 2000; i++) {
+		if ((uint8_t)rd(&r->v, CC_CONFIG_GENERATION, 1) == want)
+			return true;
+		usleep(1000);
+	}
+	return false;
+}
+
+/*
+ * A clone's new MAC goes into a device whose state was just loaded from a snapshot (which
+ * brought back the snapshot's MAC): the configuration space shows the new one, and a driver
+ * that reads the link status sees the link go down, then up again, with an interrupt each time.
+ */
+static void clone_mac_applied_after_load(void **state)
+{
+	(void)state;
+	struct rig r, r2;
+	rig_setup(&r, 0);
+	start_driver(&r.v, BIT(VIRTIO_NET_F_MAC) | BIT(VIRTIO_NET_F_STATUS));
+	static uint8_t blob[1 << 16];
+	long n = virtio_pci_save(virtio_net_vdev(r.net), blob, sizeof(blob));
+	assert_true(n > 0);
+	rig_setup(&r2, 0);
+	memcpy(r2.v.ram, r.v.ram, RAM);
+	assert_int_equal(virtio_pci_load(virtio_net_vdev(r2.net), blob, (size_t)n), 0);
+	assert_int_equal(rd(&r2.v, VIRTIO_PCI_DEVICE_OFF + 5, 1), 0xcc);
+	uint8_t gen = (uint8_t)rd(&r2.v, CC_CONFIG_GENERATION, 1);
+	(void)rd(&r2.v, VIRTIO_PCI_ISR_OFF, 1);
+
+	const uint8_t mac[6] = { 0x02, 0x11, 0x22, 0x33, 0x44, 0x55 };
+	virtio_net_set_mac(r2.net, mac, 50);
+	for (int i = 0; i < 6; i++)
+		assert_int_equal(rd(&r2.v, VIRTIO_PCI_DEVICE_OFF + (uint64_t)i, 1), mac[i]);
+	uint8_t got[6];
+	virtio_net_get_mac(r2.net, got);
+	assert_memory_equal(got, mac, 6);
+	assert_int_equal(link_status(&r2), 0);
+	assert_true(wait_generation(&r2, (uint8_t)(gen + 1))); /* link down announced */
+	assert_int_equal(rd(&r2.v, VIRTIO_PCI_ISR_OFF, 1) & 2, 2);
+	assert_true(wait_generation(&r2, (uint8_t)(gen + 2))); /* and up again */
+	assert_int_equal(link_status(&r2), VIRTIO_NET_S_LINK_UP);
+	rig_free(&r2);
+	rig_free(&r);
+}
+
+/* A driver that did not negotiate VIRTIO_NET_F_STATUS gets the MAC without a link bounce. */
+static void clone_mac_without_status_feature(void **state)
+{
+	(void)state;
+	struct rig r;
+	rig_setup(&r, 0);
+	start_driver(&r.v, BIT(VIRTIO_NET_F_MAC));
+	uint8_t gen = (uint8_t)rd(&r.v, CC_CONFIG_GENERATION, 1);
+	const uint8_t mac[6] = { 0x06, 0, 0, 0, 0, 9 };
+	virtio_net_set_mac(r.net, mac, 10);
+	assert_int_equal(rd(&r.v, VIRTIO_PCI_DEVICE_OFF + 5, 1), 9);
+	assert_int_equal(link_status(&r), VIRTIO_NET_S_LINK_UP);
+	usleep(100 * 1000);
+	assert_int_equal((uint8_t)rd(&r.v, CC_CONFIG_GENERATION, 1), gen);
+	rig_free(&r);
+}
+
 /* ---- the --net option ---- */
 
 static void net_options_parse(void **state)
@@ -616,6 +685,8 @@ int main(void)
 		cmocka_unit_test(a_readable_receive_buffer_needs_reset),
 		cmocka_unit_test(frames_before_driver_ok_are_dropped),
 		cmocka_unit_test(state_survives_save_and_load),
+		cmocka_unit_test(clone_mac_applied_after_load),
+		cmocka_unit_test(clone_mac_without_status_feature),
 		cmocka_unit_test(net_options_parse),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

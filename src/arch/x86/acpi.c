@@ -81,6 +81,11 @@ enum { MADT_LAPIC = 0, MADT_IOAPIC = 1, MADT_INT_OVERRIDE = 2, MADT_LAPIC_NMI = 
 #define RES_IO_PORT_TAG  0x47
 #define RES_IO_DECODE16  0x01
 #define RES_END_TAG      0x79
+/* Extended interrupt descriptor (ACPI 6.0 section 6.4.3.6), for the event device's _CRS. */
+#define RES_EXT_IRQ_TAG  0x89
+#define RES_IRQ_CONSUMER (1u << 0)
+#define RES_IRQ_EDGE     (1u << 1)
+#define ACPI_NOTIFY_CHANGED 0x80 /* the first device-specific Notify value */
 /* Large address-space descriptors, for the PCI root bridge's _CRS. */
 #define RES_DWORD_ADDRESS_TAG 0x87
 #define RES_WORD_ADDRESS_TAG  0x88
@@ -278,6 +283,62 @@ static void pci_root_bridge(struct aml *a)
 	aml_end(a, dev);
 }
 
+/*
+ * The VM generation ID (devices/vmgenid.h): the device Linux's vmgenid driver binds to (by _HID;
+ * _CID is the name the specification gives it), with the buffer's address in ADDR as a package
+ * of its low and high 32 bits.
+ */
+static void vmgenid_device(struct aml *a)
+{
+	size_t dev = aml_device_begin(a, "VGEN");
+	aml_name(a, "_HID");
+	aml_string(a, "VMGENCTR");
+	aml_name(a, "_CID");
+	aml_string(a, "VM_Gen_Counter");
+	aml_name(a, "_DDN");
+	aml_string(a, "VM_Gen_Counter");
+	size_t m = aml_method_begin(a, "ADDR", 0);
+	aml_return(a);
+	size_t pkg = aml_package_begin(a, 2);
+	aml_integer(a, LAYOUT_VMGENID & 0xffffffffu);
+	aml_integer(a, LAYOUT_VMGENID >> 32);
+	aml_end(a, pkg);
+	aml_end(a, m);
+	aml_end(a, dev);
+}
+
+/*
+ * A Generic Event Device: its interrupt runs _EVT with the interrupt's number, which tells the
+ * generation ID device that the ID changed (Notify 0x80, what the vmgenid driver waits for).
+ */
+static void event_device(struct aml *a)
+{
+	size_t dev = aml_device_begin(a, "GED0");
+	aml_name(a, "_HID");
+	aml_string(a, "ACPI0013");
+	aml_name(a, "_UID");
+	aml_integer(a, 0);
+	uint8_t crs[9 + 2];
+	crs[0] = RES_EXT_IRQ_TAG;
+	put16(crs + 1, 6);
+	crs[3] = RES_IRQ_CONSUMER | RES_IRQ_EDGE; /* active high, exclusive */
+	crs[4] = 1;                               /* one interrupt */
+	put32(crs + 5, LAYOUT_GED_GSI);
+	crs[9] = RES_END_TAG;
+	crs[10] = 0;
+	aml_name(a, "_CRS");
+	aml_buffer(a, crs, sizeof(crs));
+	size_t m = aml_method_begin(a, "_EVT", 1);
+	size_t cond = aml_if_begin(a);
+	aml_lequal(a);
+	aml_arg(a, 0);
+	aml_integer(a, LAYOUT_GED_GSI);
+	aml_notify(a, "\\_SB_.VGEN", ACPI_NOTIFY_CHANGED);
+	aml_end(a, cond);
+	aml_end(a, m);
+	aml_end(a, dev);
+}
+
 static void dsdt_body(struct aml *a)
 {
 	/* S0 (working) is what the OS writes back when it leaves a sleep state; acpi_pm ignores it. */
@@ -303,6 +364,8 @@ static void dsdt_body(struct aml *a)
 	aml_integer(a, 0x0f); /* present, enabled, shown in UI, functioning */
 	aml_end(a, dev);
 	pci_root_bridge(a);
+	vmgenid_device(a);
+	event_device(a);
 	aml_end(a, sb);
 }
 

@@ -1,6 +1,7 @@
 /*
  * ACPI tables for a PC-like platform: RSDP, XSDT, FADT (full, not hardware-reduced, so the
- * legacy PIC/PIT/i8042/RTC stay in use), FACS, DSDT (\_S0_, \_S5_ and the pvpanic device)
+ * legacy PIC/PIT/i8042/RTC stay in use), FACS, DSDT (\_S0_, \_S5_, the pvpanic device, the PCI
+ * root bridge, the VM generation ID and the Generic Event Device that notifies it)
  * and MADT. ISA IRQ 0 (the PIT) is declared on I/O APIC pin 2, IRQ 9 (SCI) level/active high.
  */
 #ifndef VMON_ARCH_X86_ACPI_H

@@ -19,6 +19,12 @@
 #define AML_EXT_OP_PREFIX 0x5b
 #define AML_DEVICE_OP   0x82 /* after AML_EXT_OP_PREFIX */
 #define AML_ROOT_CHAR   0x5c
+#define AML_METHOD_OP   0x14
+#define AML_ARG0_OP     0x68
+#define AML_NOTIFY_OP   0x86
+#define AML_LEQUAL_OP   0x93
+#define AML_IF_OP       0xa0
+#define AML_RETURN_OP   0xa4
 
 #define PKGLEN_MAX 0x0fffffff
 
@@ -177,4 +183,39 @@ void aml_buffer(struct aml *a, const void *bytes, size_t n)
 	aml_integer(a, n);
 	aml_bytes(a, bytes, n);
 	aml_end(a, m);
+}
+
+size_t aml_method_begin(struct aml *a, const char *name, uint8_t nargs)
+{
+	aml_byte(a, AML_METHOD_OP);
+	size_t m = mark(a);
+	aml_name_string(a, name);
+	if (nargs > 7)
+		a->bad_name = true;
+	aml_byte(a, nargs & 7); /* MethodFlags: argument count, not serialized, sync level 0 */
+	return m;
+}
+
+size_t aml_if_begin(struct aml *a)
+{
+	aml_byte(a, AML_IF_OP);
+	return mark(a);
+}
+
+void aml_lequal(struct aml *a) { aml_byte(a, AML_LEQUAL_OP); }
+
+void aml_arg(struct aml *a, unsigned int n)
+{
+	if (n > 6)
+		a->bad_name = true;
+	aml_byte(a, (uint8_t)(AML_ARG0_OP + (n & 7)));
+}
+
+void aml_return(struct aml *a) { aml_byte(a, AML_RETURN_OP); }
+
+void aml_notify(struct aml *a, const char *path, uint64_t value)
+{
+	aml_byte(a, AML_NOTIFY_OP);
+	aml_name_string(a, path);
+	aml_integer(a, value);
 }

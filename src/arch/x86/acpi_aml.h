@@ -46,6 +46,19 @@ size_t aml_device_begin(struct aml *a, const char *path);
 size_t aml_package_begin(struct aml *a, uint8_t nelems);
 void aml_end(struct aml *a, size_t mark);
 
+/*
+ * Method(name, nargs, NotSerialized) { ... } and If (predicate) { ... }, closed with aml_end();
+ * after aml_if_begin() the caller writes the predicate, then the body.
+ */
+size_t aml_method_begin(struct aml *a, const char *name, uint8_t nargs);
+size_t aml_if_begin(struct aml *a);
+/* LEqual(x, y), Arg<n>, Return(x): the operands are the objects written next. */
+void aml_lequal(struct aml *a);
+void aml_arg(struct aml *a, unsigned int n);
+void aml_return(struct aml *a);
+/* Notify(path, value). */
+void aml_notify(struct aml *a, const char *path, uint64_t value);
+
 /* Buffer(n) { bytes }, e.g. a resource template. */
 void aml_buffer(struct aml *a, const void *bytes, size_t n);
 

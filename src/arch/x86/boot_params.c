@@ -22,6 +22,9 @@ _Static_assert(offsetof(struct boot_params, hdr.cmd_line_ptr) == 0x228, "cmd_lin
 _Static_assert(offsetof(struct boot_params, hdr.cmdline_size) == 0x238, "cmdline_size");
 _Static_assert(sizeof(struct boot_e820_entry) == 20, "e820 entry");
 
+/* The VM generation ID's buffer sits in the BIOS area the map below marks reserved: never guest RAM. */
+_Static_assert(LAYOUT_VMGENID >= E820_LOW_RAM_END && LAYOUT_VMGENID + 16 <= LAYOUT_HIMEM, "vmgenid buffer reserved");
+
 /* Header bytes 0x200-0x201 are a short jump over the header; its target ends the header. */
 #define SETUP_JUMP_OFFSET 0x201
 #define SETUP_HEADER_FIXED_END 0x202

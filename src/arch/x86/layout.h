@@ -19,7 +19,8 @@
 #define LAYOUT_EBDA_END     0x000a0000ULL
 #define LAYOUT_ACPI_RSDP    0x000e0000ULL /* in the BIOS area Linux scans for "RSD PTR " */
 #define LAYOUT_ACPI_TABLES  0x000e0040ULL /* XSDT, FADT, DSDT, MADT follow the RSDP */
-#define LAYOUT_ACPI_END     0x00100000ULL
+#define LAYOUT_ACPI_END     0x000ff000ULL
+#define LAYOUT_VMGENID      0x000ff000ULL /* the VM generation ID's 16 bytes (devices/vmgenid.h), reserved in e820 */
 #define LAYOUT_HIMEM        0x00100000ULL /* 1 MiB: start of ordinary RAM in the e820 map */
 #define LAYOUT_KERNEL_DEFAULT 0x01000000ULL /* 16 MiB, Linux's default CONFIG_PHYSICAL_START */
 
@@ -27,6 +28,9 @@
 #define LAYOUT_PCI_MMIO_START 0xc0000000ULL
 #define LAYOUT_IOAPIC       0xfec00000ULL
 #define LAYOUT_LAPIC        0xfee00000ULL
+
+/* The ACPI Generic Event Device's interrupt (edge, active high): the VM generation ID's notification. */
+#define LAYOUT_GED_GSI      10
 
 /* Port I/O used by vmon's own platform devices. */
 #define PORT_ACPI_PM_BASE   0x600 /* ACPI hardware-reduced sleep control/status and reset registers */
