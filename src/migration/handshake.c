@@ -361,3 +361,39 @@ int mig_handshake(struct mig_conn *c, const struct mig_hello *h, struct mig_peer
 	peer->compat_len = 0;
 	return rc;
 }
+
+int mig_outcome_send(struct mig_conn *c, const char *refusal, char *err, size_t errlen)
+{
+	struct out o;
+	int rc = start_out(&o, 0, err, errlen);
+	if (rc)
+		return rc;
+	put_verdict(&o, refusal);
+	return send_out(c, &o, err, errlen);
+}
+
+int mig_outcome_wait(struct mig_conn *c, char *err, size_t errlen)
+{
+	struct mig_rec_hdr h;
+	uint8_t *payload;
+	char w[MIG_HOST_MAX + 32];
+	who(c, w, sizeof(w));
+	int rc = read_record(c, &h, &payload, err, errlen);
+	if (rc == -EPROTO && !payload && strstr(err, "closed the connection"))
+		return mig_fail(err, errlen, -EPIPE, "migration: %s closed the connection before it said whether the "
+				"guest runs there: the guest keeps running here", w);
+	if (rc)
+		return rc;
+	if (h.type != MIG_REC_VERDICT) {
+		free(payload);
+		return mig_fail(err, errlen, -EPROTO, "migration: %s sent a %s where it says whether the guest runs there",
+				w, mig_rec_name(h.type));
+	}
+	char reason[MIG_REASON_MAX];
+	bool accept = false;
+	rc = parse_verdict(c, payload, reason, &accept, err, errlen);
+	free(payload);
+	if (rc || accept)
+		return rc;
+	return mig_fail(err, errlen, -EPERM, "migration: %s could not start the guest: %s", w, reason);
+}

@@ -55,4 +55,17 @@ int mig_handshake(struct mig_conn *c, const struct mig_hello *h, struct mig_peer
  */
 void mig_handshake_refuse(struct mig_conn *c, const char *reason);
 
+/*
+ * The last word of a migration, after the stream's end record: the destination says whether the
+ * guest now runs there (refusal NULL), or why it could not start it. A verdict record, framed and
+ * checksummed as the handshake's. 0 or -errno (err).
+ */
+int mig_outcome_send(struct mig_conn *c, const char *refusal, char *err, size_t errlen);
+/*
+ * The source waits for it (within the connection's deadline): 0 when the guest runs on the
+ * destination; -EPERM with the destination's reason; -EPIPE when the destination closed the
+ * connection without a word (it died); -ETIMEDOUT, -ECANCELED, -EPROTO. The sentence in err.
+ */
+int mig_outcome_wait(struct mig_conn *c, char *err, size_t errlen);
+
 #endif

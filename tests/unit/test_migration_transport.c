@@ -662,6 +662,39 @@ static void test_a_refusal_of_the_sources_caller_is_shown_on_the_destination(voi
 	assert_says(d.err, "refused the destination: the destination runs vmon 0.1.0+gdst, older than this guest allows");
 }
 
+/* ---- the outcome: after the stream, the destination says whether the guest runs there ---- */
+
+static int outcome_over_a_pair(const char *refusal, bool close_instead, char *err, size_t errlen)
+{
+	int sv[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	struct mig_conn *src, *dst;
+	assert_int_equal(mig_conn_wrap(&src, sv[0], "tcp:dest:1", true, NULL), 0);
+	assert_int_equal(mig_conn_wrap(&dst, sv[1], "src:2", false, NULL), 0);
+	char derr[256] = "";
+	if (close_instead)
+		mig_conn_close(dst);
+	else
+		assert_int_equal(mig_outcome_send(dst, refusal, derr, sizeof(derr)), 0);
+	int rc = mig_outcome_wait(src, err, errlen);
+	if (!close_instead)
+		mig_conn_close(dst);
+	mig_conn_close(src);
+	return rc;
+}
+
+static void test_the_destination_says_the_guest_runs_or_why_not(void **state)
+{
+	(void)state;
+	char err[512] = "";
+	assert_int_equal(outcome_over_a_pair(NULL, false, err, sizeof(err)), 0);
+	assert_int_equal(outcome_over_a_pair("KVM refused vCPU 1's registers", false, err, sizeof(err)), -EPERM);
+	assert_says(err, "could not start the guest: KVM refused vCPU 1's registers");
+	/* A destination that died after the stream: the source must not think the guest moved. */
+	assert_int_equal(outcome_over_a_pair(NULL, true, err, sizeof(err)), -EPIPE);
+	assert_says(err, "the guest keeps running here");
+}
+
 /* ---- TLS ---- */
 
 static void tls_pair(const char *dst_cert, const char *src_cert, const char *src_ca, const char *host, int *src_rc,
@@ -875,6 +908,7 @@ int main(void)
 		cmocka_unit_test(test_a_source_refuses_a_destination_of_another_format),
 		cmocka_unit_test(test_a_refusal_of_the_destinations_caller_is_shown_on_the_source),
 		cmocka_unit_test(test_a_refusal_of_the_sources_caller_is_shown_on_the_destination),
+		cmocka_unit_test(test_the_destination_says_the_guest_runs_or_why_not),
 		cmocka_unit_test(test_tls_refuses_a_certificate_of_another_ca),
 		cmocka_unit_test(test_tls_destination_refuses_a_source_of_another_ca),
 		cmocka_unit_test(test_tls_source_checks_the_destinations_host_name),
