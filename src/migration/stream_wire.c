@@ -1,7 +1,6 @@
 #include "migration/stream_wire.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
@@ -21,17 +20,6 @@ _Static_assert(sizeof(struct mig_rec_round) == 16, "a round marker is 16 bytes")
 _Static_assert(sizeof(struct mig_rec_end) == 8, "the end record is 8 bytes");
 _Static_assert(sizeof(struct mig_rec_hello) == 80, "the hello record's fixed part is 80 bytes");
 _Static_assert(sizeof(struct mig_rec_verdict) == 512, "the verdict record is 512 bytes");
-
-int mig_fail(char *err, size_t errlen, int rc, const char *fmt, ...)
-{
-	if (err && errlen) {
-		va_list ap;
-		va_start(ap, fmt);
-		vsnprintf(err, errlen, fmt, ap);
-		va_end(ap);
-	}
-	return rc;
-}
 
 uint32_t mig_crc(uint32_t crc, const void *p, size_t len)
 {

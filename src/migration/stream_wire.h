@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "lib/util.h"
 #include "state/snapshot_format.h"
 
 enum mig_rec_type {
@@ -93,8 +94,8 @@ struct mig_rec_verdict {
 	char reason[504]; /* NUL-terminated printable ASCII; empty when accepted */
 };
 
-/* Writes one sentence into err (if any) and returns rc. */
-int mig_fail(char *err, size_t errlen, int rc, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+/* Writes one sentence into err (if any) and returns rc: lib/util.h's err_fail, under the name migration code uses. */
+#define mig_fail err_fail
 
 uint32_t mig_crc(uint32_t crc, const void *p, size_t len);
 /* The record header for a payload of len bytes whose CRC32 is crc. */

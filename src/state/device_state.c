@@ -1,12 +1,12 @@
 #include "state/device_state.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "bus/pci.h"
+#include "lib/util.h"
 #include "virtio/virtio_pci.h"
 #include "vm/platform.h"
 #include "vm/vm.h"
@@ -17,16 +17,6 @@
 #define VIRTIO_VENDOR 0x1af4
 /* Not on a bus: the VM generation ID lives in guest memory and ACPI. */
 #define VMGENID_SECTION "dev.vmgenid"
-
-static int fail(char *err, size_t errlen, int rc, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-	return rc;
-}
 
 /* One device to save or load, whichever bus or PCI slot it lives on. */
 struct dev_ref {
@@ -110,7 +100,7 @@ int device_state_save(struct vm *vm, struct snap_writer *w, char *err, size_t er
 	unsigned int n;
 	int rc = collect(vm, &refs, &n);
 	if (rc)
-		return fail(err, errlen, rc, "out of memory listing the devices");
+		return err_fail(err, errlen, rc, "out of memory listing the devices");
 	size_t cap = DEV_BUF_INITIAL;
 	uint8_t *buf = malloc(cap);
 	for (unsigned int i = 0; i < n && !rc; i++) {
@@ -121,25 +111,25 @@ int device_state_save(struct vm *vm, struct snap_writer *w, char *err, size_t er
 			buf = malloc(cap);
 		}
 		if (!buf)
-			rc = fail(err, errlen, -ENOMEM, "out of memory saving device %s", refs[i].name);
+			rc = err_fail(err, errlen, -ENOMEM, "out of memory saving device %s", refs[i].name);
 		else if (len < 0)
-			rc = fail(err, errlen, (int)len, "device %s could not save its state: %s", refs[i].name,
+			rc = err_fail(err, errlen, (int)len, "device %s could not save its state: %s", refs[i].name,
 				  strerror((int)-len));
 		else if ((rc = snap_writer_add(w, refs[i].name, buf, (size_t)len)))
-			rc = fail(err, errlen, rc, "out of memory saving device %s", refs[i].name);
+			rc = err_fail(err, errlen, rc, "out of memory saving device %s", refs[i].name);
 	}
 	struct platform *p = vm->platform;
 	if (!rc && p && p->vmgenid.present) {
 		long len = buf ? vmgenid_save(&p->vmgenid, buf, cap) : -ENOMEM;
 		if (len < 0 || (rc = snap_writer_add(w, VMGENID_SECTION, buf, (size_t)len)))
-			rc = fail(err, errlen, len < 0 ? (int)len : rc, "cannot save the VM generation ID");
+			rc = err_fail(err, errlen, len < 0 ? (int)len : rc, "cannot save the VM generation ID");
 	}
 	if (!rc && p) {
 		pthread_mutex_lock(&p->pci.lock);
 		uint32_t latch = p->pci.config_address;
 		pthread_mutex_unlock(&p->pci.lock);
 		if ((rc = snap_writer_add(w, "pci.config_address", &latch, sizeof(latch))))
-			rc = fail(err, errlen, rc, "out of memory");
+			rc = err_fail(err, errlen, rc, "out of memory");
 	}
 	free(buf);
 	free(refs);
@@ -161,7 +151,7 @@ static int restore_vmgenid(struct vmgenid *g, const struct snap_file *f, char *e
 		return 0;
 	}
 	if (vmgenid_load(g, data, len))
-		return fail(err, errlen, -EINVAL, "the snapshot's VM generation ID section is malformed");
+		return err_fail(err, errlen, -EINVAL, "the snapshot's VM generation ID section is malformed");
 	return 0;
 }
 
@@ -171,7 +161,7 @@ int device_state_restore(struct vm *vm, const struct snap_file *f, char *err, si
 	unsigned int n;
 	int rc = collect(vm, &refs, &n);
 	if (rc)
-		return fail(err, errlen, rc, "out of memory listing the devices");
+		return err_fail(err, errlen, rc, "out of memory listing the devices");
 	/* Every saved device must exist here... */
 	const char *name;
 	const void *data;
@@ -183,7 +173,7 @@ int device_state_restore(struct vm *vm, const struct snap_file *f, char *err, si
 		while (i < n && strcmp(refs[i].name, name))
 			i++;
 		if (i == n)
-			rc = fail(err, errlen, -EINVAL,
+			rc = err_fail(err, errlen, -EINVAL,
 				  "the snapshot has a device (%s) that this vmon does not create: restore it with the "
 				  "vmon release that took it",
 				  name);
@@ -192,7 +182,7 @@ int device_state_restore(struct vm *vm, const struct snap_file *f, char *err, si
 	for (unsigned int i = 0; i < n && !rc; i++) {
 		data = snap_file_section(f, refs[i].name, &len);
 		if (!data) {
-			rc = fail(err, errlen, -EINVAL,
+			rc = err_fail(err, errlen, -EINVAL,
 				  "the snapshot has no state for device %s, which this VM has: restore it with the vmon "
 				  "release that took it",
 				  refs[i].name);
@@ -208,7 +198,7 @@ int device_state_restore(struct vm *vm, const struct snap_file *f, char *err, si
 		int r = refs[i].vdev ? virtio_pci_load(refs[i].vdev, copy, len) : refs[i].ops->load(refs[i].dev, copy, len);
 		free(copy);
 		if (r)
-			rc = fail(err, errlen, r, "device %s refused its saved state (%s): the snapshot does not match "
+			rc = err_fail(err, errlen, r, "device %s refused its saved state (%s): the snapshot does not match "
 						  "this vmon's device model",
 				  refs[i].name, strerror(-r));
 	}

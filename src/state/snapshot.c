@@ -6,7 +6,6 @@
 #include <inttypes.h>
 #include <jansson.h>
 #include <linux/kvm.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,16 +33,6 @@
 
 #define STATE_FILE "state"
 #define MEM_PREFIX "memory-"
-
-static int fail(char *err, size_t errlen, int rc, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-	return rc;
-}
 
 /* The "memory" section: which file holds RAM and how much. */
 struct mem_section {
@@ -178,7 +167,7 @@ static int build_state(struct vm *vm, uint64_t id, const char *mem_file, const s
 	snprintf(ms.file, sizeof(ms.file), "%s", mem_file);
 	if ((rc = add_config(vm, &w)) || (rc = add_cpuid(vm, &w)) || (rc = snap_writer_add(&w, "memory", &ms, sizeof(ms))) ||
 	    (rc = add_x86(vm, &w)) || (rc = add_disks(vm, &w)) || (rc = snapshot_disks_add_section(plan, &w))) {
-		fail(err, errlen, rc, "cannot save the VM's configuration: %s", strerror(-rc));
+		err_fail(err, errlen, rc, "cannot save the VM's configuration: %s", strerror(-rc));
 		goto out;
 	}
 	if ((rc = vm_state_save(vm, &w, err, errlen)))
@@ -190,7 +179,7 @@ static int build_state(struct vm *vm, uint64_t id, const char *mem_file, const s
 	struct snap_cpu cpu;
 	cpu_compat_describe(&cpu, vm->cpuid, &vm->host);
 	if ((rc = snap_writer_build(&w, id, &cpu, out, outlen)))
-		fail(err, errlen, rc, "out of memory building the state file");
+		err_fail(err, errlen, rc, "out of memory building the state file");
 out:
 	snap_writer_free(&w);
 	return rc;
@@ -238,15 +227,15 @@ static int lock_dir(const char *dir, char *err, size_t errlen)
 {
 	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (dfd < 0)
-		return fail(err, errlen, -errno, "cannot open the snapshot directory %s: %s", dir, strerror(errno));
+		return err_fail(err, errlen, -errno, "cannot open the snapshot directory %s: %s", dir, strerror(errno));
 	if (flock(dfd, LOCK_EX | LOCK_NB) < 0) {
 		int rc = errno == EWOULDBLOCK ? -EBUSY : -errno;
 		close(dfd);
-		return rc == -EBUSY ? fail(err, errlen, rc,
+		return rc == -EBUSY ? err_fail(err, errlen, rc,
 					   "another vmon is writing a snapshot into %s right now: wait for it or use another "
 					   "directory",
 					   dir)
-				    : fail(err, errlen, rc, "cannot lock the snapshot directory %s: %s", dir, strerror(-rc));
+				    : err_fail(err, errlen, rc, "cannot lock the snapshot directory %s: %s", dir, strerror(-rc));
 	}
 	DIR *d = fdopendir(dup(dfd));
 	if (!d)
@@ -290,10 +279,10 @@ static int write_snapshot(struct vm *vm, const char *dir, enum snapshot_disks di
 		int e = errno;
 		char dirs[512];
 		if (e == EACCES && landlock_snapshot_dirs(dirs, sizeof(dirs)))
-			return fail(err, errlen, -e, "cannot create the snapshot directory %s: vmon writes snapshots only "
+			return err_fail(err, errlen, -e, "cannot create the snapshot directory %s: vmon writes snapshots only "
 						     "beneath %s; start it with --snapshot-dir to choose another place",
 				    dir, dirs);
-		return fail(err, errlen, -e, "cannot create the snapshot directory %s: %s", dir, strerror(e));
+		return err_fail(err, errlen, -e, "cannot create the snapshot directory %s: %s", dir, strerror(e));
 	}
 	uint64_t id = new_snapshot_id();
 	char mem_file[48];
@@ -329,34 +318,34 @@ static int write_locked(struct vm *vm, const char *dir, uint64_t id, const char 
 	mem_tmp[0] = state_tmp[0] = 0;
 	if (snprintf(mem_final, sizeof(mem_final), "%s/%s", dir, mem_file) >= (int)sizeof(mem_final) ||
 	    snprintf(state_final, sizeof(state_final), "%s/" STATE_FILE, dir) >= (int)sizeof(state_final))
-		return fail(err, errlen, -ENAMETOOLONG, "the snapshot directory's path is too long");
+		return err_fail(err, errlen, -ENAMETOOLONG, "the snapshot directory's path is too long");
 	int mfd = make_tmp(dir, "memory", mem_tmp, sizeof(mem_tmp));
 	if (mfd < 0)
-		return fail(err, errlen, mfd, "cannot create a file in %s: %s", dir, strerror(-mfd));
+		return err_fail(err, errlen, mfd, "cannot create a file in %s: %s", dir, strerror(-mfd));
 	uint64_t t0 = monotonic_ns();
 	rc = mem_state_write(&vm->mem, mfd, id, err, errlen);
 	if (!rc && fsync(mfd) < 0)
-		rc = fail(err, errlen, -errno, "cannot flush the memory file to disk: %s", strerror(errno));
+		rc = err_fail(err, errlen, -errno, "cannot flush the memory file to disk: %s", strerror(errno));
 	close(mfd);
 	int sfd = -1;
 	if (!rc) {
 		sfd = make_tmp(dir, "state", state_tmp, sizeof(state_tmp));
 		if (sfd < 0)
-			rc = fail(err, errlen, sfd, "cannot create a file in %s: %s", dir, strerror(-sfd));
+			rc = err_fail(err, errlen, sfd, "cannot create a file in %s: %s", dir, strerror(-sfd));
 	}
 	if (!rc && (rc = write_file_fully(sfd, state, state_len)))
-		fail(err, errlen, rc, "cannot write the state file: %s", strerror(-rc));
+		err_fail(err, errlen, rc, "cannot write the state file: %s", strerror(-rc));
 	if (!rc && fsync(sfd) < 0)
-		rc = fail(err, errlen, -errno, "cannot flush the state file to disk: %s", strerror(errno));
+		rc = err_fail(err, errlen, -errno, "cannot flush the state file to disk: %s", strerror(errno));
 	if (sfd >= 0)
 		close(sfd);
 	/* The new memory file gets its final name first: until state is renamed, the old snapshot stands. */
 	if (!rc && rename(mem_tmp, mem_final) < 0)
-		rc = fail(err, errlen, -errno, "cannot rename the memory file into place: %s", strerror(errno));
+		rc = err_fail(err, errlen, -errno, "cannot rename the memory file into place: %s", strerror(errno));
 	else if (!rc)
 		mem_tmp[0] = 0;
 	if (!rc && rename(state_tmp, state_final) < 0) {
-		rc = fail(err, errlen, -errno, "cannot rename the state file into place: %s", strerror(errno));
+		rc = err_fail(err, errlen, -errno, "cannot rename the state file into place: %s", strerror(errno));
 		unlink(mem_final);
 	} else if (!rc) {
 		state_tmp[0] = 0;
@@ -377,7 +366,7 @@ int vmon_snapshot_save(struct vm *vm, const char *dir, bool keep_running, enum s
 		       size_t errlen)
 {
 	if (!dir || !*dir)
-		return fail(err, errlen, -EINVAL, "no snapshot directory given");
+		return err_fail(err, errlen, -EINVAL, "no snapshot directory given");
 	bool paused_here = false;
 	int rc = vm_pause(vm);
 	if (rc == 0) {
@@ -385,19 +374,19 @@ int vmon_snapshot_save(struct vm *vm, const char *dir, bool keep_running, enum s
 	} else if (rc == -EALREADY) {
 		rc = 0;
 	} else if (rc == -ETIMEDOUT) {
-		return fail(err, errlen, rc, "the VM could not be paused (a vCPU did not stop in time); it keeps running");
+		return err_fail(err, errlen, rc, "the VM could not be paused (a vCPU did not stop in time); it keeps running");
 	} else {
-		return fail(err, errlen, -EBUSY, "the VM is %s: only a running or paused VM can be snapshotted",
+		return err_fail(err, errlen, -EBUSY, "the VM is %s: only a running or paused VM can be snapshotted",
 			    vm_state_name((enum vm_state)atomic_load(&vm->state)));
 	}
 	/* No other pause, resume or snapshot may run while the state is being read. */
 	pthread_mutex_lock(&vm->control_lock);
 	if (atomic_load(&vm->state) != VM_PAUSED)
-		rc = fail(err, errlen, -EAGAIN, "the VM was resumed or stopped while the snapshot started; try again");
+		rc = err_fail(err, errlen, -EAGAIN, "the VM was resumed or stopped while the snapshot started; try again");
 	for (unsigned int i = 0; i < vm->ncpus && !rc; i++) {
 		rc = vcpu_state_settle(vm->vcpus[i]);
 		if (rc)
-			fail(err, errlen, rc, "vCPU %u could not finish its pending I/O: %s", i, strerror(-rc));
+			err_fail(err, errlen, rc, "vCPU %u could not finish its pending I/O: %s", i, strerror(-rc));
 	}
 	if (!rc)
 		rc = write_snapshot(vm, dir, disks, err, errlen);
@@ -418,10 +407,10 @@ static int check_no_process_keys(const char *text, size_t len, const char *state
 	json_t *o = json_loadb(text, len, JSON_REJECT_DUPLICATES, NULL);
 	int rc = 0;
 	if (!o || !json_is_object(o))
-		rc = fail(err, errlen, -EINVAL, "%s has a configuration section that is not a JSON object", state_path);
+		rc = err_fail(err, errlen, -EINVAL, "%s has a configuration section that is not a JSON object", state_path);
 	for (size_t i = 0; i < ARRAY_SIZE(process_keys) && !rc; i++)
 		if (json_object_get(o, process_keys[i]))
-			rc = fail(err, errlen, -EINVAL,
+			rc = err_fail(err, errlen, -EINVAL,
 				  "%s has \"%s\" in its configuration section, a setting of the vmon process that "
 				  "snapshots never hold: the file was not written by vmon (give it on the vmon restore "
 				  "command line instead)",
@@ -434,36 +423,36 @@ int snapshot_open(struct snapshot_image *img, const char *dir, struct vm_config 
 {
 	memset(img, 0, sizeof(*img));
 	if (snprintf(img->state_path, sizeof(img->state_path), "%s/" STATE_FILE, dir) >= (int)sizeof(img->state_path))
-		return fail(err, errlen, -ENAMETOOLONG, "the snapshot directory's path is too long");
+		return err_fail(err, errlen, -ENAMETOOLONG, "the snapshot directory's path is too long");
 	struct stat st;
 	if (stat(dir, &st) < 0)
-		return fail(err, errlen, -errno, "cannot open the snapshot directory %s: %s", dir, strerror(errno));
+		return err_fail(err, errlen, -errno, "cannot open the snapshot directory %s: %s", dir, strerror(errno));
 	if (!S_ISDIR(st.st_mode))
-		return fail(err, errlen, -ENOTDIR, "%s is not a directory: give the directory vmon ctl snapshot wrote", dir);
+		return err_fail(err, errlen, -ENOTDIR, "%s is not a directory: give the directory vmon ctl snapshot wrote", dir);
 	char inner[400];
 	int rc = snap_file_read(&img->f, img->state_path, inner, sizeof(inner));
 	if (rc)
-		return fail(err, errlen, rc, "%s: %s", img->state_path, inner);
+		return err_fail(err, errlen, rc, "%s: %s", img->state_path, inner);
 
 	size_t len;
 	const char *text = snap_file_section(&img->f, "config", &len);
 	struct mem_section ms;
 	const void *m = snap_file_section(&img->f, "memory", &len);
 	if (!m || len != sizeof(ms)) {
-		rc = fail(err, errlen, -EINVAL, "%s has no valid memory section: it is incomplete", img->state_path);
+		rc = err_fail(err, errlen, -EINVAL, "%s has no valid memory section: it is incomplete", img->state_path);
 		goto bad;
 	}
 	memcpy(&ms, m, sizeof(ms));
 	ms.file[sizeof(ms.file) - 1] = 0;
 	if (strncmp(ms.file, MEM_PREFIX, strlen(MEM_PREFIX)) || strchr(ms.file, '/')) {
-		rc = fail(err, errlen, -EINVAL, "%s names an invalid memory file", img->state_path);
+		rc = err_fail(err, errlen, -EINVAL, "%s names an invalid memory file", img->state_path);
 		goto bad;
 	}
 	snprintf(img->mem_path, sizeof(img->mem_path), "%s/%s", dir, ms.file);
 	img->ram_size = ms.ram_size;
 
 	if (!text) {
-		rc = fail(err, errlen, -EINVAL, "%s has no configuration section: it is incomplete", img->state_path);
+		rc = err_fail(err, errlen, -EINVAL, "%s has no configuration section: it is incomplete", img->state_path);
 		goto bad;
 	}
 	text = snap_file_section(&img->f, "config", &len);
@@ -479,7 +468,7 @@ int snapshot_open(struct snapshot_image *img, const char *dir, struct vm_config 
 	if (rc)
 		goto bad;
 	if (cfg->memory != img->ram_size) {
-		rc = fail(err, errlen, -EINVAL, "%s is inconsistent: its configuration and memory sections disagree",
+		rc = err_fail(err, errlen, -EINVAL, "%s is inconsistent: its configuration and memory sections disagree",
 			  img->state_path);
 		goto bad;
 	}
@@ -510,7 +499,7 @@ static int check_host_cpu(struct vm *vm, const struct snapshot_image *img, char 
 {
 	struct kvm_cpuid2 *supported = cpuid_get_supported(vm->kvm_fd);
 	if (!supported)
-		return fail(err, errlen, -errno, "KVM_GET_SUPPORTED_CPUID failed: %s", strerror(errno));
+		return err_fail(err, errlen, -errno, "KVM_GET_SUPPORTED_CPUID failed: %s", strerror(errno));
 	struct snap_cpu host;
 	cpu_compat_describe(&host, supported, &vm->host);
 	free(supported);
@@ -523,11 +512,11 @@ static int restore_cpuid(struct vm *vm, const struct snapshot_image *img, char *
 	size_t len;
 	const struct kvm_cpuid2 *saved = snap_file_section(&img->f, "cpuid", &len);
 	if (!saved || len < sizeof(*saved))
-		return fail(err, errlen, -EINVAL, "the snapshot has no CPUID section: it is incomplete");
+		return err_fail(err, errlen, -EINVAL, "the snapshot has no CPUID section: it is incomplete");
 	struct kvm_cpuid2 hdr;
 	memcpy(&hdr, saved, sizeof(hdr));
 	if (hdr.nent > 4096 || len != sizeof(hdr) + hdr.nent * sizeof(struct kvm_cpuid_entry2))
-		return fail(err, errlen, -EINVAL, "the snapshot's CPUID section is malformed");
+		return err_fail(err, errlen, -EINVAL, "the snapshot's CPUID section is malformed");
 	struct kvm_cpuid2 *policy = malloc(len);
 	if (!policy)
 		return -ENOMEM;
@@ -536,7 +525,7 @@ static int restore_cpuid(struct vm *vm, const struct snapshot_image *img, char *
 		int rc = cpuid_apply_to_vcpu(vm->vcpus[i]->fd, policy, i, vm->ncpus);
 		if (rc) {
 			free(policy);
-			return fail(err, errlen, rc,
+			return err_fail(err, errlen, rc,
 				    "KVM on this host refused the snapshot's CPUID for vCPU %u (%s): the host's CPU or KVM "
 				    "lacks features the guest uses",
 				    i, strerror(-rc));
@@ -553,7 +542,7 @@ static int restore_x86(struct vm *vm, const struct snapshot_image *img, char *er
 	const void *p = snap_file_section(&img->f, "x86", &len);
 	struct x86_section s;
 	if (!p || len != sizeof(s))
-		return fail(err, errlen, -EINVAL, "the snapshot has no valid x86 section: it is incomplete");
+		return err_fail(err, errlen, -EINVAL, "the snapshot has no valid x86 section: it is incomplete");
 	memcpy(&s, p, sizeof(s));
 	struct x86_vm_arch *va = vm->arch;
 	if (s.fixup_state != SYSCALL_FIXUP_ARMED || !va)
@@ -570,7 +559,7 @@ static int restore_x86(struct vm *vm, const struct snapshot_image *img, char *er
 	/* This host's SYSCALL works: put the guest's own instruction back over the int3. */
 	uint8_t *b = s.patch_gpa == UINT64_MAX ? NULL : gpa_to_host_write(&vm->mem, s.patch_gpa, 1);
 	if (!b || *b != 0xcc)
-		return fail(err, errlen, -EINVAL,
+		return err_fail(err, errlen, -EINVAL,
 			    "the snapshot was taken on a host that needed vmon's SYSCALL fix and the patched byte "
 			    "cannot be found to undo it here: restore it on a host of the same kind");
 	*b = s.slot[0];
@@ -592,7 +581,7 @@ static int check_disks(const struct vm *vm, const struct snapshot_image *img, ch
 		return 0; /* no disks section: a snapshot of a VM without disks support */
 	unsigned int n = vm->cfg->ndisks;
 	if (len != n * sizeof(struct disk_identity))
-		return fail(err, errlen, -EINVAL, "the snapshot's disk list does not match its configuration");
+		return err_fail(err, errlen, -EINVAL, "the snapshot's disk list does not match its configuration");
 	for (unsigned int i = 0; i < n; i++) {
 		struct disk_identity id;
 		memcpy(&id, (const uint8_t *)p + i * sizeof(id), sizeof(id));
@@ -601,9 +590,9 @@ static int check_disks(const struct vm *vm, const struct snapshot_image *img, ch
 		const char *path = img->on_layer[i] ? img->layers[i] : d->path;
 		struct stat st;
 		if (stat(path, &st) < 0)
-			return fail(err, errlen, -errno, "disk %u (%s) cannot be opened: %s", i, path, strerror(errno));
+			return err_fail(err, errlen, -errno, "disk %u (%s) cannot be opened: %s", i, path, strerror(errno));
 		if ((uint64_t)st.st_size != id.size)
-			return fail(err, errlen, -EINVAL,
+			return err_fail(err, errlen, -EINVAL,
 				    "disk %u (%s) has %lld bytes and the snapshot's guest knew it with %llu: restore with the "
 				    "image the VM had when the snapshot was taken",
 				    i, path, (long long)st.st_size, (unsigned long long)id.size);
@@ -626,7 +615,7 @@ int snapshot_restore(struct vm *vm, const struct snapshot_image *img, char *err,
 	if ((rc = check_host_cpu(vm, img, err, errlen)))
 		return rc;
 	if (vm->mem.ram_size != img->ram_size)
-		return fail(err, errlen, -EINVAL, "the VM's memory size does not match the snapshot's");
+		return err_fail(err, errlen, -EINVAL, "the VM's memory size does not match the snapshot's");
 	if ((rc = mem_state_map(vm, img->mem_path, err, errlen)))
 		return rc;
 	uint64_t advanced_ns = 0;
@@ -640,7 +629,7 @@ int snapshot_restore(struct vm *vm, const struct snapshot_image *img, char *err,
 	char name[SNAP_NAME_MAX];
 	snprintf(name, sizeof(name), "vcpu.%u.regs", vm->ncpus);
 	if (snap_file_section(&img->f, name, NULL))
-		return fail(err, errlen, -EINVAL, "the snapshot has more vCPUs than its configuration says");
+		return err_fail(err, errlen, -EINVAL, "the snapshot has more vCPUs than its configuration says");
 	if ((rc = device_state_restore(vm, &img->f, err, errlen)) || (rc = restore_x86(vm, img, err, errlen)))
 		return rc;
 	return 0;

@@ -4,7 +4,6 @@
 #include <inttypes.h>
 #include <jansson.h>
 #include <limits.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,22 +13,13 @@
 #include "backends/qcow2.h"
 #include "config/config_disk.h"
 #include "lib/log.h"
+#include "lib/util.h"
 #include "state/snapshot.h"
 #include "virtio/virtio_blk.h"
 #include "vm/platform.h"
 #include "vm/vm.h"
 
 #define COMP "snapshot"
-
-static int fail(char *err, size_t errlen, int rc, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-	return rc;
-}
 
 int snapshot_disks_parse(const char *s, enum snapshot_disks *out)
 {
@@ -95,7 +85,7 @@ int snapshot_disks_plan(struct vm *vm, enum snapshot_disks mode, struct disk_pla
 		const char *why = cannot_switch(path, &st);
 		if (why && mode == SNAPSHOT_DISKS_OVERLAY) {
 			snapshot_disks_plan_free(plan);
-			return fail(err, errlen, -ENOTSUP,
+			return err_fail(err, errlen, -ENOTSUP,
 				    "disk %u (%s) cannot be frozen under an overlay: %s; snapshot with --disks=none and copy "
 				    "the disk yourself",
 				    i, path, why);
@@ -110,7 +100,7 @@ int snapshot_disks_plan(struct vm *vm, enum snapshot_disks mode, struct disk_pla
 		char real[PATH_MAX];
 		if (!realpath(path, real) || !(plan->layer[i] = strdup(real))) {
 			snapshot_disks_plan_free(plan);
-			return fail(err, errlen, -ENOMEM, "cannot resolve the path of disk %u (%s)", i, path);
+			return err_fail(err, errlen, -ENOMEM, "cannot resolve the path of disk %u (%s)", i, path);
 		}
 		plan->freeze[i] = true;
 		plan->format[i] = virtio_blk_format(b);
@@ -150,16 +140,16 @@ int snapshot_disks_freeze(struct vm *vm, const struct disk_plan *plan, const cha
 {
 	char real_dir[PATH_MAX];
 	if (!realpath(dir, real_dir))
-		return fail(err, errlen, -errno, "cannot resolve the snapshot directory %s: %s", dir, strerror(errno));
+		return err_fail(err, errlen, -errno, "cannot resolve the snapshot directory %s: %s", dir, strerror(errno));
 	for (unsigned int i = 0; i < plan->n; i++) {
 		if (!plan->freeze[i])
 			continue;
 		char path[PATH_MAX];
 		if (snprintf(path, sizeof(path), "%s/disk%u-%016" PRIx64 ".qcow2", real_dir, i, id) >= (int)sizeof(path))
-			return fail(err, errlen, -ENAMETOOLONG, "the snapshot directory's path is too long");
+			return err_fail(err, errlen, -ENAMETOOLONG, "the snapshot directory's path is too long");
 		int rc = virtio_blk_switch_to_overlay(blk_of(vm, i), path);
 		if (rc)
-			return fail(err, errlen, rc,
+			return err_fail(err, errlen, rc,
 				    "disk %u (%s) could not be switched onto a new overlay in %s: %s (see the log); no "
 				    "snapshot was written",
 				    i, plan->layer[i], dir, strerror(-rc));
@@ -178,7 +168,7 @@ int snapshot_disks_load(struct snapshot_image *img, unsigned int ndisks, char *e
 	json_t *a = json_loadb(text, len, JSON_REJECT_DUPLICATES, NULL);
 	int rc = 0;
 	if (!a || !json_is_array(a) || json_array_size(a) != ndisks)
-		rc = fail(err, errlen, -EINVAL, "%s: the disk-layers section does not list one entry per disk",
+		rc = err_fail(err, errlen, -EINVAL, "%s: the disk-layers section does not list one entry per disk",
 			  img->state_path);
 	for (unsigned int i = 0; !rc && i < ndisks; i++) {
 		json_t *e = json_array_get(a, i);
@@ -187,7 +177,7 @@ int snapshot_disks_load(struct snapshot_image *img, unsigned int ndisks, char *e
 		const char *path = json_string_value(json_object_get(e, "path"));
 		const char *format = json_string_value(json_object_get(e, "format"));
 		if (!path || path[0] != '/' || !format || (strcmp(format, "raw") && strcmp(format, "qcow2")))
-			rc = fail(err, errlen, -EINVAL,
+			rc = err_fail(err, errlen, -EINVAL,
 				  "%s: disk %u's layer needs an absolute \"path\" and a \"format\" of raw or qcow2",
 				  img->state_path, i);
 		else if (!(img->layers[i] = strdup(path)))
@@ -207,14 +197,14 @@ int snapshot_disks_new_overlays(struct snapshot_image *img, struct vm_config *cf
 			continue;
 		uint64_t tag = 0;
 		if (getrandom(&tag, sizeof(tag), 0) != sizeof(tag))
-			return fail(err, errlen, -EIO, "no random bytes to name a disk overlay");
+			return err_fail(err, errlen, -EIO, "no random bytes to name a disk overlay");
 		char path[PATH_MAX];
 		if (snprintf(path, sizeof(path), "%s/disk%u-restore-%016" PRIx64 ".qcow2", disk_dir, i, tag) >=
 		    (int)sizeof(path))
-			return fail(err, errlen, -ENAMETOOLONG, "the disk directory's path is too long");
+			return err_fail(err, errlen, -ENAMETOOLONG, "the disk directory's path is too long");
 		int rc = qcow2_create_overlay(path, img->layers[i], img->layer_is_qcow2[i] ? "qcow2" : "raw");
 		if (rc)
-			return fail(err, errlen, rc,
+			return err_fail(err, errlen, rc,
 				    "cannot start disk %u on the snapshot's layer %s: creating the overlay %s failed: %s", i,
 				    img->layers[i], path, strerror(-rc));
 		char *copy = strdup(path);
