@@ -19,6 +19,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "memory/dirty_log.h"
 #include "memory/guest_mem.h"
 #include "state/snapshot_format.h"
 
@@ -61,7 +62,7 @@ struct mig_writer {
 	uint64_t offset;      /* bytes written so far: the next record's position */
 	uint32_t round;       /* rounds closed so far */
 	uint64_t round_pages; /* pages sent since the last round marker */
-	bool state_sent, ended;
+	bool state_sent, ended; /* ended: the end record, or the switch to post-copy */
 	uint8_t *buf; /* one memory record: a copy of the pages, so its checksum matches what is sent */
 };
 
@@ -86,6 +87,13 @@ int mig_writer_pages(struct mig_writer *w, const struct guest_mem *mem, uint64_t
 int mig_writer_round(struct mig_writer *w, char *err, size_t errlen);
 /* Sends the device and vCPU state: a snapshot state file as snap_writer_build() makes it. Once. */
 int mig_writer_state(struct mig_writer *w, const uint8_t *state, size_t len, char *err, size_t errlen);
+/*
+ * Switches the stream to post-copy (after the state, with the last round closed): the switch
+ * record, then the runs of pending pages (one bit per page of guest RAM, set for each page the
+ * source sends again, as dirty_log.h counts them) for the destination to drop. Then postcopy_source takes the connection.
+ */
+int mig_writer_postcopy(struct mig_writer *w, const struct guest_mem *mem, const struct dirty_pages *pending, char *err,
+			size_t errlen);
 /* Sends the end record (after the state, with the last round closed). */
 int mig_writer_end(struct mig_writer *w, char *err, size_t errlen);
 void mig_writer_free(struct mig_writer *w);
@@ -98,6 +106,11 @@ enum mig_event_kind {
 	MIG_EV_ROUND, /* round `round` ended after `count` pages */
 	MIG_EV_STATE, /* the device and vCPU state, checked by snap_file_parse; the caller frees it */
 	MIG_EV_END,   /* the end record: nothing more follows */
+	/*
+	 * The switch to post-copy: the stream goes on in postcopy_dest_start (migration/postcopy_dest.h),
+	 * which reads `count` discard runs; `gpa` holds the pages still to come.
+	 */
+	MIG_EV_POSTCOPY,
 };
 
 struct mig_event {

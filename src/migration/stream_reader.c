@@ -346,6 +346,29 @@ static int apply_end(struct mig_reader *r, uint64_t rec, struct mig_event *ev, c
 	return 0;
 }
 
+static int apply_postcopy(struct mig_reader *r, uint64_t rec, struct mig_event *ev, char *err, size_t errlen)
+{
+	struct mig_rec_postcopy pc;
+	memcpy(&pc, r->buf, sizeof(pc));
+	uint64_t pages = r->mem->ram_size / MIG_PAGE_SIZE;
+	if (!r->have_state || r->round_pages)
+		return mig_fail(err, errlen, -EINVAL,
+				"migration stream: the post-copy switch record at byte %llu comes before the VM's state "
+				"and a closed round",
+				(unsigned long long)rec);
+	/* Runs are separated by at least one page, so there are at most half the pages plus one. */
+	if (pc.pending > pages || pc.discard_runs > pc.pending || pc.discard_runs > pages / 2 + 1)
+		return mig_fail(err, errlen, -EINVAL,
+				"migration stream: the post-copy switch record at byte %llu announces %llu pages in %llu "
+				"runs, which the guest's %llu pages cannot hold",
+				(unsigned long long)rec, (unsigned long long)pc.pending,
+				(unsigned long long)pc.discard_runs, (unsigned long long)pages);
+	ev->kind = MIG_EV_POSTCOPY;
+	ev->count = pc.discard_runs;
+	ev->gpa = pc.pending;
+	return 0;
+}
+
 static int next_record(struct mig_reader *r, struct mig_event *ev, char *err, size_t errlen)
 {
 	struct mig_rec_hdr h;
@@ -367,6 +390,10 @@ static int next_record(struct mig_reader *r, struct mig_event *ev, char *err, si
 				"migration stream: a %s at byte %llu, which belongs to the connection's handshake before "
 				"the stream",
 				mig_rec_name(h.type), (unsigned long long)rec);
+	if (h.type >= MIG_REC_DISCARD && h.type <= MIG_REC_POSTCOPY_DONE)
+		return mig_fail(err, errlen, -EINVAL,
+				"migration stream: a %s at byte %llu, which belongs to post-copy after its switch record",
+				mig_rec_name(h.type), (unsigned long long)rec);
 	if (h.type == MIG_REC_STATE)
 		return read_state(r, &h, rec, ev, err, errlen);
 	if (h.len > r->buf_len) { /* grows to the largest record, at most PAGES_LEN_MAX */
@@ -384,6 +411,8 @@ static int next_record(struct mig_reader *r, struct mig_event *ev, char *err, si
 		return apply_pages(r, &h, rec, ev, err, errlen);
 	case MIG_REC_ROUND:
 		return apply_round(r, rec, ev, err, errlen);
+	case MIG_REC_POSTCOPY:
+		return apply_postcopy(r, rec, ev, err, errlen);
 	default:
 		return apply_end(r, rec, ev, err, errlen);
 	}
@@ -398,7 +427,7 @@ int mig_reader_next(struct mig_reader *r, struct mig_event *ev, char *err, size_
 		return mig_fail(err, errlen, -EINVAL, "migration stream: no guest memory to receive into");
 	enum mig_reader_phase was = r->phase;
 	int rc = next_record(r, ev, err, errlen);
-	r->phase = rc ? MIG_R_FAILED : ev->kind == MIG_EV_END ? MIG_R_ENDED : was;
+	r->phase = rc ? MIG_R_FAILED : ev->kind == MIG_EV_END || ev->kind == MIG_EV_POSTCOPY ? MIG_R_ENDED : was;
 	return rc;
 }
 

@@ -20,6 +20,9 @@ _Static_assert(sizeof(struct mig_rec_round) == 16, "a round marker is 16 bytes")
 _Static_assert(sizeof(struct mig_rec_end) == 8, "the end record is 8 bytes");
 _Static_assert(sizeof(struct mig_rec_hello) == 80, "the hello record's fixed part is 80 bytes");
 _Static_assert(sizeof(struct mig_rec_verdict) == 512, "the verdict record is 512 bytes");
+_Static_assert(sizeof(struct mig_rec_postcopy) == 16, "the post-copy switch record is 16 bytes");
+_Static_assert(sizeof(struct mig_rec_page_request) == 16, "a page request is 16 bytes");
+_Static_assert(sizeof(struct mig_rec_postcopy_end) == 16, "the post-copy end and done records are 16 bytes");
 
 uint32_t mig_crc(uint32_t crc, const void *p, size_t len)
 {
@@ -53,8 +56,22 @@ const char *mig_rec_name(uint32_t type)
 		[MIG_REC_END] = "end record",
 		[MIG_REC_HELLO] = "hello record",
 		[MIG_REC_VERDICT] = "verdict record",
+		[MIG_REC_POSTCOPY] = "post-copy switch record",
+		[MIG_REC_DISCARD] = "discard record",
+		[MIG_REC_PAGE_REQUEST] = "page request",
+		[MIG_REC_POSTCOPY_END] = "post-copy end record",
+		[MIG_REC_POSTCOPY_DONE] = "post-copy done record",
 	};
 	return type < MIG_REC_TYPES && names[type] ? names[type] : "record";
+}
+
+bool mig_page_is_zero(const uint8_t *p)
+{
+	const uint64_t *q = (const uint64_t *)p;
+	for (unsigned int i = 0; i < MIG_PAGE_SIZE / sizeof(*q); i++)
+		if (q[i])
+			return false;
+	return true;
 }
 
 bool mig_printable(const char *s, size_t max)
@@ -78,6 +95,11 @@ static size_t fixed_len(uint32_t type)
 	case MIG_REC_ROUND: return sizeof(struct mig_rec_round);
 	case MIG_REC_END: return sizeof(struct mig_rec_end);
 	case MIG_REC_VERDICT: return sizeof(struct mig_rec_verdict);
+	case MIG_REC_POSTCOPY: return sizeof(struct mig_rec_postcopy);
+	case MIG_REC_DISCARD: return sizeof(struct mig_rec_pages);
+	case MIG_REC_PAGE_REQUEST: return sizeof(struct mig_rec_page_request);
+	case MIG_REC_POSTCOPY_END:
+	case MIG_REC_POSTCOPY_DONE: return sizeof(struct mig_rec_postcopy_end);
 	default: return 0;
 	}
 }

@@ -24,6 +24,17 @@ enum mig_rec_type {
 	/* The connection's handshake (migration/handshake.c), before a stream: never inside one. */
 	MIG_REC_HELLO = 8,
 	MIG_REC_VERDICT = 9,
+	/*
+	 * Post-copy (migration/postcopy_*.c, docs/migration.md): the switch, after the state; the
+	 * runs of pages the destination must drop because the source sends them again; the
+	 * destination's page requests on the way back; the source's end of the push; the
+	 * destination's confirmation that every page arrived.
+	 */
+	MIG_REC_POSTCOPY = 10,
+	MIG_REC_DISCARD = 11,
+	MIG_REC_PAGE_REQUEST = 12,
+	MIG_REC_POSTCOPY_END = 13,
+	MIG_REC_POSTCOPY_DONE = 14,
 	MIG_REC_TYPES
 };
 
@@ -76,6 +87,25 @@ struct mig_rec_end {
 	uint32_t reserved;
 };
 
+/* POSTCOPY: the switch to post-copy; discard_runs DISCARD records (struct mig_rec_pages) follow. */
+struct mig_rec_postcopy {
+	uint64_t discard_runs;
+	uint64_t pending; /* pages the source still sends: those of the runs */
+};
+
+/* PAGE_REQUEST: the destination faulted on these pages and waits for them. */
+struct mig_rec_page_request {
+	uint64_t gpa;
+	uint32_t count; /* 1..MIG_PAGES_MAX */
+	uint32_t reserved;
+};
+
+/* POSTCOPY_END (source: every pending page is sent) and POSTCOPY_DONE (destination: all arrived). */
+struct mig_rec_postcopy_end {
+	uint64_t pages;    /* pages sent (END) or installed (DONE) during post-copy */
+	uint64_t requests; /* page requests served (END) or sent (DONE) */
+};
+
 /* HELLO: this, then compat_len bytes of the caller's compatibility blob. */
 struct mig_rec_hello {
 	uint32_t role; /* MIG_ROLE_SOURCE or MIG_ROLE_DESTINATION */
@@ -102,6 +132,8 @@ uint32_t mig_crc(uint32_t crc, const void *p, size_t len);
 struct mig_rec_hdr mig_rec_hdr_make(uint32_t type, uint32_t len, uint32_t crc);
 /* A NUL-terminated string of printable ASCII within max bytes. */
 bool mig_printable(const char *s, size_t max);
+/* Whether the page (MIG_PAGE_SIZE bytes, 8-byte aligned) at p holds only zeros. */
+bool mig_page_is_zero(const uint8_t *p);
 /* Whether a payload of len bytes is one a record of type can have (type known). */
 bool mig_rec_len_ok(uint32_t type, uint32_t len);
 /* The record's name in messages ("memory record"). */

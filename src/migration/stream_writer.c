@@ -79,23 +79,14 @@ int mig_writer_start_io(struct mig_writer *w, const struct mig_io *io, const cha
 	return send_record(w, MIG_REC_CONFIG, &c, sizeof(c), NULL, 0, err, errlen);
 }
 
-static bool page_is_zero(const uint8_t *p)
-{
-	const uint64_t *q = (const uint64_t *)p;
-	for (unsigned int i = 0; i < MIG_PAGE_SIZE / sizeof(*q); i++)
-		if (q[i])
-			return false;
-	return true;
-}
-
 /* Up to MIG_PAGES_MAX pages, already copied into w->buf: zero runs and data runs, in order. */
 static int send_chunk(struct mig_writer *w, uint64_t gpa, unsigned int n, char *err, size_t errlen)
 {
 	unsigned int i = 0;
 	while (i < n) {
-		bool zero = page_is_zero(w->buf + (size_t)i * MIG_PAGE_SIZE);
+		bool zero = mig_page_is_zero(w->buf + (size_t)i * MIG_PAGE_SIZE);
 		unsigned int j = i + 1;
-		while (j < n && page_is_zero(w->buf + (size_t)j * MIG_PAGE_SIZE) == zero)
+		while (j < n && mig_page_is_zero(w->buf + (size_t)j * MIG_PAGE_SIZE) == zero)
 			j++;
 		struct mig_rec_pages run = { .gpa = gpa + (uint64_t)i * MIG_PAGE_SIZE, .count = j - i };
 		int rc = zero ? send_record(w, MIG_REC_ZERO, &run, sizeof(run), NULL, 0, err, errlen)
@@ -156,6 +147,26 @@ int mig_writer_state(struct mig_writer *w, const uint8_t *state, size_t len, cha
 	int rc = send_record(w, MIG_REC_STATE, NULL, 0, state, len, err, errlen);
 	if (!rc)
 		w->state_sent = true;
+	return rc;
+}
+
+int mig_writer_postcopy(struct mig_writer *w, const struct guest_mem *mem, const struct dirty_pages *pending, char *err,
+			size_t errlen)
+{
+	if (!w->state_sent || w->round_pages || w->ended)
+		return mig_fail(err, errlen, -EINVAL,
+				"migration stream: the switch to post-copy must follow the state and a closed round");
+	struct mig_rec_postcopy pc = { .pending = pending->count };
+	uint64_t cursor = 0, gpa, count;
+	while (dirty_pages_next_run(mem, pending, &cursor, &gpa, &count))
+		pc.discard_runs++;
+	int rc = send_record(w, MIG_REC_POSTCOPY, &pc, sizeof(pc), NULL, 0, err, errlen);
+	for (cursor = 0; !rc && dirty_pages_next_run(mem, pending, &cursor, &gpa, &count);) {
+		struct mig_rec_pages run = { .gpa = gpa, .count = count };
+		rc = send_record(w, MIG_REC_DISCARD, &run, sizeof(run), NULL, 0, err, errlen);
+	}
+	if (!rc)
+		w->ended = true;
 	return rc;
 }
 
