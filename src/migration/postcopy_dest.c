@@ -245,10 +245,12 @@ static void *receiver(void *arg)
 {
 	struct postcopy_dest *d = arg;
 	char err[512] = "post-copy: out of memory for the receive buffer";
-	uint8_t *buf = aligned_alloc(MIG_PAGE_SIZE, PC_REC_MAX + MIG_PAGE_SIZE);
+	/* Page-aligned page data for UFFDIO_COPY: the payload starts that far before a page boundary. */
+	size_t size = (PC_REC_MAX + 2 * MIG_PAGE_SIZE - 1) / MIG_PAGE_SIZE * MIG_PAGE_SIZE;
+	uint8_t *buf = aligned_alloc(MIG_PAGE_SIZE, size);
 	int rc = buf ? 0 : -ENOMEM;
 	while (!rc)
-		rc = receive_one(d, buf, err, sizeof(err));
+		rc = receive_one(d, buf + MIG_PAGE_SIZE - sizeof(struct mig_rec_pages), err, sizeof(err));
 	dest_end(d, rc < 0 ? rc : 0, "%s", err);
 	free(buf);
 	return NULL;
@@ -375,9 +377,8 @@ static int read_discards(struct postcopy_dest *d, uint64_t runs, uint64_t pendin
 {
 	struct mig_rec_pages run;
 	uint64_t total = 0;
-	uint8_t buf[sizeof(struct mig_rec_page_request) + sizeof(run)];
+	uint8_t buf[sizeof(run)];
 	for (uint64_t i = 0; i < runs; i++) {
-		uint32_t type, len;
 		uint64_t rec = d->link.rx_offset;
 		struct mig_rec_hdr h;
 		/* A discard record is the only one allowed here: read it whole, no larger record fits buf. */
@@ -395,10 +396,6 @@ static int read_discards(struct postcopy_dest *d, uint64_t runs, uint64_t pendin
 		if (n != (ssize_t)h.len || mig_crc(0, buf, h.len) != h.crc)
 			return mig_fail(err, errlen, -EINVAL, "post-copy: the discard record at byte %llu is cut short or corrupted",
 					(unsigned long long)rec);
-		type = h.type;
-		len = h.len;
-		(void)type;
-		(void)len;
 		memcpy(&run, buf, sizeof(run));
 		int rc = pc_check_run(d->mem, "discard record", rec, run.gpa, run.count, d->npages, err, errlen);
 		if (rc)

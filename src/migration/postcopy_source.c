@@ -26,6 +26,7 @@ struct source {
 	bool failed;  /* the reader failed: why says why */
 	char why[512];
 	uint64_t requests;
+	uint64_t *sent; /* pages sent in post-copy: the push skips those a request brought already */
 };
 
 static void *reader(void *arg)
@@ -87,6 +88,20 @@ static void *reader(void *arg)
 	return NULL;
 }
 
+/* Marks count pages from gpa sent (the writer's own bitmap: no lock). */
+static void mark_sent(struct source *s, uint64_t gpa, uint64_t count)
+{
+	uint64_t first = pc_page_index(s->mem, gpa);
+	for (uint64_t i = first; i < first + count; i++)
+		s->sent[i / 64] |= 1ULL << (i % 64);
+}
+
+static bool was_sent(const struct source *s, uint64_t gpa)
+{
+	uint64_t i = pc_page_index(s->mem, gpa);
+	return s->sent[i / 64] & (1ULL << (i % 64));
+}
+
 /* count pages from gpa (inside one region): runs of zero pages as zero-run records, the rest with their data. */
 static int send_pages(struct source *s, uint64_t gpa, uint64_t count, char *err, size_t errlen)
 {
@@ -103,6 +118,7 @@ static int send_pages(struct source *s, uint64_t gpa, uint64_t count, char *err,
 			return rc;
 		i = j;
 	}
+	mark_sent(s, gpa, count);
 	return 0;
 }
 
@@ -141,7 +157,15 @@ static int push(struct source *s, const struct dirty_pages *pending, struct post
 		}
 		if (!left && !dirty_pages_next_run(s->mem, pending, &cursor, &gpa, &left))
 			return 0;
-		uint64_t n = MIN(left, (uint64_t)POSTCOPY_PUSH_PAGES);
+		uint64_t n = 0;
+		while (left && was_sent(s, gpa)) { /* a request brought it already */
+			gpa += MIG_PAGE_SIZE;
+			left--;
+		}
+		while (n < MIN(left, (uint64_t)POSTCOPY_PUSH_PAGES) && !was_sent(s, gpa + n * MIG_PAGE_SIZE))
+			n++;
+		if (!n)
+			continue;
 		int rc = send_pages(s, gpa, n, err, errlen);
 		if (rc)
 			return rc;
@@ -159,6 +183,11 @@ int postcopy_source_run(const struct guest_mem *mem, struct mig_conn *conn, cons
 	if (!s)
 		return mig_fail(err, errlen, -ENOMEM, "post-copy: out of memory for the source's state");
 	s->mem = mem;
+	s->sent = calloc((pc_pages(mem) + 63) / 64, sizeof(uint64_t));
+	if (!s->sent) {
+		free(s);
+		return mig_fail(err, errlen, -ENOMEM, "post-copy: out of memory for the source's page bitmap");
+	}
 	pc_link_init(&s->link, conn, "the destination");
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_cond_init(&s->cond, NULL);
@@ -192,6 +221,7 @@ out:
 	pthread_cond_destroy(&s->cond);
 	pthread_mutex_destroy(&s->lock);
 	pc_link_destroy(&s->link);
+	free(s->sent);
 	free(s);
 	if (stats)
 		*stats = st;

@@ -1,0 +1,358 @@
+/*
+ * Post-copy over a socketpair, end to end: a source with a pattern in its RAM (some zero pages)
+ * sends one pre-copy round, "dirties" three pages in four, and switches to post-copy; the
+ * destination registers its RAM with userfaultfd and several host threads standing in for vCPUs
+ * read random pages while the background push runs. Every read returns the source's bytes, faults
+ * are served as page requests, and the push brings the rest. When the source dies mid-way, the
+ * threads waiting on pages are woken with SIGBUS instead of hanging, and the destination says the
+ * VM is lost.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "lib/util.h"
+#include "memory/dirty_log.h"
+#include "memory/guest_mem.h"
+#include "memory/write_track.h"
+#include "migration/postcopy_dest.h"
+#include "migration/postcopy_source.h"
+#include "migration/stream.h"
+#include "migration/stream_wire.h"
+#include "migration/transport.h"
+#include "state/snapshot_format.h"
+
+#define RAM (32 * MiB)
+#define PAGES (RAM / MIG_PAGE_SIZE)
+#define VCPUS 4
+#define READS_PER_VCPU 400
+
+static const struct mig_config config = {
+	.ram_size = RAM,
+	.cpus = 1,
+	.cpu = { .vendor = "GenuineIntel", .signature = 0x906ea, .features = { 0x1 } },
+};
+
+/* Page i's bytes in round `gen`: every seventh page is zero. */
+static void pattern(uint8_t *p, uint64_t i, unsigned int gen)
+{
+	if (i % 7 == 3) {
+		memset(p, 0, MIG_PAGE_SIZE);
+		return;
+	}
+	for (unsigned int j = 0; j < MIG_PAGE_SIZE; j++)
+		p[j] = (uint8_t)(i * 31 + j * 7 + gen * 101 + 1);
+	memcpy(p, &i, sizeof(i));
+}
+
+static bool dirtied(uint64_t i)
+{
+	return i % 4 != 0;
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (uint64_t)t.tv_sec * 1000000000ull + (uint64_t)t.tv_nsec;
+}
+
+struct source {
+	struct mig_conn *conn;
+	struct guest_mem mem;
+	struct dirty_pages pending;
+	bool die; /* close the connection at the first page request instead of serving post-copy */
+	int rc;
+	char err[512];
+	struct postcopy_source_stats st;
+};
+
+static void build_state(uint8_t **buf, size_t *len)
+{
+	struct snap_writer sw;
+	snap_writer_init(&sw);
+	assert_int_equal(snap_writer_add(&sw, "config", "{\"cpus\":1}", 10), 0);
+	assert_int_equal(snap_writer_build(&sw, 7, &config.cpu, buf, len), 0);
+	snap_writer_free(&sw);
+}
+
+/* The source's RAM in round 1, and the pending bitmap of the pages it then changes. */
+static void source_ram(struct source *s)
+{
+	assert_int_equal(guest_mem_init(&s->mem, RAM), 0);
+	for (uint64_t i = 0; i < PAGES; i++)
+		pattern(gpa_to_host_write(&s->mem, i * MIG_PAGE_SIZE, MIG_PAGE_SIZE), i, 1);
+	assert_int_equal(s->mem.nregions, 1);
+	s->pending.bits[0] = calloc(write_track_words(&s->mem.regions[0]), sizeof(uint64_t));
+	assert_non_null(s->pending.bits[0]);
+}
+
+static void *source_thread(void *arg)
+{
+	struct source *s = arg;
+	struct mig_writer w;
+	struct mig_io io = mig_conn_io(s->conn);
+	uint8_t *state;
+	size_t state_len;
+	build_state(&state, &state_len);
+	s->rc = mig_writer_start_io(&w, &io, "0.1.0+gtest", &config, s->err, sizeof(s->err));
+	if (!s->rc)
+		s->rc = mig_writer_pages(&w, &s->mem, 0, PAGES, s->err, sizeof(s->err));
+	/* The guest ran on during round 1 and changed three pages in four. */
+	for (uint64_t i = 0; i < PAGES; i++)
+		if (dirtied(i)) {
+			pattern(gpa_to_host_write(&s->mem, i * MIG_PAGE_SIZE, MIG_PAGE_SIZE), i, 2);
+			s->pending.bits[0][i / 64] |= 1ull << (i % 64);
+			s->pending.count++;
+		}
+	if (!s->rc)
+		s->rc = mig_writer_round(&w, s->err, sizeof(s->err));
+	if (!s->rc)
+		s->rc = mig_writer_state(&w, state, state_len, s->err, sizeof(s->err));
+	if (!s->rc)
+		s->rc = mig_writer_postcopy(&w, &s->mem, &s->pending, s->err, sizeof(s->err));
+	free(state);
+	mig_writer_free(&w);
+	if (!s->rc && s->die) {
+		/* The source dies once the destination needs it: after the first page request. */
+		uint8_t rec[32];
+		s->rc = (int)mig_conn_read(s->conn, rec, sizeof(rec));
+		mig_conn_close(s->conn);
+		s->conn = NULL;
+		return NULL;
+	}
+	if (!s->rc)
+		s->rc = postcopy_source_run(&s->mem, s->conn, &s->pending, &s->st, s->err, sizeof(s->err));
+	return NULL;
+}
+
+/* The expected bytes of page i once the migration is over. */
+static void expected(uint8_t *p, uint64_t i)
+{
+	pattern(p, i, dirtied(i) ? 2 : 1);
+}
+
+struct vcpu {
+	struct guest_mem *mem;
+	unsigned int seed;
+	uint64_t lat_ns[READS_PER_VCPU];
+	unsigned int reads, wrong;
+	bool faulted; /* woken by SIGBUS/SIGSEGV: the page was lost */
+	int signo;
+};
+
+static __thread sigjmp_buf *lost_page;
+static __thread volatile int lost_signo;
+
+static void on_lost_page(int sig)
+{
+	lost_signo = sig;
+	if (lost_page)
+		siglongjmp(*lost_page, 1);
+	abort();
+}
+
+static void *vcpu_thread(void *arg)
+{
+	struct vcpu *v = arg;
+	uint8_t *want = malloc(MIG_PAGE_SIZE);
+	sigjmp_buf jb;
+	lost_page = &jb;
+	if (sigsetjmp(jb, 1)) {
+		v->faulted = true;
+		v->signo = lost_signo;
+		lost_page = NULL;
+		free(want);
+		return NULL;
+	}
+	for (; v->reads < READS_PER_VCPU; v->reads++) {
+		uint64_t i = (uint64_t)rand_r(&v->seed) % PAGES;
+		const volatile uint8_t *p = gpa_to_host(v->mem, i * MIG_PAGE_SIZE, MIG_PAGE_SIZE);
+		uint64_t t0 = now_ns();
+		uint8_t first = p[0]; /* the access a vCPU would make: faults when the page is missing */
+		v->lat_ns[v->reads] = now_ns() - t0;
+		expected(want, i);
+		v->wrong += first != want[0] || memcmp((const void *)p, want, MIG_PAGE_SIZE) != 0;
+	}
+	lost_page = NULL;
+	free(want);
+	return NULL;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+struct rig {
+	int sv[2];
+	struct source src;
+	struct mig_conn *dconn;
+	struct guest_mem dst;
+	struct mig_reader r;
+	pthread_t src_thread;
+	bool joined;
+	struct postcopy_dest *d;
+};
+
+/* Source and destination connected, pre-copy's round received, post-copy started on the destination. */
+static void start(struct rig *g, bool die)
+{
+	memset(g, 0, sizeof(*g));
+	char err[512] = "";
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, g->sv), 0);
+	struct mig_conn_opts o = { .timeout_ms = 3000 };
+	assert_int_equal(mig_conn_wrap(&g->src.conn, g->sv[0], "test destination", true, &o), 0);
+	assert_int_equal(mig_conn_wrap(&g->dconn, g->sv[1], "test source", false, &o), 0);
+	source_ram(&g->src);
+	g->src.die = die;
+	assert_int_equal(pthread_create(&g->src_thread, NULL, source_thread, &g->src), 0);
+
+	struct mig_io io = mig_conn_io(g->dconn);
+	assert_int_equal(mig_reader_open_io(&g->r, &io, err, sizeof(err)), 0);
+	assert_int_equal(guest_mem_init(&g->dst, RAM), 0);
+	assert_int_equal(mig_reader_set_memory(&g->r, &g->dst, err, sizeof(err)), 0);
+	struct mig_event ev;
+	do {
+		assert_int_equal(mig_reader_next(&g->r, &ev, err, sizeof(err)), 0);
+		if (ev.kind == MIG_EV_STATE)
+			snap_file_free(&ev.state);
+	} while (ev.kind != MIG_EV_POSTCOPY);
+	int rc = postcopy_dest_start(&g->d, &g->dst, g->dconn, g->r.offset, ev.count, ev.gpa, err, sizeof(err));
+	if (rc)
+		print_error("%s\n", err);
+	assert_int_equal(rc, 0);
+}
+
+static void stop(struct rig *g)
+{
+	postcopy_dest_free(g->d);
+	if (!g->joined)
+		pthread_join(g->src_thread, NULL);
+	mig_reader_free(&g->r);
+	mig_conn_close(g->dconn);
+	mig_conn_close(g->src.conn);
+	free(g->src.pending.bits[0]);
+	guest_mem_destroy(&g->src.mem);
+	guest_mem_destroy(&g->dst);
+}
+
+static void vcpus_read_the_sources_bytes_while_the_push_runs(void **state)
+{
+	(void)state;
+	struct rig g;
+	start(&g, false);
+	struct vcpu v[VCPUS];
+	pthread_t t[VCPUS];
+	for (int i = 0; i < VCPUS; i++) {
+		v[i] = (struct vcpu){ .mem = &g.dst, .seed = 1234u + (unsigned int)i };
+		assert_int_equal(pthread_create(&t[i], NULL, vcpu_thread, &v[i]), 0);
+	}
+	static uint64_t lat[VCPUS * READS_PER_VCPU];
+	size_t n = 0;
+	for (int i = 0; i < VCPUS; i++) {
+		pthread_join(t[i], NULL);
+		assert_false(v[i].faulted);
+		assert_int_equal(v[i].reads, READS_PER_VCPU);
+		assert_int_equal(v[i].wrong, 0);
+		memcpy(lat + n, v[i].lat_ns, sizeof(v[i].lat_ns));
+		n += READS_PER_VCPU;
+	}
+	char err[512] = "";
+	int rc = postcopy_dest_wait(g.d, 10000, err, sizeof(err));
+	if (rc)
+		print_error("%s\n", err);
+	assert_int_equal(rc, 0);
+	pthread_join(g.src_thread, NULL);
+	g.joined = true;
+	if (g.src.rc)
+		print_error("%s\n", g.src.err);
+	assert_int_equal(g.src.rc, 0);
+
+	/* All of RAM is the source's now, and the destination's RAM no longer faults. */
+	assert_memory_equal(g.dst.regions[0].host, g.src.mem.regions[0].host, RAM);
+	struct postcopy_dest_stats st;
+	postcopy_dest_get_stats(g.d, &st);
+	assert_true(st.requests > 0);
+	assert_true(st.requests < g.src.pending.count);
+	/*
+	 * Every pending page arrived once; beyond them only pages asked for: zero pages of round 1,
+	 * which the destination dropped to holes and which fault too.
+	 */
+	assert_true(st.pages + st.zero_pages >= g.src.pending.count);
+	assert_true(st.pages + st.zero_pages <= g.src.pending.count + st.requests);
+	assert_int_equal(g.src.st.requests, st.requests);
+	assert_true(g.src.st.pushed + g.src.st.requested >= g.src.pending.count);
+	/* The push skips what requests brought: pages sent twice are only requests racing the push. */
+	assert_true(g.src.st.pushed < g.src.pending.count);
+
+	/* Reads of pages that faulted (slower than 20 us: a page present is read in well under that). */
+	qsort(lat, n, sizeof(lat[0]), cmp_u64);
+	size_t slow = 0;
+	while (slow < n && lat[n - 1 - slow] > 20000)
+		slow++;
+	uint64_t *f = lat + n - slow;
+	printf("post-copy: %zu of %zu reads faulted; pending %llu pages, requested %llu, pushed %llu, duplicates "
+	       "%llu; served fault latency median %.1f us, max %.1f us\n",
+	       slow, n, (unsigned long long)g.src.pending.count, (unsigned long long)st.requests,
+	       (unsigned long long)g.src.st.pushed, (unsigned long long)st.duplicates,
+	       slow ? f[slow / 2] / 1000.0 : 0.0, slow ? f[slow - 1] / 1000.0 : 0.0);
+	assert_true(lat[n - 1] < 2000000000ull); /* no read waited for seconds */
+	stop(&g);
+}
+
+static void a_dead_source_wakes_the_faulting_threads_and_loses_the_vm(void **state)
+{
+	(void)state;
+	struct sigaction sa = { .sa_handler = on_lost_page }, old_bus, old_segv;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGBUS, &sa, &old_bus);
+	sigaction(SIGSEGV, &sa, &old_segv);
+	struct rig g;
+	start(&g, true);
+	uint64_t t0 = now_ns();
+	struct vcpu v[VCPUS];
+	pthread_t t[VCPUS];
+	for (int i = 0; i < VCPUS; i++) {
+		v[i] = (struct vcpu){ .mem = &g.dst, .seed = 99u + (unsigned int)i };
+		assert_int_equal(pthread_create(&t[i], NULL, vcpu_thread, &v[i]), 0);
+	}
+	char err[512] = "";
+	assert_int_equal(postcopy_dest_wait(g.d, 5000, err, sizeof(err)), -EPIPE);
+	assert_non_null(strstr(err, "closed the connection"));
+	assert_non_null(strstr(err, "the VM is lost"));
+	for (int i = 0; i < VCPUS; i++) {
+		pthread_join(t[i], NULL);
+		/* Every thread reads pending pages until one is missing: it is woken with a signal, not left waiting. */
+		assert_true(v[i].faulted);
+		assert_true(v[i].signo == SIGBUS || v[i].signo == SIGSEGV);
+		assert_int_equal(v[i].wrong, 0);
+	}
+	assert_true(now_ns() - t0 < 5000000000ull);
+	printf("post-copy, source killed: the %d reading threads woke with %s; %s\n", VCPUS, strsignal(v[0].signo), err);
+	stop(&g);
+	sigaction(SIGBUS, &old_bus, NULL);
+	sigaction(SIGSEGV, &old_segv, NULL);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(vcpus_read_the_sources_bytes_while_the_push_runs),
+		cmocka_unit_test(a_dead_source_wakes_the_faulting_threads_and_loses_the_vm),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
