@@ -2,7 +2,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/userfaultfd.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -17,20 +16,11 @@
 #include <unistd.h>
 
 #include "lib/util.h"
+#include "migration/postcopy_uffd.h"
 #include "migration/postcopy_wire.h"
 #include "migration/transport_conn.h"
+#include "sandbox/sandbox.h"
 
-#ifndef UFFD_FEATURE_POISON
-/* Linux 6.6's UFFDIO_POISON, for build hosts whose headers predate it; the kernel says whether it has it. */
-#define UFFD_FEATURE_POISON (1 << 14)
-#define _UFFDIO_POISON 0x08
-struct uffdio_poison {
-	struct uffdio_range range;
-	__u64 mode;
-	__s64 updated;
-};
-#define UFFDIO_POISON _IOWR(UFFDIO, _UFFDIO_POISON, struct uffdio_poison)
-#endif
 
 enum { PC_RUNNING, PC_COMPLETE, PC_FAILED };
 
@@ -244,6 +234,7 @@ static int receive_one(struct postcopy_dest *d, uint8_t *buf, char *err, size_t 
 static void *receiver(void *arg)
 {
 	struct postcopy_dest *d = arg;
+	sandbox_enter(SANDBOX_POSTCOPY);
 	char err[512] = "post-copy: out of memory for the receive buffer";
 	/* Page-aligned page data for UFFDIO_COPY: the payload starts that far before a page boundary. */
 	size_t size = (PC_REC_MAX + 2 * MIG_PAGE_SIZE - 1) / MIG_PAGE_SIZE * MIG_PAGE_SIZE;
@@ -285,6 +276,7 @@ static int serve_fault(struct postcopy_dest *d, uint64_t addr, char *err, size_t
 static void *fault_handler(void *arg)
 {
 	struct postcopy_dest *d = arg;
+	sandbox_enter(SANDBOX_POSTCOPY);
 	char err[512] = "";
 	struct pollfd p[2] = { { .fd = d->uffd, .events = POLLIN }, { .fd = d->stop_fd, .events = POLLIN } };
 	int rc = 0;

@@ -32,6 +32,7 @@ const char *sandbox_role_name(enum sandbox_role role)
 		[SANDBOX_CONSOLE_OUT] = "console-out",
 		[SANDBOX_EVENT_LOOP] = "event-loop",
 		[SANDBOX_VCPU] = "vcpu",
+		[SANDBOX_POSTCOPY] = "postcopy",
 	};
 	return role < SANDBOX_ROLE_COUNT ? names[role] : "unknown";
 }

@@ -19,6 +19,7 @@ enum sandbox_role {
 	SANDBOX_CONSOLE_OUT, /* writes the serial port's output to the terminal */
 	SANDBOX_EVENT_LOOP,  /* device backends: disks, networks, sockets, timers */
 	SANDBOX_VCPU,        /* KVM_RUN and exit handling */
+	SANDBOX_POSTCOPY,    /* a migration's post-copy on the destination: page faults, requests, installs */
 	SANDBOX_ROLE_COUNT,
 };
 

@@ -12,6 +12,7 @@
 #include <termios.h>
 
 #include "lib/util.h"
+#include "migration/postcopy_uffd.h"
 
 #define IOCTL(r) { (unsigned long)(r), #r }
 
@@ -147,6 +148,20 @@ static const struct ioctl_request vcpu_ioctls[] = {
 };
 
 /*
+ * Post-copy's destination threads (migration/postcopy_dest.c): the fault handler reads
+ * userfaultfd events and sends page requests, the receiver reads pages off the migration
+ * connection and installs them; at the end they unregister guest RAM, and when the source is
+ * lost they poison the missing pages (UFFDIO_POISON, Linux 6.6) and wake every waiting thread.
+ */
+static const char *const postcopy_syscalls[] = {
+	"poll", "ppoll", "read", "recvfrom", "recvmsg", "sendto", "sendmsg", "shutdown",
+};
+static const struct ioctl_request postcopy_ioctls[] = {
+	IOCTL(UFFDIO_COPY), IOCTL(UFFDIO_ZEROPAGE), IOCTL(UFFDIO_WAKE), IOCTL(UFFDIO_UNREGISTER),
+	IOCTL(UFFDIO_POISON),
+};
+
+/*
  * libslirp reads /etc/resolv.conf (fopen) when the guest first queries the user-mode network's
  * DNS server, and again when the file changes: the event loop may open files read-only.
  */
@@ -164,6 +179,7 @@ static const struct seccomp_policy policies[SANDBOX_ROLE_COUNT] = {
 	[SANDBOX_EVENT_LOOP] = { SYSCALLS(event_loop_syscalls), IOCTLS(event_loop_ioctls), .sockets = true,
 				 .reads_files = true },
 	[SANDBOX_VCPU] = { SYSCALLS(vcpu_syscalls), IOCTLS(vcpu_ioctls) },
+	[SANDBOX_POSTCOPY] = { SYSCALLS(postcopy_syscalls), IOCTLS(postcopy_ioctls) },
 };
 
 const struct seccomp_policy *seccomp_policy_of(enum sandbox_role role)
