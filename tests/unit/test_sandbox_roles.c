@@ -45,6 +45,8 @@
 #include "memory/kvm_slots.h"
 #include "memory/write_track.h"
 #include "migration/handshake.h"
+#include "migration/postcopy_dest.h"
+#include "migration/postcopy_source.h"
 #include "migration/transport.h"
 #include "sandbox/landlock.h"
 #include "sandbox/sandbox.h"
@@ -1563,6 +1565,106 @@ static void test_a_migration_source_connects_and_says_hello_under_the_api_filter
 	run_confined_case(migration_under_the_filters);
 }
 
+/* ---- post-copy: the destination's threads under the postcopy filter, the source on an api thread ---- */
+
+#define PC_RAM (4u << 20)
+
+struct pc_run {
+	struct guest_mem src, dst;
+	struct mig_conn *sconn, *dconn;
+	struct dirty_pages pending;
+	int rc;
+	char err[512];
+};
+
+static void *pc_source(void *arg)
+{
+	struct pc_run *p = arg;
+	sandbox_enter(SANDBOX_API);
+	p->rc = postcopy_source_run(&p->src, p->sconn, &p->pending, NULL, p->err, sizeof(p->err));
+	return NULL;
+}
+
+/* A vCPU touching pages that are not here yet: each fault is served while the push runs. */
+static bool pc_guest_reads(void *arg)
+{
+	struct pc_run *p = arg;
+	for (uint64_t gpa = PC_RAM - 4096; gpa >= 3 * 4096; gpa -= 3 * 4096)
+		if (memcmp(gpa_to_host(&p->dst, gpa, 4096), gpa_to_host(&p->src, gpa, 4096), 4096))
+			return false;
+	return true;
+}
+
+/* source_dies: the source's end closes at once, and the destination's threads give up under their filter. */
+static int postcopy_under_the_filters_as(bool source_dies)
+{
+	struct pc_run *p = calloc(1, sizeof(*p));
+	int sv[2];
+	struct mig_conn_opts o = { .timeout_ms = 5000 };
+	if (!p || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) || guest_mem_init(&p->src, PC_RAM) ||
+	    guest_mem_init(&p->dst, PC_RAM) || mig_conn_wrap(&p->sconn, sv[0], "dst", true, &o) ||
+	    mig_conn_wrap(&p->dconn, sv[1], "src", false, &o))
+		return 40;
+	p->pending.bits[0] = calloc(write_track_words(&p->src.regions[0]), sizeof(uint64_t));
+	for (uint64_t i = 0; i < PC_RAM / 4096; i++) {
+		uint8_t *page = gpa_to_host_write(&p->src, i * 4096, 4096);
+		for (unsigned int j = 0; i % 5 && j < 4096; j++)
+			page[j] = (uint8_t)(i + j);
+		p->pending.bits[0][i / 64] |= 1ull << (i % 64);
+		p->pending.count++;
+	}
+	struct postcopy_dest *d;
+	char err[512] = "";
+	if (postcopy_dest_start(&d, &p->dst, p->dconn, 0, 0, 0, err, sizeof(err)))
+		return 41;
+	pthread_t t;
+	if (source_dies) {
+		mig_conn_close(p->sconn);
+		p->sconn = NULL;
+	} else if (pthread_create(&t, NULL, pc_source, p)) {
+		return 42;
+	}
+	bool read_ok = source_dies || as_vcpu(pc_guest_reads, p);
+	int wait = postcopy_dest_wait(d, 10000, err, sizeof(err));
+	if (!source_dies)
+		pthread_join(t, NULL);
+	int rc = !read_ok ? 43 : source_dies ? (wait == -EPIPE && strstr(err, "the VM is lost") ? 0 : 44)
+		 : wait ? 45 : p->rc ? 46 : memcmp(p->dst.regions[0].host, p->src.regions[0].host, PC_RAM) ? 47 : 0;
+	if (rc)
+		fprintf(stderr, "post-copy under the filters: %s %s\n", err, p->err);
+	mig_conn_close(p->sconn);
+	mig_conn_close(p->dconn);
+	sandbox_enter(SANDBOX_MAIN);
+	postcopy_dest_free(d);
+	guest_mem_destroy(&p->src);
+	guest_mem_destroy(&p->dst);
+	free(p->pending.bits[0]);
+	free(p);
+	return rc;
+}
+
+static int postcopy_under_the_filters(void)
+{
+	return postcopy_under_the_filters_as(false);
+}
+
+static int postcopy_loss_under_the_filters(void)
+{
+	return postcopy_under_the_filters_as(true);
+}
+
+static void test_post_copy_serves_faults_under_the_postcopy_vcpu_api_and_main_filters(void **state)
+{
+	(void)state;
+	run_confined_case(postcopy_under_the_filters);
+}
+
+static void test_post_copy_gives_up_on_a_dead_source_under_the_postcopy_filter(void **state)
+{
+	(void)state;
+	run_confined_case(postcopy_loss_under_the_filters);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1585,6 +1687,8 @@ int main(void)
 		cmocka_unit_test(test_a_balloon_and_ksm_figures_work_with_merge_on_under_the_filters),
 		cmocka_unit_test(test_the_platform_devices_and_the_console_threads_work_under_their_filters),
 		cmocka_unit_test(test_a_migration_source_connects_and_says_hello_under_the_api_filter_and_landlock),
+		cmocka_unit_test(test_post_copy_serves_faults_under_the_postcopy_vcpu_api_and_main_filters),
+		cmocka_unit_test(test_post_copy_gives_up_on_a_dead_source_under_the_postcopy_filter),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
