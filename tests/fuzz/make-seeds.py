@@ -192,6 +192,22 @@ mig_hello_src = mig_record(8, struct.pack("<IIII", 1, 0, 3, 0) + b"0.1.0".ljust(
 put("migration_stream", "raw_hello_inside", b"\x00" + mig_start + mig_hello_src + mig_state +
     mig_record(7, struct.pack("<II", 0, 0)))
 
+# Post-copy (docs/migration.md): the switch record after the state, with its discard runs, which
+# the pre-copy reader hands over (it refuses any post-copy record before the switch).
+mig_switch = (mig_record(10, struct.pack("<QQ", 2, 3)) + mig_record(11, struct.pack("<QQ", 0, 1)) +
+              mig_record(11, struct.pack("<QQ", 8192, 2)))
+put("migration_stream", "raw_postcopy_switch", b"\x00" + mig_start + mig_record(3, struct.pack("<QQ", 0, 1) +
+    b"\x5a" * 4096) + mig_record(5, struct.pack("<IIQ", 1, 0, 1)) + mig_state + mig_switch)
+put("migration_stream", "raw_request_inside", b"\x00" + mig_start + mig_record(12, struct.pack("<QII", 0, 1, 0)) +
+    mig_state + mig_record(7, struct.pack("<II", 0, 0)))
+# What a source reads from a destination during post-copy: page requests (gpa, count, reserved),
+# in range and not (above the 3 GiB + 1 MiB of RAM, in the MMIO hole, count 0 or 257), then done.
+put("postcopy_records", "requests", mig_record(12, struct.pack("<QII", 0, 1, 0)) +
+    mig_record(12, struct.pack("<QII", 0x100000000, 256, 0)) + mig_record(12, struct.pack("<QII", 0xC0000000, 1, 0)) +
+    mig_record(12, struct.pack("<QII", 4096, 0, 0)) + mig_record(12, struct.pack("<QII", 8192, 257, 0)) +
+    mig_record(14, struct.pack("<QQ", 3, 2)))
+put("postcopy_records", "unaligned", mig_record(12, struct.pack("<QII", 4097, 1, 0)))
+
 # The handshake (docs/migration.md): byte 0 bit 0 = this end is the source, bit 1 = its caller
 # refuses; then what the peer sends: preamble, hello (role, flags, blob length, reserved,
 # version, blob), verdict (accept, reserved, reason[504]).
