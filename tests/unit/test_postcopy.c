@@ -29,6 +29,7 @@
 #include "memory/write_track.h"
 #include "migration/postcopy_dest.h"
 #include "migration/postcopy_source.h"
+#include "migration/postcopy_wire.h"
 #include "migration/stream.h"
 #include "migration/stream_wire.h"
 #include "migration/transport.h"
@@ -348,11 +349,121 @@ static void a_dead_source_wakes_the_faulting_threads_and_loses_the_vm(void **sta
 	sigaction(SIGSEGV, &old_segv, NULL);
 }
 
+/* One record as a peer would frame it, its checksums right unless damaged. */
+static void send_record(int fd, uint32_t type, const void *payload, uint32_t len, bool damage)
+{
+	struct mig_rec_hdr h = mig_rec_hdr_make(type, len, mig_crc(0, payload, len) ^ (damage ? 1u : 0u));
+	assert_int_equal(write(fd, &h, sizeof(h)), sizeof(h));
+	assert_int_equal(write(fd, payload, len), (ssize_t)len);
+}
+
+/* What pc_read and pc_parse_request say about one page request (gpa, count) sent as a record. */
+static int request_verdict(uint64_t gpa, uint32_t count, uint32_t len, bool damage, char *err, size_t errlen)
+{
+	int sv[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+	struct mig_rec_page_request q = { .gpa = gpa, .count = count };
+	uint8_t payload[32] = { 0 };
+	memcpy(payload, &q, sizeof(q));
+	send_record(sv[0], MIG_REC_PAGE_REQUEST, payload, len, damage);
+	close(sv[0]);
+	struct mig_conn *c;
+	struct mig_conn_opts o = { .timeout_ms = 1000 };
+	assert_int_equal(mig_conn_wrap(&c, sv[1], "test destination", true, &o), 0);
+	struct pc_link l;
+	pc_link_init(&l, c, "the destination");
+	static struct guest_mem mem; /* 8 MiB: the requests below probe its end */
+	if (!mem.nregions)
+		assert_int_equal(guest_mem_init(&mem, 8 * MiB), 0);
+	static uint8_t buf[PC_REC_MAX];
+	uint32_t type, got_len;
+	int rc = pc_read(&l, false, &type, buf, &got_len, err, errlen);
+	if (!rc) {
+		uint64_t g;
+		uint32_t n;
+		rc = pc_parse_request(&mem, 0, buf, &g, &n, err, errlen);
+		if (!rc)
+			assert_true(g == gpa && n == count);
+	}
+	pc_link_destroy(&l);
+	mig_conn_close(c);
+	return rc;
+}
+
+static void damaged_page_requests_are_refused_with_a_sentence(void **state)
+{
+	(void)state;
+	char err[512];
+	const uint32_t len = sizeof(struct mig_rec_page_request);
+	assert_int_equal(request_verdict(8 * MiB - 4096, 1, len, false, err, sizeof(err)), 0);
+	assert_int_equal(request_verdict(0, MIG_PAGES_MAX, len, false, err, sizeof(err)), 0);
+
+	assert_int_equal(request_verdict(8 * MiB, 1, len, false, err, sizeof(err)), -EINVAL);
+	assert_string_equal(err, "post-copy: the page request at byte 0 is for 1 pages at 0x800000, outside the guest's RAM");
+	assert_int_equal(request_verdict(8 * MiB - 4096, 2, len, false, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "outside the guest's RAM"));
+	assert_int_equal(request_verdict(4096, 0, len, false, err, sizeof(err)), -EINVAL);
+	assert_string_equal(err, "post-copy: the page request at byte 0 is for 0 pages; 1 to 256 are allowed");
+	assert_int_equal(request_verdict(4096, MIG_PAGES_MAX + 1, len, false, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "is for 257 pages; 1 to 256 are allowed"));
+	assert_int_equal(request_verdict(4097, 1, len, false, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "starts at 0x1001, which is not on a page boundary"));
+	assert_int_equal(request_verdict(4096, 1, len, true, err, sizeof(err)), -EINVAL);
+	assert_string_equal(err, "post-copy: the page request at byte 0 is corrupted (checksum mismatch)");
+	assert_int_equal(request_verdict(4096, 1, len + 8, false, err, sizeof(err)), -EINVAL);
+	assert_string_equal(err, "post-copy: the record at byte 0 (type 12, 24 bytes) is no record post-copy has");
+}
+
+/* The pre-copy reader refuses post-copy's records before the switch. */
+static void post_copy_records_before_the_switch_are_refused(void **state)
+{
+	(void)state;
+	int sv[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+	struct mig_writer w;
+	char err[512];
+	assert_int_equal(mig_writer_start(&w, sv[0], "0.1.0+gtest", &config, err, sizeof(err)), 0);
+	struct mig_rec_page_request q = { .gpa = 0, .count = 1 };
+	send_record(sv[0], MIG_REC_PAGE_REQUEST, &q, sizeof(q), false);
+	struct mig_rec_postcopy pc = { 0 };
+	send_record(sv[0], MIG_REC_POSTCOPY, &pc, sizeof(pc), false);
+	mig_writer_free(&w);
+	close(sv[0]);
+	struct mig_reader r;
+	assert_int_equal(mig_reader_open(&r, sv[1], err, sizeof(err)), 0);
+	struct guest_mem mem;
+	assert_int_equal(guest_mem_init(&mem, RAM), 0);
+	assert_int_equal(mig_reader_set_memory(&r, &mem, err, sizeof(err)), 0);
+	struct mig_event ev;
+	assert_int_equal(mig_reader_next(&r, &ev, err, sizeof(err)), -EINVAL);
+	assert_string_equal(err, "migration stream: a page request at byte 192, which belongs to post-copy after its "
+				 "switch record");
+	mig_reader_free(&r);
+	close(sv[1]);
+	guest_mem_destroy(&mem);
+}
+
+/* Hugepage RAM is refused before anything is registered: a fault would wait for 2 MiB. */
+static void hugepage_ram_is_refused_with_its_reason(void **state)
+{
+	(void)state;
+	struct guest_mem mem = { .backing = GUEST_MEM_HUGETLB, .ram_size = RAM, .fd = -1 };
+	struct postcopy_dest *d = NULL;
+	char err[512];
+	assert_int_equal(postcopy_dest_start(&d, &mem, NULL, 0, 0, 0, err, sizeof(err)), -EOPNOTSUPP);
+	assert_null(d);
+	assert_non_null(strstr(err, "2 MiB hugepages"));
+	assert_non_null(strstr(err, "pre-copy"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(vcpus_read_the_sources_bytes_while_the_push_runs),
 		cmocka_unit_test(a_dead_source_wakes_the_faulting_threads_and_loses_the_vm),
+		cmocka_unit_test(damaged_page_requests_are_refused_with_a_sentence),
+		cmocka_unit_test(post_copy_records_before_the_switch_are_refused),
+		cmocka_unit_test(hugepage_ram_is_refused_with_its_reason),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
