@@ -9,9 +9,9 @@
  *
  * If the source dies (or the connection fails) before that, the VM is lost: the pages not here
  * exist nowhere else. The handler then stops, makes every missing page fault with SIGBUS
- * (UFFDIO_POISON, or PROT_NONE and SIGSEGV on kernels without it) and wakes every waiting
- * thread, so nothing hangs; the event fd fires and postcopy_dest_wait says why. The caller must
- * then stop the VM with that sentence.
+ * (UFFDIO_POISON, or PROT_NONE and SIGSEGV on kernels without it; KVM signals a vCPU whose
+ * guest touches a poisoned page) and wakes every waiting thread, so nothing hangs; the event fd
+ * fires and postcopy_dest_wait says why. The caller must then stop the VM with that sentence.
  */
 #ifndef VMON_MIGRATION_POSTCOPY_DEST_H
 #define VMON_MIGRATION_POSTCOPY_DEST_H
