@@ -172,7 +172,7 @@ static int install(struct postcopy_dest *d, uint64_t gpa, const uint8_t *src, ui
 	return 0;
 }
 
-static int finish(struct postcopy_dest *d, const struct mig_rec_postcopy_end *e, char *err, size_t errlen)
+static int finish(struct postcopy_dest *d, char *err, size_t errlen)
 {
 	uint64_t missing = 0;
 	for (uint64_t i = 0; i < d->npages; i++)
@@ -190,7 +190,6 @@ static int finish(struct postcopy_dest *d, const struct mig_rec_postcopy_end *e,
 	struct mig_rec_postcopy_end done = { .pages = __atomic_load_n(&d->st.pages, __ATOMIC_RELAXED) +
 						       __atomic_load_n(&d->st.zero_pages, __ATOMIC_RELAXED),
 					     .requests = __atomic_load_n(&d->st.requests, __ATOMIC_RELAXED) };
-	(void)e;
 	return pc_write(&d->link, MIG_REC_POSTCOPY_DONE, &done, sizeof(done), NULL, 0, err, errlen);
 }
 
@@ -219,12 +218,9 @@ static int receive_one(struct postcopy_dest *d, uint8_t *buf, char *err, size_t 
 			return mig_fail(err, errlen, rc, "post-copy: cannot install the pages at 0x%llx into guest RAM: %s",
 					(unsigned long long)run.gpa, strerror(-rc));
 		return 0;
-	case MIG_REC_POSTCOPY_END: {
-		struct mig_rec_postcopy_end e;
-		memcpy(&e, buf, sizeof(e));
-		rc = finish(d, &e, err, errlen);
+	case MIG_REC_POSTCOPY_END:
+		rc = finish(d, err, errlen);
 		return rc ? rc : 1;
-	}
 	default:
 		return mig_fail(err, errlen, -EINVAL, "post-copy: the source sent a %s at byte %llu, which post-copy does not have",
 				mig_rec_name(type), (unsigned long long)rec);

@@ -71,6 +71,11 @@ static void *reader(void *arg)
 		pthread_mutex_lock(&s->lock);
 		while (s->len == QUEUE_MAX && !s->stop)
 			pthread_cond_wait(&s->cond, &s->lock);
+		if (s->stop) { /* the writer is done: nothing serves the request any more */
+			pthread_mutex_unlock(&s->lock);
+			rc = -ECANCELED;
+			break;
+		}
 		s->queue[(s->head + s->len++) % QUEUE_MAX] = q;
 		s->requests++;
 		pthread_cond_broadcast(&s->cond);
