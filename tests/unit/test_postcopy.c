@@ -210,10 +210,15 @@ struct rig {
 };
 
 /* Source and destination connected, pre-copy's round received, post-copy started on the destination. */
-static void start(struct rig *g, bool die)
+static void start(struct rig *g, bool die, enum guest_mem_backing backing)
 {
 	memset(g, 0, sizeof(*g));
 	char err[512] = "";
+	char why[256];
+	int made = guest_mem_init_backed(&g->dst, RAM, backing, why, sizeof(why));
+	if (made == -EOPNOTSUPP) /* no KSM on this host: merge=on RAM cannot be made */
+		skip();
+	assert_int_equal(made, 0);
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, g->sv), 0);
 	struct mig_conn_opts o = { .timeout_ms = 3000 };
 	assert_int_equal(mig_conn_wrap(&g->src.conn, g->sv[0], "test destination", true, &o), 0);
@@ -224,7 +229,6 @@ static void start(struct rig *g, bool die)
 
 	struct mig_io io = mig_conn_io(g->dconn);
 	assert_int_equal(mig_reader_open_io(&g->r, &io, err, sizeof(err)), 0);
-	assert_int_equal(guest_mem_init(&g->dst, RAM), 0);
 	assert_int_equal(mig_reader_set_memory(&g->r, &g->dst, err, sizeof(err)), 0);
 	struct mig_event ev;
 	do {
@@ -251,11 +255,10 @@ static void stop(struct rig *g)
 	guest_mem_destroy(&g->dst);
 }
 
-static void vcpus_read_the_sources_bytes_while_the_push_runs(void **state)
+static void vcpus_read_the_sources_bytes_as(enum guest_mem_backing backing)
 {
-	(void)state;
 	struct rig g;
-	start(&g, false);
+	start(&g, false, backing);
 	struct vcpu v[VCPUS];
 	pthread_t t[VCPUS];
 	for (int i = 0; i < VCPUS; i++) {
@@ -306,13 +309,26 @@ static void vcpus_read_the_sources_bytes_while_the_push_runs(void **state)
 	while (slow < n && lat[n - 1 - slow] > 20000)
 		slow++;
 	uint64_t *f = lat + n - slow;
-	printf("post-copy: %zu of %zu reads faulted; pending %llu pages, requested %llu, pushed %llu, duplicates "
+	printf("post-copy (%s RAM): %zu of %zu reads faulted; pending %llu pages, requested %llu, pushed %llu, duplicates "
 	       "%llu; served fault latency median %.1f us, max %.1f us\n",
-	       slow, n, (unsigned long long)g.src.pending.count, (unsigned long long)st.requests,
+	       guest_mem_backing_name(&g.dst), slow, n, (unsigned long long)g.src.pending.count, (unsigned long long)st.requests,
 	       (unsigned long long)g.src.st.pushed, (unsigned long long)st.duplicates,
 	       slow ? f[slow / 2] / 1000.0 : 0.0, slow ? f[slow - 1] / 1000.0 : 0.0);
 	assert_true(lat[n - 1] < 2000000000ull); /* no read waited for seconds */
 	stop(&g);
+}
+
+static void vcpus_read_the_sources_bytes_while_the_push_runs(void **state)
+{
+	(void)state;
+	vcpus_read_the_sources_bytes_as(GUEST_MEM_MEMFD);
+}
+
+/* merge=on RAM is private anonymous memory: its dropped pages are missing the same way. */
+static void the_same_with_private_anonymous_ram(void **state)
+{
+	(void)state;
+	vcpus_read_the_sources_bytes_as(GUEST_MEM_MERGEABLE);
 }
 
 static void a_dead_source_wakes_the_faulting_threads_and_loses_the_vm(void **state)
@@ -323,7 +339,7 @@ static void a_dead_source_wakes_the_faulting_threads_and_loses_the_vm(void **sta
 	sigaction(SIGBUS, &sa, &old_bus);
 	sigaction(SIGSEGV, &sa, &old_segv);
 	struct rig g;
-	start(&g, true);
+	start(&g, true, GUEST_MEM_MEMFD);
 	uint64_t t0 = now_ns();
 	struct vcpu v[VCPUS];
 	pthread_t t[VCPUS];
@@ -462,6 +478,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(vcpus_read_the_sources_bytes_while_the_push_runs),
+		cmocka_unit_test(the_same_with_private_anonymous_ram),
 		cmocka_unit_test(a_dead_source_wakes_the_faulting_threads_and_loses_the_vm),
 		cmocka_unit_test(damaged_page_requests_are_refused_with_a_sentence),
 		cmocka_unit_test(post_copy_records_before_the_switch_are_refused),
