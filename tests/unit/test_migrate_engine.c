@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "api_fake_vm.h"
+#include "api/api_routes.h"
 #include "lib/util.h"
 #include "memory/dirty_log.h"
 #include "memory/guest_mem.h"
@@ -451,6 +452,95 @@ static void bad_parameters_start_nothing(void **state)
 	source_destroy(&s);
 }
 
+/* ---- the API routes, with the engine describing the fake VM ---- */
+
+static void describe_fake(struct api_migrate *m, struct vm *vm, struct migrate_source_vm *out)
+{
+	(void)vm;
+	*out = source_vm(m->opaque);
+}
+
+static json_t *call(struct api_ctx *ctx, const char *method, const char *path, const char *body, unsigned int want)
+{
+	struct api_reply r;
+	api_handle(ctx, method, path, body, body ? strlen(body) : 0, false, &r);
+	json_t *o = json_loadb(r.body, r.len, 0, NULL);
+	if (r.status != want)
+		print_message("%s %s: %u %.*s\n", method, path, r.status, (int)r.len, r.body);
+	assert_int_equal(r.status, want);
+	free(r.body);
+	assert_non_null(o);
+	return o;
+}
+
+static void assert_error_has(json_t *o, const char *text)
+{
+	const char *e = json_string_value(json_object_get(o, "error"));
+	assert_non_null(e);
+	if (!strstr(e, text))
+		print_message("error: %s\n", e);
+	assert_non_null(strstr(e, text));
+	json_decref(o);
+}
+
+static void the_api_starts_shows_refuses_a_second_and_cancels_a_migration(void **state)
+{
+	(void)state;
+	struct source s;
+	source_init(&s, 0);
+	struct api_ctx ctx;
+	api_ctx_init(&ctx, &s.f.vm);
+	ctx.migrate.describe = describe_fake;
+	ctx.migrate.opaque = &s;
+
+	json_t *o = call(&ctx, "GET", "/vm/migration", NULL, 200);
+	assert_string_equal(json_string_value(json_object_get(o, "state")), "none");
+	json_decref(o);
+	assert_error_has(call(&ctx, "PUT", "/vm/migrate", "{\"destination\": \"tcp:127.0.0.1\"}", 400),
+			 "the port is missing");
+	assert_error_has(call(&ctx, "PUT", "/vm/migrate", "{\"destination\": 5}", 400), "needs \"destination\"");
+	assert_error_has(call(&ctx, "PUT", "/vm/migrate", "{\"destination\": \"tcp:h:1\", \"speed\": 1}", 400),
+			 "unknown key \"speed\"");
+	assert_error_has(call(&ctx, "PUT", "/vm/migrate", "{\"destination\": \"tcp:h:1\", \"max_downtime_ms\": -3}", 400),
+			 "\"max_downtime_ms\" must be a whole number");
+	assert_error_has(call(&ctx, "PUT", "/vm/migrate", "{\"destination\": \"tcp:h:1\", \"postcopy\": true}", 400),
+			 "post-copy is not available yet");
+	assert_error_has(call(&ctx, "PUT", "/vm/migrate", "[1]", 400), "needs a JSON object");
+	assert_error_has(call(&ctx, "DELETE", "/vm/migration", NULL, 409), "no migration is running");
+
+	struct dest d;
+	pthread_t t;
+	char addr[64], body[256];
+	dest_start(&d, DEST_RUN, addr, sizeof(addr), &t);
+	snprintf(body, sizeof(body), "{\"destination\": \"%s\", \"bandwidth_mbps\": 16, \"max_downtime_ms\": 300}", addr);
+	o = call(&ctx, "PUT", "/vm/migrate", body, 202);
+	assert_string_equal(json_string_value(json_object_get(o, "destination")), addr);
+	assert_non_null(json_object_get(o, "bytes_sent"));
+	assert_non_null(json_object_get(o, "expected_downtime_ms"));
+	json_decref(o);
+	assert_error_has(call(&ctx, "PUT", "/vm/migrate", body, 409), "a migration is already running");
+	for (;;) {
+		o = call(&ctx, "GET", "/vm/migration", NULL, 200);
+		bool sending = !strcmp(json_string_value(json_object_get(o, "state")), "precopy") &&
+			       json_integer_value(json_object_get(o, "bytes_sent")) > 64 * 1024;
+		json_decref(o);
+		if (sending)
+			break;
+		sleep_ms(10);
+	}
+	json_decref(call(&ctx, "DELETE", "/vm/migration", NULL, 200));
+	while (migrate_source_running(ctx.migrate.src))
+		sleep_ms(10);
+	o = call(&ctx, "GET", "/vm/migration", NULL, 200);
+	assert_string_equal(json_string_value(json_object_get(o, "state")), "cancelled");
+	assert_string_equal(json_string_value(json_object_get(o, "reason")), "the migration was cancelled");
+	json_decref(o);
+	assert_int_equal(atomic_load(&s.f.vm.state), VM_RUNNING);
+	dest_finish(&d, t);
+	api_ctx_destroy(&ctx);
+	source_destroy(&s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -460,6 +550,7 @@ int main(void)
 		cmocka_unit_test(a_refusal_in_the_handshake_is_shown),
 		cmocka_unit_test(a_cancelled_migration_leaves_the_guest_running),
 		cmocka_unit_test(bad_parameters_start_nothing),
+		cmocka_unit_test(the_api_starts_shows_refuses_a_second_and_cancels_a_migration),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
