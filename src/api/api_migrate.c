@@ -1,7 +1,7 @@
 #include "api/api_migrate.h"
+#include "api/api_json.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -11,18 +11,6 @@
 #define KEYS "\"destination\", \"max_downtime_ms\", \"postcopy\", \"bandwidth_mbps\""
 
 const char *api_migrate_vmon_version = "unknown";
-
-static unsigned int error(json_t **out, unsigned int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static unsigned int error(json_t **out, unsigned int status, const char *fmt, ...)
-{
-	char msg[700];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	*out = json_pack("{s:s}", "error", msg);
-	return status;
-}
 
 static void describe_real(struct api_migrate *m, struct vm *vm, struct migrate_source_vm *out)
 {
@@ -63,7 +51,7 @@ static bool get_uint(json_t *o, const char *key, uint32_t max, uint32_t *v, unsi
 	if (!j)
 		return true;
 	if (!json_is_integer(j) || json_integer_value(j) < 0 || json_integer_value(j) > max) {
-		*st = error(out, 400, "PUT /vm/migrate: \"%s\" must be a whole number from 0 to %u", key, max);
+		*st = api_json_error(out, 400, "PUT /vm/migrate: \"%s\" must be a whole number from 0 to %u", key, max);
 		return false;
 	}
 	*v = (uint32_t)json_integer_value(j);
@@ -76,7 +64,7 @@ static unsigned int put_migrate(struct api_migrate *m, struct vm *vm, const char
 	json_t *o = json_loadb(body ? body : "", len, JSON_REJECT_DUPLICATES, &jerr);
 	if (!o || !json_is_object(o)) {
 		json_decref(o);
-		return error(out, 400, "PUT /vm/migrate needs a JSON object as its body, e.g. %s", EXAMPLE);
+		return api_json_error(out, 400, "PUT /vm/migrate needs a JSON object as its body, e.g. %s", EXAMPLE);
 	}
 	unsigned int st = 0;
 	const char *key;
@@ -84,7 +72,7 @@ static unsigned int put_migrate(struct api_migrate *m, struct vm *vm, const char
 	json_object_foreach(o, key, val) {
 		if (strcmp(key, "destination") && strcmp(key, "max_downtime_ms") && strcmp(key, "postcopy") &&
 		    strcmp(key, "bandwidth_mbps")) {
-			st = error(out, 400, "unknown key \"%.64s\" in the body of PUT /vm/migrate: it takes only %s", key,
+			st = api_json_error(out, 400, "unknown key \"%.64s\" in the body of PUT /vm/migrate: it takes only %s", key,
 				   KEYS);
 			break;
 		}
@@ -93,16 +81,16 @@ static unsigned int put_migrate(struct api_migrate *m, struct vm *vm, const char
 	json_t *d = json_object_get(o, "destination");
 	json_t *pc = json_object_get(o, "postcopy");
 	if (!st && (!json_is_string(d) || !*json_string_value(d)))
-		st = error(out, 400, "PUT /vm/migrate needs \"destination\", where vmon receive listens, as a string: "
+		st = api_json_error(out, 400, "PUT /vm/migrate needs \"destination\", where vmon receive listens, as a string: "
 				     "send e.g. %s", EXAMPLE);
 	else if (!st && strlen(json_string_value(d)) >= sizeof(p.destination))
-		st = error(out, 400, "PUT /vm/migrate: \"destination\" is longer than %zu characters",
+		st = api_json_error(out, 400, "PUT /vm/migrate: \"destination\" is longer than %zu characters",
 			   sizeof(p.destination) - 1);
 	else if (!st && pc && !json_is_boolean(pc))
-		st = error(out, 400, "PUT /vm/migrate: \"postcopy\" must be true or false");
+		st = api_json_error(out, 400, "PUT /vm/migrate: \"postcopy\" must be true or false");
 	if (!st && get_uint(o, "max_downtime_ms", 600000, &p.max_downtime_ms, &st, out) &&
 	    get_uint(o, "bandwidth_mbps", 1000000, &p.bandwidth_mbps, &st, out) && p.max_downtime_ms == 0)
-		st = error(out, 400, "PUT /vm/migrate: \"max_downtime_ms\" must be at least 1");
+		st = api_json_error(out, 400, "PUT /vm/migrate: \"max_downtime_ms\" must be at least 1");
 	if (st) {
 		json_decref(o);
 		return st;
@@ -114,13 +102,13 @@ static unsigned int put_migrate(struct api_migrate *m, struct vm *vm, const char
 	pthread_mutex_lock(&m->lock);
 	if (m->src && migrate_source_running(m->src)) {
 		pthread_mutex_unlock(&m->lock);
-		return error(out, 409, "a migration is already running (GET /vm/migration shows it); cancel it with "
+		return api_json_error(out, 409, "a migration is already running (GET /vm/migration shows it); cancel it with "
 				       "DELETE /vm/migration first");
 	}
 	enum vm_state state = (enum vm_state)atomic_load(&vm->state);
 	if (state != VM_RUNNING && state != VM_PAUSED) {
 		pthread_mutex_unlock(&m->lock);
-		return error(out, 409, "the VM is %s: only a running or paused VM can be migrated", vm_state_name(state));
+		return api_json_error(out, 409, "the VM is %s: only a running or paused VM can be migrated", vm_state_name(state));
 	}
 	migrate_source_free(m->src);
 	m->src = NULL;
@@ -130,7 +118,7 @@ static unsigned int put_migrate(struct api_migrate *m, struct vm *vm, const char
 	int rc = migrate_source_start(&m->src, &p, &svm, err, sizeof(err));
 	if (rc) {
 		pthread_mutex_unlock(&m->lock);
-		return error(out, rc == -EINVAL ? 400 : 500, "%s", err);
+		return api_json_error(out, rc == -EINVAL ? 400 : 500, "%s", err);
 	}
 	struct migrate_progress pr;
 	migrate_source_progress(m->src, &pr);
@@ -152,7 +140,7 @@ unsigned int api_migrate_handle(struct api_migrate *m, struct vm *vm, const char
 	unsigned int st = 200;
 	if (!strcmp(method, "DELETE")) {
 		if (!m->src || !migrate_source_running(m->src))
-			st = error(out, 409, "no migration is running; start one with PUT /vm/migrate");
+			st = api_json_error(out, 409, "no migration is running; start one with PUT /vm/migrate");
 		else
 			migrate_source_cancel(m->src);
 	}
