@@ -22,6 +22,7 @@ void api_migrate_init(struct api_migrate *m)
 	memset(m, 0, sizeof(*m));
 	pthread_mutex_init(&m->lock, NULL);
 	m->describe = describe_real;
+	m->start = migrate_source_start;
 }
 
 void api_migrate_destroy(struct api_migrate *m)
@@ -115,7 +116,7 @@ static unsigned int put_migrate(struct api_migrate *m, struct vm *vm, const char
 	struct migrate_source_vm svm;
 	m->describe(m, vm, &svm);
 	char err[600] = "";
-	int rc = migrate_source_start(&m->src, &p, &svm, err, sizeof(err));
+	int rc = m->start(&m->src, &p, &svm, err, sizeof(err));
 	if (rc) {
 		pthread_mutex_unlock(&m->lock);
 		return api_json_error(out, rc == -EINVAL ? 400 : 500, "%s", err);

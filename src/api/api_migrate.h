@@ -24,6 +24,9 @@ struct api_migrate {
 	/* Describes the VM to the engine: migrate_vm_describe by default, a fake VM in tests. */
 	void (*describe)(struct api_migrate *m, struct vm *vm, struct migrate_source_vm *out);
 	void *opaque; /* for describe */
+	/* Starts the engine: migrate_source_start by default; the fuzz target's starts nothing. */
+	int (*start)(struct migrate_source **out, const struct migrate_params *p, const struct migrate_source_vm *vm,
+		     char *err, size_t errlen);
 };
 
 void api_migrate_init(struct api_migrate *m);
