@@ -34,6 +34,16 @@ void api_migrate_destroy(struct api_migrate *m)
 	pthread_mutex_destroy(&m->lock);
 }
 
+bool api_migrate_switching(struct api_migrate *m)
+{
+	pthread_mutex_lock(&m->lock);
+	struct migrate_progress pr = { .state = MIGRATE_NONE };
+	if (m->src)
+		migrate_source_progress(m->src, &pr);
+	pthread_mutex_unlock(&m->lock);
+	return pr.state == MIGRATE_STOPPED;
+}
+
 json_t *api_migrate_progress_json(const struct migrate_progress *p)
 {
 	return json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s}", "state",

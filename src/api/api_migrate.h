@@ -35,6 +35,8 @@ void api_migrate_destroy(struct api_migrate *m);
 /* method on "/vm/migrate" or "/vm/migration": the HTTP status, *out the JSON reply. */
 unsigned int api_migrate_handle(struct api_migrate *m, struct vm *vm, const char *method, const char *body, size_t len,
 				json_t **out);
+/* True while a migration holds the VM paused for its switch: nobody else may resume it then. */
+bool api_migrate_switching(struct api_migrate *m);
 /* The progress object of GET /vm/migration. */
 json_t *api_migrate_progress_json(const struct migrate_progress *p);
 

@@ -218,6 +218,12 @@ static void put_state(struct api_ctx *ctx, const char *body, size_t len, struct 
 	} else {
 		struct vm *vm = ctx->vm;
 		bool pause = !strcmp(want, "paused");
+		if (!pause && api_migrate_switching(&ctx->migrate)) {
+			reply_error(r, 409, "the VM is paused for a migration's switch: it runs on the destination next, "
+					    "or here again by itself if the switch fails (DELETE /vm/migration cancels it)");
+			json_decref(o);
+			return;
+		}
 		int rc = pause ? vm_pause(vm) : vm_resume(vm);
 		enum vm_state now = vm_state_now(vm);
 		if (rc == 0 || rc == -EALREADY) {

@@ -49,6 +49,7 @@ struct source {
 	pthread_t writer;
 
 	int pauses, resumes, flushes, migrated;
+	unsigned int state_delay_ms; /* a slow state build: the switch lasts that long */
 	struct mig_config cfg;
 };
 
@@ -102,6 +103,7 @@ static int src_flush(void *ctx, char *err, size_t errlen)
 static int src_state(void *ctx, uint8_t **out, size_t *len, char *err, size_t errlen)
 {
 	struct source *s = ctx;
+	sleep_ms(s->state_delay_ms);
 	struct snap_writer w;
 	snap_writer_init(&w);
 	int rc = snap_writer_add(&w, "config", "{\"cpus\":2}", 10);
@@ -483,7 +485,7 @@ static void assert_error_has(json_t *o, const char *text)
 	json_decref(o);
 }
 
-static void the_api_starts_shows_refuses_a_second_and_cancels_a_migration(void **state)
+static void the_api_starts_shows_refuses_a_second_cancels_and_guards_the_switch(void **state)
 {
 	(void)state;
 	struct source s;
@@ -537,6 +539,30 @@ static void the_api_starts_shows_refuses_a_second_and_cancels_a_migration(void *
 	json_decref(o);
 	assert_int_equal(atomic_load(&s.f.vm.state), VM_RUNNING);
 	dest_finish(&d, t);
+
+	/* While the switch holds the guest paused, nobody resumes it; afterwards the source has stopped. */
+	s.state_delay_ms = 300;
+	dest_start(&d, DEST_RUN, addr, sizeof(addr), &t);
+	snprintf(body, sizeof(body), "{\"destination\": \"%s\"}", addr);
+	json_decref(call(&ctx, "PUT", "/vm/migrate", body, 202));
+	for (;;) {
+		o = call(&ctx, "GET", "/vm/migration", NULL, 200);
+		bool switching = !strcmp(json_string_value(json_object_get(o, "state")), "stop-and-copy");
+		json_decref(o);
+		if (switching)
+			break;
+		sleep_ms(5);
+	}
+	assert_error_has(call(&ctx, "PUT", "/vm/state", "{\"state\": \"running\"}", 409),
+			 "paused for a migration's switch");
+	while (migrate_source_running(ctx.migrate.src))
+		sleep_ms(10);
+	o = call(&ctx, "GET", "/vm/migration", NULL, 200);
+	assert_string_equal(json_string_value(json_object_get(o, "state")), "completed");
+	assert_true(json_integer_value(json_object_get(o, "downtime_ms")) >= 300);
+	json_decref(o);
+	assert_int_equal(s.migrated, 1);
+	dest_finish(&d, t);
 	api_ctx_destroy(&ctx);
 	source_destroy(&s);
 }
@@ -550,7 +576,7 @@ int main(void)
 		cmocka_unit_test(a_refusal_in_the_handshake_is_shown),
 		cmocka_unit_test(a_cancelled_migration_leaves_the_guest_running),
 		cmocka_unit_test(bad_parameters_start_nothing),
-		cmocka_unit_test(the_api_starts_shows_refuses_a_second_and_cancels_a_migration),
+		cmocka_unit_test(the_api_starts_shows_refuses_a_second_cancels_and_guards_the_switch),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
