@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "api/api_migrate.h"
 #include "cli/cli.h"
 #include "version.h" /* build/version.h, made by the Makefile */
 
@@ -26,6 +27,7 @@ int main(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	const char *cmd = argv[1];
+	api_migrate_vmon_version = VMON_VERSION;
 	if (!strcmp(cmd, "run"))
 		return cli_run(argc - 1, argv + 1);
 	if (!strcmp(cmd, "restore"))

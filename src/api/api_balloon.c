@@ -1,7 +1,7 @@
 #include "api/api_balloon.h"
+#include "api/api_json.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -11,18 +11,6 @@
 #include "vm/vm.h"
 
 #define EXAMPLE "{\"target_mib\": 128}"
-
-static unsigned int error(json_t **out, unsigned int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static unsigned int error(json_t **out, unsigned int status, const char *fmt, ...)
-{
-	char msg[400];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	*out = json_pack("{s:s}", "error", msg);
-	return status;
-}
 
 /* Rounded up, so actual_mib reaches the target only once the balloon holds all of it. */
 static json_int_t mib_up(uint64_t bytes) { return (json_int_t)((bytes + MiB - 1) / MiB); }
@@ -50,23 +38,23 @@ static unsigned int put_balloon(struct virtio_balloon *b, const char *body, size
 	json_error_t jerr;
 	json_t *o = len ? json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr) : NULL;
 	if (!o)
-		return error(out, 400, "PUT /balloon needs a JSON object as its body, e.g. %s", EXAMPLE);
+		return api_json_error(out, 400, "PUT /balloon needs a JSON object as its body, e.g. %s", EXAMPLE);
 	struct virtio_balloon_info in;
 	virtio_balloon_get_info(b, &in);
 	uint64_t ram_mib = in.ram_bytes / MiB;
 	json_t *t = json_object_get(o, "target_mib");
 	unsigned int status = 200;
 	if (!json_is_object(o) || json_object_size(o) != 1 || !t)
-		status = error(out, 400, "PUT /balloon takes one key, \"target_mib\": send e.g. %s", EXAMPLE);
+		status = api_json_error(out, 400, "PUT /balloon takes one key, \"target_mib\": send e.g. %s", EXAMPLE);
 	else if (!json_is_integer(t))
-		status = error(out, 400, "\"target_mib\" must be a whole number of MiB, the memory the guest is left with");
+		status = api_json_error(out, 400, "\"target_mib\" must be a whole number of MiB, the memory the guest is left with");
 	else if (json_integer_value(t) < 0)
-		status = error(out, 400, "\"target_mib\" cannot be negative (got %lld)", (long long)json_integer_value(t));
+		status = api_json_error(out, 400, "\"target_mib\" cannot be negative (got %lld)", (long long)json_integer_value(t));
 	else if ((uint64_t)json_integer_value(t) > ram_mib)
-		status = error(out, 400, "\"target_mib\" %lld is above the guest's RAM (%llu MiB): give at most %llu",
+		status = api_json_error(out, 400, "\"target_mib\" %lld is above the guest's RAM (%llu MiB): give at most %llu",
 			       (long long)json_integer_value(t), (unsigned long long)ram_mib, (unsigned long long)ram_mib);
 	else if (virtio_balloon_set_target(b, (uint64_t)json_integer_value(t) * MiB))
-		status = error(out, 400, "\"target_mib\" %lld cannot be set", (long long)json_integer_value(t));
+		status = api_json_error(out, 400, "\"target_mib\" %lld cannot be set", (long long)json_integer_value(t));
 	json_decref(o);
 	return status == 200 ? get_balloon(b, out) : status;
 }
@@ -76,6 +64,6 @@ unsigned int api_balloon_handle(struct vm *vm, const char *method, const char *b
 	struct platform *p = vm->platform;
 	struct virtio_balloon *b = p ? p->balloon : NULL;
 	if (!b)
-		return error(out, 409, "this VM has no balloon: start it with --balloon (see docs/usage.md)");
+		return api_json_error(out, 409, "this VM has no balloon: start it with --balloon (see docs/usage.md)");
 	return strcmp(method, "PUT") ? get_balloon(b, out) : put_balloon(b, body, len, out);
 }

@@ -25,10 +25,12 @@ void api_ctx_init(struct api_ctx *ctx, struct vm *vm)
 	memset(ctx, 0, sizeof(*ctx));
 	ctx->vm = vm;
 	api_shutdown_init(&ctx->shutdown, vm);
+	api_migrate_init(&ctx->migrate);
 }
 
 void api_ctx_destroy(struct api_ctx *ctx)
 {
+	api_migrate_destroy(&ctx->migrate);
 	api_shutdown_destroy(&ctx->shutdown);
 }
 
@@ -216,6 +218,12 @@ static void put_state(struct api_ctx *ctx, const char *body, size_t len, struct 
 	} else {
 		struct vm *vm = ctx->vm;
 		bool pause = !strcmp(want, "paused");
+		if (!pause && api_migrate_switching(&ctx->migrate)) {
+			reply_error(r, 409, "the VM is paused for a migration's switch: it runs on the destination next, "
+					    "or here again by itself if the switch fails (DELETE /vm/migration cancels it)");
+			json_decref(o);
+			return;
+		}
 		int rc = pause ? vm_pause(vm) : vm_resume(vm);
 		enum vm_state now = vm_state_now(vm);
 		if (rc == 0 || rc == -EALREADY) {
@@ -364,7 +372,7 @@ static void get_metrics(struct api_ctx *ctx, struct api_reply *r)
 	r->len = len;
 }
 
-enum route_id { ROUTE_INDEX, ROUTE_VM, ROUTE_STATE, ROUTE_SHUTDOWN, ROUTE_STOP, ROUTE_METRICS, ROUTE_SNAPSHOT, ROUTE_BALLOON };
+enum route_id { ROUTE_INDEX, ROUTE_VM, ROUTE_STATE, ROUTE_SHUTDOWN, ROUTE_STOP, ROUTE_METRICS, ROUTE_SNAPSHOT, ROUTE_BALLOON, ROUTE_MIGRATE };
 
 static const struct route {
 	const char *path;
@@ -381,6 +389,9 @@ static const struct route {
 	{ "/vm/snapshot", "PUT", ROUTE_SNAPSHOT, "{\"dir\": PATH, \"keep_running\": true}: write a snapshot" },
 	{ "/balloon", "GET", ROUTE_BALLOON, "the balloon: target, actual, the guest's memory statistics" },
 	{ "/balloon", "PUT", ROUTE_BALLOON, "{\"target_mib\": N}: leave the guest N MiB of RAM" },
+	{ "/vm/migrate", "PUT", ROUTE_MIGRATE, "{\"destination\": \"tcp:HOST:PORT\"}: live-migrate the VM there" },
+	{ "/vm/migration", "GET", ROUTE_MIGRATE, "the running migration's progress, or the last one's outcome" },
+	{ "/vm/migration", "DELETE", ROUTE_MIGRATE, "cancel the running migration; the guest keeps running here" },
 };
 
 static void get_index(struct api_reply *r)
@@ -435,6 +446,7 @@ void api_handle(struct api_ctx *ctx, const char *method, const char *path, const
 		case ROUTE_STOP: put_stop(ctx, body, len, r); break;
 		case ROUTE_METRICS: get_metrics(ctx, r); break;
 		case ROUTE_SNAPSHOT: put_snapshot(ctx, body, len, r); break;
+		case ROUTE_MIGRATE: { json_t *o; unsigned int st = api_migrate_handle(&ctx->migrate, ctx->vm, method, body, len, &o); reply_json(r, st, o); break; }
 		case ROUTE_BALLOON: { json_t *o; unsigned int st = api_balloon_handle(ctx->vm, method, body, len, &o); reply_json(r, st, o); break; }
 		}
 	}

@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "api/api_migrate.h"
 #include "api/api_shutdown.h"
 
 struct vm;
@@ -24,6 +25,7 @@ struct vm;
 struct api_ctx {
 	struct vm *vm;
 	struct api_shutdown shutdown;
+	struct api_migrate migrate;
 	_Atomic uint64_t requests;
 	_Atomic uint64_t client_errors; /* 4xx replies */
 };

@@ -386,3 +386,15 @@ int disk_image_reopen_onto_overlay(struct disk_image *d, const char *new_path)
 	log_info(COMP, "disk image %s is now a read-only layer; new writes go to the overlay %s", top, new_path);
 	return 0;
 }
+
+int disk_image_flush(struct disk_image *d)
+{
+	if (d->qcow2)
+		return qcow2_flush(d->qcow2);
+	int fd = disk_uring_dup_fd(d->raw);
+	if (fd < 0)
+		return fd;
+	int rc = fdatasync(fd) < 0 ? -errno : 0;
+	close(fd);
+	return rc;
+}

@@ -53,6 +53,8 @@ int disk_image_submit(struct disk_image *d);
 void disk_image_wake(struct disk_image *d);
 void disk_image_complete(struct disk_image *d);
 void disk_image_drain(struct disk_image *d);
+/* Puts everything written so far on stable storage (a migration's switch). 0 or -errno. */
+int disk_image_flush(struct disk_image *d);
 
 /*
  * Freezes the image's current top file (raw on a file system, or qcow2): flushes it, creates a

@@ -10,6 +10,7 @@
 
 #include "api/http_client.h"
 #include "cli/cli.h"
+#include "cli/ctl_migrate.h"
 #include "vm/registry.h"
 
 /* A pause waits up to 10 s for the vCPUs; leave room for it. */
@@ -41,6 +42,10 @@ static void usage(FILE *f)
 		   "                       (needs vmon run --balloon; docs/usage.md)\n"
 		   "  balloon-stats        the balloon's target and actual size, the guest's memory\n"
 		   "                       statistics (JSON)\n"
+		   "  migrate tcp:HOST:PORT [--max-downtime MS] [--bandwidth MBPS]\n"
+		   "                       live-migrate the VM to vmon receive --listen there, showing\n"
+		   "                       progress; the guest keeps running here if it fails\n"
+		   "                       (docs/migration.md)\n"
 		   "\n"
 		   "  --sock PATH          the VM's API socket\n"
 		   "  --vm NAME|PID        a VM listed by vmon ps, by name or pid\n"
@@ -83,7 +88,7 @@ static int lookup_vm(const char *which, char *sock, size_t len)
 }
 
 /* The body and any message in it come from whatever listens on the socket: escaped before printing. */
-static void print_error_reply(const struct http_response *r)
+void ctl_print_error_reply(const struct http_response *r)
 {
 	json_error_t jerr;
 	json_t *o = json_loadb(r->body, r->len, 0, &jerr);
@@ -99,7 +104,7 @@ static void print_error_reply(const struct http_response *r)
 	json_decref(o);
 }
 
-static void print_connect_error(const char *sock, int rc, int timeout_ms)
+void ctl_print_connect_error(const char *sock, int rc, int timeout_ms)
 {
 	struct stat st;
 	if (rc == -ENOENT)
@@ -132,11 +137,13 @@ int cli_ctl(int argc, char **argv)
 		{ "timeout", required_argument, NULL, 't' },
 		{ "keep-running", optional_argument, NULL, 'k' },
 		{ "disks", required_argument, NULL, 'd' },
+		{ "max-downtime", required_argument, NULL, 'm' },
+		{ "bandwidth", required_argument, NULL, 'b' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
 	const char *sock_opt = NULL, *vm_opt = NULL, *disks = NULL;
-	long timeout = -1;
+	long timeout = -1, max_downtime = -1, bandwidth = -1;
 	int keep_running = -1; /* -1: not given */
 	optind = 1;
 	opterr = 0;
@@ -171,6 +178,20 @@ int cli_ctl(int argc, char **argv)
 			}
 			disks = optarg;
 			break;
+		case 'm':
+		case 'b': {
+			char *end;
+			long v = strtol(optarg, &end, 10);
+			long max = c == 'm' ? 600000 : 1000000;
+			if (!*optarg || *end || v < (c == 'm' ? 1 : 0) || v > max) {
+				fprintf(stderr, "vmon: %s takes a whole number from %d to %ld, not '%s'\n",
+					c == 'm' ? "--max-downtime (ms)" : "--bandwidth (Mbit/s, 0: unlimited)", c == 'm' ? 1 : 0,
+					max, optarg);
+				return EXIT_USAGE;
+			}
+			*(c == 'm' ? &max_downtime : &bandwidth) = v;
+			break;
+		}
 		case 'h': usage(stdout); return 0;
 		default:
 			if (optopt)
@@ -181,12 +202,21 @@ int cli_ctl(int argc, char **argv)
 		}
 	}
 	if (optind >= argc) {
-		fprintf(stderr, "vmon: no command given: use info, pause, resume, shutdown, stop, metrics, snapshot, balloon or balloon-stats "
+		fprintf(stderr, "vmon: no command given: use info, pause, resume, shutdown, stop, metrics, snapshot, balloon, balloon-stats or migrate "
 				"(see vmon ctl --help)\n");
 		return EXIT_USAGE;
 	}
 	bool is_snapshot = !strcmp(argv[optind], "snapshot");
 	bool is_balloon = !strcmp(argv[optind], "balloon");
+	bool is_migrate = !strcmp(argv[optind], "migrate");
+	if (is_migrate && optind + 2 != argc) {
+		fprintf(stderr, "vmon: migrate needs where vmon receive listens: vmon ctl ... migrate tcp:HOST:PORT\n");
+		return EXIT_USAGE;
+	}
+	if ((max_downtime >= 0 || bandwidth >= 0) && !is_migrate) {
+		fprintf(stderr, "vmon: %s only goes with migrate\n", max_downtime >= 0 ? "--max-downtime" : "--bandwidth");
+		return EXIT_USAGE;
+	}
 	if (is_snapshot && optind + 2 != argc) {
 		fprintf(stderr, "vmon: snapshot needs the directory to write: vmon ctl ... snapshot DIR\n");
 		return EXIT_USAGE;
@@ -201,7 +231,7 @@ int cli_ctl(int argc, char **argv)
 		}
 		snprintf(balloon_body, sizeof(balloon_body), "{\"target_mib\": %s}", mib);
 	}
-	if (!is_snapshot && !is_balloon && optind + 1 < argc) {
+	if (!is_snapshot && !is_balloon && !is_migrate && optind + 1 < argc) {
 		fprintf(stderr, "vmon: unexpected argument '%s' (see vmon ctl --help)\n", argv[optind + 1]);
 		return EXIT_USAGE;
 	}
@@ -222,13 +252,14 @@ int cli_ctl(int argc, char **argv)
 		{ "snapshot", "PUT", "/vm/snapshot", NULL },
 		{ "balloon", "PUT", "/balloon", NULL },
 		{ "balloon-stats", "GET", "/balloon", NULL },
+		{ "migrate", "PUT", "/vm/migrate", NULL },
 	};
 	int which = -1;
 	for (int i = 0; i < (int)(sizeof(commands) / sizeof(commands[0])); i++)
 		if (!strcmp(cmd, commands[i].name))
 			which = i;
 	if (which < 0) {
-		fprintf(stderr, "vmon: unknown command '%s': use info, pause, resume, shutdown, stop, metrics, snapshot, balloon or balloon-stats\n", cmd);
+		fprintf(stderr, "vmon: unknown command '%s': use info, pause, resume, shutdown, stop, metrics, snapshot, balloon, balloon-stats or migrate\n", cmd);
 		return EXIT_USAGE;
 	}
 	if ((keep_running >= 0 || disks) && !is_snapshot) {
@@ -249,6 +280,8 @@ int cli_ctl(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 
+	if (is_migrate)
+		return ctl_migrate(sock, argv[optind + 1], max_downtime, bandwidth);
 	char body[64];
 	const char *req_body = commands[which].body;
 	if (timeout >= 0) {
@@ -286,7 +319,7 @@ int cli_ctl(int argc, char **argv)
 	int rc = http_unix_request(sock, commands[which].method, commands[which].path, req_body, timeout_ms, &resp);
 	free(snap_body);
 	if (rc) {
-		print_connect_error(sock, rc, timeout_ms);
+		ctl_print_connect_error(sock, rc, timeout_ms);
 		return EXIT_GUEST_FAILED;
 	}
 	int status = EXIT_GUEST_OK;
@@ -295,7 +328,7 @@ int cli_ctl(int argc, char **argv)
 		if (resp.len && resp.body[resp.len - 1] != '\n')
 			putchar('\n');
 	} else {
-		print_error_reply(&resp);
+		ctl_print_error_reply(&resp);
 		status = EXIT_GUEST_FAILED;
 	}
 	free(resp.body);

@@ -160,6 +160,7 @@ static int exit_status(enum vm_stop_reason r)
 	case VM_STOP_POWEROFF:
 	case VM_STOP_REBOOT:
 	case VM_STOP_SIGNAL:
+	case VM_STOP_MIGRATED:
 		return EXIT_GUEST_OK;
 	default:
 		return EXIT_GUEST_FAILED;

@@ -158,6 +158,12 @@ static uint64_t new_snapshot_id(void)
 static int build_state(struct vm *vm, uint64_t id, const char *mem_file, const struct disk_plan *plan, uint8_t **out,
 		       size_t *outlen, char *err, size_t errlen)
 {
+	return snapshot_build_state(vm, id, mem_file, plan, out, outlen, err, errlen);
+}
+
+int snapshot_build_state(struct vm *vm, uint64_t id, const char *mem_file, const struct disk_plan *plan, uint8_t **out,
+			 size_t *outlen, char *err, size_t errlen)
+{
 	struct snap_writer w;
 	snap_writer_init(&w);
 	int rc;

@@ -30,6 +30,13 @@ struct vm;
 int vmon_snapshot_save(struct vm *vm, const char *dir, bool keep_running, enum snapshot_disks disks, char *err,
 		       size_t errlen);
 
+/*
+ * The state file of a paused, settled VM (vcpu_state_settle), as snapshots and migrations send
+ * it; mem_file names the memory file ("" when RAM travels another way). 0 or -errno (err).
+ */
+int snapshot_build_state(struct vm *vm, uint64_t id, const char *mem_file, const struct disk_plan *plan, uint8_t **out,
+			 size_t *outlen, char *err, size_t errlen);
+
 /* A snapshot opened for restoring. */
 struct snapshot_image {
 	struct snap_file f;

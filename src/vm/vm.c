@@ -382,6 +382,7 @@ const char *vm_stop_reason_name(enum vm_stop_reason r)
 	case VM_STOP_TRIPLE_FAULT: return "triple-fault";
 	case VM_STOP_PANIC: return "panic";
 	case VM_STOP_ERROR: return "error";
+	case VM_STOP_MIGRATED: return "migrated";
 	}
 	return "unknown";
 }

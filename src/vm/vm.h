@@ -29,6 +29,7 @@ enum vm_stop_reason {
 	VM_STOP_TRIPLE_FAULT,/* exit 1 */
 	VM_STOP_PANIC,       /* guest kernel panic reported through pvpanic: exit 1 */
 	VM_STOP_ERROR,       /* vmon could not continue (unhandled exit, emulation failure): exit 1 */
+	VM_STOP_MIGRATED,    /* the guest runs on a migration's destination now: exit 0 */
 };
 
 struct vm {

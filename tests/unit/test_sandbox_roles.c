@@ -47,6 +47,7 @@
 #include "migration/handshake.h"
 #include "migration/postcopy_dest.h"
 #include "migration/postcopy_source.h"
+#include "migration/migrate_source.h"
 #include "migration/transport.h"
 #include "sandbox/landlock.h"
 #include "sandbox/sandbox.h"
@@ -1665,6 +1666,138 @@ static void test_post_copy_gives_up_on_a_dead_source_under_the_postcopy_filter(v
 	run_confined_case(postcopy_loss_under_the_filters);
 }
 
+/* ---- the pre-copy engine started from an API thread: its thread inherits the api filter ---- */
+
+#define ENGINE_RAM (4 * MiB)
+
+static int engine_no_log(void *ctx, const struct guest_mem *mem, int slot, bool on)
+{
+	(void)ctx, (void)mem, (void)slot, (void)on;
+	return 0;
+}
+
+/* The vCPUs wrote nothing: only the first fetch (every page) and vmon's own writes count. */
+static int engine_no_fetch(void *ctx, const struct guest_mem *mem, int slot, uint64_t *bits)
+{
+	(void)ctx;
+	memset(bits, 0, write_track_words(&mem->regions[slot]) * sizeof(uint64_t));
+	return 0;
+}
+
+static const struct dirty_log_ops engine_log_ops = { .set_logging = engine_no_log, .fetch = engine_no_fetch };
+
+static int engine_pause(void *ctx, char *err, size_t errlen) { (void)ctx, (void)err, (void)errlen; return 0; }
+static void engine_resume(void *ctx) { (void)ctx; }
+static int engine_flush(void *ctx, char *err, size_t errlen) { (void)ctx, (void)err, (void)errlen; return 0; }
+static void engine_migrated(void *ctx, const char *to) { (void)to; *(bool *)ctx = true; }
+static int engine_state(void *ctx, uint8_t **out, size_t *len, char *err, size_t errlen)
+{
+	(void)ctx, (void)err, (void)errlen;
+	struct snap_writer w;
+	snap_writer_init(&w);
+	struct snap_cpu cpu = { .vendor = "GenuineIntel" };
+	int rc = snap_writer_add(&w, "config", "{}", 2);
+	if (!rc)
+		rc = snap_writer_build(&w, 1, &cpu, out, len);
+	snap_writer_free(&w);
+	return rc;
+}
+
+static const struct migrate_vm_ops engine_ops = { .pause = engine_pause, .resume = engine_resume,
+						  .flush_disks = engine_flush, .build_state = engine_state,
+						  .migrated = engine_migrated };
+
+struct engine_run {
+	struct migrate_params p;
+	struct migrate_source_vm vm;
+	struct migrate_progress end;
+	int rc;
+};
+
+static void *engine_api_thread(void *arg)
+{
+	struct engine_run *e = arg;
+	sandbox_enter(SANDBOX_API);
+	struct migrate_source *s;
+	char err[512];
+	e->rc = migrate_source_start(&s, &e->p, &e->vm, err, sizeof(err));
+	if (e->rc) {
+		fprintf(stderr, "engine: %s\n", err);
+		return NULL;
+	}
+	while (migrate_source_running(s)) {
+		struct timespec ts = { 0, 5 * 1000 * 1000 };
+		nanosleep(&ts, NULL);
+	}
+	migrate_source_progress(s, &e->end);
+	migrate_source_free(s);
+	return NULL;
+}
+
+/* The destination reads on this thread, unconfined, as vmon receive does before its filters. */
+static int engine_under_the_api_filter(void)
+{
+	struct guest_mem src, dst;
+	if (guest_mem_init(&src, ENGINE_RAM) || guest_mem_init(&dst, ENGINE_RAM))
+		return 40;
+	for (uint64_t gpa = 0; gpa < ENGINE_RAM; gpa += 3 * 4096)
+		*(uint64_t *)gpa_to_host_write(&src, gpa, 8) = gpa * 7 + 1;
+	bool migrated = false;
+	struct engine_run e = { .vm = { .mem = &src, .dirty_ops = &engine_log_ops, .vmon_version = "src",
+					.cfg = { .ram_size = ENGINE_RAM, .cpus = 1, .cpu = { .vendor = "GenuineIntel" } },
+					.ops = &engine_ops, .ctx = &migrated } };
+	char err[512] = "";
+	struct mig_address at;
+	struct mig_listener *l = NULL;
+	snprintf(e.p.destination, sizeof(e.p.destination), "tcp:127.0.0.1:%u", free_tcp_port());
+	int rc = mig_address_parse(e.p.destination, &at, err, sizeof(err)) || mig_listener_open(&l, &at, err, sizeof(err)) ? 41 : 0;
+	pthread_t t;
+	if (!rc && pthread_create(&t, NULL, engine_api_thread, &e))
+		rc = 42;
+	if (rc) {
+		fprintf(stderr, "set-up: %s\n", err);
+		mig_listener_close(l);
+		return rc;
+	}
+	static const struct mig_hello hello = { .vmon_version = "dst" };
+	struct mig_conn *c = NULL;
+	struct mig_reader r;
+	memset(&r, 0, sizeof(r));
+	if (mig_listener_accept(l, 5000, NULL, &c, err, sizeof(err)) || mig_handshake(c, &hello, NULL, err, sizeof(err)))
+		rc = 43;
+	struct mig_io io = c ? mig_conn_io(c) : (struct mig_io){ 0 };
+	if (!rc && (mig_reader_open_io(&r, &io, err, sizeof(err)) || mig_reader_set_memory(&r, &dst, err, sizeof(err))))
+		rc = 44;
+	struct mig_event ev = { .kind = MIG_EV_PAGES };
+	while (!rc && ev.kind != MIG_EV_END) {
+		if (mig_reader_next(&r, &ev, err, sizeof(err)))
+			rc = 45;
+		else if (ev.kind == MIG_EV_STATE)
+			snap_file_free(&ev.state);
+	}
+	if (!rc && mig_outcome_send(c, NULL, err, sizeof(err)))
+		rc = 46;
+	pthread_join(t, NULL);
+	mig_reader_free(&r);
+	mig_conn_close(c);
+	mig_listener_close(l);
+	if (!rc && (e.rc || e.end.state != MIGRATE_COMPLETED || !migrated))
+		rc = 47;
+	if (!rc && memcmp(src.regions[0].host, dst.regions[0].host, ENGINE_RAM))
+		rc = 48;
+	if (rc)
+		fprintf(stderr, "destination: %s; source: %s %s\n", err, migrate_state_name(e.end.state), e.end.reason);
+	guest_mem_destroy(&src);
+	guest_mem_destroy(&dst);
+	return rc;
+}
+
+static void test_the_precopy_engine_migrates_ram_from_a_thread_under_the_api_filter(void **state)
+{
+	(void)state;
+	run_confined_case(engine_under_the_api_filter);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1689,6 +1822,7 @@ int main(void)
 		cmocka_unit_test(test_a_migration_source_connects_and_says_hello_under_the_api_filter_and_landlock),
 		cmocka_unit_test(test_post_copy_serves_faults_under_the_postcopy_vcpu_api_and_main_filters),
 		cmocka_unit_test(test_post_copy_gives_up_on_a_dead_source_under_the_postcopy_filter),
+		cmocka_unit_test(test_the_precopy_engine_migrates_ram_from_a_thread_under_the_api_filter),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
