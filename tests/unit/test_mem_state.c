@@ -179,6 +179,32 @@ static void assert_restores_then_drop(struct guest_mem *m, char *path, int fd)
 	guest_mem_destroy(m);
 }
 
+/*
+ * A VM restored from this file, whose file is then truncated: a new snapshot of it must fail
+ * naming the file, not write a snapshot that holds almost nothing and cannot be restored.
+ */
+static void snapshot_of_ram_whose_file_shrank_fails(void **state)
+{
+	struct fixture *f = *state;
+	struct guest_mem m;
+	assert_int_equal(guest_mem_init_from_file(&m, RAM, f->path), 0);
+	assert_int_equal(truncate(f->path, 4096), 0);
+	char path[] = "/tmp/vmon-test-memstate-XXXXXX";
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	char err[512] = "";
+	assert_int_equal(mem_state_write(&m, fd, ID + 1, err, sizeof(err)), -EIO);
+	assert_non_null(strstr(err, "has shrunk to 4096 bytes"));
+	assert_non_null(strstr(err, f->path));
+	assert_non_null(strstr(err, "no snapshot was written"));
+	struct stat st;
+	assert_int_equal(fstat(fd, &st), 0);
+	assert_int_equal(st.st_size, 0);
+	close(fd);
+	unlink(path);
+	guest_mem_destroy(&m);
+}
+
 static void private_ram_snapshot_keeps_data_and_leaves_holes(void **state)
 {
 	(void)state;
@@ -219,6 +245,7 @@ static void hugepage_ram_snapshot_reads_only_touched_pages(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(snapshot_of_ram_whose_file_shrank_fails, setup, teardown),
 		cmocka_unit_test_setup_teardown(intact_file_passes, setup, teardown),
 		cmocka_unit_test_setup_teardown(checksum_is_crc32_of_ram, setup, teardown),
 		cmocka_unit_test_setup_teardown(flipped_data_byte_fails, setup, teardown),
