@@ -2,7 +2,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -42,16 +41,6 @@ struct mem_trailer {
 
 #define MEM_FLAG_RAM_CRC 1u
 #define TRAILER_CRC_LEN offsetof(struct mem_trailer, ram_crc)
-
-static int fail(char *err, size_t errlen, int rc, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-	return rc;
-}
 
 static uint32_t trailer_crc(struct mem_trailer t)
 {
@@ -191,7 +180,7 @@ static int check_backing_file(const struct guest_mem *mem, char *err, size_t err
 	uint64_t now;
 	if (!guest_mem_file_shrunk(mem, &now))
 		return 0;
-	return fail(err, errlen, -EIO,
+	return err_fail(err, errlen, -EIO,
 		    "the memory file %s this VM was restored from has shrunk to %llu bytes while the VM ran "
 		    "(its RAM needs %llu): the guest memory it held is lost, so no snapshot was written; "
 		    "never truncate or rewrite a snapshot's memory file while a VM restored from it runs",
@@ -205,7 +194,7 @@ int mem_state_write(const struct guest_mem *mem, int fd, uint64_t snapshot_id, c
 	if (brc)
 		return brc;
 	if (ftruncate(fd, (off_t)(total + MEM_TRAILER_SIZE)) < 0)
-		return fail(err, errlen, -errno, "cannot size the memory file: %s", strerror(errno));
+		return err_fail(err, errlen, -errno, "cannot size the memory file: %s", strerror(errno));
 	struct page_source ps = { .mem = mem, .pagemap_fd = -1, .data_start = 0, .data_end = 0 };
 	if (mem->file_backed || !has_fd_extents(mem))
 		ps.pagemap_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
@@ -253,7 +242,7 @@ int mem_state_write(const struct guest_mem *mem, int fd, uint64_t snapshot_id, c
 	if (ps.pagemap_fd >= 0)
 		close(ps.pagemap_fd);
 	if (rc)
-		return fail(err, errlen, rc, "cannot write the memory file: %s", strerror(-rc));
+		return err_fail(err, errlen, rc, "cannot write the memory file: %s", strerror(-rc));
 
 	uint8_t page[MEM_TRAILER_SIZE];
 	memset(page, 0, sizeof(page));
@@ -264,7 +253,7 @@ int mem_state_write(const struct guest_mem *mem, int fd, uint64_t snapshot_id, c
 	t.crc = trailer_crc(t);
 	memcpy(page, &t, sizeof(t));
 	if ((rc = write_all(fd, page, sizeof(page), (off_t)total)))
-		return fail(err, errlen, rc, "cannot write the memory file: %s", strerror(-rc));
+		return err_fail(err, errlen, rc, "cannot write the memory file: %s", strerror(-rc));
 	log_debug("snapshot", "guest memory: %llu MiB of %llu MiB held data", (unsigned long long)(written / MiB),
 		  (unsigned long long)(total / MiB));
 	return 0;
@@ -279,19 +268,19 @@ int mem_state_check(const char *path, uint64_t ram_size, uint64_t snapshot_id, c
 	struct mem_trailer t;
 	int rc = 0;
 	if (size < 0 || (uint64_t)size != ram_size + MEM_TRAILER_SIZE)
-		rc = fail(err, errlen, -EINVAL,
+		rc = err_fail(err, errlen, -EINVAL,
 			  "the memory file %s has %lld bytes where %llu were expected: it is truncated or belongs to "
 			  "another snapshot",
 			  path, (long long)size, (unsigned long long)(ram_size + MEM_TRAILER_SIZE));
 	else if (pread(fd, &t, sizeof(t), (off_t)ram_size) != (ssize_t)sizeof(t))
-		rc = fail(err, errlen, -EIO, "cannot read the memory file %s: %s", path, strerror(errno));
+		rc = err_fail(err, errlen, -EIO, "cannot read the memory file %s: %s", path, strerror(errno));
 	else if (memcmp(t.magic, MEM_MAGIC, sizeof(t.magic)) || t.crc != trailer_crc(t))
-		rc = fail(err, errlen, -EINVAL, "the memory file %s is corrupted (bad trailer)", path);
+		rc = err_fail(err, errlen, -EINVAL, "the memory file %s is corrupted (bad trailer)", path);
 	else if (t.version != MEM_VERSION || t.page_size != PAGE)
-		rc = fail(err, errlen, -EPROTO, "the memory file %s has format version %u; this vmon reads version %u", path,
+		rc = err_fail(err, errlen, -EPROTO, "the memory file %s has format version %u; this vmon reads version %u", path,
 			  t.version, MEM_VERSION);
 	else if (t.snapshot_id != snapshot_id || t.ram_size != ram_size)
-		rc = fail(err, errlen, -EINVAL,
+		rc = err_fail(err, errlen, -EINVAL,
 			  "the memory file %s belongs to another snapshot than the state file next to it: the snapshot "
 			  "directory was damaged or mixed up",
 			  path);
@@ -344,17 +333,17 @@ int mem_state_verify(const char *path, uint64_t ram_size, char *err, size_t errl
 	int rc = 0;
 	errno = 0;
 	if (pread(fd, &t, sizeof(t), (off_t)ram_size) != (ssize_t)sizeof(t))
-		rc = fail(err, errlen, -EIO, "cannot read the memory file %s: %s", path,
+		rc = err_fail(err, errlen, -EIO, "cannot read the memory file %s: %s", path,
 			  errno ? strerror(errno) : "it is truncated");
 	else if (!(t.flags & MEM_FLAG_RAM_CRC))
-		rc = fail(err, errlen, -ENODATA,
+		rc = err_fail(err, errlen, -ENODATA,
 			  "the memory file %s has no checksum to verify: the snapshot was written by an older vmon; "
 			  "restore it without --verify, or take a new snapshot",
 			  path);
 	else if ((rc = crc_file(fd, ram_size, &crc)))
-		rc = fail(err, errlen, rc, "cannot read the memory file %s: %s", path, strerror(-rc));
+		rc = err_fail(err, errlen, rc, "cannot read the memory file %s: %s", path, strerror(-rc));
 	else if (crc != t.ram_crc)
-		rc = fail(err, errlen, -EBADMSG,
+		rc = err_fail(err, errlen, -EBADMSG,
 			  "memory file %s does not match the checksum written with the snapshot: it was changed or "
 			  "damaged",
 			  path);
@@ -377,17 +366,17 @@ int mem_state_map(struct vm *vm, const char *path, char *err, size_t errlen)
 	uint64_t ram = vm->mem.ram_size;
 	int rc = set_slots(vm, true);
 	if (rc)
-		return fail(err, errlen, rc, "KVM would not release the VM's memory slots: %s", strerror(-rc));
+		return err_fail(err, errlen, rc, "KVM would not release the VM's memory slots: %s", strerror(-rc));
 	bool merge = vm->mem.mergeable;
 	guest_mem_destroy(&vm->mem);
 	rc = guest_mem_init_from_file(&vm->mem, ram, path);
 	if (rc)
-		return fail(err, errlen, rc, "cannot map the memory file %s: %s", path, strerror(-rc));
+		return err_fail(err, errlen, rc, "cannot map the memory file %s: %s", path, strerror(-rc));
 	/* merge=on still holds: what the restored guest writes are private pages KSM may merge. */
 	if (merge && (rc = guest_mem_make_mergeable(&vm->mem)))
-		return fail(err, errlen, rc, "cannot offer the restored guest memory to KSM (merge=on): %s", strerror(-rc));
+		return err_fail(err, errlen, rc, "cannot offer the restored guest memory to KSM (merge=on): %s", strerror(-rc));
 	rc = set_slots(vm, false);
 	if (rc)
-		return fail(err, errlen, rc, "KVM refused the snapshot's guest memory: %s", strerror(-rc));
+		return err_fail(err, errlen, rc, "KVM refused the snapshot's guest memory: %s", strerror(-rc));
 	return 0;
 }

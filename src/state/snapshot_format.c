@@ -1,7 +1,6 @@
 #include "state/snapshot_format.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,18 +23,6 @@ static uint32_t crc(const void *p, size_t len)
 		len -= n;
 	}
 	return (uint32_t)c;
-}
-
-static int fail(char *err, size_t errlen, int rc, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
-{
-	if (err && errlen) {
-		va_list ap;
-		va_start(ap, fmt);
-		vsnprintf(err, errlen, fmt, ap);
-		va_end(ap);
-	}
-	return rc;
 }
 
 /* ---- writing ---- */
@@ -141,67 +128,67 @@ int snap_file_parse(struct snap_file *f, const uint8_t *buf, size_t len, char *e
 	memset(f, 0, sizeof(*f));
 	struct snap_header h;
 	if (len == 0)
-		return fail(err, errlen, -EINVAL, "the snapshot state file is empty");
+		return err_fail(err, errlen, -EINVAL, "the snapshot state file is empty");
 	if (len < 8 && memcmp(buf, SNAP_MAGIC, len) == 0)
-		return fail(err, errlen, -EINVAL, "the snapshot is truncated: only %zu bytes, not even a whole header", len);
+		return err_fail(err, errlen, -EINVAL, "the snapshot is truncated: only %zu bytes, not even a whole header", len);
 	if (len < 8 || memcmp(buf, SNAP_MAGIC, 8) != 0)
-		return fail(err, errlen, -EINVAL, "this is not a vmon snapshot (no VMONSNAP signature at its start)");
+		return err_fail(err, errlen, -EINVAL, "this is not a vmon snapshot (no VMONSNAP signature at its start)");
 	if (len < 16)
-		return fail(err, errlen, -EINVAL, "the snapshot is truncated: only %zu bytes, not even a whole header", len);
+		return err_fail(err, errlen, -EINVAL, "the snapshot is truncated: only %zu bytes, not even a whole header", len);
 	uint32_t version;
 	memcpy(&version, buf + 8, sizeof(version));
 	if (version != SNAP_VERSION)
-		return fail(err, errlen, -EPROTO,
+		return err_fail(err, errlen, -EPROTO,
 			    "the snapshot has format version %u; this vmon reads version %u only: restore it with the "
 			    "vmon release that wrote it",
 			    version, SNAP_VERSION);
 	if (len < sizeof(h))
-		return fail(err, errlen, -EINVAL, "the snapshot is truncated: only %zu bytes, not even a whole header", len);
+		return err_fail(err, errlen, -EINVAL, "the snapshot is truncated: only %zu bytes, not even a whole header", len);
 	memcpy(&h, buf, sizeof(h));
 	uint32_t want_crc = h.header_crc;
 	h.header_crc = 0;
 	if (crc(&h, sizeof(h)) != want_crc)
-		return fail(err, errlen, -EINVAL, "the snapshot's header is corrupted (checksum mismatch)");
+		return err_fail(err, errlen, -EINVAL, "the snapshot's header is corrupted (checksum mismatch)");
 	h.header_crc = want_crc;
 	if (h.header_size != sizeof(h))
-		return fail(err, errlen, -EINVAL, "the snapshot's header has an unexpected size (%u bytes)", h.header_size);
+		return err_fail(err, errlen, -EINVAL, "the snapshot's header has an unexpected size (%u bytes)", h.header_size);
 	if (h.file_size != len)
-		return fail(err, errlen, -EINVAL,
+		return err_fail(err, errlen, -EINVAL,
 			    h.file_size > len ? "the snapshot is truncated: %zu of its %llu bytes are there"
 					      : "the snapshot has %zu bytes where its header says %llu: it was damaged",
 			    len, (unsigned long long)h.file_size);
 	if (h.nsections > SNAP_MAX_SECTIONS ||
 	    (uint64_t)h.nsections * sizeof(struct snap_section_entry) > len - sizeof(h))
-		return fail(err, errlen, -EINVAL, "the snapshot's section table (%u sections) does not fit in the file",
+		return err_fail(err, errlen, -EINVAL, "the snapshot's section table (%u sections) does not fit in the file",
 			    h.nsections);
 	const struct snap_section_entry *table = (const struct snap_section_entry *)(buf + sizeof(h));
 	size_t table_len = (size_t)h.nsections * sizeof(*table);
 	if (crc(table, table_len) != h.table_crc)
-		return fail(err, errlen, -EINVAL, "the snapshot's section table is corrupted (checksum mismatch)");
+		return err_fail(err, errlen, -EINVAL, "the snapshot's section table is corrupted (checksum mismatch)");
 	uint64_t data_start = sizeof(h) + table_len;
 	for (uint32_t i = 0; i < h.nsections; i++) {
 		const struct snap_section_entry *e = &table[i];
 		if (strnlen(e->name, SNAP_NAME_MAX) == SNAP_NAME_MAX)
-			return fail(err, errlen, -EINVAL, "section %u of the snapshot has an unterminated name", i);
+			return err_fail(err, errlen, -EINVAL, "section %u of the snapshot has an unterminated name", i);
 		/* The name goes into messages: say where it is wrong without printing what is in it. */
 		if (!valid_name(e->name))
-			return fail(err, errlen, -EINVAL,
+			return err_fail(err, errlen, -EINVAL,
 				    "section %u of the snapshot has a name that is empty or holds characters other than "
 				    "printable ASCII: the file was not written by vmon",
 				    i);
 		for (uint32_t j = 0; j < i; j++)
 			if (!strcmp(table[j].name, e->name))
-				return fail(err, errlen, -EINVAL,
+				return err_fail(err, errlen, -EINVAL,
 					    "the snapshot has two sections called '%s': the file was not written by vmon",
 					    e->name);
 		if (e->offset < data_start || e->offset > len || e->length > len - e->offset)
-			return fail(err, errlen, -EINVAL, "section '%s' of the snapshot lies outside the file", e->name);
+			return err_fail(err, errlen, -EINVAL, "section '%s' of the snapshot lies outside the file", e->name);
 		if (crc(buf + e->offset, (size_t)e->length) != e->crc)
-			return fail(err, errlen, -EINVAL, "section '%s' of the snapshot is corrupted (checksum mismatch)",
+			return err_fail(err, errlen, -EINVAL, "section '%s' of the snapshot is corrupted (checksum mismatch)",
 				    e->name);
 	}
 	if (crc(buf + sizeof(h), len - sizeof(h)) != h.body_crc)
-		return fail(err, errlen, -EINVAL, "the snapshot is corrupted (whole-file checksum mismatch)");
+		return err_fail(err, errlen, -EINVAL, "the snapshot is corrupted (whole-file checksum mismatch)");
 
 	f->buf = NULL;
 	f->len = len;
@@ -224,10 +211,10 @@ int snap_file_read(struct snap_file *f, const char *path, char *err, size_t errl
 	size_t len;
 	int rc = read_file(path, SNAP_STATE_FILE_MAX, &buf, &len);
 	if (rc == -EFBIG)
-		return fail(err, errlen, rc, "%s is larger than %d MiB, which no vmon state file is: this is not a vmon "
+		return err_fail(err, errlen, rc, "%s is larger than %d MiB, which no vmon state file is: this is not a vmon "
 			    "snapshot", path, SNAP_STATE_FILE_MAX >> 20);
 	if (rc)
-		return fail(err, errlen, rc, "cannot read %s: %s", path, strerror(-rc));
+		return err_fail(err, errlen, rc, "cannot read %s: %s", path, strerror(-rc));
 	rc = snap_file_parse(f, buf, len, err, errlen);
 	if (rc) {
 		free(buf);
@@ -288,7 +275,7 @@ static const char *const word_names[SNAP_F_WORDS] = {
 int snap_cpu_check(const struct snap_cpu *saved, const struct snap_cpu *host, char *err, size_t errlen)
 {
 	if (strncmp(saved->vendor, host->vendor, 12) != 0)
-		return fail(err, errlen, -ENOTSUP,
+		return err_fail(err, errlen, -ENOTSUP,
 			    "the snapshot was taken on a %.12s CPU and this host has a %.12s CPU: restore it on a host "
 			    "with the same CPU vendor",
 			    saved->vendor[0] ? saved->vendor : "(unknown)", host->vendor[0] ? host->vendor : "(unknown)");
@@ -307,7 +294,7 @@ int snap_cpu_check(const struct snap_cpu *saved, const struct snap_cpu *host, ch
 		}
 	}
 	if (pos)
-		return fail(err, errlen, -ENOTSUP,
+		return err_fail(err, errlen, -ENOTSUP,
 			    "this host's CPU lacks features the snapshot's guest was using (%s): restore it on a host "
 			    "with the same or a newer CPU",
 			    list);

@@ -2,7 +2,6 @@
 
 #include <errno.h>
 #include <linux/kvm.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,16 +25,6 @@ static const uint32_t unlisted_msrs[] = {
 	0x200, 0x201, 0x202, 0x203, 0x204, 0x205, 0x206, 0x207, /* variable MTRRs 0-3 */
 	0x208, 0x209, 0x20a, 0x20b, 0x20c, 0x20d, 0x20e, 0x20f, /* variable MTRRs 4-7 */
 };
-
-static int fail(char *err, size_t errlen, int rc, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-	return rc;
-}
 
 static void section_name(char *buf, size_t len, unsigned int id, const char *what)
 {
@@ -194,9 +183,9 @@ static int restore_msrs(struct vcpu *v, const struct kvm_msr_entry *entries, uns
 	if (k) {
 		int set = ioctl(v->fd, KVM_SET_MSRS, m);
 		if (set < 0)
-			rc = fail(err, errlen, -errno, "KVM refused vCPU %u's MSRs: %s", v->id, strerror(errno));
+			rc = err_fail(err, errlen, -errno, "KVM refused vCPU %u's MSRs: %s", v->id, strerror(errno));
 		else if ((unsigned int)set < k)
-			rc = fail(err, errlen, -EINVAL,
+			rc = err_fail(err, errlen, -EINVAL,
 				  "KVM on this host refused MSR 0x%x = 0x%llx of vCPU %u: the host's KVM lacks a feature "
 				  "the snapshot's guest uses",
 				  m->entries[set].index, (unsigned long long)m->entries[set].data, v->id);
@@ -227,9 +216,9 @@ int vcpu_state_save(struct vcpu *v, int kvm_fd, struct snap_writer *w, char *err
 #define GET(req, var, what)                                                                                   \
 	do {                                                                                                  \
 		if (ioctl(v->fd, req, &(var)) < 0)                                                            \
-			return fail(err, errlen, -errno, "cannot read vCPU %u's %s: %s", id, what, strerror(errno)); \
+			return err_fail(err, errlen, -errno, "cannot read vCPU %u's %s: %s", id, what, strerror(errno)); \
 		if ((rc = add(w, id, what, &(var), sizeof(var))))                                             \
-			return fail(err, errlen, rc, "out of memory saving vCPU %u", id);                     \
+			return err_fail(err, errlen, rc, "out of memory saving vCPU %u", id);                     \
 	} while (0)
 
 	struct kvm_regs regs;
@@ -259,7 +248,7 @@ int vcpu_state_save(struct vcpu *v, int kvm_fd, struct snap_writer *w, char *err
 			return -ENOMEM;
 		unsigned long req = sz > (int)sizeof(struct kvm_xsave) ? KVM_GET_XSAVE2 : KVM_GET_XSAVE;
 		if (ioctl(v->fd, req, xs) < 0) {
-			rc = fail(err, errlen, -errno, "cannot read vCPU %u's XSAVE state: %s", id, strerror(errno));
+			rc = err_fail(err, errlen, -errno, "cannot read vCPU %u's XSAVE state: %s", id, strerror(errno));
 			free(xs);
 			return rc;
 		}
@@ -268,26 +257,26 @@ int vcpu_state_save(struct vcpu *v, int kvm_fd, struct snap_writer *w, char *err
 	} else {
 		struct kvm_fpu fpu;
 		if (ioctl(v->fd, KVM_GET_FPU, &fpu) < 0)
-			return fail(err, errlen, -errno, "cannot read vCPU %u's FPU state: %s", id, strerror(errno));
+			return err_fail(err, errlen, -errno, "cannot read vCPU %u's FPU state: %s", id, strerror(errno));
 		rc = add(w, id, "fpu", &fpu, sizeof(fpu));
 	}
 	if (rc)
-		return fail(err, errlen, rc, "out of memory saving vCPU %u", id);
+		return err_fail(err, errlen, rc, "out of memory saving vCPU %u", id);
 
 	struct kvm_msr_entry *msrs;
 	unsigned int nmsrs;
 	if ((rc = save_msrs(v, kvm_fd, &msrs, &nmsrs)))
-		return fail(err, errlen, rc, "cannot read vCPU %u's MSRs: %s", id, strerror(-rc));
+		return err_fail(err, errlen, rc, "cannot read vCPU %u's MSRs: %s", id, strerror(-rc));
 	rc = add(w, id, "msrs", msrs, nmsrs * sizeof(*msrs));
 	free(msrs);
 	if (rc)
-		return fail(err, errlen, rc, "out of memory saving vCPU %u", id);
+		return err_fail(err, errlen, rc, "out of memory saving vCPU %u", id);
 
 	int khz = ioctl(v->fd, KVM_GET_TSC_KHZ, 0);
 	if (khz > 0) {
 		uint32_t k = (uint32_t)khz;
 		if ((rc = add(w, id, "tsc_khz", &k, sizeof(k))))
-			return fail(err, errlen, rc, "out of memory saving vCPU %u", id);
+			return err_fail(err, errlen, rc, "out of memory saving vCPU %u", id);
 	}
 	return 0;
 }
@@ -302,11 +291,11 @@ static const void *need(const struct snap_file *f, unsigned int id, const char *
 	size_t len;
 	const void *p = snap_file_section(f, name, &len);
 	if (!p) {
-		*rc = fail(err, errlen, -EINVAL, "the snapshot has no section '%s': it is incomplete", name);
+		*rc = err_fail(err, errlen, -EINVAL, "the snapshot has no section '%s': it is incomplete", name);
 		return NULL;
 	}
 	if (want && len != want) {
-		*rc = fail(err, errlen, -EINVAL,
+		*rc = err_fail(err, errlen, -EINVAL,
 			   "section '%s' has %zu bytes, this vmon expects %zu: the snapshot comes from an incompatible "
 			   "build",
 			   name, len, want);
@@ -333,7 +322,7 @@ static const void *optional(const struct snap_file *f, unsigned int id, const ch
 #define SET(req, var, what)                                                                                     \
 	do {                                                                                                    \
 		if (ioctl(v->fd, req, &(var)) < 0)                                                              \
-			return fail(err, errlen, -errno, "KVM refused vCPU %u's saved %s: %s", id, what, strerror(errno)); \
+			return err_fail(err, errlen, -errno, "KVM refused vCPU %u's saved %s: %s", id, what, strerror(errno)); \
 	} while (0)
 
 static int restore_tsc_khz(struct vcpu *v, int kvm_fd, const struct snap_file *f)
@@ -381,10 +370,10 @@ int vcpu_state_restore(struct vcpu *v, int kvm_fd, const struct snap_file *f, ch
 		return rc;
 	optional(f, id, "msrs", &msrs_len);
 	if (msrs_len % sizeof(struct kvm_msr_entry))
-		return fail(err, errlen, -EINVAL, "section 'vcpu.%u.msrs' has a size that is not a whole number of MSRs", id);
+		return err_fail(err, errlen, -EINVAL, "section 'vcpu.%u.msrs' has a size that is not a whole number of MSRs", id);
 	/* vmon always saves the MSRs KVM lists (EFER, the SYSCALL MSRs, the TSC...); none means a forged file. */
 	if (msrs_len == 0)
-		return fail(err, errlen, -EINVAL,
+		return err_fail(err, errlen, -EINVAL,
 			    "section 'vcpu.%u.msrs' is empty: a vCPU cannot run without its MSRs; the file was not "
 			    "written by vmon",
 			    id);
@@ -397,10 +386,10 @@ int vcpu_state_restore(struct vcpu *v, int kvm_fd, const struct snap_file *f, ch
 	const void *xs = optional(f, id, "xsave", &xlen);
 	if (xs) {
 		if (ioctl(kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_XSAVE) <= 0)
-			return fail(err, errlen, -ENOTSUP, "the snapshot has XSAVE state and this host's KVM has no XSAVE");
+			return err_fail(err, errlen, -ENOTSUP, "the snapshot has XSAVE state and this host's KVM has no XSAVE");
 		size_t sz = (size_t)xsave_size(kvm_fd);
 		if (xlen < sizeof(struct kvm_xsave) || xlen > sz)
-			return fail(err, errlen, -ENOTSUP,
+			return err_fail(err, errlen, -ENOTSUP,
 				    "vCPU %u's XSAVE state has %zu bytes and this host's KVM takes %zu at most: the "
 				    "host's CPU lacks state components the guest uses",
 				    id, xlen, sz);
@@ -412,7 +401,7 @@ int vcpu_state_restore(struct vcpu *v, int kvm_fd, const struct snap_file *f, ch
 		int e = errno;
 		free(buf);
 		if (r < 0)
-			return fail(err, errlen, -e, "KVM refused vCPU %u's saved XSAVE state: %s", id, strerror(e));
+			return err_fail(err, errlen, -e, "KVM refused vCPU %u's saved XSAVE state: %s", id, strerror(e));
 	} else {
 		struct kvm_fpu fpu;
 		LOAD(fpu, "fpu");
@@ -440,11 +429,11 @@ int vcpu_state_restore(struct vcpu *v, int kvm_fd, const struct snap_file *f, ch
 	}
 	if (ioctl(v->fd, KVM_SET_MP_STATE, &mp) < 0) {
 		free(entries);
-		return fail(err, errlen, -errno, "KVM refused vCPU %u's saved MP state: %s", id, strerror(errno));
+		return err_fail(err, errlen, -errno, "KVM refused vCPU %u's saved MP state: %s", id, strerror(errno));
 	}
 	if (ioctl(v->fd, KVM_SET_LAPIC, &lapic) < 0) {
 		free(entries);
-		return fail(err, errlen, -errno, "KVM refused vCPU %u's saved LAPIC: %s", id, strerror(errno));
+		return err_fail(err, errlen, -errno, "KVM refused vCPU %u's saved LAPIC: %s", id, strerror(errno));
 	}
 	rc = restore_msrs(v, entries, nmsrs, true, err, errlen);
 	free(entries);
@@ -468,16 +457,16 @@ int vcpu_state_advance_tsc(struct vcpu *v, uint64_t ns, char *err, size_t errlen
 {
 	int khz = ioctl(v->fd, KVM_GET_TSC_KHZ, 0);
 	if (khz <= 0)
-		return fail(err, errlen, khz < 0 ? -errno : -EINVAL, "cannot read vCPU %u's TSC rate: %s", v->id,
+		return err_fail(err, errlen, khz < 0 ? -errno : -EINVAL, "cannot read vCPU %u's TSC rate: %s", v->id,
 			    strerror(khz < 0 ? errno : EINVAL));
 	struct {
 		struct kvm_msrs hdr;
 		struct kvm_msr_entry e;
 	} m = { .hdr.nmsrs = 1, .e.index = MSR_IA32_TSC_INDEX };
 	if (ioctl(v->fd, KVM_GET_MSRS, &m) != 1)
-		return fail(err, errlen, -EIO, "cannot read vCPU %u's TSC", v->id);
+		return err_fail(err, errlen, -EIO, "cannot read vCPU %u's TSC", v->id);
 	m.e.data += vm_clock_tsc_ticks(ns, (uint32_t)khz);
 	if (ioctl(v->fd, KVM_SET_MSRS, &m) != 1)
-		return fail(err, errlen, -EIO, "KVM refused to move vCPU %u's TSC forward", v->id);
+		return err_fail(err, errlen, -EIO, "KVM refused to move vCPU %u's TSC forward", v->id);
 	return 0;
 }

@@ -2,7 +2,6 @@
 
 #include <errno.h>
 #include <linux/kvm.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -10,16 +9,6 @@
 #include "lib/util.h"
 #include "state/vm_clock.h"
 #include "vm/vm.h"
-
-static int fail(char *err, size_t errlen, int rc, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-	return rc;
-}
 
 static const unsigned int chips[] = { KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE, KVM_IRQCHIP_IOAPIC };
 
@@ -49,22 +38,22 @@ int vm_state_save(struct vm *vm, struct snap_writer *w, char *err, size_t errlen
 		memset(&chip, 0, sizeof(chip));
 		chip.chip_id = chips[i];
 		if (ioctl(vm->vm_fd, KVM_GET_IRQCHIP, &chip) < 0)
-			return fail(err, errlen, -errno, "cannot read interrupt controller %u: %s", chips[i], strerror(errno));
+			return err_fail(err, errlen, -errno, "cannot read interrupt controller %u: %s", chips[i], strerror(errno));
 		snprintf(name, sizeof(name), "vm.irqchip.%u", chips[i]);
 		if ((rc = snap_writer_add(w, name, &chip, sizeof(chip))))
-			return fail(err, errlen, rc, "out of memory");
+			return err_fail(err, errlen, rc, "out of memory");
 	}
 	struct kvm_pit_state2 pit;
 	memset(&pit, 0, sizeof(pit));
 	if (ioctl(vm->vm_fd, KVM_GET_PIT2, &pit) < 0)
-		return fail(err, errlen, -errno, "cannot read the PIT: %s", strerror(errno));
+		return err_fail(err, errlen, -errno, "cannot read the PIT: %s", strerror(errno));
 	if ((rc = snap_writer_add(w, "vm.pit", &pit, sizeof(pit))))
-		return fail(err, errlen, rc, "out of memory");
+		return err_fail(err, errlen, rc, "out of memory");
 	uint64_t clock, realtime = 0;
 	if ((rc = guest_clock(vm, &clock, &realtime)))
-		return fail(err, errlen, rc, "cannot read the guest clock: %s", strerror(-rc));
+		return err_fail(err, errlen, rc, "cannot read the guest clock: %s", strerror(-rc));
 	if ((rc = snap_writer_add(w, "vm.clock", &clock, sizeof(clock))) || (rc = vm_clock_save(w, realtime)))
-		return fail(err, errlen, rc, "out of memory");
+		return err_fail(err, errlen, rc, "out of memory");
 	return 0;
 }
 
@@ -73,9 +62,9 @@ static const void *need(const struct snap_file *f, const char *name, size_t want
 	size_t len;
 	const void *p = snap_file_section(f, name, &len);
 	if (!p)
-		*rc = fail(err, errlen, -EINVAL, "the snapshot has no section '%s': it is incomplete", name);
+		*rc = err_fail(err, errlen, -EINVAL, "the snapshot has no section '%s': it is incomplete", name);
 	else if (len != want)
-		*rc = fail(err, errlen, -EINVAL, "section '%s' has %zu bytes where %zu were expected", name, len, want);
+		*rc = err_fail(err, errlen, -EINVAL, "section '%s' has %zu bytes where %zu were expected", name, len, want);
 	return p && len == want ? p : NULL;
 }
 
@@ -89,7 +78,7 @@ int vm_state_restore(struct vm *vm, const struct snap_file *f, char *err, size_t
 		return rc;
 	memcpy(&pit, p, sizeof(pit));
 	if (ioctl(vm->vm_fd, KVM_SET_PIT2, &pit) < 0)
-		return fail(err, errlen, -errno, "KVM refused the saved PIT state: %s", strerror(errno));
+		return err_fail(err, errlen, -errno, "KVM refused the saved PIT state: %s", strerror(errno));
 	for (unsigned int i = 0; i < sizeof(chips) / sizeof(chips[0]); i++) {
 		struct kvm_irqchip chip;
 		snprintf(name, sizeof(name), "vm.irqchip.%u", chips[i]);
@@ -97,9 +86,9 @@ int vm_state_restore(struct vm *vm, const struct snap_file *f, char *err, size_t
 			return rc;
 		memcpy(&chip, p, sizeof(chip));
 		if (chip.chip_id != chips[i])
-			return fail(err, errlen, -EINVAL, "section '%s' holds the state of another chip", name);
+			return err_fail(err, errlen, -EINVAL, "section '%s' holds the state of another chip", name);
 		if (ioctl(vm->vm_fd, KVM_SET_IRQCHIP, &chip) < 0)
-			return fail(err, errlen, -errno, "KVM refused the saved interrupt controller %u: %s", chips[i],
+			return err_fail(err, errlen, -errno, "KVM refused the saved interrupt controller %u: %s", chips[i],
 				    strerror(errno));
 	}
 	uint64_t clock;
@@ -109,6 +98,6 @@ int vm_state_restore(struct vm *vm, const struct snap_file *f, char *err, size_t
 	/* As the snapshot left it; vm_clock_restore() then moves it on by the time on disk if asked to. */
 	struct kvm_clock_data c = { .clock = clock };
 	if (ioctl(vm->vm_fd, KVM_SET_CLOCK, &c) < 0)
-		return fail(err, errlen, -errno, "KVM refused the saved guest clock: %s", strerror(errno));
+		return err_fail(err, errlen, -errno, "KVM refused the saved guest clock: %s", strerror(errno));
 	return 0;
 }

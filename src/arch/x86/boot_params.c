@@ -1,7 +1,6 @@
 #include "arch/x86/boot_params.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
@@ -28,18 +27,6 @@ _Static_assert(LAYOUT_VMGENID >= E820_LOW_RAM_END && LAYOUT_VMGENID + 16 <= LAYO
 /* Header bytes 0x200-0x201 are a short jump over the header; its target ends the header. */
 #define SETUP_JUMP_OFFSET 0x201
 #define SETUP_HEADER_FIXED_END 0x202
-
-static int fail(char *err, size_t errlen, int rc, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
-{
-	if (err && errlen) {
-		va_list ap;
-		va_start(ap, fmt);
-		vsnprintf(err, errlen, fmt, ap);
-		va_end(ap);
-	}
-	return rc;
-}
 
 static int e820_add(struct boot_e820_entry *out, int max, int *n, uint64_t addr, uint64_t end, uint32_t type)
 {
@@ -78,7 +65,7 @@ static int copy_setup_header(struct boot_params *bp, const struct kernel_image *
 	end = MIN(MAX(end, (size_t)SETUP_HEADER_FIXED_END), (size_t)(SETUP_HEADER_OFFSET + SETUP_HEADER_SIZE));
 	memcpy(raw + SETUP_HEADER_OFFSET, k->setup_header, end - SETUP_HEADER_OFFSET);
 	if (bp->hdr.header != BOOT_HDR_MAGIC)
-		return fail(err, errlen, -EINVAL,
+		return err_fail(err, errlen, -EINVAL,
 			    "the %s has no \"HdrS\" setup header signature; it is not a Linux bzImage vmon can boot",
 			    k->format[0] ? k->format : "kernel");
 	return 0;
@@ -120,7 +107,7 @@ int boot_params_write(struct guest_mem *mem, const struct kernel_image *k, const
 	size_t len = strlen(cmdline);
 	size_t limit = cmdline_limit(&bp);
 	if (len > limit)
-		return fail(err, errlen, -E2BIG,
+		return err_fail(err, errlen, -E2BIG,
 			    "the kernel command line is %zu bytes long but this kernel accepts at most %zu; shorten it",
 			    len, limit);
 
@@ -132,7 +119,7 @@ int boot_params_write(struct guest_mem *mem, const struct kernel_image *k, const
 
 	if (initrd_size) {
 		if (!gpa_to_host(mem, initrd_gpa, initrd_size))
-			return fail(err, errlen, -EINVAL,
+			return err_fail(err, errlen, -EINVAL,
 				    "the initrd at %#llx (%llu bytes) is not inside guest RAM; give the guest more memory",
 				    (unsigned long long)initrd_gpa, (unsigned long long)initrd_size);
 		bp.hdr.ramdisk_image = (uint32_t)initrd_gpa;
@@ -145,12 +132,12 @@ int boot_params_write(struct guest_mem *mem, const struct kernel_image *k, const
 
 	int n = e820_build(mem, bp.e820_table, E820_MAX_ENTRIES_ZEROPAGE);
 	if (n < 0)
-		return fail(err, errlen, n, "the guest memory map does not fit in the boot parameters: %s", strerror(-n));
+		return err_fail(err, errlen, n, "the guest memory map does not fit in the boot parameters: %s", strerror(-n));
 	bp.e820_entries = (uint8_t)n;
 
 	if (guest_mem_write(mem, LAYOUT_CMDLINE, cmdline, len + 1) < 0 ||
 	    guest_mem_write(mem, LAYOUT_BOOT_PARAMS, &bp, sizeof(bp)) < 0)
-		return fail(err, errlen, -EFAULT,
+		return err_fail(err, errlen, -EFAULT,
 			    "guest RAM is too small to hold the boot parameters below 1 MiB; give the guest more memory");
 	return 0;
 }
