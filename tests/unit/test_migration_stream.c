@@ -22,6 +22,7 @@
 #include "lib/util.h"
 #include "memory/guest_mem.h"
 #include "migration/stream.h"
+#include "mig_test_reader.h"
 #include "state/snapshot_format.h"
 
 #define RAM (8 * MiB)
@@ -259,12 +260,9 @@ static int receive_fd(int fd, size_t len, const struct guest_mem *dst, char *err
 	int rc = mig_reader_open(&r, fd, err, errlen);
 	if (!rc)
 		rc = mig_reader_set_memory(&r, dst, err, errlen);
-	struct mig_event ev = { .kind = MIG_EV_PAGES };
-	while (!rc && ev.kind != MIG_EV_END) {
-		rc = mig_reader_next(&r, &ev, err, errlen);
-		if (!rc && ev.kind == MIG_EV_STATE)
-			snap_file_free(&ev.state);
-	}
+	if (!rc)
+		rc = mig_test_read_to_end(&r, err, errlen);
+	struct mig_event ev;
 	if (!rc && r.offset < len)
 		rc = mig_reader_next(&r, &ev, err, errlen);
 	mig_reader_free(&r);

@@ -28,6 +28,7 @@
 #include "migration/stream.h"
 #include "migration/stream_wire.h"
 #include "migration/transport.h"
+#include "mig_test_reader.h"
 
 #include "tls_test_certs.h"
 
@@ -176,12 +177,8 @@ static int receive_stream(struct mig_conn *c, struct guest_mem *dst, char *err, 
 	int rc = mig_reader_open_io(&r, &io, err, errlen);
 	if (!rc)
 		rc = mig_reader_set_memory(&r, dst, err, errlen);
-	struct mig_event ev = { .kind = MIG_EV_PAGES };
-	while (!rc && ev.kind != MIG_EV_END) {
-		rc = mig_reader_next(&r, &ev, err, errlen);
-		if (!rc && ev.kind == MIG_EV_STATE)
-			snap_file_free(&ev.state);
-	}
+	if (!rc)
+		rc = mig_test_read_to_end(&r, err, errlen);
 	mig_reader_free(&r);
 	return rc;
 }

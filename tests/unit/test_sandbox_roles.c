@@ -61,6 +61,7 @@
 #include "api_fake_vm.h"
 #include "tls_test_certs.h"
 #include "virtio_rig.h"
+#include "mig_test_reader.h"
 
 /* Runs fn in a child with the filters on and returns its wait status; fn ends it with exit(). */
 static int confined_child(int (*fn)(void))
@@ -1768,13 +1769,8 @@ static int engine_under_the_api_filter(void)
 	struct mig_io io = c ? mig_conn_io(c) : (struct mig_io){ 0 };
 	if (!rc && (mig_reader_open_io(&r, &io, err, sizeof(err)) || mig_reader_set_memory(&r, &dst, err, sizeof(err))))
 		rc = 44;
-	struct mig_event ev = { .kind = MIG_EV_PAGES };
-	while (!rc && ev.kind != MIG_EV_END) {
-		if (mig_reader_next(&r, &ev, err, sizeof(err)))
-			rc = 45;
-		else if (ev.kind == MIG_EV_STATE)
-			snap_file_free(&ev.state);
-	}
+	if (!rc && mig_test_read_to_end(&r, err, sizeof(err)))
+		rc = 45;
 	if (!rc && mig_outcome_send(c, NULL, err, sizeof(err)))
 		rc = 46;
 	pthread_join(t, NULL);
