@@ -298,7 +298,11 @@ static void vcpus_read_the_sources_bytes_as(enum guest_mem_backing backing)
 	 */
 	assert_true(st.pages + st.zero_pages >= g.src.pending.count);
 	assert_true(st.pages + st.zero_pages <= g.src.pending.count + st.requests);
-	assert_int_equal(g.src.st.requests, st.requests);
+	/*
+	 * A request the destination sends as the last pages arrive may still be in flight when the
+	 * source has pushed everything and ends: the source can have read fewer, never more.
+	 */
+	assert_true(g.src.st.requests <= st.requests && g.src.st.requests > 0);
 	assert_true(g.src.st.pushed + g.src.st.requested >= g.src.pending.count);
 	/* The push skips what requests brought: pages sent twice are only requests racing the push. */
 	assert_true(g.src.st.pushed < g.src.pending.count);
