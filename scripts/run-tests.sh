@@ -20,6 +20,8 @@
 #                restore latency, and the default Linux guest restored and cloned 8 times
 #                (VMON_SNAPSHOT_LINUX=0 skips it)
 #   clone        vmon clone and vmon restore --clone/--clock: every command-line mistake refused (no KVM needed)
+#   migrate      vmon receive's command-line mistakes (no KVM needed); a counting test guest migrated
+#                over loopback; a destination that is not vmon, killed, or a cancel keep it on the source
 #   fuzz         libFuzzer targets (clang), each for VMON_FUZZ_SECONDS (default 8)
 #   jail         vmon jail (root only): bad input, the jail's layout, vmon run started inside it as
 #                the jail's user and pid 1 of its PID namespace; with KVM a guest in the jail, its
@@ -29,14 +31,14 @@
 #   fresh        the README's first command on a minimal Debian root made with debootstrap, until
 #                the default guest's shell greets (root only; in the default list when
 #                VMON_FRESH_CHECK=1, as .ci/run sets it, because it downloads ~400 MB of packages)
-# Usage: scripts/run-tests.sh [unit|guests|api|sandbox|jail|unprivileged|snapshot|clone|linux|virtio|blk|vsock|net|balloon|memory|fuzz|fresh ...]
+# Usage: scripts/run-tests.sh [unit|guests|api|sandbox|jail|unprivileged|snapshot|clone|migrate|linux|virtio|blk|vsock|net|balloon|memory|fuzz|fresh ...]
 #        (default: all)
 set -u
 cd "$(dirname "$0")/.."
 
 suites=("$@")
 if [ ${#suites[@]} -eq 0 ]; then
-	suites=(unit guests api sandbox jail unprivileged fuzz linux snapshot clone virtio blk vsock net balloon memory)
+	suites=(unit guests api sandbox jail unprivileged fuzz linux snapshot clone migrate virtio blk vsock net balloon memory)
 	[ "${VMON_FRESH_CHECK:-0}" = 1 ] && suites+=(fresh)
 fi
 
@@ -114,10 +116,11 @@ for s in "${suites[@]}"; do
 	memory) run_script_suite tests/integration/test_memory.sh ;;
 	snapshot) run_script_suite tests/integration/test_snapshot.sh ;;
 	clone) run_script_suite tests/integration/test_clone.sh ;;
+	migrate) run_script_suite tests/integration/test_migrate.sh ;;
 	unprivileged) run_script_suite tests/integration/test_unprivileged.sh ;;
 	fuzz) run_script_suite tests/fuzz/run-fuzz.sh ;;
 	fresh) run_script_suite tests/fresh/check-fresh-machine.sh ;;
-	*) echo "unknown suite '$s' (unit, guests, api, sandbox, jail, unprivileged, snapshot, clone, linux, virtio, blk, vsock, net, balloon, memory, fuzz, fresh)"; exit 2 ;;
+	*) echo "unknown suite '$s' (unit, guests, api, sandbox, jail, unprivileged, snapshot, clone, migrate, linux, virtio, blk, vsock, net, balloon, memory, fuzz, fresh)"; exit 2 ;;
 	esac
 	echo "== $s tests took $(($(date +%s) - ts))s"
 done

@@ -13,6 +13,7 @@ static void usage(FILE *f)
 		   "commands:\n"
 		   "  run        boot a kernel in a new VM (vmon run --help)\n"
 		   "  restore    continue a VM from a snapshot directory (vmon restore --help)\n"
+		   "  receive    wait for a VM migrated from another vmon and run it (vmon receive --help)\n"
 		   "  clone      start N clones of a snapshot in the background (vmon clone --help)\n"
 		   "  ctl        control a running VM through its API (vmon ctl --help)\n"
 		   "  ps         list the VMs running on this host (vmon ps --help)\n"
@@ -32,6 +33,8 @@ int main(int argc, char **argv)
 		return cli_run(argc - 1, argv + 1);
 	if (!strcmp(cmd, "restore"))
 		return cli_restore(argc - 1, argv + 1);
+	if (!strcmp(cmd, "receive"))
+		return cli_receive(argc - 1, argv + 1);
 	if (!strcmp(cmd, "clone"))
 		return cli_clone(argc - 1, argv + 1);
 	if (!strcmp(cmd, "ctl"))

@@ -387,6 +387,29 @@ int disk_image_reopen_onto_overlay(struct disk_image *d, const char *new_path)
 	return 0;
 }
 
+static int set_top_lock(struct disk_image *d, int how)
+{
+	if (d->qcow2)
+		return qcow2_set_lock(d->qcow2, how);
+	/* A second descriptor shares the open file's flock: locking through it locks the image. */
+	int fd = disk_uring_dup_fd(d->raw);
+	if (fd < 0)
+		return fd;
+	int rc = flock(fd, how | LOCK_NB) < 0 ? -errno : 0;
+	close(fd);
+	return rc;
+}
+
+int disk_image_hand_over(struct disk_image *d)
+{
+	return disk_image_readonly(d) ? 0 : set_top_lock(d, LOCK_UN);
+}
+
+int disk_image_take_back(struct disk_image *d)
+{
+	return disk_image_readonly(d) ? 0 : set_top_lock(d, LOCK_EX);
+}
+
 int disk_image_flush(struct disk_image *d)
 {
 	if (d->qcow2)

@@ -55,6 +55,13 @@ void disk_image_complete(struct disk_image *d);
 void disk_image_drain(struct disk_image *d);
 /* Puts everything written so far on stable storage (a migration's switch). 0 or -errno. */
 int disk_image_flush(struct disk_image *d);
+/*
+ * A migration's switch of a writable image: hand_over lets go of the top file's exclusive lock,
+ * so the destination vmon can open it; take_back locks it again (a migration that failed),
+ * -EWOULDBLOCK when another process took it meanwhile. 0 or -errno.
+ */
+int disk_image_hand_over(struct disk_image *d);
+int disk_image_take_back(struct disk_image *d);
 
 /*
  * Freezes the image's current top file (raw on a file system, or qcow2): flushes it, creates a

@@ -61,6 +61,8 @@ void qcow2_close(struct qcow2 *q);
 int qcow2_make_readonly(struct qcow2 *q);
 /* Undoes qcow2_make_readonly() (a switch that failed): exclusive lock and writable again. */
 int qcow2_make_writable(struct qcow2 *q);
+/* Sets the image file's lock (flock: LOCK_EX, LOCK_SH, LOCK_UN) without waiting. 0 or -errno (-EWOULDBLOCK: held by another). */
+int qcow2_set_lock(struct qcow2 *q, int how);
 
 uint64_t qcow2_size(const struct qcow2 *q); /* the virtual disk size in bytes */
 

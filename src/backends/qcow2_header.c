@@ -398,6 +398,11 @@ int qcow2_make_readonly(struct qcow2 *q)
 	return rc;
 }
 
+int qcow2_set_lock(struct qcow2 *q, int how)
+{
+	return relock(q->fd, how);
+}
+
 int qcow2_make_writable(struct qcow2 *q)
 {
 	int rc = relock(q->fd, LOCK_EX);

@@ -17,6 +17,8 @@ int cli_run(int argc, char **argv);
 int cli_restore(int argc, char **argv);
 /* vmon clone: start N clones of a snapshot in the background and report each one. */
 int cli_clone(int argc, char **argv);
+/* vmon receive: the destination of a live migration (src/cli/receive.c). */
+int cli_receive(int argc, char **argv);
 /* vmon ctl: one command to a running VM's API. */
 int cli_ctl(int argc, char **argv);
 /* vmon ps: the VMs running on this host. */

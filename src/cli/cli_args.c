@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "lib/log.h"
@@ -40,4 +41,10 @@ int cli_check_log_level(const char *value)
 		return 0;
 	fprintf(stderr, "vmon: --log-level takes error, warn, info or debug, not '%s'\n", value);
 	return -EINVAL;
+}
+
+void cli_set_str(char **field, const char *value)
+{
+	free(*field);
+	*field = strdup(value);
 }

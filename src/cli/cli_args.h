@@ -1,4 +1,4 @@
-/* Command-line parsing shared by the subcommands that take a snapshot directory (restore, clone). */
+/* Command-line parsing shared by the subcommands (run, restore, clone, receive). */
 #ifndef VMON_CLI_CLI_ARGS_H
 #define VMON_CLI_CLI_ARGS_H
 
@@ -8,6 +8,9 @@
  * at `vmon CMD --help`.
  */
 void cli_bad_option(const char *cmd, char **argv);
+
+/* Replaces the string in *field with a copy of value (a configuration field set from the command line). */
+void cli_set_str(char **field, const char *value);
 
 /* --log-level VALUE: 0 if it names a level, else -EINVAL with a message. */
 int cli_check_log_level(const char *value);

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli/backend_overrides.h"
 #include "cli/cli.h"
 #include "cli/cli_args.h"
 #include "cli/vm_runner.h"
@@ -65,24 +66,14 @@ static void usage(FILE *f)
 enum { OPT_API_SOCK = 256, OPT_NAME, OPT_LOG_LEVEL, OPT_LOG_FILE, OPT_PAUSED, OPT_VERIFY, OPT_NET, OPT_DISK, OPT_CONSOLE2, OPT_VSOCK,
        OPT_SECCOMP, OPT_LANDLOCK, OPT_SNAPSHOT_DIR, OPT_DISK_DIR, OPT_CLONE, OPT_CLOCK };
 
-/* Host-side replacements for the saved devices' backends (vmon restore --net/--disk/...). */
+/* What vmon restore changes in the saved VM. */
 struct overrides {
-	const char *nets[CONFIG_MAX_NICS];
-	unsigned int nnets;
-	const char *disks[CONFIG_MAX_DISKS];
-	unsigned int ndisks;
-	const char *console2, *vsock;
+	struct backend_overrides b; /* --net, --disk, --console2, --vsock */
 	const char *disk_dir; /* --disk-dir: where new overlays on the snapshot's layers go */
 	bool verify; /* --verify: check the memory file's checksum before starting */
 	bool clone;  /* --clone: a new MAC per card and a new vsock CID */
 	enum vm_clock_mode clock;
 };
-
-static void set_str(char **field, const char *value)
-{
-	free(*field);
-	*field = strdup(value);
-}
 
 static int parse_args(int argc, char **argv, struct vm_config *cfg, const char **dir, bool *paused,
 		      struct overrides *ov)
@@ -112,8 +103,8 @@ static int parse_args(int argc, char **argv, struct vm_config *cfg, const char *
 	int c;
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (c) {
-		case OPT_API_SOCK: set_str(&cfg->api_sock, optarg); break;
-		case OPT_NAME: set_str(&cfg->name, optarg); break;
+		case OPT_API_SOCK: cli_set_str(&cfg->api_sock, optarg); break;
+		case OPT_NAME: cli_set_str(&cfg->name, optarg); break;
 		case OPT_PAUSED: *paused = true; break;
 		case OPT_VERIFY: ov->verify = true; break;
 		case OPT_CLONE: ov->clone = true; break;
@@ -123,8 +114,8 @@ static int parse_args(int argc, char **argv, struct vm_config *cfg, const char *
 				return -EINVAL;
 			}
 			break;
-		case OPT_CONSOLE2: ov->console2 = optarg; break;
-		case OPT_VSOCK: ov->vsock = optarg; break;
+		case OPT_CONSOLE2: ov->b.console2 = optarg; break;
+		case OPT_VSOCK: ov->b.vsock = optarg; break;
 		case OPT_DISK_DIR: ov->disk_dir = optarg; break;
 		case OPT_SECCOMP:
 			if (vm_runner_parse_seccomp(cfg, optarg))
@@ -134,26 +125,20 @@ static int parse_args(int argc, char **argv, struct vm_config *cfg, const char *
 			if (vm_runner_parse_landlock(cfg, optarg))
 				return -EINVAL;
 			break;
-		case OPT_SNAPSHOT_DIR: set_str(&cfg->snapshot_dir, optarg); break;
+		case OPT_SNAPSHOT_DIR: cli_set_str(&cfg->snapshot_dir, optarg); break;
 		case OPT_NET:
-			if (ov->nnets == CONFIG_MAX_NICS) {
-				fprintf(stderr, "vmon: --net is given more than %d times\n", CONFIG_MAX_NICS);
+			if (backend_overrides_add_net(&ov->b, optarg))
 				return -EINVAL;
-			}
-			ov->nets[ov->nnets++] = optarg;
 			break;
 		case OPT_DISK:
-			if (ov->ndisks == CONFIG_MAX_DISKS) {
-				fprintf(stderr, "vmon: --disk is given more than %d times\n", CONFIG_MAX_DISKS);
+			if (backend_overrides_add_disk(&ov->b, optarg))
 				return -EINVAL;
-			}
-			ov->disks[ov->ndisks++] = optarg;
 			break;
-		case OPT_LOG_FILE: set_str(&cfg->log_file, optarg); break;
+		case OPT_LOG_FILE: cli_set_str(&cfg->log_file, optarg); break;
 		case OPT_LOG_LEVEL:
 			if (cli_check_log_level(optarg))
 				return -EINVAL;
-			set_str(&cfg->log_level, optarg);
+			cli_set_str(&cfg->log_level, optarg);
 			break;
 		case 'h': usage(stdout); exit(0);
 		default:
@@ -197,62 +182,6 @@ static int restore_setup(struct vm *vm, const struct vm_config *cfg, void *arg)
 	return 0;
 }
 
-/*
- * Puts the replacement backends into the configuration read from the snapshot. The device set
- * must not change: the guest has drivers bound to exactly those devices.
- */
-static int apply_overrides(struct vm_config *cfg, const struct overrides *ov)
-{
-	if (ov->nnets && ov->nnets != cfg->nnets) {
-		fprintf(stderr, "vmon: the snapshot's VM has %u network cards: give --net %u times, in order\n", cfg->nnets,
-			cfg->nnets);
-		return -EINVAL;
-	}
-	if (ov->ndisks && ov->ndisks != cfg->ndisks) {
-		fprintf(stderr, "vmon: the snapshot's VM has %u disks: give --disk %u times, in order\n", cfg->ndisks,
-			cfg->ndisks);
-		return -EINVAL;
-	}
-	if ((ov->console2 && !cfg->console2) || (ov->vsock && !cfg->vsock)) {
-		fprintf(stderr, "vmon: the snapshot's VM has no %s device to give a new backend to\n",
-			ov->vsock && !cfg->vsock ? "vsock" : "second console");
-		return -EINVAL;
-	}
-	for (unsigned int i = 0; i < ov->nnets; i++)
-		set_str(&cfg->nets[i], ov->nets[i]);
-	for (unsigned int i = 0; i < ov->ndisks; i++) {
-		struct disk_config d;
-		char err[256];
-		if (config_disk_parse(ov->disks[i], &d, err, sizeof(err))) {
-			fprintf(stderr, "vmon: %s\n", err);
-			return -EINVAL;
-		}
-		if (d.readonly != cfg->disks[i].readonly) {
-			/* The guest's driver and file system were set up for the access it had. */
-			fprintf(stderr,
-				"vmon: disk %u was %s when the snapshot was taken and --disk %s makes it %s: the guest "
-				"keeps using it as %s, so give the same access (%s ',readonly')\n",
-				i, cfg->disks[i].readonly ? "read-only" : "read-write", ov->disks[i],
-				d.readonly ? "read-only" : "read-write", cfg->disks[i].readonly ? "read-only" : "read-write",
-				cfg->disks[i].readonly ? "add" : "drop");
-			config_disk_free(&d);
-			return -EINVAL;
-		}
-		config_disk_free(&cfg->disks[i]);
-		cfg->disks[i] = d;
-	}
-	if (ov->console2)
-		set_str(&cfg->console2, ov->console2);
-	if (ov->vsock)
-		set_str(&cfg->vsock, ov->vsock);
-	char err[512];
-	if (config_validate(cfg, err, sizeof(err))) {
-		fprintf(stderr, "vmon: %s\n", err);
-		return -EINVAL;
-	}
-	return 0;
-}
-
 int cli_restore(int argc, char **argv)
 {
 	uint64_t t0 = monotonic_ns();
@@ -260,7 +189,7 @@ int cli_restore(int argc, char **argv)
 	config_init_defaults(&cfg);
 	const char *dir = NULL;
 	bool paused = false;
-	struct overrides ov = { .nnets = 0 };
+	struct overrides ov = { .disk_dir = NULL };
 	if (parse_args(argc, argv, &cfg, &dir, &paused, &ov) || vm_runner_prepare(&cfg)) {
 		config_free(&cfg);
 		return EXIT_USAGE;
@@ -286,13 +215,13 @@ int cli_restore(int argc, char **argv)
 	}
 	bool keep[CONFIG_MAX_DISKS], user_mac[CONFIG_MAX_NICS];
 	for (unsigned int i = 0; i < CONFIG_MAX_DISKS; i++)
-		keep[i] = ov.ndisks > 0; /* --disk given: the user's images replace the snapshot's layers */
+		keep[i] = ov.b.ndisks > 0; /* --disk given: the user's images replace the snapshot's layers */
 	for (unsigned int i = 0; i < CONFIG_MAX_NICS; i++)
-		user_mac[i] = ov.nnets > 0; /* --net given: a mac= in it is the clone's */
+		user_mac[i] = ov.b.nnets > 0; /* --net given: a mac= in it is the clone's */
 	img.clock = ov.clock;
 	struct clone_identity id;
-	if (apply_overrides(&cfg, &ov) ||
-	    ((rc = clone_identity_choose(&id, &cfg, ov.clone, user_mac, ov.vsock != NULL, err, sizeof(err))) &&
+	if (backend_overrides_apply(&cfg, &ov.b, "the snapshot's VM") ||
+	    ((rc = clone_identity_choose(&id, &cfg, ov.clone, user_mac, ov.b.vsock != NULL, err, sizeof(err))) &&
 	     (log_error("restore", "%s", err), true)) ||
 	    ((rc = snapshot_disks_new_overlays(&img, &cfg, ov.disk_dir ? ov.disk_dir : dir, keep, err, sizeof(err))) &&
 	     (log_error("restore", "%s", err), true))) {
@@ -307,7 +236,7 @@ int cli_restore(int argc, char **argv)
 		cfg.memory_hugepages = false;
 	}
 	struct restore_ctx ctx = { .img = &img, .id = &id, .t0 = t0, .paused = paused };
-	int status = vm_runner_main(&cfg, restore_setup, &ctx);
+	int status = vm_runner_main(&cfg, &(struct vm_runner_steps){ .setup = restore_setup, .arg = &ctx });
 	snapshot_close(&img);
 	config_free(&cfg);
 	return status;

@@ -11,6 +11,7 @@
 
 #include "api/api_server.h"
 #include "cli/cli.h"
+#include "cli/cli_args.h"
 #include "cli/vm_runner.h"
 #include "config/config.h"
 #include "config/config_disk.h"
@@ -106,12 +107,6 @@ enum {
 };
 
 
-static void set_str(char **field, const char *value)
-{
-	free(*field);
-	*field = strdup(value);
-}
-
 /* A whole number that does not fit is out of range, not "not a whole number". */
 static int parse_cpus(const char *arg, unsigned int *cpus)
 {
@@ -180,8 +175,8 @@ static int parse_args(int argc, char **argv, struct vm_config *cfg, bool config_
 		switch (c) {
 		case OPT_CONFIG: break; /* read in the first pass */
 		case OPT_NO_RNG: cfg->rng = false; break;
-		case OPT_CONSOLE2: set_str(&cfg->console2, optarg); break;
-		case OPT_VSOCK: set_str(&cfg->vsock, optarg); break;
+		case OPT_CONSOLE2: cli_set_str(&cfg->console2, optarg); break;
+		case OPT_VSOCK: cli_set_str(&cfg->vsock, optarg); break;
 		case OPT_BALLOON: {
 			char err[256];
 			if (config_balloon_parse(optarg, &cfg->balloon, err, sizeof(err))) {
@@ -198,7 +193,7 @@ static int parse_args(int argc, char **argv, struct vm_config *cfg, bool config_
 			if (vm_runner_parse_landlock(cfg, optarg))
 				return -EINVAL;
 			break;
-		case OPT_SNAPSHOT_DIR: set_str(&cfg->snapshot_dir, optarg); break;
+		case OPT_SNAPSHOT_DIR: cli_set_str(&cfg->snapshot_dir, optarg); break;
 		case OPT_NET:
 			if (!cli_nets) {
 				for (unsigned int i = 0; i < cfg->nnets; i++)
@@ -233,9 +228,9 @@ static int parse_args(int argc, char **argv, struct vm_config *cfg, bool config_
 			cfg->ndisks++;
 			break;
 		}
-		case OPT_LOG_FILE: set_str(&cfg->log_file, optarg); break;
-		case OPT_API_SOCK: set_str(&cfg->api_sock, optarg); break;
-		case OPT_NAME: set_str(&cfg->name, optarg); break;
+		case OPT_LOG_FILE: cli_set_str(&cfg->log_file, optarg); break;
+		case OPT_API_SOCK: cli_set_str(&cfg->api_sock, optarg); break;
+		case OPT_NAME: cli_set_str(&cfg->name, optarg); break;
 		case OPT_KERNEL: free(cfg->kernel_path); cfg->kernel_path = strdup(optarg); break;
 		case OPT_INITRD: free(cfg->initrd_path); cfg->initrd_path = strdup(optarg); break;
 		case OPT_CMDLINE: free(cfg->cmdline); cfg->cmdline = strdup(optarg); break;
@@ -306,7 +301,7 @@ int cli_run(int argc, char **argv)
 		config_free(&cfg);
 		return EXIT_USAGE;
 	}
-	int status = vm_runner_main(&cfg, boot_setup, NULL);
+	int status = vm_runner_main(&cfg, &(struct vm_runner_steps){ .setup = boot_setup });
 	config_free(&cfg);
 	return status;
 }

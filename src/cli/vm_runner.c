@@ -175,11 +175,10 @@ static void freeze_clock(struct vm *vm)
 	pthread_mutex_unlock(&vm->lock);
 }
 
-static int run_vm(struct vm *vm, const struct vm_config *cfg,
-		  int (*setup)(struct vm *vm, const struct vm_config *cfg, void *arg), void *arg,
+static int run_vm(struct vm *vm, const struct vm_config *cfg, const struct vm_runner_steps *steps,
 		  struct signal_waiter *waiter, struct api_server **api, char *reg_path, size_t reg_len)
 {
-	int rc = setup(vm, cfg, arg);
+	int rc = steps->setup(vm, cfg, steps->arg);
 	if (rc || (rc = sandbox_limit_resources(cfg)))
 		return rc;
 	atomic_store(&waiter->set_up, true);
@@ -195,9 +194,12 @@ static int run_vm(struct vm *vm, const struct vm_config *cfg,
 
 	if ((rc = platform_start_io(vm)))
 		return rc;
-	for (unsigned int i = 0; i < vm->ncpus && rc == 0; i++)
+	bool committed = !steps->commit || steps->commit(vm, steps->arg) == 0;
+	for (unsigned int i = 0; i < vm->ncpus && rc == 0 && committed; i++)
 		rc = vcpu_start(vm->vcpus[i]);
-	if (rc)
+	if (!committed)
+		vm_request_stop(vm, VM_STOP_ERROR, "the VM was built but is not started here (see above)");
+	else if (rc)
 		vm_request_stop(vm, VM_STOP_ERROR, "could not start all vCPUs");
 	else {
 		vm->started_ns = monotonic_ns();
@@ -229,8 +231,7 @@ static int run_vm(struct vm *vm, const struct vm_config *cfg,
 	return 0;
 }
 
-int vm_runner_main(const struct vm_config *cfg, int (*setup)(struct vm *vm, const struct vm_config *cfg, void *arg),
-		   void *arg)
+int vm_runner_main(const struct vm_config *cfg, const struct vm_runner_steps *steps)
 {
 	/* A closed stdout (e.g. `vmon run ... | head`) must end the console output, not vmon. */
 	signal(SIGPIPE, SIG_IGN);
@@ -256,7 +257,7 @@ int vm_runner_main(const struct vm_config *cfg, int (*setup)(struct vm *vm, cons
 	bool have_sig_thread = pthread_create(&sig_thread, NULL, signal_thread, &waiter) == 0;
 	struct api_server *api = NULL;
 	char reg_path[4096] = "";
-	int rc = run_vm(&vm, cfg, setup, arg, &waiter, &api, reg_path, sizeof(reg_path));
+	int rc = run_vm(&vm, cfg, steps, &waiter, &api, reg_path, sizeof(reg_path));
 	/* No client may touch the VM from here on; the shutdown watchdog is joined too. */
 	api_server_stop(api);
 	registry_unregister(reg_path);

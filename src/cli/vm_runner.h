@@ -30,12 +30,24 @@ int vm_runner_parse_landlock(struct vm_config *cfg, const char *value);
  */
 int vm_runner_create_vm(struct vm *vm, const struct vm_config *cfg, bool rng);
 
+/* How a command builds its VM: what vm_runner_main() calls. */
+struct vm_runner_steps {
+	/* vm_create(), platform_create(), then boot or restore; logs its own errors. 0 or -errno. */
+	int (*setup)(struct vm *vm, const struct vm_config *cfg, void *arg);
+	/*
+	 * Optional: the last word before the vCPUs start, once the API, the console and the devices'
+	 * I/O are up and nothing is left to fail (vmon receive tells the source here). Nonzero: the
+	 * vCPUs never start and vmon stops with an error. 0 or -errno.
+	 */
+	int (*commit)(struct vm *vm, void *arg);
+	void *arg;
+};
+
 /*
- * Builds the VM (setup: vm_create(), platform_create(), then boot or restore; it logs its own
- * errors), serves the API, runs the VM on this terminal until it stops and tears it down.
- * Returns vmon's exit status (EXIT_GUEST_OK, EXIT_GUEST_FAILED or EXIT_USAGE, see cli.h).
+ * Builds the VM (steps->setup), serves the API, runs the VM on this terminal until it stops and
+ * tears it down. Returns vmon's exit status (EXIT_GUEST_OK, EXIT_GUEST_FAILED or EXIT_USAGE, see
+ * cli.h).
  */
-int vm_runner_main(const struct vm_config *cfg, int (*setup)(struct vm *vm, const struct vm_config *cfg, void *arg),
-		   void *arg);
+int vm_runner_main(const struct vm_config *cfg, const struct vm_runner_steps *steps);
 
 #endif

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <zlib.h>
 
+#include "lib/log.h"
 #include "lib/util.h"
 #include "state/cpu_compat.h"
 #include "state/snapshot.h"
@@ -32,24 +33,66 @@ static int vm_ops_pause(void *opaque, char *err, size_t errlen)
 	return rc;
 }
 
+/* Takes back the write locks of the first n disks (a switch that failed). 0, or the first failure's errno (logged). */
+static int take_back_disks(struct platform *p, unsigned int n)
+{
+	int first = 0;
+	for (unsigned int i = 0; i < n; i++) {
+		int rc = virtio_blk_take_back(p->blk[i]);
+		if (rc) {
+			log_error("migrate",
+				  "disk %u (%s) cannot be locked again (%s): another process, probably the destination "
+				  "vmon, has it open for writing",
+				  i, virtio_blk_path(p->blk[i]), strerror(-rc));
+			first = first ? first : rc;
+		}
+	}
+	return first;
+}
+
 static void vm_ops_resume(void *opaque)
 {
 	struct migrate_vm_ctx *c = opaque;
+	if (c->disks_handed_over) {
+		struct platform *p = c->vm->platform;
+		c->disks_handed_over = false;
+		if (take_back_disks(p, p->nblks)) {
+			/* Two VMs writing one disk would corrupt it: the user decides once the other one is gone. */
+			log_error("migrate", "the guest stays paused here so that two VMs never write one disk: stop the "
+					     "other vmon, then vmon ctl resume");
+			c->paused_here = false;
+			return;
+		}
+	}
 	if (c->paused_here)
 		vm_resume(c->vm);
 	c->paused_here = false;
 }
 
+/*
+ * Every disk flushed, then its write lock let go of: the destination opens the images (shared
+ * storage, or this host for a local upgrade) before it answers, while this vmon still has them.
+ */
 static int vm_ops_flush(void *opaque, char *err, size_t errlen)
 {
 	struct migrate_vm_ctx *c = opaque;
 	struct platform *p = c->vm->platform;
-	for (unsigned int i = 0; p && i < p->nblks; i++) {
+	unsigned int n = p ? p->nblks : 0;
+	for (unsigned int i = 0; i < n; i++) {
 		int rc = virtio_blk_flush(p->blk[i]);
 		if (rc)
 			return err_fail(err, errlen, rc, "disk %u (%s) could not be flushed before the switch: %s", i,
 					virtio_blk_path(p->blk[i]), strerror(-rc));
 	}
+	for (unsigned int i = 0; i < n; i++) {
+		int rc = virtio_blk_hand_over(p->blk[i]);
+		if (rc) {
+			take_back_disks(p, i);
+			return err_fail(err, errlen, rc, "disk %u (%s) could not be unlocked for the destination: %s", i,
+					virtio_blk_path(p->blk[i]), strerror(-rc));
+		}
+	}
+	c->disks_handed_over = true;
 	return 0;
 }
 

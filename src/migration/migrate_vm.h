@@ -15,6 +15,7 @@ struct migrate_vm_ctx {
 	struct vm *vm;
 	struct kvm_dirty_ctx dirty;
 	bool paused_here; /* the engine paused it (a VM the user paused stays paused on failure) */
+	bool disks_handed_over; /* their write locks let go of for the destination (taken back on failure) */
 };
 
 /* Fills out for vm (vmon_version: VMON_VERSION, kept by the caller): its RAM, KVM's dirty log, the stream's configuration record. */

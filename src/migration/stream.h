@@ -28,6 +28,8 @@
 #define MIG_PAGE_SIZE 4096u
 /* Pages carried by one memory record: bounds a record to 1 MiB of data plus its header. */
 #define MIG_PAGES_MAX 256u
+/* The most guest RAM a stream may carry: 1 TiB. */
+#define MIG_RAM_MAX (1024ULL << 30)
 /* The state record is a snapshot state file: tens of KiB per vCPU, no guest RAM. */
 #define MIG_STATE_MAX (64u * 1024 * 1024)
 #define MIG_VMON_VERSION_MAX 64 /* the vmon version string, NUL included */

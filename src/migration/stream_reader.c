@@ -10,7 +10,6 @@
 #include "migration/stream_wire.h"
 
 /* The most RAM vmon gives a guest (config.c's limit for --memory). */
-#define MIG_RAM_MAX (1024 * GiB)
 
 /* "256 MiB", or the bytes when that is not a whole number of MiB. */
 static const char *ram_words(uint64_t bytes, char *buf, size_t len)

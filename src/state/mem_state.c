@@ -380,3 +380,21 @@ int mem_state_map(struct vm *vm, const char *path, char *err, size_t errlen)
 		return err_fail(err, errlen, rc, "KVM refused the snapshot's guest memory: %s", strerror(-rc));
 	return 0;
 }
+
+int mem_state_adopt(struct vm *vm, struct guest_mem *ram, char *err, size_t errlen)
+{
+	if (ram->ram_size != vm->mem.ram_size)
+		return err_fail(err, errlen, -EINVAL, "the received guest RAM (%llu bytes) is not the VM's (%llu bytes)",
+				(unsigned long long)ram->ram_size, (unsigned long long)vm->mem.ram_size);
+	int rc = set_slots(vm, true);
+	if (rc)
+		return err_fail(err, errlen, rc, "KVM would not release the VM's memory slots: %s", strerror(-rc));
+	guest_mem_destroy(&vm->mem);
+	vm->mem = *ram;
+	memset(ram, 0, sizeof(*ram));
+	ram->fd = -1;
+	rc = set_slots(vm, false);
+	if (rc)
+		return err_fail(err, errlen, rc, "KVM refused the received guest memory: %s", strerror(-rc));
+	return 0;
+}

@@ -39,4 +39,10 @@ int mem_state_verify(const char *path, uint64_t ram_size, char *err, size_t errl
  */
 int mem_state_map(struct vm *vm, const char *path, char *err, size_t errlen);
 
+/*
+ * Replaces vm's RAM (not yet run) with ram, RAM of the same size filled elsewhere (a live
+ * migration's): vm takes it over and ram is left empty. 0 or -errno (message in err).
+ */
+int mem_state_adopt(struct vm *vm, struct guest_mem *ram, char *err, size_t errlen);
+
 #endif

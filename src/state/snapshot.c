@@ -425,6 +425,45 @@ static int check_no_process_keys(const char *text, size_t len, const char *state
 	return rc;
 }
 
+/*
+ * The configuration and memory sections of img->f (read from img->state_path, or received):
+ * sets cfg and img->ram_size. mem_file: whether the state must name a memory file (a
+ * snapshot's) or must not (a migration's, whose RAM travels in the stream).
+ */
+static int load_config(struct snapshot_image *img, struct vm_config *cfg, bool mem_file, char *err, size_t errlen)
+{
+	size_t len;
+	struct mem_section ms;
+	const void *m = snap_file_section(&img->f, "memory", &len);
+	if (!m || len != sizeof(ms))
+		return err_fail(err, errlen, -EINVAL, "%s has no valid memory section: it is incomplete", img->state_path);
+	memcpy(&ms, m, sizeof(ms));
+	ms.file[sizeof(ms.file) - 1] = 0;
+	if (mem_file && (strncmp(ms.file, MEM_PREFIX, strlen(MEM_PREFIX)) || strchr(ms.file, '/')))
+		return err_fail(err, errlen, -EINVAL, "%s names an invalid memory file", img->state_path);
+	if (!mem_file && ms.file[0])
+		return err_fail(err, errlen, -EINVAL, "%s names a memory file, which a migration's state never does",
+				img->state_path);
+	img->ram_size = ms.ram_size;
+	const char *text = snap_file_section(&img->f, "config", &len);
+	if (!text)
+		return err_fail(err, errlen, -EINVAL, "%s has no configuration section: it is incomplete", img->state_path);
+	int rc = check_no_process_keys(text, len, img->state_path, err, errlen);
+	if (rc)
+		return rc;
+	char *copy = strndup(text, len);
+	if (!copy)
+		return -ENOMEM;
+	rc = config_json_apply_text(cfg, copy, "the snapshot's configuration", err, errlen);
+	free(copy);
+	if (rc)
+		return rc;
+	if (cfg->memory != img->ram_size)
+		return err_fail(err, errlen, -EINVAL, "%s is inconsistent: its configuration and memory sections disagree",
+				img->state_path);
+	return 0;
+}
+
 int snapshot_open(struct snapshot_image *img, const char *dir, struct vm_config *cfg, char *err, size_t errlen)
 {
 	memset(img, 0, sizeof(*img));
@@ -439,51 +478,42 @@ int snapshot_open(struct snapshot_image *img, const char *dir, struct vm_config 
 	int rc = snap_file_read(&img->f, img->state_path, inner, sizeof(inner));
 	if (rc)
 		return err_fail(err, errlen, rc, "%s: %s", img->state_path, inner);
-
-	size_t len;
-	const char *text = snap_file_section(&img->f, "config", &len);
-	struct mem_section ms;
-	const void *m = snap_file_section(&img->f, "memory", &len);
-	if (!m || len != sizeof(ms)) {
-		rc = err_fail(err, errlen, -EINVAL, "%s has no valid memory section: it is incomplete", img->state_path);
+	if ((rc = load_config(img, cfg, true, err, errlen)))
 		goto bad;
-	}
-	memcpy(&ms, m, sizeof(ms));
-	ms.file[sizeof(ms.file) - 1] = 0;
-	if (strncmp(ms.file, MEM_PREFIX, strlen(MEM_PREFIX)) || strchr(ms.file, '/')) {
-		rc = err_fail(err, errlen, -EINVAL, "%s names an invalid memory file", img->state_path);
-		goto bad;
-	}
-	snprintf(img->mem_path, sizeof(img->mem_path), "%s/%s", dir, ms.file);
-	img->ram_size = ms.ram_size;
-
-	if (!text) {
-		rc = err_fail(err, errlen, -EINVAL, "%s has no configuration section: it is incomplete", img->state_path);
-		goto bad;
-	}
-	text = snap_file_section(&img->f, "config", &len);
-	if ((rc = check_no_process_keys(text, len, img->state_path, err, errlen)))
-		goto bad;
-	char *copy = strndup(text, len);
-	if (!copy) {
-		rc = -ENOMEM;
-		goto bad;
-	}
-	rc = config_json_apply_text(cfg, copy, "the snapshot's configuration", err, errlen);
-	free(copy);
-	if (rc)
-		goto bad;
-	if (cfg->memory != img->ram_size) {
-		rc = err_fail(err, errlen, -EINVAL, "%s is inconsistent: its configuration and memory sections disagree",
-			  img->state_path);
-		goto bad;
-	}
+	const struct mem_section *ms = snap_file_section(&img->f, "memory", NULL);
+	char file[sizeof(ms->file)];
+	memcpy(file, ms->file, sizeof(file));
+	file[sizeof(file) - 1] = 0;
+	snprintf(img->mem_path, sizeof(img->mem_path), "%s/%s", dir, file);
 	if ((rc = mem_state_check(img->mem_path, img->ram_size, img->f.hdr.snapshot_id, err, errlen)) ||
 	    (rc = snapshot_disks_load(img, cfg->ndisks, err, errlen)))
 		goto bad;
 	return 0;
 bad:
 	snapshot_close(img);
+	return rc;
+}
+
+int snapshot_open_received(struct snapshot_image *img, struct snap_file *state, struct guest_mem *ram,
+			   struct vm_config *cfg, char *err, size_t errlen)
+{
+	memset(img, 0, sizeof(*img));
+	img->f = *state;
+	memset(state, 0, sizeof(*state));
+	img->ram = ram;
+	snprintf(img->state_path, sizeof(img->state_path), "the migration stream's state record");
+	int rc = load_config(img, cfg, false, err, errlen);
+	if (!rc && img->ram_size != ram->ram_size)
+		rc = err_fail(err, errlen, -EINVAL,
+			      "the migration stream's state record gives the guest %llu bytes of RAM and the stream "
+			      "carried %llu",
+			      (unsigned long long)img->ram_size, (unsigned long long)ram->ram_size);
+	if (!rc && snap_file_section(&img->f, SNAPSHOT_DISK_LAYERS, NULL))
+		rc = err_fail(err, errlen, -EINVAL,
+			      "the migration stream's state record names snapshot disk layers, which a migration never "
+			      "has");
+	if (rc)
+		snapshot_close(img);
 	return rc;
 }
 
@@ -622,7 +652,7 @@ int snapshot_restore(struct vm *vm, const struct snapshot_image *img, char *err,
 		return rc;
 	if (vm->mem.ram_size != img->ram_size)
 		return err_fail(err, errlen, -EINVAL, "the VM's memory size does not match the snapshot's");
-	if ((rc = mem_state_map(vm, img->mem_path, err, errlen)))
+	if ((rc = img->ram ? mem_state_adopt(vm, img->ram, err, errlen) : mem_state_map(vm, img->mem_path, err, errlen)))
 		return rc;
 	uint64_t advanced_ns = 0;
 	if ((rc = restore_cpuid(vm, img, err, errlen)) || (rc = vm_state_restore(vm, &img->f, err, errlen)) ||

@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "config/config.h"
+#include "memory/guest_mem.h"
 #include "state/snapshot_disks.h"
 #include "state/snapshot_format.h"
 #include "state/vm_clock.h"
@@ -48,6 +49,8 @@ struct snapshot_image {
 	char *layers[CONFIG_MAX_DISKS];
 	bool layer_is_qcow2[CONFIG_MAX_DISKS];
 	bool on_layer[CONFIG_MAX_DISKS];
+	/* Guest RAM received by a live migration (snapshot_open_received), adopted by snapshot_restore(); else NULL. */
+	struct guest_mem *ram;
 	/* How snapshot_restore() sets the guest's clock (vmon restore --clock); snapshot_open() sets realtime. */
 	enum vm_clock_mode clock;
 };
@@ -58,13 +61,21 @@ struct snapshot_image {
  * left alone. 0 or -errno with one sentence in err.
  */
 int snapshot_open(struct snapshot_image *img, const char *dir, struct vm_config *cfg, char *err, size_t errlen);
+/*
+ * The same for the state a live migration received (taken from *state, which is left empty)
+ * with its RAM (kept by the caller until snapshot_restore() takes it over): no memory file, no
+ * disk layers. 0 or -errno with one sentence in err.
+ */
+int snapshot_open_received(struct snapshot_image *img, struct snap_file *state, struct guest_mem *ram,
+			   struct vm_config *cfg, char *err, size_t errlen);
 /* True if the snapshotted VM had the virtio entropy device. */
 bool snapshot_has_rng(const struct snapshot_image *img);
 /*
  * Loads the snapshot into vm, made by vm_create() and platform_create() (plus the devices the
  * snapshot has) from the configuration snapshot_open() gave, before its vCPUs ever ran: guest
  * memory is mapped from the memory file, then CPUID, interrupt controllers, clock, vCPUs and
- * devices are loaded. Refuses a host whose CPU lacks what the guest used.
+ * devices are loaded (RAM received by a migration is taken over instead). Refuses a host whose
+ * CPU lacks what the guest used.
  */
 int snapshot_restore(struct vm *vm, const struct snapshot_image *img, char *err, size_t errlen);
 void snapshot_close(struct snapshot_image *img);

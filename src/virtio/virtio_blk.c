@@ -537,6 +537,8 @@ void virtio_blk_destroy(struct virtio_blk *blk)
 uint64_t virtio_blk_capacity(const struct virtio_blk *blk) { return blk->capacity; }
 const char *virtio_blk_path(const struct virtio_blk *blk) { return disk_image_path(blk->disk); }
 int virtio_blk_flush(struct virtio_blk *blk) { return blk->readonly ? 0 : disk_image_flush(blk->disk); }
+int virtio_blk_hand_over(struct virtio_blk *blk) { return blk->readonly ? 0 : disk_image_hand_over(blk->disk); }
+int virtio_blk_take_back(struct virtio_blk *blk) { return blk->readonly ? 0 : disk_image_take_back(blk->disk); }
 enum disk_format virtio_blk_format(const struct virtio_blk *blk) { return disk_image_format(blk->disk); }
 bool virtio_blk_readonly(const struct virtio_blk *blk) { return blk->readonly; }
 

@@ -85,6 +85,9 @@ void virtio_blk_quiesce(struct virtio_blk *blk);
 /* The image's current top file (it changes with virtio_blk_switch_to_overlay()) and its format. */
 /* Flushes the image to stable storage (a read-only disk: nothing). 0 or -errno. */
 int virtio_blk_flush(struct virtio_blk *blk);
+/* A migration's switch: the image's write lock let go of, and taken back (disk_image.h). */
+int virtio_blk_hand_over(struct virtio_blk *blk);
+int virtio_blk_take_back(struct virtio_blk *blk);
 const char *virtio_blk_path(const struct virtio_blk *blk);
 enum disk_format virtio_blk_format(const struct virtio_blk *blk);
 bool virtio_blk_readonly(const struct virtio_blk *blk);

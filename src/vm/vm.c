@@ -25,7 +25,7 @@
 #define KVM_TSS_ADDR 0xfffbd000ULL
 #define KVM_IDENTITY_MAP_ADDR 0xfffbc000ULL
 
-static int open_kvm(void)
+int vm_open_kvm(void)
 {
 	int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
 	if (fd < 0) {
@@ -160,7 +160,7 @@ int vm_create(struct vm *vm, const struct vm_config *cfg)
 	bus_init(&vm->mmio, "mmio");
 	atomic_store(&vm->state, VM_CREATED);
 
-	int rc = open_kvm();
+	int rc = vm_open_kvm();
 	if (rc < 0)
 		return rc;
 	vm->kvm_fd = rc;

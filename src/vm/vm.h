@@ -73,6 +73,8 @@ struct vm {
 	void *arch;     /* per-VM x86 state (emulation-failure and SYSCALL handling), owned by src/arch/x86 */
 };
 
+/* Opens /dev/kvm and checks its API version: the descriptor, or -errno with the reason logged (how to fix it). */
+int vm_open_kvm(void);
 /* Opens /dev/kvm, probes the host, creates the VM with in-kernel irqchip and PIT and its memory. */
 int vm_create(struct vm *vm, const struct vm_config *cfg);
 void vm_destroy(struct vm *vm);

@@ -43,3 +43,23 @@ wait_for() {
 }
 
 have_kvm() { [ -r /dev/kvm ] && [ -w /dev/kvm ]; }
+
+# start NAME ARGS...: runs vmon in the background (stdin closed); sets PID, OUT, ERR and adds
+# PID to the caller's PIDS array (killed by its cleanup).
+start() {
+	local name=$1
+	shift
+	OUT=$TEST_TMP/$name.out
+	ERR=$TEST_TMP/$name.err
+	"$VMON" "$@" </dev/null >"$OUT" 2>"$ERR" &
+	PID=$!
+	PIDS+=("$PID")
+}
+
+# Counts printed across the files given, in order, must be 1, 2, 3, ... without a gap or repeat.
+counts_consecutive() {
+	cat "$@" | tr -d '\r' | grep -a '^count: ' | awk '
+		{ if ($2 != NR) { print "count " $2 " where " NR " was expected"; bad = 1; exit } }
+		END { exit bad || NR < 2 }'
+}
+last_count() { tr -d '\r' <"$1" | grep -a '^count: [0-9]*$' | tail -1 | cut -d' ' -f2; }

@@ -21,17 +21,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# start NAME ARGS...: runs vmon in the background (stdin closed); sets PID, OUT, ERR.
-start() {
-	local name=$1
-	shift
-	OUT=$TEST_TMP/$name.out
-	ERR=$TEST_TMP/$name.err
-	"$VMON" "$@" </dev/null >"$OUT" 2>"$ERR" &
-	PID=$!
-	PIDS+=("$PID")
-}
-
 # finish PID: stops a VM started with start (SIGTERM) and returns its exit status.
 finish() {
 	kill -TERM "$1" 2>/dev/null
@@ -44,14 +33,6 @@ finish() {
 }
 
 ctl() { "$VMON" ctl --sock "$@"; }
-
-# Counts printed across the files given, in order, must be 1, 2, 3, ... without a gap or repeat.
-counts_consecutive() {
-	cat "$@" | tr -d '\r' | grep -a '^count: ' | awk '
-		{ if ($2 != NR) { print "count " $2 " where " NR " was expected"; bad = 1; exit } }
-		END { exit bad || NR < 2 }'
-}
-last_count() { tr -d '\r' <"$1" | grep -a '^count: [0-9]*$' | tail -1 | cut -d' ' -f2; }
 
 G=$GUESTS/snapcount.elf
 SNAP=$TEST_TMP/snap

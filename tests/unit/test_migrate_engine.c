@@ -26,6 +26,7 @@
 #include "memory/guest_mem.h"
 #include "memory/write_track.h"
 #include "migration/handshake.h"
+#include "migration/migrate_dest.h"
 #include "migration/migrate_source.h"
 #include "migration/stream.h"
 #include "migration/transport.h"
@@ -199,6 +200,10 @@ static struct migrate_source_vm source_vm(struct source *s)
 
 /* ---- the destination thread ---- */
 
+/*
+ * DEST_RUN and DEST_REFUSE are vmon's destination (migrate_dest.h); the others a stand-in that
+ * reads the stream itself, to die where a real destination could.
+ */
 enum dest_mode { DEST_RUN, DEST_REFUSE, DEST_DIE_MID_TRANSFER, DEST_DIE_BEFORE_ANSWER };
 
 struct dest {
@@ -207,6 +212,8 @@ struct dest {
 	struct guest_mem mem;
 	uint32_t rounds;
 	int states;
+	int attempts; /* sources the real destination takes before giving up */
+	struct migrate_dest md;
 	int rc;
 	char err[512];
 };
@@ -225,11 +232,7 @@ static uint16_t free_port(void)
 
 static int dest_check(void *opaque, const struct mig_peer *peer, char *reason, size_t len)
 {
-	struct dest *d = opaque;
-	if (d->mode == DEST_REFUSE) {
-		snprintf(reason, len, "this host has 2 GiB free and the guest needs 8 GiB");
-		return -EPERM;
-	}
+	(void)opaque;
 	if (peer->compat_len != sizeof(struct mig_config)) {
 		snprintf(reason, len, "the source sent no guest configuration");
 		return -EPERM;
@@ -237,9 +240,38 @@ static int dest_check(void *opaque, const struct mig_peer *peer, char *reason, s
 	return 0;
 }
 
+static int real_dest_check(void *opaque, const struct mig_config *cfg, char *reason, size_t len)
+{
+	struct dest *d = opaque;
+	if (d->mode == DEST_REFUSE) {
+		snprintf(reason, len, "this host has 2 GiB free and the guest needs 8 GiB");
+		return -EPERM;
+	}
+	assert_int_equal(cfg->ram_size, RAM);
+	assert_string_equal(cfg->cpu.vendor, "GenuineIntel");
+	return 0;
+}
+
+/* vmon's destination: the stream into its own RAM, then the answer that the guest runs here. */
+static void real_dest(struct dest *d)
+{
+	struct migrate_dest_params p = { .vmon_version = "0.1.0+gtest", .accept_wait_ms = 5000, .timeout_ms = 5000,
+					 .attempts = d->attempts ? d->attempts : 1, .check = real_dest_check,
+					 .opaque = d };
+	if ((d->rc = migrate_dest_receive(&d->md, d->l, &p, d->err, sizeof(d->err))))
+		return;
+	d->rounds = d->md.rounds;
+	d->states = d->md.state.len > 0;
+	d->rc = migrate_dest_answer(&d->md, NULL, d->err, sizeof(d->err));
+}
+
 static void *dest_thread(void *arg)
 {
 	struct dest *d = arg;
+	if (d->mode == DEST_RUN || d->mode == DEST_REFUSE) {
+		real_dest(d);
+		return NULL;
+	}
 	struct mig_conn_opts o = { .timeout_ms = 5000 };
 	struct mig_conn *c = NULL;
 	d->rc = mig_listener_accept(d->l, 5000, &o, &c, d->err, sizeof(d->err));
@@ -283,10 +315,11 @@ static void *dest_thread(void *arg)
 	return NULL;
 }
 
-static void dest_start(struct dest *d, enum dest_mode mode, char *address, size_t len, pthread_t *t)
+static void dest_start(struct dest *d, enum dest_mode mode, int attempts, char *address, size_t len, pthread_t *t)
 {
 	memset(d, 0, sizeof(*d));
 	d->mode = mode;
+	d->attempts = attempts;
 	assert_int_equal(guest_mem_init(&d->mem, RAM), 0);
 	snprintf(address, len, "tcp:127.0.0.1:%u", free_port());
 	struct mig_address a;
@@ -296,11 +329,17 @@ static void dest_start(struct dest *d, enum dest_mode mode, char *address, size_
 	assert_int_equal(pthread_create(t, NULL, dest_thread, d), 0);
 }
 
+static void dest_cleanup(struct dest *d)
+{
+	mig_listener_close(d->l);
+	guest_mem_destroy(&d->mem);
+	migrate_dest_free(&d->md);
+}
+
 static void dest_finish(struct dest *d, pthread_t t)
 {
 	pthread_join(t, NULL);
-	mig_listener_close(d->l);
-	guest_mem_destroy(&d->mem);
+	dest_cleanup(d);
 }
 
 static void wait_done(struct migrate_source *m, struct migrate_progress *p)
@@ -321,7 +360,7 @@ static void a_guest_writing_all_along_arrives_byte_for_byte_after_several_rounds
 	struct dest d;
 	pthread_t t;
 	struct migrate_params p = { .max_downtime_ms = 5, .bandwidth_mbps = 400 };
-	dest_start(&d, DEST_RUN, p.destination, sizeof(p.destination), &t);
+	dest_start(&d, DEST_RUN, 1, p.destination, sizeof(p.destination), &t);
 	struct migrate_source_vm vm = source_vm(&s);
 	struct migrate_source *m;
 	char err[512] = "";
@@ -343,12 +382,57 @@ static void a_guest_writing_all_along_arrives_byte_for_byte_after_several_rounds
 	assert_int_equal(atomic_load(&s.f.vm.state), VM_PAUSED);
 	assert_true(pr.bytes_sent > RAM / 2);
 	assert_true(pr.total_ms >= pr.downtime_ms);
-	assert_memory_equal(d.mem.regions[0].host, s.mem.regions[0].host, RAM);
-	mig_listener_close(d.l);
-	guest_mem_destroy(&d.mem);
+	assert_memory_equal(d.md.mem.regions[0].host, s.mem.regions[0].host, RAM);
+	assert_true(d.md.bytes > RAM / 2);
+	dest_cleanup(&d);
 	print_message("%u rounds, %llu KiB, downtime %llu ms, total %llu ms, %llu writes\n", pr.round,
 		      (unsigned long long)pr.bytes_sent / 1024, (unsigned long long)pr.downtime_ms,
 		      (unsigned long long)pr.total_ms, (unsigned long long)s.writes);
+	migrate_source_free(m);
+	source_destroy(&s);
+}
+
+/* A source that shakes hands, sends part of RAM and goes away, as one whose host died. */
+static void send_part_and_vanish(const char *address, struct source *s)
+{
+	struct mig_address a;
+	char err[512];
+	assert_int_equal(mig_address_parse(address, &a, err, sizeof(err)), 0);
+	struct mig_conn_opts o = { .timeout_ms = 5000 };
+	struct mig_conn *c;
+	assert_int_equal(mig_conn_connect(&c, &a, &o, err, sizeof(err)), 0);
+	struct mig_hello h = { "0.1.0+gtest", &s->cfg, sizeof(s->cfg), NULL, NULL };
+	assert_int_equal(mig_handshake(c, &h, NULL, err, sizeof(err)), 0);
+	struct mig_io io = mig_conn_io(c);
+	struct mig_writer w;
+	assert_int_equal(mig_writer_start_io(&w, &io, "0.1.0+gtest", &s->cfg, err, sizeof(err)), 0);
+	assert_int_equal(mig_writer_pages(&w, &s->mem, 0, 64, err, sizeof(err)), 0);
+	mig_writer_free(&w);
+	mig_conn_close(c);
+}
+
+static void a_destination_forgets_a_source_that_vanished_and_takes_the_next(void **state)
+{
+	(void)state;
+	struct source s;
+	source_init(&s, 0);
+	struct dest d;
+	pthread_t t;
+	struct migrate_params p = { .max_downtime_ms = 50 };
+	dest_start(&d, DEST_RUN, 2, p.destination, sizeof(p.destination), &t);
+	send_part_and_vanish(p.destination, &s);
+	struct migrate_source_vm vm = source_vm(&s);
+	struct migrate_source *m;
+	char err[512] = "";
+	assert_int_equal(migrate_source_start(&m, &p, &vm, err, sizeof(err)), 0);
+	struct migrate_progress pr;
+	wait_done(m, &pr);
+	pthread_join(t, NULL);
+	assert_int_equal(pr.state, MIGRATE_COMPLETED);
+	assert_int_equal(d.rc, 0);
+	assert_int_equal(s.migrated, 1);
+	assert_memory_equal(d.md.mem.regions[0].host, s.mem.regions[0].host, RAM);
+	dest_cleanup(&d);
 	migrate_source_free(m);
 	source_destroy(&s);
 }
@@ -361,7 +445,7 @@ static void run_failing(enum dest_mode mode, bool cancel, struct source *s, stru
 	/* Slow enough that the cancel lands mid-transfer. */
 	/* Paced, so the destination dies and the cancel lands while RAM is still going out. */
 	struct migrate_params p = { .bandwidth_mbps = 64, .timeout_ms = 3000 };
-	dest_start(&d, mode, p.destination, sizeof(p.destination), &t);
+	dest_start(&d, mode, 1, p.destination, sizeof(p.destination), &t);
 	struct migrate_source_vm vm = source_vm(s);
 	struct migrate_source *m;
 	char err[512] = "";
@@ -513,7 +597,7 @@ static void the_api_starts_shows_refuses_a_second_cancels_and_guards_the_switch(
 	struct dest d;
 	pthread_t t;
 	char addr[64], body[256];
-	dest_start(&d, DEST_RUN, addr, sizeof(addr), &t);
+	dest_start(&d, DEST_RUN, 1, addr, sizeof(addr), &t);
 	snprintf(body, sizeof(body), "{\"destination\": \"%s\", \"bandwidth_mbps\": 16, \"max_downtime_ms\": 300}", addr);
 	o = call(&ctx, "PUT", "/vm/migrate", body, 202);
 	assert_string_equal(json_string_value(json_object_get(o, "destination")), addr);
@@ -542,7 +626,7 @@ static void the_api_starts_shows_refuses_a_second_cancels_and_guards_the_switch(
 
 	/* While the switch holds the guest paused, nobody resumes it; afterwards the source has stopped. */
 	s.state_delay_ms = 300;
-	dest_start(&d, DEST_RUN, addr, sizeof(addr), &t);
+	dest_start(&d, DEST_RUN, 1, addr, sizeof(addr), &t);
 	snprintf(body, sizeof(body), "{\"destination\": \"%s\"}", addr);
 	json_decref(call(&ctx, "PUT", "/vm/migrate", body, 202));
 	for (;;) {
@@ -571,6 +655,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(a_guest_writing_all_along_arrives_byte_for_byte_after_several_rounds),
+		cmocka_unit_test(a_destination_forgets_a_source_that_vanished_and_takes_the_next),
 		cmocka_unit_test(a_destination_that_dies_mid_transfer_leaves_the_guest_running_with_the_reason),
 		cmocka_unit_test(a_destination_that_dies_before_its_answer_has_the_paused_guest_resumed),
 		cmocka_unit_test(a_refusal_in_the_handshake_is_shown),

@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# Live migration between two vmon processes on this host (loopback): vmon receive's command-line
+# mistakes (no KVM needed); a counting test guest moved with vmon ctl migrate counts on at the
+# destination without a gap and the source exits 0; a destination that is not vmon, one killed
+# mid-transfer and a cancelled migration each leave the guest counting on the source with the
+# reason in GET /vm/migration.
+cd "$(dirname "$0")/../.."
+. tests/integration/lib.sh
+
+PIDS=()
+cleanup() {
+	for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
+	rm -rf "$TEST_TMP"
+}
+trap cleanup EXIT
+
+# refused NAME PATTERN ARGS...: vmon ARGS exits 2 and says PATTERN on stderr.
+refused() {
+	local name=$1 pattern=$2
+	shift 2
+	run_vmon "$name" 30 "$@"
+	expect "migrate/$name" "vmon $* exits 2 and says '$pattern'" \
+		sh -c "[ $RC -eq 2 ] && grep -q -- '$pattern' '$ERR' && ! grep -qE 'Sanitizer|runtime error' '$ERR'"
+}
+
+refused no-listen 'receive needs --listen' receive
+refused no-port 'the port is missing' receive --listen tcp:127.0.0.1
+refused bad-scheme 'udp' receive --listen udp:127.0.0.1:4444
+refused bad-timeout '--timeout takes whole seconds' receive --listen tcp:127.0.0.1:4444 --timeout 0
+refused unknown-option 'unknown option .--colour' receive --listen tcp:127.0.0.1:4444 --colour
+refused extra-operand "unexpected argument" receive --listen tcp:127.0.0.1:4444 extra
+run_vmon receive-help 10 receive --help
+expect migrate/receive-help "vmon receive --help describes --listen, --timeout and --disk" \
+	sh -c "[ $RC -eq 0 ] && grep -q -- '--listen ADDR' '$OUT' && grep -q -- '--timeout' '$OUT' && grep -q -- '--disk SPEC' '$OUT'"
+
+if ! have_kvm; then
+	refused no-kvm '/dev/kvm' receive --listen tcp:127.0.0.1:4444
+	skip migrate "no usable /dev/kvm on this machine"
+	exit 0
+fi
+
+# wait_exit PID SECONDS: its exit status, or 124 (and killed) if it was still running.
+wait_exit() {
+	local i
+	for ((i = 0; i < $2 * 10; i++)); do
+		kill -0 "$1" 2>/dev/null || { wait "$1"; return $?; }
+		sleep 0.1
+	done
+	kill -KILL "$1" 2>/dev/null
+	wait "$1" 2>/dev/null
+	return 124
+}
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+ctl() { "$VMON" ctl --sock "$@"; }
+G=$GUESTS/snapcount.elf
+
+# ---- a counting guest moves and counts on ----
+start src run --kernel $G --memory 128M --api-sock $TEST_TMP/src.sock
+SRC_PID=$PID SRC_OUT=$OUT SRC_ERR=$ERR
+wait_for $SRC_OUT '^count: 3$' 120
+PORT=$(free_port)
+start dst receive --listen tcp:127.0.0.1:$PORT --api-sock $TEST_TMP/dst.sock
+DST_PID=$PID DST_OUT=$OUT DST_ERR=$ERR
+wait_for $DST_ERR 'waiting for a migration' 60
+ctl $TEST_TMP/src.sock migrate tcp:127.0.0.1:$PORT --max-downtime 300 >$TEST_TMP/migrate.out 2>$TEST_TMP/migrate.err
+RC=$?
+OUT=$TEST_TMP/migrate.out ERR=$TEST_TMP/migrate.err
+expect migrate/ctl-reports "vmon ctl migrate exits 0 with the downtime and total time" \
+	sh -c "[ $RC -eq 0 ] && grep -q 'downtime [0-9]* ms, total [0-9]* ms' $TEST_TMP/migrate.out"
+wait_exit $SRC_PID 30
+RC=$?
+OUT=$SRC_OUT ERR=$SRC_ERR
+expect migrate/source-exits "the source vmon exits 0 after the switch, saying where the guest runs" \
+	sh -c "[ $RC -eq 0 ] && grep -q 'migrated to tcp:127.0.0.1:$PORT' $SRC_ERR"
+n=$(last_count $SRC_OUT)
+wait_for $DST_OUT "^count: $((n + 3))\$" 60
+OUT=$DST_OUT ERR=$DST_ERR
+expect migrate/counts-on "the destination's guest counts on from ${n:-?} without a gap or a repeat" \
+	counts_consecutive $SRC_OUT $DST_OUT
+expect migrate/dest-api "the destination's API answers and shows the guest running" \
+	sh -c "$VMON ctl --sock $TEST_TMP/dst.sock info | grep -q '\"running\"'"
+kill -TERM $DST_PID; wait_exit $DST_PID 30
+
+# ---- failures leave the guest counting on the source ----
+start src2 run --kernel $G --memory 128M --api-sock $TEST_TMP/src2.sock
+S2_PID=$PID S2_OUT=$OUT S2_ERR=$ERR
+wait_for $S2_OUT '^count: 3$' 120
+
+# counting_on: the source's guest still counts.
+counting_on() {
+	local n
+	n=$(last_count $S2_OUT)
+	wait_for $S2_OUT "^count: $((n + 2))\$" 30
+}
+
+NOTVMON_PORT=$(free_port)
+python3 -c '
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(1)
+c, _ = s.accept(); c.close()' $NOTVMON_PORT &
+PIDS+=($!)
+sleep 0.5
+ctl $TEST_TMP/src2.sock migrate tcp:127.0.0.1:$NOTVMON_PORT >$TEST_TMP/notvmon.out 2>$TEST_TMP/notvmon.err
+RC=$?
+OUT=$TEST_TMP/notvmon.out ERR=$TEST_TMP/notvmon.err
+expect migrate/not-vmon "a destination that is not vmon fails the migration with a reason and the guest counts on" \
+	sh -c "[ $RC -ne 0 ] && grep -qE 'is not vmon|not a vmon' $TEST_TMP/notvmon.err && curl -s --unix-socket $TEST_TMP/src2.sock http://vmon/vm/migration | grep -q '\"failed\"'"
+expect migrate/not-vmon-runs "after it the source's guest still counts" counting_on
+
+# interrupted NAME HOW: a paced migration to a new vmon receive, stopped by HOW once the
+# destination receives (kill: SIGKILL the destination; cancel: DELETE /vm/migration); sets RC and
+# the destination's DPID and DERR.
+interrupted() {
+	local port ctl_pid
+	port=$(free_port)
+	start "$1-dst" receive --listen tcp:127.0.0.1:$port
+	DPID=$PID DERR=$ERR
+	wait_for $DERR 'waiting for a migration' 60
+	ctl $TEST_TMP/src2.sock migrate tcp:127.0.0.1:$port --bandwidth 1 >$TEST_TMP/$1.out 2>$TEST_TMP/$1.err &
+	ctl_pid=$!
+	wait_for $DERR 'receiving a guest' 30
+	sleep 1
+	case $2 in
+	kill) kill -KILL $DPID ;;
+	cancel) curl -s -X DELETE --unix-socket $TEST_TMP/src2.sock http://vmon/vm/migration >/dev/null ;;
+	esac
+	wait_exit $ctl_pid 60
+	RC=$?
+	OUT=$TEST_TMP/$1.out ERR=$TEST_TMP/$1.err
+}
+
+interrupted killed kill
+expect migrate/dest-killed "a destination killed mid-transfer fails the migration and the guest counts on the source" \
+	sh -c "[ $RC -ne 0 ] && grep -q 'keeps running here' $TEST_TMP/killed.err"
+expect migrate/dest-killed-runs "after it the source's guest still counts" counting_on
+
+interrupted cancel cancel
+expect migrate/cancelled "a cancelled migration says so and the guest counts on the source" \
+	sh -c "[ $RC -ne 0 ] && grep -q 'cancelled' $TEST_TMP/cancel.err"
+expect migrate/cancelled-runs "after it the source's guest still counts" counting_on
+expect migrate/dest-waits-again "the destination forgets the cancelled source and waits for the next" \
+	wait_for $DERR 'waiting for the source to try again' 30
