@@ -41,7 +41,7 @@ bool api_migrate_switching(struct api_migrate *m)
 	if (m->src)
 		migrate_source_progress(m->src, &pr);
 	pthread_mutex_unlock(&m->lock);
-	return pr.state == MIGRATE_STOPPED;
+	return pr.state == MIGRATE_STOPPED || pr.state == MIGRATE_POSTCOPY;
 }
 
 json_t *api_migrate_progress_json(const struct migrate_progress *p)

@@ -42,9 +42,11 @@ static void usage(FILE *f)
 		   "                       (needs vmon run --balloon; docs/usage.md)\n"
 		   "  balloon-stats        the balloon's target and actual size, the guest's memory\n"
 		   "                       statistics (JSON)\n"
-		   "  migrate tcp:HOST:PORT [--max-downtime MS] [--bandwidth MBPS]\n"
+		   "  migrate tcp:HOST:PORT [--max-downtime MS] [--bandwidth MBPS] [--postcopy]\n"
 		   "                       live-migrate the VM to vmon receive --listen there, showing\n"
-		   "                       progress; the guest keeps running here if it fails\n"
+		   "                       progress; the guest keeps running here if it fails (with\n"
+		   "                       --postcopy: until the guest started there; see the risk in\n"
+		   "                       docs/migration.md)\n"
 		   "                       (docs/migration.md)\n"
 		   "\n"
 		   "  --sock PATH          the VM's API socket\n"
@@ -139,12 +141,14 @@ int cli_ctl(int argc, char **argv)
 		{ "disks", required_argument, NULL, 'd' },
 		{ "max-downtime", required_argument, NULL, 'm' },
 		{ "bandwidth", required_argument, NULL, 'b' },
+		{ "postcopy", no_argument, NULL, 'p' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
 	const char *sock_opt = NULL, *vm_opt = NULL, *disks = NULL;
 	long timeout = -1, max_downtime = -1, bandwidth = -1;
 	int keep_running = -1; /* -1: not given */
+	bool postcopy = false;
 	optind = 1;
 	opterr = 0;
 	int c;
@@ -192,9 +196,13 @@ int cli_ctl(int argc, char **argv)
 			*(c == 'm' ? &max_downtime : &bandwidth) = v;
 			break;
 		}
+		case 'p': postcopy = true; break;
 		case 'h': usage(stdout); return 0;
 		default:
-			if (optopt)
+			if (optopt && strchr(argv[optind - 1], '='))
+				fprintf(stderr, "vmon: option '%.*s' takes no value (see vmon ctl --help)\n",
+					(int)(strchr(argv[optind - 1], '=') - argv[optind - 1]), argv[optind - 1]);
+			else if (optopt)
 				fprintf(stderr, "vmon: option '%s' needs a value (see vmon ctl --help)\n", argv[optind - 1]);
 			else
 				fprintf(stderr, "vmon: unknown option '%s' (see vmon ctl --help)\n", argv[optind - 1]);
@@ -213,8 +221,9 @@ int cli_ctl(int argc, char **argv)
 		fprintf(stderr, "vmon: migrate needs where vmon receive listens: vmon ctl ... migrate tcp:HOST:PORT\n");
 		return EXIT_USAGE;
 	}
-	if ((max_downtime >= 0 || bandwidth >= 0) && !is_migrate) {
-		fprintf(stderr, "vmon: %s only goes with migrate\n", max_downtime >= 0 ? "--max-downtime" : "--bandwidth");
+	if ((max_downtime >= 0 || bandwidth >= 0 || postcopy) && !is_migrate) {
+		fprintf(stderr, "vmon: %s only goes with migrate\n",
+			max_downtime >= 0 ? "--max-downtime" : bandwidth >= 0 ? "--bandwidth" : "--postcopy");
 		return EXIT_USAGE;
 	}
 	if (is_snapshot && optind + 2 != argc) {
@@ -281,7 +290,7 @@ int cli_ctl(int argc, char **argv)
 	}
 
 	if (is_migrate)
-		return ctl_migrate(sock, argv[optind + 1], max_downtime, bandwidth);
+		return ctl_migrate(sock, argv[optind + 1], max_downtime, bandwidth, postcopy);
 	char body[64];
 	const char *req_body = commands[which].body;
 	if (timeout >= 0) {

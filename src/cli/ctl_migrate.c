@@ -38,9 +38,9 @@ static void show_progress(json_t *o, bool tty)
 	fflush(stdout);
 }
 
-int ctl_migrate(const char *sock, const char *destination, long max_downtime_ms, long bandwidth_mbps)
+int ctl_migrate(const char *sock, const char *destination, long max_downtime_ms, long bandwidth_mbps, bool postcopy)
 {
-	json_t *req = json_pack("{s:s}", "destination", destination);
+	json_t *req = json_pack("{s:s, s:b}", "destination", destination, "postcopy", postcopy);
 	if (req && max_downtime_ms >= 0)
 		json_object_set_new(req, "max_downtime_ms", json_integer(max_downtime_ms));
 	if (req && bandwidth_mbps >= 0)
@@ -89,7 +89,7 @@ int ctl_migrate(const char *sock, const char *destination, long max_downtime_ms,
 		}
 		free(resp.body);
 		const char *state = str(o, "state");
-		switching = !strcmp(state, "stop-and-copy");
+		switching = !strcmp(state, "stop-and-copy") || !strcmp(state, "postcopy");
 		if (!strcmp(state, "precopy") || switching || !strcmp(state, "connecting")) {
 			show_progress(o, tty);
 			json_decref(o);

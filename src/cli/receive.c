@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/sysinfo.h>
 #include <unistd.h>
 
@@ -22,9 +23,12 @@
 #include "lib/util.h"
 #include "migration/migrate_dest.h"
 #include "migration/migration_address.h"
+#include "migration/postcopy_dest.h"
 #include "state/cpu_compat.h"
+#include "state/mem_state.h"
 #include "state/snapshot.h"
 #include "version.h" /* build/version.h, made by the Makefile */
+#include "vm/platform.h"
 #include "vm/vm.h"
 
 #define COMP "receive"
@@ -191,47 +195,118 @@ static int judge_source(void *opaque, const struct mig_config *cfg, char *reason
 struct receive_ctx {
 	struct migrate_dest *d;
 	struct snapshot_image *img;
+	struct vm *vm;
+	struct postcopy_dest *pc; /* post-copy runs: the rest of RAM comes through it */
 	bool answered;
 };
+
+/*
+ * The source's answer, through post-copy's link once post-copy runs (it shares the connection),
+ * else as a record of its own: the guest runs here (refusal NULL), or why not.
+ */
+static int answer(struct receive_ctx *ctx, const char *refusal, char *err, size_t errlen)
+{
+	ctx->answered = true;
+	return ctx->pc ? postcopy_dest_tell(ctx->pc, refusal, err, errlen)
+		       : migrate_dest_answer(ctx->d, refusal, err, errlen);
+}
+
+/* Refuses the incoming VM with reason (logged here, shown by the source, which resumes it). */
+static void refuse(struct receive_ctx *ctx, const char *reason)
+{
+	log_error(COMP, "%s", reason);
+	char err[256];
+	answer(ctx, reason, err, sizeof(err));
+}
+
+/*
+ * Post-copy: the guest's RAM goes into the VM now and is registered with userfaultfd before
+ * anything reads it, so every page not here yet faults and is fetched from the source.
+ */
+static int start_postcopy(struct vm *vm, struct receive_ctx *ctx)
+{
+	struct migrate_dest *d = ctx->d;
+	char err[512];
+	int rc = mem_state_adopt(vm, &d->mem, err, sizeof(err));
+	ctx->img->ram = NULL;
+	if (!rc)
+		rc = postcopy_dest_start(&ctx->pc, &vm->mem, d->conn, d->pc_offset, d->pc_discard_runs, d->pc_pending, err,
+					 sizeof(err));
+	if (rc)
+		log_error(COMP, "%s", err);
+	else
+		guest_mem_watch_lost_pages(&vm->mem);
+	return rc;
+}
 
 /* The source paused the guest and waits: build it here as a restore would. */
 static int receive_setup(struct vm *vm, const struct vm_config *cfg, void *arg)
 {
 	struct receive_ctx *ctx = arg;
 	char err[512];
+	ctx->vm = vm;
 	int rc = vm_runner_create_vm(vm, cfg, snapshot_has_rng(ctx->img));
+	if (!rc && ctx->d->postcopy)
+		rc = start_postcopy(vm, ctx);
 	if (!rc && (rc = snapshot_restore(vm, ctx->img, err, sizeof(err))))
 		log_error(COMP, "%s", err);
 	return rc;
 }
 
+/* Post-copy ended (on the device event loop): every page is here, or the VM is lost. */
+static void on_postcopy_end(void *arg, uint32_t events)
+{
+	(void)events;
+	struct receive_ctx *ctx = arg;
+	struct platform *p = ctx->vm->platform;
+	event_loop_remove_fd(p->loop, postcopy_dest_event_fd(ctx->pc));
+	char err[640];
+	if (postcopy_dest_wait(ctx->pc, 0, err, sizeof(err))) {
+		vm_request_stop(ctx->vm, VM_STOP_ERROR, "%s", err);
+		return;
+	}
+	struct postcopy_dest_stats st;
+	postcopy_dest_get_stats(ctx->pc, &st);
+	log_info(COMP, "post-copy complete: every page is here (%llu asked for on a fault, %llu pushed by the source), "
+		       "%.0f ms after the switch",
+		 (unsigned long long)st.requests, (unsigned long long)(st.pages + st.zero_pages - st.requests),
+		 (double)(monotonic_ns() - ctx->d->received_ns) / 1e6);
+}
+
 /* Everything is up: the guest runs here once the source knows, and not if it cannot be told (it would resume it). */
 static int receive_commit(struct vm *vm, void *arg)
 {
-	(void)vm;
 	struct receive_ctx *ctx = arg;
 	char err[512];
-	ctx->answered = true;
-	int rc = migrate_dest_answer(ctx->d, NULL, err, sizeof(err));
-	mig_conn_close(ctx->d->conn);
-	ctx->d->conn = NULL;
+	int rc = answer(ctx, NULL, err, sizeof(err));
+	if (!ctx->pc) {
+		mig_conn_close(ctx->d->conn);
+		ctx->d->conn = NULL;
+	}
 	if (rc) {
 		log_error(COMP, "the source could not be told that the guest runs here, so it keeps it; not starting it "
 				"here: %s", err);
 		return rc;
 	}
-	log_info(COMP, "the guest runs here now, %.0f ms after its stream ended",
-		 (double)(monotonic_ns() - ctx->d->received_ns) / 1e6);
+	struct platform *p = vm->platform;
+	if (ctx->pc && (rc = event_loop_add_fd(p->loop, postcopy_dest_event_fd(ctx->pc), EPOLLIN, on_postcopy_end, ctx))) {
+		log_error(COMP, "cannot watch post-copy's end: %s; not starting the guest", strerror(-rc));
+		return rc;
+	}
+	log_info(COMP, "the guest runs here now, %.0f ms after its %s", (double)(monotonic_ns() - ctx->d->received_ns) / 1e6,
+		 ctx->pc ? "state arrived (post-copy brings the rest of its RAM)" : "stream ended");
 	return 0;
 }
 
-/* Refuses the incoming VM with reason (logged here, shown by the source) and returns EXIT_USAGE. */
-static int refuse(struct migrate_dest *d, const char *reason)
+/* Before the VM is torn down, while its RAM is mapped: a source still waiting is refused, post-copy ends. */
+static void receive_stopped(struct vm *vm, void *arg)
 {
-	log_error(COMP, "%s", reason);
-	char err[256];
-	migrate_dest_answer(d, reason, err, sizeof(err));
-	return EXIT_USAGE;
+	(void)vm;
+	struct receive_ctx *ctx = arg;
+	if (!ctx->answered && ctx->pc)
+		refuse(ctx, "the destination could not build the VM or start its devices: see the destination's log");
+	postcopy_dest_free(ctx->pc);
+	ctx->pc = NULL;
 }
 
 static int receive_vm(struct vm_config *cfg, struct receive_args *a, struct host_view *host, struct mig_listener **l)
@@ -249,24 +324,25 @@ static int receive_vm(struct vm_config *cfg, struct receive_args *a, struct host
 	/* One VM per vmon receive: a second source finds nothing listening. */
 	mig_listener_close(*l);
 	*l = NULL;
-	int status;
+	int status = EXIT_USAGE;
 	struct snapshot_image img;
+	struct receive_ctx ctx = { .d = &d, .img = &img };
 	if (snapshot_open_received(&img, &d.state, &d.mem, cfg, err, sizeof(err))) {
-		status = refuse(&d, err);
+		refuse(&ctx, err);
 	} else if (backend_overrides_apply(cfg, &a->b, "the incoming VM")) {
-		status = refuse(&d, "the destination's --net/--disk/--console2/--vsock do not fit the incoming VM: see "
-				    "the destination's log");
+		refuse(&ctx, "the destination's --net/--disk/--console2/--vsock do not fit the incoming VM: see the "
+			     "destination's log");
 		snapshot_close(&img);
 	} else {
 		if (cfg->memory_merge || cfg->memory_hugepages)
 			log_info(COMP, "the source's VM had %s; the received guest RAM is an ordinary memfd here",
 				 cfg->memory_hugepages ? "hugepages=on" : "merge=on");
 		cfg->memory_merge = cfg->memory_hugepages = false;
-		struct receive_ctx ctx = { &d, &img, false };
-		status = vm_runner_main(cfg, &(struct vm_runner_steps){ receive_setup, receive_commit, &ctx });
+		status = vm_runner_main(cfg, &(struct vm_runner_steps){ .setup = receive_setup, .commit = receive_commit,
+									  .stopped = receive_stopped, .arg = &ctx });
 		snapshot_close(&img);
 		if (!ctx.answered)
-			refuse(&d, "the destination could not build the VM or start its devices: see the destination's log");
+			refuse(&ctx, "the destination could not build the VM or start its devices: see the destination's log");
 	}
 	migrate_dest_free(&d);
 	return status;

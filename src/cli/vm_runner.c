@@ -288,6 +288,8 @@ int vm_runner_main(const struct vm_config *cfg, const struct vm_runner_steps *st
 	/* Every vCPU is joined: nothing writes to the serial port any more. */
 	console_output_stop(serial_output, CONSOLE_OUTPUT_FLUSH_MS);
 	serial_output = NULL;
+	if (steps->stopped)
+		steps->stopped(&vm, steps->arg);
 	platform_destroy(&vm);
 	vm_destroy(&vm);
 	log_close_json_file();

@@ -40,6 +40,8 @@ struct vm_runner_steps {
 	 * vCPUs never start and vmon stops with an error. 0 or -errno.
 	 */
 	int (*commit)(struct vm *vm, void *arg);
+	/* Optional: the VM stopped (its vCPUs joined) and is about to be torn down; its RAM is still mapped. */
+	void (*stopped)(struct vm *vm, void *arg);
 	void *arg;
 };
 

@@ -102,6 +102,30 @@ void dirty_log_stop(struct dirty_log *dl)
 	dl->mem = NULL;
 }
 
+int dirty_pages_merge(struct dirty_pages *acc, const struct guest_mem *mem, const struct dirty_pages *add)
+{
+	acc->count = 0;
+	for (int i = 0; i < mem->nregions; i++) {
+		uint64_t words = write_track_words(&mem->regions[i]);
+		if (!acc->bits[i] && !(acc->bits[i] = calloc(words, sizeof(uint64_t))))
+			return -ENOMEM;
+		for (uint64_t w = 0; w < words; w++) {
+			acc->bits[i][w] |= add->bits[i][w];
+			acc->count += (uint64_t)__builtin_popcountll(acc->bits[i][w]);
+		}
+	}
+	return 0;
+}
+
+void dirty_pages_free(struct dirty_pages *p)
+{
+	for (int i = 0; i < GUEST_MEM_MAX_REGIONS; i++) {
+		free(p->bits[i]);
+		p->bits[i] = NULL;
+	}
+	p->count = 0;
+}
+
 bool dirty_pages_next_run(const struct guest_mem *mem, const struct dirty_pages *p, uint64_t *cursor,
 			  uint64_t *gpa, uint64_t *count)
 {

@@ -63,6 +63,13 @@ int dirty_log_fetch(struct dirty_log *dl, const struct dirty_pages **out, char *
 void dirty_log_stop(struct dirty_log *dl);
 
 /*
+ * acc |= add, for pages of mem (acc zeroed by the caller the first time; its bitmaps are
+ * allocated then): a set that outlives the next fetch. 0 or -ENOMEM. Free with dirty_pages_free.
+ */
+int dirty_pages_merge(struct dirty_pages *acc, const struct guest_mem *mem, const struct dirty_pages *add);
+void dirty_pages_free(struct dirty_pages *p);
+
+/*
  * Walks the runs of consecutive dirty pages: *cursor starts at 0; each call gives the next run
  * as a guest-physical address and a page count and returns true, or false when there is none.
  */

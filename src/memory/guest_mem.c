@@ -174,10 +174,15 @@ const char *guest_mem_backing_name(const struct guest_mem *mem)
 struct file_mapping {
 	_Atomic(uintptr_t) start;
 	uint64_t len;
+	bool lost; /* post-copy RAM (guest_mem_watch_lost_pages), not a file */
 	int fd;
 	const char *path;
 	uint64_t size;
 };
+
+static const char lost_message[] =
+	"vmon: the VM touched guest RAM that post-copy could not bring from the source before it failed: the VM "
+	"is lost (its newest pages exist only on the source); start it again from its disks\n";
 
 static struct file_mapping file_mappings[FILE_MAPPINGS_MAX];
 static pthread_mutex_t file_mappings_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -229,6 +234,11 @@ static void on_sigbus(int sig, siginfo_t *info, void *ctx)
 		uintptr_t start = atomic_load(&m->start);
 		if (!start || addr < start || addr - start >= m->len)
 			continue;
+		if (m->lost) {
+			ssize_t w = write(STDERR_FILENO, lost_message, sizeof(lost_message) - 1);
+			(void)w;
+			_exit(GUEST_MEM_EXIT_LOST);
+		}
 		struct stat st;
 		uint64_t now = fstat(m->fd, &st) == 0 ? (uint64_t)st.st_size : 0;
 		char msg[PATH_MAX + 256];
@@ -258,7 +268,7 @@ static void install_sigbus_handler(void)
 	sigaction(SIGBUS, &sa, &previous_sigbus);
 }
 
-static void watch_file_mapping(const struct guest_mem *mem)
+static void watch_mapping(const struct guest_mem *mem, bool lost)
 {
 	pthread_once(&sigbus_once, install_sigbus_handler);
 	pthread_mutex_lock(&file_mappings_lock);
@@ -266,6 +276,7 @@ static void watch_file_mapping(const struct guest_mem *mem)
 		struct file_mapping *m = &file_mappings[i];
 		if (atomic_load(&m->start))
 			continue;
+		m->lost = lost;
 		m->len = mem->ram_size;
 		m->fd = mem->fd;
 		m->path = mem->path;
@@ -274,6 +285,17 @@ static void watch_file_mapping(const struct guest_mem *mem)
 		break;
 	}
 	pthread_mutex_unlock(&file_mappings_lock);
+}
+
+static void watch_file_mapping(const struct guest_mem *mem)
+{
+	watch_mapping(mem, false);
+}
+
+void guest_mem_watch_lost_pages(const struct guest_mem *mem)
+{
+	if (mem->nregions)
+		watch_mapping(mem, true);
 }
 
 static void unwatch_file_mapping(const struct guest_mem *mem)
@@ -349,8 +371,8 @@ int guest_mem_explain_fault(const struct guest_mem *mem, char *err, size_t errle
 
 void guest_mem_destroy(struct guest_mem *mem)
 {
-	if (mem->file_backed)
-		unwatch_file_mapping(mem);
+	if (mem->nregions)
+		unwatch_file_mapping(mem); /* a snapshot's file, or post-copy's RAM */
 	if (mem->nregions > 0 && mem->regions[0].host)
 		munmap(mem->regions[0].host, mem->ram_size);
 	if (mem->fd >= 0)

@@ -64,6 +64,8 @@ struct guest_mem {
  * page is gone: SIGBUS). Documented in docs/usage.md with the statuses of src/cli/cli.h.
  */
 #define GUEST_MEM_EXIT_FILE_SHRUNK 3
+/* Exit status of vmon when the guest or vmon touches a page post-copy lost with its source. */
+#define GUEST_MEM_EXIT_LOST 1
 
 /*
  * Allocates ram_size bytes of guest RAM backed by a memfd and lays it out below and above
@@ -112,6 +114,13 @@ int guest_mem_check_file(const struct guest_mem *mem, char *err, size_t errlen);
  * balloon gave back and the host's pool can no longer give again), else 0.
  */
 int guest_mem_explain_fault(const struct guest_mem *mem, char *err, size_t errlen);
+/*
+ * Post-copy RAM (one contiguous mapping, as guest_mem_init makes): once post-copy fails, the pages
+ * that never arrived are poisoned, and a thread touching one gets SIGBUS (a vCPU's from KVM). The
+ * handler then ends vmon with one sentence and GUEST_MEM_EXIT_LOST, not a crash. Undone by
+ * guest_mem_destroy().
+ */
+void guest_mem_watch_lost_pages(const struct guest_mem *mem);
 void guest_mem_destroy(struct guest_mem *mem);
 
 /*

@@ -48,11 +48,33 @@ static void put_hello(struct out *o, const struct mig_conn *c, const struct mig_
 	put_record(o, MIG_REC_HELLO, &r, sizeof(r), h->compat, h->compat_len);
 }
 
+void mig_verdict_make(struct mig_rec_verdict *v, const char *refusal)
+{
+	memset(v, 0, sizeof(*v));
+	v->accept = !refusal;
+	if (refusal)
+		snprintf(v->reason, sizeof(v->reason), "%s", refusal);
+	/* The reason travels as printable ASCII: anything else in it would make the peer refuse the record. */
+	for (char *p = v->reason; *p; p++)
+		if (*p < 0x20 || *p > 0x7e)
+			*p = '?';
+}
+
+int mig_verdict_parse(const void *payload, char reason[MIG_REASON_MAX], bool *accept)
+{
+	struct mig_rec_verdict v;
+	memcpy(&v, payload, sizeof(v));
+	if (v.accept > 1 || v.reserved || !mig_printable(v.reason, sizeof(v.reason)) || (v.accept && v.reason[0]))
+		return -EPROTO;
+	*accept = v.accept;
+	memcpy(reason, v.reason, sizeof(v.reason));
+	return 0;
+}
+
 static void put_verdict(struct out *o, const char *reason)
 {
-	struct mig_rec_verdict v = { .accept = !reason };
-	if (reason)
-		snprintf(v.reason, sizeof(v.reason), "%s", reason);
+	struct mig_rec_verdict v;
+	mig_verdict_make(&v, reason);
 	put_record(o, MIG_REC_VERDICT, &v, sizeof(v), NULL, 0);
 }
 
@@ -214,13 +236,9 @@ static int parse_hello(struct mig_conn *c, const uint8_t *payload, uint32_t len,
 static int parse_verdict(struct mig_conn *c, const uint8_t *payload, char *reason, bool *accept, char *err,
 			 size_t errlen)
 {
-	struct mig_rec_verdict v;
-	memcpy(&v, payload, sizeof(v));
-	if (v.accept > 1 || v.reserved || !mig_printable(v.reason, sizeof(v.reason)) || (v.accept && v.reason[0]))
+	if (mig_verdict_parse(payload, reason, accept))
 		return mig_fail(err, errlen, -EPROTO, "migration handshake: the verdict record from %s holds bytes vmon "
 				"never writes", mig_conn_peer(c));
-	*accept = v.accept;
-	memcpy(reason, v.reason, sizeof(v.reason));
 	return 0;
 }
 

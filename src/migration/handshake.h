@@ -11,6 +11,7 @@
 #ifndef VMON_MIGRATION_HANDSHAKE_H
 #define VMON_MIGRATION_HANDSHAKE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -18,6 +19,8 @@
 #include "migration/transport.h"
 
 #define MIG_REASON_MAX 504 /* a refusal's reason, NUL included */
+
+struct mig_rec_verdict; /* stream_wire.h */
 
 /* The peer as its hello describes it. */
 struct mig_peer {
@@ -67,5 +70,10 @@ int mig_outcome_send(struct mig_conn *c, const char *refusal, char *err, size_t 
  * connection without a word (it died); -ETIMEDOUT, -ECANCELED, -EPROTO. The sentence in err.
  */
 int mig_outcome_wait(struct mig_conn *c, char *err, size_t errlen);
+
+/* A verdict record's payload: accept (refusal NULL) or refuse with the reason (cut to fit, made printable). */
+void mig_verdict_make(struct mig_rec_verdict *v, const char *refusal);
+/* Checks a verdict record's payload (sizeof(struct mig_rec_verdict) bytes): 0, or -EPROTO for bytes vmon never writes. */
+int mig_verdict_parse(const void *payload, char reason[MIG_REASON_MAX], bool *accept);
 
 #endif

@@ -77,9 +77,13 @@ static int read_stream(struct migrate_dest *d, const struct mig_config *hello, c
 		} else if (ev.kind == MIG_EV_STATE) {
 			d->state = ev.state;
 		} else if (ev.kind == MIG_EV_POSTCOPY) {
-			rc = err_fail(err, errlen, -EPROTO,
-				      "the source switched to post-copy, which this destination does not take yet: migrate "
-				      "with \"postcopy\": false");
+			d->postcopy = true;
+			d->pc_offset = r.offset;
+			d->pc_discard_runs = ev.count;
+			d->pc_pending = ev.gpa;
+			log_info(COMP, "the source switched to post-copy: %llu pages follow while the guest runs here",
+				 (unsigned long long)ev.gpa);
+			break;
 		} else if (ev.kind == MIG_EV_END) {
 			break;
 		}

@@ -42,6 +42,13 @@ struct migrate_dest {
 	uint64_t pages;        /* memory and zero-run pages received, all rounds */
 	uint64_t bytes;        /* stream bytes received */
 	uint64_t connected_ns, received_ns; /* monotonic: the source connected, the end record arrived */
+	/*
+	 * The source switched to post-copy (the stream ended with MIG_EV_POSTCOPY, not its end
+	 * record): the rest of RAM comes through postcopy_dest_start() with these, and the caller
+	 * answers with postcopy_dest_tell() instead of migrate_dest_answer().
+	 */
+	bool postcopy;
+	uint64_t pc_offset, pc_discard_runs, pc_pending;
 };
 
 /*

@@ -12,6 +12,7 @@
 #include "lib/util.h"
 #include "migration/handshake.h"
 #include "migration/migration_address.h"
+#include "migration/postcopy_source.h"
 #include "migration/precopy_plan.h"
 #include "migration/transport.h"
 
@@ -36,6 +37,7 @@ const char *migrate_state_name(enum migrate_state s)
 	case MIGRATE_CONNECTING: return "connecting";
 	case MIGRATE_PRECOPY: return "precopy";
 	case MIGRATE_STOPPED: return "stop-and-copy";
+	case MIGRATE_POSTCOPY: return "postcopy";
 	case MIGRATE_COMPLETED: return "completed";
 	case MIGRATE_FAILED: return "failed";
 	case MIGRATE_CANCELLED: return "cancelled";
@@ -125,17 +127,19 @@ static void record_plan(struct migrate_source *s, const struct precopy_plan *pl,
 }
 
 /*
- * The rounds while the guest runs. Returns 0 once the plan says stop-and-copy, with the pages
- * dirtied in the last round still in *pending (dirty_log's buffer: not yet sent).
+ * The rounds while the guest runs. Returns 0 once the plan says stop-and-copy or post-copy
+ * (*postcopy), with the pages dirtied in the last round still in *pending (dirty_log's buffer:
+ * not yet sent).
  */
-static int precopy_rounds(struct send_ctx *c, struct dirty_log *dl, const struct dirty_pages **pending, char *err,
-			  size_t errlen)
+static int precopy_rounds(struct send_ctx *c, struct dirty_log *dl, const struct dirty_pages **pending,
+			  bool *postcopy, char *err, size_t errlen)
 {
 	struct migrate_source *s = c->s;
 	struct precopy_params pp;
 	precopy_params_default(&pp);
 	pp.max_downtime_ms = s->p.max_downtime_ms;
 	pp.bandwidth_mbps = s->p.bandwidth_mbps;
+	pp.postcopy = s->p.postcopy;
 	struct precopy_plan plan;
 	precopy_plan_init(&plan, &pp);
 	const struct dirty_pages *set;
@@ -165,8 +169,9 @@ static int precopy_rounds(struct send_ctx *c, struct dirty_log *dl, const struct
 		case PRECOPY_FAIL:
 			return err_fail(err, errlen, -ETIMEDOUT, "%s", d.reason);
 		case PRECOPY_POSTCOPY:
-			/* Where post-copy will take over: the destination runs the guest from here. */
-			return err_fail(err, errlen, -ENOTSUP, "post-copy is not available yet in this vmon");
+			*pending = set;
+			*postcopy = true;
+			return 0;
 		case PRECOPY_NEXT_ROUND:
 			if (d.throttle_pct && !s->vm.ops->set_throttle)
 				return err_fail(err, errlen, -ETIMEDOUT,
@@ -212,12 +217,67 @@ static int stop_and_copy(struct send_ctx *c, struct dirty_log *dl, const struct 
 	return mig_outcome_wait(s->conn, err, errlen);
 }
 
+/*
+ * Pause, the state, the switch; then the destination runs the guest while every page it lacks
+ * (dirtied since it was last sent) follows, the ones it faults on first. *started: the
+ * destination said the guest runs there (at *started_ns), after which a failure loses the VM.
+ */
+static int switch_to_postcopy(struct send_ctx *c, struct dirty_log *dl, const struct dirty_pages *pending,
+			      bool *paused, uint64_t *pause_ns, bool *started, uint64_t *started_ns, char *err,
+			      size_t errlen)
+{
+	struct migrate_source *s = c->s;
+	const struct migrate_vm_ops *ops = s->vm.ops;
+	struct dirty_pages rest = { .count = 0 };
+	/* pending is the log's buffer, which the next fetch overwrites. */
+	int rc = dirty_pages_merge(&rest, s->vm.mem, pending);
+	if (rc) {
+		err_fail(err, errlen, rc, "out of memory for the pages post-copy sends");
+		goto out;
+	}
+	if ((rc = ops->pause(s->vm.ctx, err, errlen)))
+		goto out;
+	*paused = true;
+	*pause_ns = monotonic_ns();
+	set_state(s, MIGRATE_POSTCOPY);
+	if (ops->set_throttle)
+		ops->set_throttle(s->vm.ctx, 0);
+	const struct dirty_pages *last;
+	uint8_t *state = NULL;
+	size_t len = 0;
+	if ((rc = ops->flush_disks(s->vm.ctx, err, errlen)) || (rc = dirty_log_fetch(dl, &last, err, errlen)))
+		goto out;
+	if ((rc = dirty_pages_merge(&rest, s->vm.mem, last))) {
+		err_fail(err, errlen, rc, "out of memory for the pages post-copy sends");
+		goto out;
+	}
+	if ((rc = ops->build_state(s->vm.ctx, &state, &len, err, errlen)))
+		goto out;
+	rc = mig_writer_state(c->w, state, len, err, errlen);
+	free(state);
+	if (rc || (rc = mig_writer_postcopy(c->w, s->vm.mem, &rest, err, errlen)))
+		goto out;
+	set_remaining(s, rest.count);
+	log_info("migrate", "switching to post-copy: the guest starts on the destination while %llu pages follow",
+		 (unsigned long long)rest.count);
+	struct postcopy_source_stats st;
+	rc = postcopy_source_run(s->vm.mem, s->conn, &rest, &st, err, errlen);
+	*started = st.started;
+	*started_ns = st.started_ns;
+	if (!rc)
+		log_info("migrate", "post-copy complete: %llu pages pushed, %llu sent at the destination's request",
+			 (unsigned long long)st.pushed, (unsigned long long)st.requested);
+out:
+	dirty_pages_free(&rest);
+	return rc;
+}
+
 static void *migrate_thread(void *arg)
 {
 	struct migrate_source *s = arg;
 	char err[MIGRATE_REASON_MAX] = "";
-	uint64_t t0 = monotonic_ns(), pause_ns = 0;
-	bool paused = false, tracking = false;
+	uint64_t t0 = monotonic_ns(), pause_ns = 0, started_ns = 0;
+	bool paused = false, tracking = false, postcopy = false, started = false;
 	struct dirty_log dl;
 	memset(&dl, 0, sizeof(dl));
 	struct mig_writer w;
@@ -242,9 +302,11 @@ static void *migrate_thread(void *arg)
 	const struct dirty_pages *pending = NULL;
 	if (!rc) {
 		set_state(s, MIGRATE_PRECOPY);
-		rc = precopy_rounds(&c, &dl, &pending, err, sizeof(err));
+		rc = precopy_rounds(&c, &dl, &pending, &postcopy, err, sizeof(err));
 	}
-	if (!rc)
+	if (!rc && postcopy)
+		rc = switch_to_postcopy(&c, &dl, pending, &paused, &pause_ns, &started, &started_ns, err, sizeof(err));
+	else if (!rc)
 		rc = stop_and_copy(&c, &dl, pending, &paused, &pause_ns, err, sizeof(err));
 	uint64_t end = monotonic_ns();
 	if (tracking)
@@ -253,12 +315,20 @@ static void *migrate_thread(void *arg)
 		s->vm.ops->set_throttle(s->vm.ctx, 0);
 	pthread_mutex_lock(&s->lock);
 	s->prog.total_ms = (end - t0) / 1000000;
-	s->prog.downtime_ms = paused ? (end - pause_ns) / 1000000 : 0;
+	/* Post-copy's guest runs again once the destination started it; pre-copy's once the answer came. */
+	s->prog.downtime_ms = !paused ? 0 : (started ? started_ns - pause_ns : end - pause_ns) / 1000000;
 	s->prog.bytes_sent = conn ? mig_conn_bytes_sent(conn) : 0;
 	s->prog.pages_remaining = rc ? s->prog.pages_remaining : 0;
 	s->conn = NULL;
 	pthread_mutex_unlock(&s->lock);
-	if (rc) {
+	if (rc && started) {
+		/* Neither side has all of it: the guest ran on there, and its newest pages are split. */
+		char lost[MIGRATE_REASON_MAX];
+		snprintf(lost, sizeof(lost), "post-copy failed after the guest started on the destination: %.440s", err);
+		fail(s, rc, lost);
+		log_error("migrate", "migration to %s: %s", s->p.destination, lost);
+		s->vm.ops->lost(s->vm.ctx, lost);
+	} else if (rc) {
 		if (s->vm.ops->set_throttle)
 			s->vm.ops->set_throttle(s->vm.ctx, 0);
 		if (paused)
@@ -284,9 +354,6 @@ int migrate_source_start(struct migrate_source **out, const struct migrate_param
 			 const struct migrate_source_vm *vm, char *err, size_t errlen)
 {
 	*out = NULL;
-	if (p->postcopy)
-		return err_fail(err, errlen, -EINVAL,
-				"post-copy is not available yet in this vmon; migrate with \"postcopy\": false");
 	struct migrate_source *s = calloc(1, sizeof(*s));
 	if (!s)
 		return err_fail(err, errlen, -ENOMEM, "out of memory starting the migration");

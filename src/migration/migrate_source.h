@@ -25,6 +25,7 @@ enum migrate_state {
 	MIGRATE_CONNECTING,
 	MIGRATE_PRECOPY,   /* rounds while the guest runs */
 	MIGRATE_STOPPED,   /* guest paused: the last pages and the state are going out */
+	MIGRATE_POSTCOPY,  /* the switch to post-copy: the guest starts there, the rest of RAM follows */
 	MIGRATE_COMPLETED, /* the destination runs the guest */
 	MIGRATE_FAILED,    /* reason says why; the guest runs here again */
 	MIGRATE_CANCELLED, /* DELETE /vm/migration; the guest runs here again */
@@ -42,6 +43,8 @@ struct migrate_vm_ops {
 	int (*build_state)(void *ctx, uint8_t **out, size_t *len, char *err, size_t errlen);
 	/* The destination runs the guest now: stop it here for good. */
 	void (*migrated)(void *ctx, const char *destination);
+	/* Post-copy failed after the guest started on the destination: the VM is lost; stop it here with why. */
+	void (*lost)(void *ctx, const char *why);
 	/* Holds the vCPUs off pct % of the time (auto-converge); NULL when the VM cannot. */
 	void (*set_throttle)(void *ctx, uint32_t pct);
 };
@@ -50,7 +53,7 @@ struct migrate_params {
 	char destination[512];    /* a migration address (mig_address_parse) */
 	uint32_t max_downtime_ms; /* 0: 300 */
 	uint32_t bandwidth_mbps;  /* 0: unlimited */
-	bool postcopy;            /* refused: post-copy does not exist yet */
+	bool postcopy;            /* after round 1, switch to post-copy (docs/migration.md) */
 	int timeout_ms;           /* per step without progress; 0: MIG_TIMEOUT_MS_DEFAULT */
 };
 

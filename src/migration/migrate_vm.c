@@ -113,9 +113,15 @@ static void vm_ops_migrated(void *opaque, const char *destination)
 	vm_request_stop(c->vm, VM_STOP_MIGRATED, "migrated: the guest runs at %s now", destination);
 }
 
+static void vm_ops_lost(void *opaque, const char *why)
+{
+	struct migrate_vm_ctx *c = opaque;
+	vm_request_stop(c->vm, VM_STOP_ERROR, "%s", why);
+}
+
 static const struct migrate_vm_ops vm_ops = {
 	.pause = vm_ops_pause, .resume = vm_ops_resume, .flush_disks = vm_ops_flush,
-	.build_state = vm_ops_state, .migrated = vm_ops_migrated,
+	.build_state = vm_ops_state, .migrated = vm_ops_migrated, .lost = vm_ops_lost,
 	/* No vCPU throttle yet: the engine reports a guest that needs one as not converging. */
 };
 

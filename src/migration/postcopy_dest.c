@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "lib/util.h"
+#include "migration/handshake.h"
 #include "migration/postcopy_uffd.h"
 #include "migration/postcopy_wire.h"
 #include "migration/transport_conn.h"
@@ -34,6 +35,10 @@ struct postcopy_dest {
 	pthread_t fault_thread, recv_thread;
 	bool threads;
 	pthread_mutex_t lock;
+	/* Under lock: the verdict is sent; every page is here and the done record waits for the verdict. */
+	bool told, done_due;
+	bool abandoned; /* postcopy_dest_free() ended it while it ran */
+	struct mig_rec_postcopy_end done;
 	int state;
 	int rc;
 	char why[640];
@@ -190,7 +195,31 @@ static int finish(struct postcopy_dest *d, char *err, size_t errlen)
 	struct mig_rec_postcopy_end done = { .pages = __atomic_load_n(&d->st.pages, __ATOMIC_RELAXED) +
 						       __atomic_load_n(&d->st.zero_pages, __ATOMIC_RELAXED),
 					     .requests = __atomic_load_n(&d->st.requests, __ATOMIC_RELAXED) };
-	return pc_write(&d->link, MIG_REC_POSTCOPY_DONE, &done, sizeof(done), NULL, 0, err, errlen);
+	/* The source takes the done record as the end: the verdict must be on the wire before it. */
+	pthread_mutex_lock(&d->lock);
+	int rc = 0;
+	if (d->told)
+		rc = pc_write(&d->link, MIG_REC_POSTCOPY_DONE, &done, sizeof(done), NULL, 0, err, errlen);
+	else {
+		d->done = done;
+		d->done_due = true;
+	}
+	pthread_mutex_unlock(&d->lock);
+	return rc;
+}
+
+int postcopy_dest_tell(struct postcopy_dest *d, const char *refusal, char *err, size_t errlen)
+{
+	struct mig_rec_verdict v;
+	mig_verdict_make(&v, refusal);
+	pthread_mutex_lock(&d->lock);
+	int rc = d->told ? mig_fail(err, errlen, -EALREADY, "post-copy: the source was told already")
+			 : pc_write(&d->link, MIG_REC_VERDICT, &v, sizeof(v), NULL, 0, err, errlen);
+	d->told = true;
+	if (!rc && d->done_due && !refusal)
+		rc = pc_write(&d->link, MIG_REC_POSTCOPY_DONE, &d->done, sizeof(d->done), NULL, 0, err, errlen);
+	pthread_mutex_unlock(&d->lock);
+	return rc;
 }
 
 /* One record from the source: pages installed, or the end. 1 at the end, 0 to go on, -errno. */
@@ -238,6 +267,12 @@ static void *receiver(void *arg)
 	int rc = buf ? 0 : -ENOMEM;
 	while (!rc)
 		rc = receive_one(d, buf + MIG_PAGE_SIZE - sizeof(struct mig_rec_pages), err, sizeof(err));
+	pthread_mutex_lock(&d->lock);
+	if (rc < 0 && d->abandoned) {
+		rc = -ECANCELED;
+		snprintf(err, sizeof(err), "post-copy: stopped before every page arrived");
+	}
+	pthread_mutex_unlock(&d->lock);
 	dest_end(d, rc < 0 ? rc : 0, "%s", err);
 	free(buf);
 	return NULL;
@@ -505,7 +540,17 @@ void postcopy_dest_free(struct postcopy_dest *d)
 	if (!d)
 		return;
 	if (d->threads) {
-		dest_end(d, -ECANCELED, "post-copy: stopped before every page arrived");
+		pthread_mutex_lock(&d->lock);
+		bool running = d->state == PC_RUNNING;
+		d->abandoned = running;
+		pthread_mutex_unlock(&d->lock);
+		/*
+		 * The receiver fails post-copy itself once its read ends: poisoning and waking take
+		 * userfaultfd ioctls its confinement allows and the caller's (vmon's main thread at
+		 * teardown) need not.
+		 */
+		if (running)
+			shutdown(d->link.conn->fd, SHUT_RDWR);
 		pthread_join(d->recv_thread, NULL);
 		pthread_join(d->fault_thread, NULL);
 	}

@@ -42,6 +42,13 @@ struct postcopy_dest_stats {
  */
 int postcopy_dest_start(struct postcopy_dest **out, struct guest_mem *mem, struct mig_conn *conn, uint64_t offset,
 			uint64_t discard_runs, uint64_t pending, char *err, size_t errlen);
+/*
+ * Tells the source, once the VM is built and before its vCPUs start, that the guest runs here
+ * (refusal NULL), or why it cannot (the source then resumes it: nothing ran here). The source
+ * takes post-copy as complete only after this: a done record waits for it. 0 or -errno (err);
+ * on failure the guest must not start here.
+ */
+int postcopy_dest_tell(struct postcopy_dest *d, const char *refusal, char *err, size_t errlen);
 /* Readable once post-copy has ended, complete or failed: for the caller's event loop. */
 int postcopy_dest_event_fd(const struct postcopy_dest *d);
 /*
@@ -52,7 +59,10 @@ int postcopy_dest_wait(struct postcopy_dest *d, int timeout_ms, char *err, size_
 void postcopy_dest_get_stats(struct postcopy_dest *d, struct postcopy_dest_stats *st);
 /* Whether host (an address a thread faulted on) is guest RAM post-copy could not bring: for a SIGBUS's message. */
 bool postcopy_dest_lost(const struct postcopy_dest *d, const void *host);
-/* Stops the threads (failing post-copy first if it still runs) and closes userfaultfd. */
+/*
+ * Stops the threads (failing post-copy first if it still runs: the connection must still be
+ * open then) and closes userfaultfd. Before guest RAM is unmapped.
+ */
 void postcopy_dest_free(struct postcopy_dest *d);
 
 #endif

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "lib/util.h"
+#include "migration/handshake.h"
 #include "migration/postcopy_wire.h"
 
 /* Requests waiting to be served; the reader waits when it is full (a destination asks for one page a fault). */
@@ -23,6 +24,9 @@ struct source {
 	bool stop;    /* the writer is done (or failed): the reader ends */
 	bool ended;   /* the end record is sent: silence from the destination is now a failure */
 	bool done;    /* the destination's done record arrived */
+	bool started; /* the destination said the guest runs there: from now on the VM exists only there */
+	bool refused; /* it said it could not start it: why says why */
+	uint64_t started_ns;
 	bool failed;  /* the reader failed: why says why */
 	char why[512];
 	uint64_t requests;
@@ -52,8 +56,41 @@ static void *reader(void *arg)
 		}
 		if (rc)
 			break;
+		if (type == MIG_REC_VERDICT) {
+			char reason[MIG_REASON_MAX];
+			bool accept = false;
+			pthread_mutex_lock(&s->lock);
+			bool again = s->started;
+			pthread_mutex_unlock(&s->lock);
+			if (again || mig_verdict_parse(buf, reason, &accept)) {
+				rc = mig_fail(err, sizeof(err), -EPROTO,
+					      "post-copy: the destination's verdict at byte %llu is %s",
+					      (unsigned long long)rec, again ? "its second" : "damaged");
+				break;
+			}
+			if (!accept) {
+				rc = mig_fail(err, sizeof(err), -EPERM, "post-copy: the destination could not start the guest: %s",
+					      reason);
+				pthread_mutex_lock(&s->lock);
+				s->refused = true;
+				pthread_mutex_unlock(&s->lock);
+				break;
+			}
+			pthread_mutex_lock(&s->lock);
+			s->started = true;
+			s->started_ns = monotonic_ns();
+			pthread_cond_broadcast(&s->cond);
+			pthread_mutex_unlock(&s->lock);
+			continue;
+		}
 		if (type == MIG_REC_POSTCOPY_DONE) {
 			pthread_mutex_lock(&s->lock);
+			if (!s->started) {
+				pthread_mutex_unlock(&s->lock);
+				rc = mig_fail(err, sizeof(err), -EPROTO,
+					      "post-copy: the destination confirmed every page without saying the guest runs there");
+				break;
+			}
 			s->done = true;
 			pthread_cond_broadcast(&s->cond);
 			pthread_mutex_unlock(&s->lock);
@@ -219,9 +256,14 @@ int postcopy_source_run(const struct guest_mem *mem, struct mig_conn *conn, cons
 			      s->failed ? s->why : "post-copy: the destination did not confirm that every page arrived");
 	s->stop = true;
 	pthread_cond_broadcast(&s->cond);
-	st.requests = s->requests;
 	pthread_mutex_unlock(&s->lock);
 	pthread_join(t, NULL);
+	/* A refusal closes the connection: the push may fail on that first, but the refusal is the reason. */
+	if (s->refused)
+		rc = mig_fail(err, errlen, -EPERM, "%s", s->why);
+	st.requests = s->requests;
+	st.started = s->started;
+	st.started_ns = s->started_ns;
 out:
 	pthread_cond_destroy(&s->cond);
 	pthread_mutex_destroy(&s->lock);

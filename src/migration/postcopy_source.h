@@ -23,13 +23,21 @@ struct postcopy_source_stats {
 	uint64_t pushed;    /* pages sent by the background push */
 	uint64_t requested; /* pages sent because the destination asked for them */
 	uint64_t requests;  /* page requests received */
+	/*
+	 * The destination said the guest runs there (postcopy_dest_tell), at started_ns (monotonic).
+	 * Until then a failure leaves the guest whole here, to resume; after it, a failure loses it.
+	 */
+	bool started;
+	uint64_t started_ns;
 };
 
 /*
  * Runs post-copy's source side on conn after mig_writer_postcopy() sent the switch with the same
  * pending pages (one bit per page not sent since it last changed, as dirty_log.h counts them),
  * until the destination confirms every page arrived (0) or the connection fails (-errno with one
- * sentence in err: the VM is then lost, its memory split between the hosts). Cancel through the
+ * sentence in err). Such a failure loses the VM, its memory split between the hosts, once the
+ * destination said the guest runs there (stats->started); before that (a refusal is -EPERM with
+ * the destination's reason) the guest is whole here and may resume. Cancel through the
  * connection's mig_cancel. The reader thread runs with the caller's confinement (the api role).
  */
 int postcopy_source_run(const struct guest_mem *mem, struct mig_conn *conn, const struct dirty_pages *pending,

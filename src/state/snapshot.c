@@ -652,7 +652,12 @@ int snapshot_restore(struct vm *vm, const struct snapshot_image *img, char *err,
 		return rc;
 	if (vm->mem.ram_size != img->ram_size)
 		return err_fail(err, errlen, -EINVAL, "the VM's memory size does not match the snapshot's");
-	if ((rc = img->ram ? mem_state_adopt(vm, img->ram, err, errlen) : mem_state_map(vm, img->mem_path, err, errlen)))
+	/* A migration's RAM is taken over here, or was already (post-copy registers it first). */
+	if (img->ram)
+		rc = mem_state_adopt(vm, img->ram, err, errlen);
+	else if (img->mem_path[0])
+		rc = mem_state_map(vm, img->mem_path, err, errlen);
+	if (rc)
 		return rc;
 	uint64_t advanced_ns = 0;
 	if ((rc = restore_cpuid(vm, img, err, errlen)) || (rc = vm_state_restore(vm, &img->f, err, errlen)) ||

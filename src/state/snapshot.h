@@ -49,7 +49,10 @@ struct snapshot_image {
 	char *layers[CONFIG_MAX_DISKS];
 	bool layer_is_qcow2[CONFIG_MAX_DISKS];
 	bool on_layer[CONFIG_MAX_DISKS];
-	/* Guest RAM received by a live migration (snapshot_open_received), adopted by snapshot_restore(); else NULL. */
+	/*
+	 * Guest RAM received by a live migration (snapshot_open_received), adopted by
+	 * snapshot_restore(); else NULL. NULL with no mem_path: the caller put it in place already.
+	 */
 	struct guest_mem *ram;
 	/* How snapshot_restore() sets the guest's clock (vmon restore --clock); snapshot_open() sets realtime. */
 	enum vm_clock_mode clock;

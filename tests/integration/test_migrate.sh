@@ -82,6 +82,25 @@ expect migrate/dest-api "the destination's API answers and shows the guest runni
 	sh -c "$VMON ctl --sock $TEST_TMP/dst.sock info | grep -q '\"running\"'"
 kill -TERM $DST_PID; wait_exit $DST_PID 30
 
+# ---- post-copy: the guest starts on the destination while the rest of its RAM follows ----
+start pcsrc run --kernel $G --memory 128M --api-sock $TEST_TMP/pcsrc.sock
+PS_PID=$PID PS_OUT=$OUT PS_ERR=$ERR
+wait_for $PS_OUT '^count: 3$' 120
+PORT=$(free_port)
+start pcdst receive --listen tcp:127.0.0.1:$PORT
+PD_PID=$PID PD_OUT=$OUT PD_ERR=$ERR
+wait_for $PD_ERR 'waiting for a migration' 60
+ctl $TEST_TMP/pcsrc.sock migrate tcp:127.0.0.1:$PORT --postcopy --max-downtime 1 >$TEST_TMP/pc.out 2>$TEST_TMP/pc.err
+RC=$?
+wait_exit $PS_PID 30
+n=$(last_count $PS_OUT)
+wait_for $PD_OUT "^count: $((n + 3))\$" 60
+OUT=$PD_OUT ERR=$PD_ERR
+expect migrate/postcopy-counts-on "with --postcopy the destination's guest counts on without a gap ($(grep -c 'switching to post-copy' $PS_ERR) switch to post-copy)" \
+	sh -c "[ $RC -eq 0 ] && grep -q 'migrated to' $PS_ERR"
+expect migrate/postcopy-consecutive "the counts across the two hosts have no gap or repeat" counts_consecutive $PS_OUT $PD_OUT
+kill -TERM $PD_PID; wait_exit $PD_PID 30
+
 # ---- failures leave the guest counting on the source ----
 start src2 run --kernel $G --memory 128M --api-sock $TEST_TMP/src2.sock
 S2_PID=$PID S2_OUT=$OUT S2_ERR=$ERR

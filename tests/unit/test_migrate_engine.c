@@ -27,6 +27,7 @@
 #include "memory/write_track.h"
 #include "migration/handshake.h"
 #include "migration/migrate_dest.h"
+#include "migration/postcopy_dest.h"
 #include "migration/migrate_source.h"
 #include "migration/stream.h"
 #include "migration/transport.h"
@@ -49,7 +50,7 @@ struct source {
 	uint64_t writes;
 	pthread_t writer;
 
-	int pauses, resumes, flushes, migrated;
+	int pauses, resumes, flushes, migrated, lost;
 	unsigned int state_delay_ms; /* a slow state build: the switch lasts that long */
 	struct mig_config cfg;
 };
@@ -120,9 +121,15 @@ static void src_migrated(void *ctx, const char *destination)
 	((struct source *)ctx)->migrated++;
 }
 
+static void src_lost(void *ctx, const char *why)
+{
+	(void)why;
+	((struct source *)ctx)->lost++;
+}
+
 static const struct migrate_vm_ops src_ops = {
 	.pause = src_pause, .resume = src_resume, .flush_disks = src_flush,
-	.build_state = src_state, .migrated = src_migrated,
+	.build_state = src_state, .migrated = src_migrated, .lost = src_lost,
 };
 
 /* Writes 64 random bytes to a random page, as vmon (tracked) or as a vCPU (the fake KVM log). */
@@ -204,7 +211,11 @@ static struct migrate_source_vm source_vm(struct source *s)
  * DEST_RUN and DEST_REFUSE are vmon's destination (migrate_dest.h); the others a stand-in that
  * reads the stream itself, to die where a real destination could.
  */
-enum dest_mode { DEST_RUN, DEST_REFUSE, DEST_DIE_MID_TRANSFER, DEST_DIE_BEFORE_ANSWER };
+enum dest_mode {
+	DEST_RUN, DEST_REFUSE, DEST_DIE_MID_TRANSFER, DEST_DIE_BEFORE_ANSWER,
+	/* Post-copy on vmon's destination: the guest runs and reads all of RAM; refused; or gone once started. */
+	DEST_PC_RUN, DEST_PC_REFUSE, DEST_PC_DIE_AFTER_START,
+};
 
 struct dest {
 	enum dest_mode mode;
@@ -214,6 +225,7 @@ struct dest {
 	int states;
 	int attempts; /* sources the real destination takes before giving up */
 	struct migrate_dest md;
+	struct postcopy_dest *pc;
 	int rc;
 	char err[512];
 };
@@ -265,11 +277,56 @@ static void real_dest(struct dest *d)
 	d->rc = migrate_dest_answer(&d->md, NULL, d->err, sizeof(d->err));
 }
 
+/*
+ * vmon's destination in post-copy: RAM registered with userfaultfd once the switch arrives; then
+ * the "guest" (this thread) reads every page, each one it lacks fetched from the source.
+ */
+static void real_dest_postcopy(struct dest *d)
+{
+	struct migrate_dest_params p = { .vmon_version = "0.1.0+gtest", .accept_wait_ms = 5000, .timeout_ms = 5000,
+					 .attempts = 1, .check = real_dest_check, .opaque = d };
+	if ((d->rc = migrate_dest_receive(&d->md, d->l, &p, d->err, sizeof(d->err))))
+		return;
+	if (!d->md.postcopy) {
+		d->rc = -EPROTO;
+		snprintf(d->err, sizeof(d->err), "the source did not switch to post-copy");
+		return;
+	}
+	d->rounds = d->md.rounds;
+	d->states = d->md.state.len > 0;
+	struct migrate_dest *m = &d->md;
+	if ((d->rc = postcopy_dest_start(&d->pc, &m->mem, m->conn, m->pc_offset, m->pc_discard_runs, m->pc_pending,
+					 d->err, sizeof(d->err))))
+		return;
+	if (d->mode == DEST_PC_REFUSE) {
+		d->rc = postcopy_dest_tell(d->pc, "the destination has no tap device vm0", d->err, sizeof(d->err));
+		postcopy_dest_free(d->pc);
+		d->pc = NULL;
+		return;
+	}
+	if ((d->rc = postcopy_dest_tell(d->pc, NULL, d->err, sizeof(d->err))))
+		return;
+	if (d->mode == DEST_PC_DIE_AFTER_START) {
+		postcopy_dest_free(d->pc); /* gone before the rest arrived: its socket closes */
+		d->pc = NULL;
+		return;
+	}
+	uint64_t sum = 0;
+	for (uint64_t gpa = 0; gpa < RAM; gpa += PAGE)
+		sum += *(const volatile uint8_t *)gpa_to_host(&m->mem, gpa, 1);
+	(void)sum;
+	d->rc = postcopy_dest_wait(d->pc, 10000, d->err, sizeof(d->err));
+}
+
 static void *dest_thread(void *arg)
 {
 	struct dest *d = arg;
 	if (d->mode == DEST_RUN || d->mode == DEST_REFUSE) {
 		real_dest(d);
+		return NULL;
+	}
+	if (d->mode >= DEST_PC_RUN) {
+		real_dest_postcopy(d);
 		return NULL;
 	}
 	struct mig_conn_opts o = { .timeout_ms = 5000 };
@@ -333,6 +390,7 @@ static void dest_cleanup(struct dest *d)
 {
 	mig_listener_close(d->l);
 	guest_mem_destroy(&d->mem);
+	postcopy_dest_free(d->pc);
 	migrate_dest_free(&d->md);
 }
 
@@ -437,6 +495,91 @@ static void a_destination_forgets_a_source_that_vanished_and_takes_the_next(void
 	source_destroy(&s);
 }
 
+/* A post-copy migration of a guest that keeps writing: 0, or skipped where the host has no userfaultfd. */
+static void run_postcopy(enum dest_mode mode, struct source *s, struct dest *d, struct migrate_progress *pr)
+{
+	source_init(s, 1000000);
+	pthread_t t;
+	/* Paced and with a tight target, so round 1 leaves more than fits and the plan switches. */
+	struct migrate_params p = { .max_downtime_ms = 1, .bandwidth_mbps = 200, .postcopy = true, .timeout_ms = 3000 };
+	dest_start(d, mode, 1, p.destination, sizeof(p.destination), &t);
+	struct migrate_source_vm vm = source_vm(s);
+	struct migrate_source *m;
+	char err[512] = "";
+	assert_int_equal(migrate_source_start(&m, &p, &vm, err, sizeof(err)), 0);
+	wait_done(m, pr);
+	migrate_source_free(m);
+	pthread_join(t, NULL);
+	if (d->rc == -EOPNOTSUPP || d->rc == -EPERM) {
+		print_message("no userfaultfd here: %s\n", d->err);
+		dest_cleanup(d);
+		source_destroy(s);
+		skip();
+	}
+}
+
+static void post_copy_brings_every_page_while_the_guest_runs_on_the_destination(void **state)
+{
+	(void)state;
+	struct source s;
+	struct dest d;
+	struct migrate_progress pr;
+	run_postcopy(DEST_PC_RUN, &s, &d, &pr);
+	if (d.rc)
+		print_message("destination: %s\n", d.err);
+	assert_int_equal(d.rc, 0);
+	assert_string_equal(pr.reason, "");
+	assert_int_equal(pr.state, MIGRATE_COMPLETED);
+	assert_int_equal(pr.round, 1);
+	assert_int_equal(s.pauses, 1);
+	assert_int_equal(s.resumes, 0);
+	assert_int_equal(s.migrated, 1);
+	assert_int_equal(s.lost, 0);
+	assert_true(pr.downtime_ms <= pr.total_ms);
+	assert_memory_equal(d.md.mem.regions[0].host, s.mem.regions[0].host, RAM);
+	struct postcopy_dest_stats st;
+	postcopy_dest_get_stats(d.pc, &st);
+	print_message("post-copy: %llu pages installed, %llu asked for; downtime %llu ms, total %llu ms\n",
+		      (unsigned long long)(st.pages + st.zero_pages), (unsigned long long)st.requests,
+		      (unsigned long long)pr.downtime_ms, (unsigned long long)pr.total_ms);
+	dest_cleanup(&d);
+	source_destroy(&s);
+}
+
+static void a_destination_that_refuses_in_post_copy_has_the_guest_resumed(void **state)
+{
+	(void)state;
+	struct source s;
+	struct dest d;
+	struct migrate_progress pr;
+	run_postcopy(DEST_PC_REFUSE, &s, &d, &pr);
+	assert_int_equal(pr.state, MIGRATE_FAILED);
+	assert_non_null(strstr(pr.reason, "could not start the guest: the destination has no tap device vm0"));
+	assert_int_equal(s.pauses, 1);
+	assert_int_equal(s.resumes, 1);
+	assert_int_equal(s.migrated, 0);
+	assert_int_equal(s.lost, 0);
+	assert_int_equal(atomic_load(&s.f.vm.state), VM_RUNNING);
+	dest_cleanup(&d);
+	source_destroy(&s);
+}
+
+static void a_destination_gone_after_the_guest_started_loses_the_vm_and_says_so(void **state)
+{
+	(void)state;
+	struct source s;
+	struct dest d;
+	struct migrate_progress pr;
+	run_postcopy(DEST_PC_DIE_AFTER_START, &s, &d, &pr);
+	assert_int_equal(pr.state, MIGRATE_FAILED);
+	assert_non_null(strstr(pr.reason, "post-copy failed after the guest started on the destination"));
+	assert_int_equal(s.lost, 1);
+	assert_int_equal(s.resumes, 0); /* the guest ran on there: resuming this copy would fork it */
+	assert_int_equal(s.migrated, 0);
+	dest_cleanup(&d);
+	source_destroy(&s);
+}
+
 static void run_failing(enum dest_mode mode, bool cancel, struct source *s, struct migrate_progress *pr)
 {
 	source_init(s, cancel ? 1000000 : 0);
@@ -532,9 +675,6 @@ static void bad_parameters_start_nothing(void **state)
 	assert_int_equal(migrate_source_start(&m, &p, &vm, err, sizeof(err)), -EINVAL);
 	assert_null(m);
 	assert_non_null(strstr(err, "the port is missing"));
-	struct migrate_params pc = { .destination = "tcp:127.0.0.1:4444", .postcopy = true };
-	assert_int_equal(migrate_source_start(&m, &pc, &vm, err, sizeof(err)), -EINVAL);
-	assert_non_null(strstr(err, "post-copy is not available yet"));
 	source_destroy(&s);
 }
 
@@ -589,8 +729,8 @@ static void the_api_starts_shows_refuses_a_second_cancels_and_guards_the_switch(
 			 "unknown key \"speed\"");
 	assert_error_has(call(&ctx, "PUT", "/vm/migrate", "{\"destination\": \"tcp:h:1\", \"max_downtime_ms\": -3}", 400),
 			 "\"max_downtime_ms\" must be a whole number");
-	assert_error_has(call(&ctx, "PUT", "/vm/migrate", "{\"destination\": \"tcp:h:1\", \"postcopy\": true}", 400),
-			 "post-copy is not available yet");
+	assert_error_has(call(&ctx, "PUT", "/vm/migrate", "{\"destination\": \"tcp:h:1\", \"postcopy\": \"yes\"}", 400),
+			 "\"postcopy\" must be true or false");
 	assert_error_has(call(&ctx, "PUT", "/vm/migrate", "[1]", 400), "needs a JSON object");
 	assert_error_has(call(&ctx, "DELETE", "/vm/migration", NULL, 409), "no migration is running");
 
@@ -656,6 +796,9 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(a_guest_writing_all_along_arrives_byte_for_byte_after_several_rounds),
 		cmocka_unit_test(a_destination_forgets_a_source_that_vanished_and_takes_the_next),
+		cmocka_unit_test(post_copy_brings_every_page_while_the_guest_runs_on_the_destination),
+		cmocka_unit_test(a_destination_that_refuses_in_post_copy_has_the_guest_resumed),
+		cmocka_unit_test(a_destination_gone_after_the_guest_started_loses_the_vm_and_says_so),
 		cmocka_unit_test(a_destination_that_dies_mid_transfer_leaves_the_guest_running_with_the_reason),
 		cmocka_unit_test(a_destination_that_dies_before_its_answer_has_the_paused_guest_resumed),
 		cmocka_unit_test(a_refusal_in_the_handshake_is_shown),

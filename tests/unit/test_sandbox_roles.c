@@ -1625,6 +1625,8 @@ static int postcopy_under_the_filters_as(bool source_dies)
 		p->sconn = NULL;
 	} else if (pthread_create(&t, NULL, pc_source, p)) {
 		return 42;
+	} else if (postcopy_dest_tell(d, NULL, err, sizeof(err))) {
+		return 48;
 	}
 	bool read_ok = source_dies || as_vcpu(pc_guest_reads, p);
 	int wait = postcopy_dest_wait(d, 10000, err, sizeof(err));
