@@ -12,6 +12,7 @@
 #include <sys/sysinfo.h>
 #include <unistd.h>
 
+#include "api/api_migrate.h"
 #include "arch/x86/cpuid.h"
 #include "arch/x86/host_probe.h"
 #include "cli/backend_overrides.h"
@@ -27,7 +28,6 @@
 #include "state/cpu_compat.h"
 #include "state/mem_state.h"
 #include "state/snapshot.h"
-#include "version.h" /* build/version.h, made by the Makefile */
 #include "vm/platform.h"
 #include "vm/vm.h"
 
@@ -312,7 +312,7 @@ static void receive_stopped(struct vm *vm, void *arg)
 static int receive_vm(struct vm_config *cfg, struct receive_args *a, struct host_view *host, struct mig_listener **l)
 {
 	struct migrate_dest_params p = {
-		.vmon_version = VMON_VERSION, .accept_wait_ms = a->wait_ms, .check = judge_source, .opaque = host,
+		.vmon_version = api_migrate_vmon_version, .accept_wait_ms = a->wait_ms, .check = judge_source, .opaque = host,
 	};
 	struct migrate_dest d;
 	char err[512];

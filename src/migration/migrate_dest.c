@@ -17,14 +17,13 @@ struct hello_check {
 	struct mig_config cfg; /* the source's, once its hello passed */
 };
 
-/* The hello's blob is the source's struct mig_config as it is: untrusted bytes, checked field by field. */
-static int check_source(void *opaque, const struct mig_peer *peer, char *reason, size_t len)
+int migrate_dest_check_hello(const struct migrate_dest_params *p, const struct mig_peer *peer, struct mig_config *out,
+			     char *reason, size_t len)
 {
-	struct hello_check *h = opaque;
 	struct mig_config c;
 	if (peer->compat_len != sizeof(c)) {
 		snprintf(reason, len, "the source's hello carries %zu bytes of guest configuration and vmon %s expects %zu",
-			 peer->compat_len, h->p->vmon_version, sizeof(c));
+			 peer->compat_len, p->vmon_version, sizeof(c));
 		return -EPROTO;
 	}
 	memcpy(&c, peer->compat, sizeof(c));
@@ -34,13 +33,19 @@ static int check_source(void *opaque, const struct mig_peer *peer, char *reason,
 			 c.cpus, (unsigned long long)c.ram_size);
 		return -EINVAL;
 	}
-	if (h->p->check) {
-		int rc = h->p->check(h->p->opaque, &c, reason, len);
+	if (p->check) {
+		int rc = p->check(p->opaque, &c, reason, len);
 		if (rc)
 			return rc;
 	}
-	h->cfg = c;
+	*out = c;
 	return 0;
+}
+
+static int check_source(void *opaque, const struct mig_peer *peer, char *reason, size_t len)
+{
+	struct hello_check *h = opaque;
+	return migrate_dest_check_hello(h->p, peer, &h->cfg, reason, len);
 }
 
 /* Reads the stream after the handshake into d's RAM and state: 0 at its end record, or -errno (err). */

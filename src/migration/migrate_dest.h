@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "memory/guest_mem.h"
+#include "migration/handshake.h"
 #include "migration/stream.h"
 #include "migration/transport.h"
 
@@ -50,6 +51,14 @@ struct migrate_dest {
 	bool postcopy;
 	uint64_t pc_offset, pc_discard_runs, pc_pending;
 };
+
+/*
+ * Judges a source's hello (the handshake calls it): its blob is the source's struct mig_config
+ * as it is, untrusted bytes checked field by field (sizes, vCPUs, vendor string), then p->check.
+ * 0 with *out set, or nonzero with one sentence in reason.
+ */
+int migrate_dest_check_hello(const struct migrate_dest_params *p, const struct mig_peer *peer, struct mig_config *out,
+			     char *reason, size_t len);
 
 /*
  * Waits for a source on l and receives its stream into d. 0, or -errno with the sentence in err

@@ -13,7 +13,9 @@
 
 #include "fuzz_common.h"
 #include "lib/log.h"
+#include "config/config.h"
 #include "migration/handshake.h"
+#include "migration/migrate_dest.h"
 
 #define INPUT_MAX (64 * 1024) /* within a socket's buffer, so writing it never blocks */
 
@@ -24,6 +26,23 @@ static int judge(void *opaque, const struct mig_peer *peer, char *reason, size_t
 	if (*refuse)
 		snprintf(reason, len, "refused by the fuzzer");
 	return *refuse;
+}
+
+/* vmon receive's judgement of a source's hello: what it accepts is a guest vmon can run. */
+static int judge_as_receive(void *opaque, const struct mig_peer *peer, char *reason, size_t len)
+{
+	if (judge(opaque, peer, reason, len))
+		return 1;
+	struct migrate_dest_params p = { .vmon_version = "fuzz" };
+	struct mig_config c;
+	int rc = migrate_dest_check_hello(&p, peer, &c, reason, len);
+	if (rc == 0)
+		fuzz_check(c.ram_size && c.ram_size % MIG_PAGE_SIZE == 0 && c.ram_size <= MIG_RAM_MAX && c.cpus >= 1 &&
+				   c.cpus <= CONFIG_MAX_CPUS && memchr(c.cpu.vendor, 0, sizeof(c.cpu.vendor)),
+			   "vmon receive accepted a guest it cannot run");
+	else
+		fuzz_check(reason[0] != 0, "vmon receive refused a source without a reason");
+	return rc;
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
@@ -46,7 +65,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		fuzz_check(write(sv[1], data + 1, size - 1) == (ssize_t)(size - 1), "write");
 	shutdown(sv[1], SHUT_WR);
 	bool refuse = data[0] & 2;
-	struct mig_hello h = { .vmon_version = "fuzz", .compat = "c", .compat_len = 1, .check = judge, .opaque = &refuse };
+	/* A destination judges as vmon receive does; a source with the plain judge. */
+	struct mig_hello h = { .vmon_version = "fuzz", .compat = "c", .compat_len = 1,
+			       .check = data[0] & 1 ? judge : judge_as_receive, .opaque = &refuse };
 	struct mig_conn_opts o = { .timeout_ms = 1000 };
 	struct mig_conn *c;
 	fuzz_check(mig_conn_wrap(&c, sv[0], "fuzz-peer", data[0] & 1, &o) == 0, "mig_conn_wrap");

@@ -1,6 +1,6 @@
 /*
  * libFuzzer target: post-copy's records as a source reads them from a destination (page
- * requests and the done record, src/migration/postcopy_wire.c), over a real migration
+ * requests, the verdict and the done record, src/migration/postcopy_wire.c, handshake.c), over a real migration
  * connection on a socketpair. Every record is refused with a "post-copy: " sentence, or a page
  * request it accepts names 1 to MIG_PAGES_MAX pages inside guest RAM.
  * Build and run: make fuzz && build/fuzz/fuzz_postcopy_records tests/fuzz/corpus_postcopy_records
@@ -11,6 +11,7 @@
 
 #include "fuzz_common.h"
 #include "lib/util.h"
+#include "migration/handshake.h"
 #include "migration/postcopy_wire.h"
 
 /* Below a socketpair's buffer, so the whole input is written before it is read. */
@@ -53,6 +54,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			break;
 		}
 		fuzz_check(mig_rec_len_ok(type, len), "a record of a length its type does not have");
+		if (type == MIG_REC_VERDICT) {
+			char reason[MIG_REASON_MAX];
+			bool accept = true;
+			if (mig_verdict_parse(buf, reason, &accept) == 0)
+				fuzz_check(memchr(reason, 0, sizeof(reason)) && (!accept || !reason[0]),
+					   "a verdict accepted with a reason, or one without its end");
+			continue;
+		}
 		if (type != MIG_REC_PAGE_REQUEST)
 			continue;
 		uint64_t gpa;
