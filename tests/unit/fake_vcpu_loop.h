@@ -9,6 +9,7 @@
 #ifndef VMON_TESTS_FAKE_VCPU_LOOP_H
 #define VMON_TESTS_FAKE_VCPU_LOOP_H
 
+#include <errno.h>
 #include <linux/kvm.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -27,9 +28,20 @@ struct fake_vcpu_loop {
 	struct kvm_run *run;
 	pthread_t thread;
 	bool confine;                /* enter the vcpu role first, as vmon's vCPU threads do */
-	_Atomic uint64_t guest_ns;   /* wall time spent "in the guest" */
+	pthread_mutex_t lock;
+	uint64_t guest_ns;           /* wall time spent "in the guest", under lock ... */
+	uint64_t entered_ns;         /* ... plus the time since this, when not 0 */
 	_Atomic bool running;        /* bound and kickable */
 };
+
+/* Wall time spent "in the guest" so far, the stretch in progress included. */
+static inline uint64_t fake_vcpu_loop_guest_ns(struct fake_vcpu_loop *l)
+{
+	pthread_mutex_lock(&l->lock);
+	uint64_t ns = l->guest_ns + (l->entered_ns ? monotonic_ns() - l->entered_ns : 0);
+	pthread_mutex_unlock(&l->lock);
+	return ns;
+}
 
 static inline void *fake_vcpu_loop_thread(void *arg)
 {
@@ -46,10 +58,15 @@ static inline void *fake_vcpu_loop_thread(void *arg)
 		vm_vcpu_park_if_paused(vm);
 		if (atomic_load(&vm->state) == VM_STOPPED)
 			break;
-		uint64_t t0 = monotonic_ns();
+		pthread_mutex_lock(&l->lock);
+		l->entered_ns = monotonic_ns();
+		pthread_mutex_unlock(&l->lock);
 		while (!*(volatile __u8 *)&v->run->immediate_exit)
 			;
-		atomic_fetch_add(&l->guest_ns, monotonic_ns() - t0);
+		pthread_mutex_lock(&l->lock);
+		l->guest_ns += monotonic_ns() - l->entered_ns;
+		l->entered_ns = 0;
+		pthread_mutex_unlock(&l->lock);
 		vcpu_interrupted(v);
 	}
 	vcpu_throttle_release(&v->throttle);
@@ -65,7 +82,8 @@ static inline int fake_vcpu_loop_start(struct fake_vcpu_loop *l, struct vm *vm, 
 		return ENOMEM;
 	l->v->run = l->run;
 	l->confine = confine;
-	atomic_store(&l->guest_ns, 0);
+	pthread_mutex_init(&l->lock, NULL);
+	l->guest_ns = l->entered_ns = 0;
 	atomic_store(&l->running, false);
 	int rc = pthread_create(&l->thread, NULL, fake_vcpu_loop_thread, l);
 	if (rc)
@@ -83,6 +101,7 @@ static inline void fake_vcpu_loop_join(struct fake_vcpu_loop *l)
 	l->v->run = NULL;
 	free(l->run);
 	l->run = NULL;
+	pthread_mutex_destroy(&l->lock);
 }
 
 #endif
