@@ -18,6 +18,7 @@
 #include "api/api_metrics.h"
 #include "api_fake_vm.h"
 #include "fake_vcpu_loop.h"
+#include "migration/migrate_vm.h"
 #include "vm/throttle_policy.h"
 
 #define MS 1000000ULL
@@ -217,6 +218,32 @@ static void a_paused_vm_stays_paused_when_the_throttle_changes(void **state)
 	rig_stop(&r);
 }
 
+/* What the pre-copy engine calls on a real VM: auto-converge's steps reach the vCPUs, and 0 lifts them. */
+static void the_migration_engines_vm_operations_throttle_the_vcpus(void **state)
+{
+	(void)state;
+	struct rig r;
+	rig_start(&r, 1, THROTTLE_PERIOD_NS);
+	struct kvm_cpuid2 *none = calloc(1, sizeof(*none)); /* migrate_vm_describe() reads the CPUID table */
+	r.f.vm.cpuid = none;
+	struct migrate_vm_ctx ctx;
+	struct migrate_source_vm desc;
+	migrate_vm_describe(&r.f.vm, "test", &ctx, &desc);
+	assert_non_null(desc.ops->set_throttle);
+	desc.ops->set_throttle(desc.ctx, 60);
+	assert_true(metric(&r.f.vm, "vmon_vcpu_throttle_percent") == 60);
+	double share = guest_share(&r, 0, 500);
+	print_message("through the migration's operations at 60%%: guest share %.3f\n", share);
+	assert_true(share > 0.2 && share < 0.6);
+	desc.ops->set_throttle(desc.ctx, 0);
+	assert_true(metric(&r.f.vm, "vmon_vcpu_throttle_percent") == 0);
+	sleep_ms(20);
+	assert_true(guest_share(&r, 0, 200) > 0.95);
+	r.f.vm.cpuid = NULL;
+	free(none);
+	rig_stop(&r);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -226,6 +253,7 @@ int main(void)
 		cmocka_unit_test(out_of_range_is_refused),
 		cmocka_unit_test(pause_resume_and_stop_do_not_wait_for_a_hold_to_end),
 		cmocka_unit_test(a_paused_vm_stays_paused_when_the_throttle_changes),
+		cmocka_unit_test(the_migration_engines_vm_operations_throttle_the_vcpus),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
