@@ -157,12 +157,16 @@ int vm_create(struct vm *vm, const struct vm_config *cfg)
 	pthread_mutex_init(&vm->lock, NULL);
 	pthread_mutex_init(&vm->control_lock, NULL);
 	pthread_cond_init(&vm->cond, NULL);
-	throttle_init(&vm->throttle, THROTTLE_PERIOD_NS);
 	bus_init(&vm->pio, "pio");
 	bus_init(&vm->mmio, "mmio");
 	atomic_store(&vm->state, VM_CREATED);
+	int rc = throttle_init(&vm->throttle, THROTTLE_PERIOD_NS);
+	if (rc) {
+		log_error("vm", "cannot set up the vCPU throttle: %s", strerror(-rc));
+		return rc;
+	}
 
-	int rc = vm_open_kvm();
+	rc = vm_open_kvm();
 	if (rc < 0)
 		return rc;
 	vm->kvm_fd = rc;
