@@ -84,6 +84,15 @@ static void vcpu_metrics(FILE *f, struct vm *vm)
 	for (unsigned int i = 0; i < vm->ncpus; i++)
 		fprintf(f, "vmon_vcpu_run_seconds_total{vcpu=\"%u\"} %.9f\n", i, seconds(atomic_load(&vm->vcpus[i]->run_ns)));
 
+	header(f, "vmon_vcpu_throttle_seconds_total", "counter",
+	       "Wall time each vCPU was held out of the guest by the throttle (live migration's auto-converge).");
+	for (unsigned int i = 0; i < vm->ncpus; i++)
+		fprintf(f, "vmon_vcpu_throttle_seconds_total{vcpu=\"%u\"} %.9f\n", i,
+			seconds(atomic_load(&vm->vcpus[i]->throttle.held_ns)));
+	header(f, "vmon_vcpu_throttle_percent", "gauge",
+	       "Share of wall time the vCPUs are held out of the guest now: 0, or what auto-converge set.");
+	fprintf(f, "vmon_vcpu_throttle_percent %u\n", throttle_get(&vm->throttle));
+
 	header(f, "vmon_exit_handling_seconds", "histogram", "Time vmon took to handle each VM exit, by vCPU.");
 	for (unsigned int i = 0; i < vm->ncpus; i++) {
 		struct vcpu *v = vm->vcpus[i];

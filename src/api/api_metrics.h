@@ -1,8 +1,8 @@
 /*
  * The VM's metrics in the Prometheus text exposition format (version 0.0.4): VM exits by
- * reason and vCPU, the exit-handling time histogram, vCPU run time, emulated instructions,
- * per-device counters, guest memory and vmon's resident memory. Reads only atomics and
- * immutable fields, so it never waits for a vCPU.
+ * reason and vCPU, the exit-handling time histogram, vCPU run and throttled time, emulated
+ * instructions, per-device counters, guest memory and vmon's resident memory. Reads only
+ * atomics and immutable fields, so it never waits for a vCPU.
  */
 #ifndef VMON_API_API_METRICS_H
 #define VMON_API_API_METRICS_H

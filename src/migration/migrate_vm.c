@@ -119,10 +119,17 @@ static void vm_ops_lost(void *opaque, const char *why)
 	vm_request_stop(c->vm, VM_STOP_ERROR, "%s", why);
 }
 
+/* The plan never asks for more than 99 %, which is all vm_set_throttle refuses. */
+static void vm_ops_throttle(void *opaque, uint32_t pct)
+{
+	struct migrate_vm_ctx *c = opaque;
+	vm_set_throttle(c->vm, pct);
+}
+
 static const struct migrate_vm_ops vm_ops = {
 	.pause = vm_ops_pause, .resume = vm_ops_resume, .flush_disks = vm_ops_flush,
 	.build_state = vm_ops_state, .migrated = vm_ops_migrated, .lost = vm_ops_lost,
-	/* No vCPU throttle yet: the engine reports a guest that needs one as not converging. */
+	.set_throttle = vm_ops_throttle,
 };
 
 void migrate_vm_describe(struct vm *vm, const char *vmon_version, struct migrate_vm_ctx *ctx, struct migrate_source_vm *out)

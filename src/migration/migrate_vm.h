@@ -1,6 +1,7 @@
 /*
- * The operations the pre-copy engine performs on a real VM: pause and settle it, flush its
- * disks, build its state file as a snapshot does, stop it once the destination runs the guest.
+ * The operations the pre-copy engine performs on a real VM: pause and settle it, throttle its
+ * vCPUs (auto-converge), flush its disks, build its state file as a snapshot does, stop it once
+ * the destination runs the guest.
  */
 #ifndef VMON_MIGRATION_MIGRATE_VM_H
 #define VMON_MIGRATION_MIGRATE_VM_H

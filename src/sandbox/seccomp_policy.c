@@ -133,10 +133,13 @@ static const struct ioctl_request event_loop_ioctls[] = {
  * Exit handling: device emulation, the instruction emulator's register and FPU access, a
  * virtio device's activation (ioeventfds, irqfds, MSI routes), the serial output, and a
  * queue notification handled on the vCPU (qcow2 disks then read and write there).
+ * While a migration throttles the vCPUs (src/vm/throttle.c), each vCPU thread makes, arms and
+ * deletes its own POSIX timer, which signals that thread alone (SIGEV_THREAD_ID); the hold
+ * between two KVM_RUNs is a futex wait on a CLOCK_MONOTONIC condition variable.
  */
 static const char *const vcpu_syscalls[] = {
 	"read", "close", "epoll_ctl", "timerfd_settime", "io_uring_enter", "pread64", "pwrite64", "fdatasync",
-	"fallocate",
+	"fallocate", "timer_create", "timer_settime", "timer_delete",
 };
 static const struct ioctl_request vcpu_ioctls[] = {
 	IOCTL(KVM_RUN), IOCTL(KVM_GET_REGS), IOCTL(KVM_SET_REGS), IOCTL(KVM_GET_SREGS), IOCTL(KVM_SET_SREGS),

@@ -18,10 +18,22 @@
 #include "sandbox/sandbox.h"
 #include "vm/vm.h"
 
-/* Sent to a vCPU thread to interrupt KVM_RUN; its handler does nothing. */
+/* Sent to a vCPU thread to interrupt KVM_RUN, by another thread or by its own throttle timer. */
 #define VCPU_KICK_SIGNAL SIGUSR1
 
-static void kick_handler(int sig) { (void)sig; }
+/* The run area of the vCPU this thread runs (NULL on other threads). */
+static __thread struct kvm_run *kick_run;
+
+/*
+ * A kick from another thread sets immediate_exit itself; a throttle tick comes from a timer, so
+ * the handler sets it, or a tick landing just before KVM_RUN would be lost for a whole period.
+ */
+static void kick_handler(int sig)
+{
+	(void)sig;
+	if (kick_run)
+		kick_run->immediate_exit = 1;
+}
 
 static void install_kick_handler(void)
 {
@@ -223,16 +235,43 @@ static void record_handling_time(struct vcpu *v, uint64_t ns)
 	atomic_fetch_add_explicit(&v->handle_ns, ns, memory_order_relaxed);
 }
 
+void vcpu_bind_thread(struct vcpu *v)
+{
+	install_kick_handler();
+	kick_run = v->run;
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, VCPU_KICK_SIGNAL);
+	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+}
+
+/* A throttled vCPU stops waiting as soon as the VM must stop or pause. */
+static bool hold_must_end(void *opaque)
+{
+	struct vm *vm = opaque;
+	return atomic_load(&vm->pause_requested) || atomic_load(&vm->state) == VM_STOPPED;
+}
+
+void vcpu_interrupted(struct vcpu *v)
+{
+	v->run->immediate_exit = 0;
+	count(v, VCPU_EXIT_INTR);
+	int rc = vcpu_throttle_on_kick(&v->throttle, &v->vm->throttle, VCPU_KICK_SIGNAL, hold_must_end, v->vm);
+	if (rc)
+		log_error("vcpu", "vCPU %u cannot make its throttle timer (%s): it runs unthrottled, so a migration "
+				  "that needs auto-converge may not converge",
+			  v->id, strerror(-rc));
+}
+
 static void *vcpu_thread(void *arg)
 {
 	struct vcpu *v = arg;
 	struct vm *vm = v->vm;
 	sandbox_enter(SANDBOX_VCPU);
-
-	sigset_t set;
-	sigemptyset(&set);
-	sigaddset(&set, VCPU_KICK_SIGNAL);
-	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+	vcpu_bind_thread(v);
+	/* Throttled before this thread started: the first KVM_RUN ends at once to arm the timer. */
+	if (throttle_get(&vm->throttle))
+		v->run->immediate_exit = 1;
 	/* Benchmarks read this line's time as "first guest instruction". */
 	log_debug("vcpu", "vCPU %u: entering the guest", v->id);
 
@@ -246,8 +285,7 @@ static void *vcpu_thread(void *arg)
 		atomic_fetch_add_explicit(&v->run_ns, t1 - t0, memory_order_relaxed);
 		if (r < 0) {
 			if (errno == EINTR || errno == EAGAIN) {
-				v->run->immediate_exit = 0;
-				count(v, VCPU_EXIT_INTR);
+				vcpu_interrupted(v);
 				continue;
 			}
 			int e = errno;
@@ -266,6 +304,7 @@ static void *vcpu_thread(void *arg)
 		if (!go_on)
 			break;
 	}
+	vcpu_throttle_release(&v->throttle);
 	return NULL;
 }
 

@@ -8,6 +8,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "vm/throttle.h"
+
 struct vm;
 
 /* Exit reasons counted per vCPU; the metrics and the cost of a VMM are read from these. */
@@ -41,6 +43,7 @@ struct vcpu {
 	_Atomic uint64_t run_ns;     /* wall time spent inside KVM_RUN */
 	_Atomic uint64_t handle_ns;  /* wall time spent handling exits in vmon */
 	_Atomic uint64_t handle_hist[VCPU_HIST_BUCKETS];
+	struct vcpu_throttle throttle; /* the vCPU's side of the VM's throttle (auto-converge) */
 	void *arch; /* per-vCPU state of the x86 emulation-failure and SYSCALL handling */
 };
 
@@ -52,6 +55,17 @@ int vcpu_start(struct vcpu *vcpu);
 /* Interrupts KVM_RUN so the thread notices a stop or pause request. */
 void vcpu_kick(struct vcpu *vcpu);
 void vcpu_join(struct vcpu *vcpu);
+
+/*
+ * Makes the calling thread the one running v: the kick signal reaches it and ends its next or
+ * current KVM_RUN. The vCPU thread calls it first; tests that drive a vCPU without KVM too.
+ */
+void vcpu_bind_thread(struct vcpu *v);
+/*
+ * What the vCPU thread does when KVM_RUN was interrupted (a kick, a throttle tick): counts it and,
+ * while the VM is throttled, stays out of the guest for the held part of the period.
+ */
+void vcpu_interrupted(struct vcpu *v);
 
 const char *vcpu_exit_kind_name(enum vcpu_exit_kind k);
 /* Upper bound in ns of histogram bucket i (UINT64_MAX for the last). */

@@ -19,6 +19,7 @@
 #include "memory/ksm.h"
 #include "memory/kvm_slots.h"
 #include "vm/irq_routing.h"
+#include "vm/throttle_policy.h"
 #include "vm/vcpu.h"
 
 /* Below the MMIO hole; KVM needs three pages for the VMX real-mode TSS and one for the identity map. */
@@ -159,8 +160,13 @@ int vm_create(struct vm *vm, const struct vm_config *cfg)
 	bus_init(&vm->pio, "pio");
 	bus_init(&vm->mmio, "mmio");
 	atomic_store(&vm->state, VM_CREATED);
+	int rc = throttle_init(&vm->throttle, THROTTLE_PERIOD_NS);
+	if (rc) {
+		log_error("vm", "cannot set up the vCPU throttle: %s", strerror(-rc));
+		return rc;
+	}
 
-	int rc = vm_open_kvm();
+	rc = vm_open_kvm();
 	if (rc < 0)
 		return rc;
 	vm->kvm_fd = rc;
@@ -229,6 +235,7 @@ void vm_destroy(struct vm *vm)
 	pthread_cond_destroy(&vm->cond);
 	pthread_mutex_destroy(&vm->lock);
 	pthread_mutex_destroy(&vm->control_lock);
+	throttle_destroy(&vm->throttle);
 }
 
 void vm_request_stop(struct vm *vm, enum vm_stop_reason reason, const char *fmt, ...)
@@ -249,8 +256,22 @@ void vm_request_stop(struct vm *vm, enum vm_stop_reason reason, const char *fmt,
 	pthread_mutex_unlock(&vm->lock);
 	if (!first)
 		return;
+	throttle_wake(&vm->throttle);
 	for (unsigned int i = 0; i < vm->ncpus; i++)
 		vcpu_kick(vm->vcpus[i]);
+}
+
+int vm_set_throttle(struct vm *vm, uint32_t pct)
+{
+	if (pct > THROTTLE_MAX_PCT)
+		return -EINVAL;
+	if (throttle_get(&vm->throttle) == pct)
+		return 0;
+	throttle_set(&vm->throttle, pct);
+	/* Each vCPU arms or disarms its own timer when it sees the new setting. */
+	for (unsigned int i = 0; i < vm->ncpus; i++)
+		vcpu_kick(vm->vcpus[i]);
+	return 0;
 }
 
 /* A vCPU in a long emulated stretch may take a while to reach an exit on slow hosts. */
@@ -301,6 +322,7 @@ int vm_pause(struct vm *vm)
 	}
 	atomic_store(&vm->pause_requested, true);
 	pthread_mutex_unlock(&vm->lock);
+	throttle_wake(&vm->throttle);
 	for (unsigned int i = 0; i < vm->ncpus; i++)
 		vcpu_kick(vm->vcpus[i]);
 

@@ -14,6 +14,7 @@
 #include "bus/bus.h"
 #include "config/config.h"
 #include "memory/guest_mem.h"
+#include "vm/throttle.h"
 
 struct vcpu;
 struct kvm_cpuid2;
@@ -65,6 +66,8 @@ struct vm {
 	uint64_t paused_realtime;     /* the host's CLOCK_REALTIME when paused_clock was read */
 	uint64_t started_ns;          /* monotonic time the vCPUs started, for uptime */
 
+	struct throttle throttle;     /* share of time the vCPUs are held off (vm_set_throttle) */
+
 	/* Set by the platform: stop and restart device work around a pause (may be NULL). */
 	void (*io_pause)(struct vm *vm);
 	void (*io_resume)(struct vm *vm);
@@ -100,6 +103,13 @@ int vm_resume(struct vm *vm);
 void vm_freeze_clock(struct vm *vm);
 /* Called by a vCPU thread between exits: parks it while a pause is requested. */
 void vm_vcpu_park_if_paused(struct vm *vm);
+
+/*
+ * Holds every vCPU out of the guest pct % of wall time (live migration's auto-converge), 0 off.
+ * A paused VM stays paused; pause, resume and stop work as without it. Returns 0, or -EINVAL
+ * when pct is above THROTTLE_MAX_PCT (99). Safe from any thread except a vCPU thread.
+ */
+int vm_set_throttle(struct vm *vm, uint32_t pct);
 
 const char *vm_state_name(enum vm_state s);
 

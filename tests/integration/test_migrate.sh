@@ -161,3 +161,42 @@ expect migrate/cancelled "a cancelled migration says so and the guest counts on 
 expect migrate/cancelled-runs "after it the source's guest still counts" counting_on
 expect migrate/dest-waits-again "the destination forgets the cancelled source and waits for the next" \
 	wait_for $DERR 'waiting for the source to try again' 30
+
+# ---- auto-converge: a guest rewriting 16 MiB faster than the link carries it is throttled ----
+# 16 MiB take 1.3 s at 100 Mbit/s and the guest rewrites them all in far less: rounds 2 and 3 do
+# not converge and the plan throttles; the migration is then cancelled, as it could not converge.
+# (written on a machine without /dev/kvm: never run there)
+start dirtier run --kernel $GUESTS/dirtier.elf --memory 128M --api-sock $TEST_TMP/dirtier.sock
+DI_PID=$PID DI_OUT=$OUT DI_ERR=$ERR
+wait_for $DI_OUT '^count: 3$' 120
+metric() { curl -s --unix-socket $TEST_TMP/dirtier.sock http://vmon/metrics | awk -v m="$1" '$1 ~ "^"m { s += $2 } END { print s + 0 }'; }
+throttled() {
+	local i
+	for ((i = 0; i < 600; i++)); do
+		curl -s --unix-socket $TEST_TMP/dirtier.sock http://vmon/vm/migration | grep -qE '"throttle_pct": *[1-9]' &&
+			return 0
+		sleep 0.1
+	done
+	return 1
+}
+port=$(free_port)
+start dirtier-dst receive --listen tcp:127.0.0.1:$port
+DD_PID=$PID DD_ERR=$ERR
+wait_for $DD_ERR 'waiting for a migration' 60
+ctl $TEST_TMP/dirtier.sock migrate tcp:127.0.0.1:$port --bandwidth 100 --max-downtime 5 \
+	>$TEST_TMP/autoconverge.out 2>$TEST_TMP/autoconverge.err &
+CTL_PID=$!
+OUT=$DI_OUT ERR=$DI_ERR
+expect migrate/autoconverge-throttles "GET /vm/migration shows the vCPUs throttled after rounds that do not converge" \
+	throttled
+sleep 1
+positive() { awk -v v="$1" 'BEGIN { exit !(v > 0) }'; }
+throttle_shown() { positive "$(metric vmon_vcpu_throttle_percent)" && positive "$(metric vmon_vcpu_throttle_seconds_total)"; }
+expect migrate/autoconverge-metrics "the metrics show the throttle and the time the vCPU was held" throttle_shown
+curl -s -X DELETE --unix-socket $TEST_TMP/dirtier.sock http://vmon/vm/migration >/dev/null
+wait_exit $CTL_PID 60
+throttle_lifted() { [ "$(metric vmon_vcpu_throttle_percent)" = 0 ]; }
+expect migrate/autoconverge-lifted "a cancelled migration lifts the throttle" throttle_lifted
+n=$(last_count $DI_OUT)
+expect migrate/autoconverge-runs "after it the guest still runs" wait_for $DI_OUT "^count: $((n + 2))\$" 30
+kill -TERM $DD_PID $DI_PID; wait_exit $DD_PID 30; wait_exit $DI_PID 30

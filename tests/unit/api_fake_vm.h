@@ -16,6 +16,7 @@
 #include "config/config.h"
 #include "lib/util.h"
 #include "vm/platform.h"
+#include "vm/throttle_policy.h"
 #include "vm/vcpu.h"
 #include "vm/vm.h"
 
@@ -60,6 +61,7 @@ static inline void fake_vm_init(struct fake_vm *f, unsigned int ncpus, bool with
 	pthread_mutex_init(&vm->lock, NULL);
 	pthread_mutex_init(&vm->control_lock, NULL);
 	pthread_cond_init(&vm->cond, NULL);
+	throttle_init(&vm->throttle, THROTTLE_PERIOD_NS);
 	vm->ncpus = ncpus;
 	vm->vcpus = calloc(ncpus, sizeof(*vm->vcpus));
 	for (unsigned int i = 0; i < ncpus; i++) {
@@ -103,6 +105,7 @@ static inline void fake_vm_destroy(struct fake_vm *f)
 	pthread_cond_destroy(&vm->cond);
 	pthread_mutex_destroy(&vm->lock);
 	pthread_mutex_destroy(&vm->control_lock);
+	throttle_destroy(&vm->throttle);
 	config_free(&f->cfg);
 }
 

@@ -19,6 +19,7 @@
 #include "arch/x86/probe_vm.h"
 #include "arch/x86/vcpu_arch.h"
 #include "vm/vcpu.h"
+#include "vm/throttle_policy.h"
 #include "vm/vm.h"
 
 #define STR_(x) #x
@@ -58,6 +59,7 @@ static inline void harness_init(struct harness *h)
 	h->vm.ncpus = 0; /* no vCPU threads to kick when the VM stops */
 	pthread_mutex_init(&h->vm.lock, NULL);
 	pthread_cond_init(&h->vm.cond, NULL);
+	throttle_init(&h->vm.throttle, THROTTLE_PERIOD_NS);
 	h->vcpu.vm = &h->vm;
 	h->vcpu.fd = h->pv.vcpu_fd;
 	h->vcpu.run = h->pv.run;
@@ -78,6 +80,7 @@ static inline void harness_destroy(struct harness *h)
 		x86_vm_arch_free(&h->vm);
 	pthread_mutex_destroy(&h->vm.lock);
 	pthread_cond_destroy(&h->vm.cond);
+	throttle_destroy(&h->vm.throttle);
 	probe_vm_destroy(&h->pv);
 	close(h->kvm_fd);
 }

@@ -59,6 +59,7 @@
 #include "virtio/virtio_vsock.h"
 
 #include "api_fake_vm.h"
+#include "fake_vcpu_loop.h"
 #include "tls_test_certs.h"
 #include "virtio_rig.h"
 #include "mig_test_reader.h"
@@ -1796,6 +1797,80 @@ static void test_the_precopy_engine_migrates_ram_from_a_thread_under_the_api_fil
 	run_confined_case(engine_under_the_api_filter);
 }
 
+/* ---- the vCPU throttle: set from the migration's thread (api role), ticks and holds on the vCPU ---- */
+
+struct throttle_run {
+	struct vm *vm;
+	int rc;
+};
+
+static void sleep_ms_confined(long ms)
+{
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+	nanosleep(&ts, NULL);
+}
+
+/* What auto-converge does to a VM, with a user's pause and resume in between. */
+static void *throttle_api_thread(void *arg)
+{
+	struct throttle_run *t = arg;
+	sandbox_enter(SANDBOX_API);
+	int rc = vm_set_throttle(t->vm, 50);
+	sleep_ms_confined(100);
+	if (!rc)
+		rc = vm_pause(t->vm);
+	if (!rc)
+		rc = vm_set_throttle(t->vm, 70);
+	if (!rc)
+		rc = vm_resume(t->vm);
+	sleep_ms_confined(100);
+	if (!rc)
+		rc = vm_set_throttle(t->vm, 0);
+	sleep_ms_confined(20);
+	if (!rc)
+		rc = vm_set_throttle(t->vm, 90);
+	sleep_ms_confined(100);
+	vm_request_stop(t->vm, VM_STOP_MIGRATED, "migrated");
+	t->rc = rc;
+	return NULL;
+}
+
+/* The vCPU makes, arms, disarms and deletes its timer and waits out holds under the vcpu filter. */
+static int throttle_under_the_vcpu_and_api_filters(void)
+{
+	struct fake_vm f;
+	fake_vm_init(&f, 1, false, false);
+	struct fake_vcpu_loop l;
+	int rc = fake_vcpu_loop_start(&l, &f.vm, 0, true) ? 60 : 0;
+	struct throttle_run t = { &f.vm, 0 };
+	pthread_t th;
+	if (!rc && pthread_create(&th, NULL, throttle_api_thread, &t))
+		rc = 61;
+	if (!rc) {
+		pthread_join(th, NULL);
+		rc = t.rc ? 62 : 0;
+	}
+	vm_request_stop(&f.vm, VM_STOP_SIGNAL, "test over");
+	fake_vcpu_loop_join(&l);
+	sandbox_enter(SANDBOX_MAIN);
+	uint64_t held = atomic_load(&f.vm.vcpus[0]->throttle.held_ns);
+	uint64_t ran = fake_vcpu_loop_guest_ns(&l);
+	/* Held about half of 100 ms, 70 % of 100 ms and 90 % of 100 ms: well over 100 ms in all. */
+	if (!rc && (held < 100 * 1000 * 1000ULL || ran == 0))
+		rc = 63;
+	if (rc)
+		fprintf(stderr, "throttle: rc %d, held %llu ns, ran %llu ns\n", rc, (unsigned long long)held,
+			(unsigned long long)ran);
+	fake_vm_destroy(&f);
+	return rc;
+}
+
+static void test_the_vcpu_throttle_works_under_the_vcpu_api_and_main_filters(void **state)
+{
+	(void)state;
+	run_confined_case(throttle_under_the_vcpu_and_api_filters);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1821,6 +1896,7 @@ int main(void)
 		cmocka_unit_test(test_post_copy_serves_faults_under_the_postcopy_vcpu_api_and_main_filters),
 		cmocka_unit_test(test_post_copy_gives_up_on_a_dead_source_under_the_postcopy_filter),
 		cmocka_unit_test(test_the_precopy_engine_migrates_ram_from_a_thread_under_the_api_filter),
+		cmocka_unit_test(test_the_vcpu_throttle_works_under_the_vcpu_api_and_main_filters),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
