@@ -9,11 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/sysinfo.h>
 #include <unistd.h>
 
 #include "api/api_migrate.h"
-#include "arch/x86/cpuid.h"
 #include "arch/x86/host_probe.h"
 #include "cli/backend_overrides.h"
 #include "cli/cli.h"
@@ -160,20 +158,13 @@ static int probe_host_view(struct host_view *h)
 	struct host_caps caps;
 	memset(&caps, 0, sizeof(caps));
 	int rc = host_probe_run(kvm, &caps);
-	struct kvm_cpuid2 *supported = rc ? NULL : cpuid_get_supported(kvm);
 	if (rc)
 		log_error(COMP, "probing this host's KVM failed: %s", strerror(-rc));
-	else if (!supported)
-		log_error(COMP, "KVM_GET_SUPPORTED_CPUID failed: %s", strerror(rc = errno));
+	else if ((rc = cpu_compat_describe_host(&h->cpu, kvm, &caps)))
+		log_error(COMP, "KVM_GET_SUPPORTED_CPUID failed: %s", strerror(-rc));
 	close(kvm);
-	if (rc)
-		return rc < 0 ? rc : -rc;
-	cpu_compat_describe(&h->cpu, supported, &caps);
-	free(supported);
-	struct sysinfo si;
-	h->memory = sysinfo(&si) ? UINT64_MAX
-				 : ((uint64_t)si.totalram + (uint64_t)si.totalswap) * si.mem_unit;
-	return 0;
+	h->memory = vm_host_memory();
+	return rc;
 }
 
 static int judge_source(void *opaque, const struct mig_config *cfg, char *reason, size_t len)

@@ -98,13 +98,19 @@ static int read_stream(struct migrate_dest *d, const struct mig_config *hello, c
 	return rc;
 }
 
+/* Holds nothing: no connection, no RAM (its fd -1, as guest_mem_destroy expects), no state. */
+static void clear(struct migrate_dest *d)
+{
+	memset(d, 0, sizeof(*d));
+	d->mem.fd = -1;
+}
+
 static void reset(struct migrate_dest *d)
 {
 	mig_conn_close(d->conn);
 	guest_mem_destroy(&d->mem);
 	snap_file_free(&d->state);
-	memset(d, 0, sizeof(*d));
-	d->mem.fd = -1;
+	clear(d);
 }
 
 /* One source, from its connection to its stream's end. */
@@ -136,8 +142,7 @@ static int receive_one(struct migrate_dest *d, struct mig_listener *l, const str
 int migrate_dest_receive(struct migrate_dest *d, struct mig_listener *l, const struct migrate_dest_params *p,
 			 char *err, size_t errlen)
 {
-	memset(d, 0, sizeof(*d));
-	d->mem.fd = -1;
+	clear(d);
 	for (int attempt = 1;; attempt++) {
 		int rc = receive_one(d, l, p, err, errlen);
 		if (!rc)

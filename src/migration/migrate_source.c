@@ -186,33 +186,48 @@ static int precopy_rounds(struct send_ctx *c, struct dirty_log *dl, const struct
 	return rc;
 }
 
-/* Pause, the rest of RAM, the state, the end record, the destination's answer. */
-static int stop_and_copy(struct send_ctx *c, struct dirty_log *dl, const struct dirty_pages *pending,
-			 bool *paused, uint64_t *pause_ns, char *err, size_t errlen)
+/* The switch's first step, either way: the guest paused (the throttle lifted), its disks flushed and handed over. */
+static int pause_for_switch(struct migrate_source *s, enum migrate_state state, bool *paused, uint64_t *pause_ns,
+			    char *err, size_t errlen)
 {
-	struct migrate_source *s = c->s;
 	const struct migrate_vm_ops *ops = s->vm.ops;
 	int rc = ops->pause(s->vm.ctx, err, errlen);
 	if (rc)
 		return rc;
 	*paused = true;
 	*pause_ns = monotonic_ns();
-	set_state(s, MIGRATE_STOPPED);
+	set_state(s, state);
 	if (ops->set_throttle)
 		ops->set_throttle(s->vm.ctx, 0);
-	if ((rc = ops->flush_disks(s->vm.ctx, err, errlen)) || (rc = send_set(c, pending, err, errlen)))
-		return rc;
-	const struct dirty_pages *last;
-	if ((rc = dirty_log_fetch(dl, &last, err, errlen)) || (rc = send_set(c, last, err, errlen)) ||
-	    (rc = mig_writer_round(c->w, err, errlen)))
-		return rc;
+	return ops->flush_disks(s->vm.ctx, err, errlen);
+}
+
+/* The paused VM's device and vCPU state, as a snapshot builds it, into the stream. */
+static int send_state(struct send_ctx *c, char *err, size_t errlen)
+{
+	struct migrate_source *s = c->s;
 	uint8_t *state = NULL;
 	size_t len = 0;
-	if ((rc = ops->build_state(s->vm.ctx, &state, &len, err, errlen)))
+	int rc = s->vm.ops->build_state(s->vm.ctx, &state, &len, err, errlen);
+	if (rc)
 		return rc;
 	rc = mig_writer_state(c->w, state, len, err, errlen);
 	free(state);
-	if (rc || (rc = mig_writer_end(c->w, err, errlen)))
+	return rc;
+}
+
+/* Pause, the rest of RAM, the state, the end record, the destination's answer. */
+static int stop_and_copy(struct send_ctx *c, struct dirty_log *dl, const struct dirty_pages *pending,
+			 bool *paused, uint64_t *pause_ns, char *err, size_t errlen)
+{
+	struct migrate_source *s = c->s;
+	int rc = pause_for_switch(s, MIGRATE_STOPPED, paused, pause_ns, err, errlen);
+	if (rc || (rc = send_set(c, pending, err, errlen)))
+		return rc;
+	const struct dirty_pages *last;
+	if ((rc = dirty_log_fetch(dl, &last, err, errlen)) || (rc = send_set(c, last, err, errlen)) ||
+	    (rc = mig_writer_round(c->w, err, errlen)) || (rc = send_state(c, err, errlen)) ||
+	    (rc = mig_writer_end(c->w, err, errlen)))
 		return rc;
 	return mig_outcome_wait(s->conn, err, errlen);
 }
@@ -227,7 +242,6 @@ static int switch_to_postcopy(struct send_ctx *c, struct dirty_log *dl, const st
 			      size_t errlen)
 {
 	struct migrate_source *s = c->s;
-	const struct migrate_vm_ops *ops = s->vm.ops;
 	struct dirty_pages rest = { .count = 0 };
 	/* pending is the log's buffer, which the next fetch overwrites. */
 	int rc = dirty_pages_merge(&rest, s->vm.mem, pending);
@@ -235,27 +249,15 @@ static int switch_to_postcopy(struct send_ctx *c, struct dirty_log *dl, const st
 		err_fail(err, errlen, rc, "out of memory for the pages post-copy sends");
 		goto out;
 	}
-	if ((rc = ops->pause(s->vm.ctx, err, errlen)))
-		goto out;
-	*paused = true;
-	*pause_ns = monotonic_ns();
-	set_state(s, MIGRATE_POSTCOPY);
-	if (ops->set_throttle)
-		ops->set_throttle(s->vm.ctx, 0);
 	const struct dirty_pages *last;
-	uint8_t *state = NULL;
-	size_t len = 0;
-	if ((rc = ops->flush_disks(s->vm.ctx, err, errlen)) || (rc = dirty_log_fetch(dl, &last, err, errlen)))
+	if ((rc = pause_for_switch(s, MIGRATE_POSTCOPY, paused, pause_ns, err, errlen)) ||
+	    (rc = dirty_log_fetch(dl, &last, err, errlen)))
 		goto out;
 	if ((rc = dirty_pages_merge(&rest, s->vm.mem, last))) {
 		err_fail(err, errlen, rc, "out of memory for the pages post-copy sends");
 		goto out;
 	}
-	if ((rc = ops->build_state(s->vm.ctx, &state, &len, err, errlen)))
-		goto out;
-	rc = mig_writer_state(c->w, state, len, err, errlen);
-	free(state);
-	if (rc || (rc = mig_writer_postcopy(c->w, s->vm.mem, &rest, err, errlen)))
+	if ((rc = send_state(c, err, errlen)) || (rc = mig_writer_postcopy(c->w, s->vm.mem, &rest, err, errlen)))
 		goto out;
 	set_remaining(s, rest.count);
 	log_info("migrate", "switching to post-copy: the guest starts on the destination while %llu pages follow",

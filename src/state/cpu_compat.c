@@ -1,6 +1,8 @@
 #include "state/cpu_compat.h"
 
 #include <cpuid.h>
+#include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "arch/x86/cpuid.h"
@@ -62,4 +64,14 @@ void cpu_compat_describe(struct snap_cpu *out, const struct kvm_cpuid2 *table, c
 	}
 	for (int w = 0; w < SNAP_F_WORDS; w++)
 		f[w] &= ~kvm_managed[w];
+}
+
+int cpu_compat_describe_host(struct snap_cpu *out, int kvm_fd, const struct host_caps *host)
+{
+	struct kvm_cpuid2 *supported = cpuid_get_supported(kvm_fd);
+	if (!supported)
+		return -errno;
+	cpu_compat_describe(out, supported, host);
+	free(supported);
+	return 0;
 }

@@ -17,4 +17,10 @@
  */
 void cpu_compat_describe(struct snap_cpu *out, const struct kvm_cpuid2 *table, const struct host_caps *host);
 
+/*
+ * What this host can give a guest: cpu_compat_describe() of KVM_GET_SUPPORTED_CPUID on kvm_fd,
+ * for judging a snapshot's or a migration's guest. 0 or -errno (the ioctl's).
+ */
+int cpu_compat_describe_host(struct snap_cpu *out, int kvm_fd, const struct host_caps *host);
+
 #endif

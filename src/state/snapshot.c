@@ -34,12 +34,6 @@
 #define STATE_FILE "state"
 #define MEM_PREFIX "memory-"
 
-/* The "memory" section: which file holds RAM and how much. */
-struct mem_section {
-	uint64_t ram_size;
-	char file[48];
-};
-
 /* The "x86" section: the SYSCALL fix's patch in guest memory (docs/host-quirks.md). */
 struct x86_section {
 	uint32_t fixup_state;
@@ -533,12 +527,10 @@ void snapshot_close(struct snapshot_image *img)
 
 static int check_host_cpu(struct vm *vm, const struct snapshot_image *img, char *err, size_t errlen)
 {
-	struct kvm_cpuid2 *supported = cpuid_get_supported(vm->kvm_fd);
-	if (!supported)
-		return err_fail(err, errlen, -errno, "KVM_GET_SUPPORTED_CPUID failed: %s", strerror(errno));
 	struct snap_cpu host;
-	cpu_compat_describe(&host, supported, &vm->host);
-	free(supported);
+	int rc = cpu_compat_describe_host(&host, vm->kvm_fd, &vm->host);
+	if (rc)
+		return err_fail(err, errlen, rc, "KVM_GET_SUPPORTED_CPUID failed: %s", strerror(-rc));
 	return snap_cpu_check(&img->f.cpu, &host, err, errlen);
 }
 

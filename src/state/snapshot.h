@@ -19,6 +19,12 @@
 
 struct vm;
 
+/* The state file's "memory" section: how much RAM, and which file holds it ("" in a migration's state). */
+struct mem_section {
+	uint64_t ram_size;
+	char file[48];
+};
+
 /*
  * Pauses the VM (if it is running), writes its state into dir (created if missing) and resumes
  * it if keep_running (a VM that was already paused stays paused). The files are written under

@@ -50,12 +50,17 @@ int vm_open_kvm(void)
 	return fd;
 }
 
-static int check_host_memory(uint64_t want)
+uint64_t vm_host_memory(void)
 {
 	struct sysinfo si;
 	if (sysinfo(&si) != 0)
-		return 0;
-	uint64_t total = ((uint64_t)si.totalram + (uint64_t)si.totalswap) * si.mem_unit;
+		return UINT64_MAX;
+	return ((uint64_t)si.totalram + (uint64_t)si.totalswap) * si.mem_unit;
+}
+
+static int check_host_memory(uint64_t want)
+{
+	uint64_t total = vm_host_memory();
 	if (want > total) {
 		log_error("vm", "--memory %llu MiB is more than this host has (%llu MiB of RAM and swap): "
 				"give a smaller --memory",

@@ -76,6 +76,8 @@ struct vm {
 	void *arch;     /* per-VM x86 state (emulation-failure and SYSCALL handling), owned by src/arch/x86 */
 };
 
+/* This host's RAM and swap in bytes, the most guest RAM vmon lets a VM have (UINT64_MAX if unknown). */
+uint64_t vm_host_memory(void);
 /* Opens /dev/kvm and checks its API version: the descriptor, or -errno with the reason logged (how to fix it). */
 int vm_open_kvm(void);
 /* Opens /dev/kvm, probes the host, creates the VM with in-kernel irqchip and PIT and its memory. */

@@ -24,12 +24,6 @@
 
 static const struct snap_cpu cpu = { .vendor = "GenuineIntel" };
 
-/* Mirrors the "memory" section snapshot.c writes: the RAM size and the memory file's name. */
-struct mem_section {
-	uint64_t ram_size;
-	char file[48];
-};
-
 /* A state as a source builds it: configuration, memory section (file "" unless given), optional layers. */
 static void make_state(struct snap_file *f, uint64_t ram, const char *mem_file, bool layers)
 {
