@@ -263,7 +263,7 @@ static int switch_to_postcopy(struct send_ctx *c, struct dirty_log *dl, const st
 	log_info("migrate", "switching to post-copy: the guest starts on the destination while %llu pages follow",
 		 (unsigned long long)rest.count);
 	struct postcopy_source_stats st;
-	rc = postcopy_source_run(s->vm.mem, s->conn, &rest, &st, err, errlen);
+	rc = postcopy_source_run(s->vm.mem, s->conn, &rest, s->p.bandwidth_mbps, &st, err, errlen);
 	*started = st.started;
 	*started_ns = st.started_ns;
 	if (!rc)

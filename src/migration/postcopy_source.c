@@ -6,10 +6,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "lib/util.h"
 #include "migration/handshake.h"
 #include "migration/postcopy_wire.h"
+#include "migration/precopy_plan.h"
 
 /* Requests waiting to be served; the reader waits when it is full (a destination asks for one page a fault). */
 #define QUEUE_MAX 1024
@@ -31,6 +33,7 @@ struct source {
 	char why[512];
 	uint64_t requests;
 	uint64_t *sent; /* pages sent in post-copy: the push skips those a request brought already */
+	uint32_t bandwidth_mbps; /* the push's limit, 0 = none; requests are never held back */
 };
 
 static void *reader(void *arg)
@@ -180,11 +183,32 @@ static int next_request(struct source *s, struct mig_rec_page_request *q)
 	return got;
 }
 
-/* Serves every waiting request; then one background chunk, until none is left. */
+/*
+ * Holds the push back for delay_ns, or less when a request arrives (it is served at once, the
+ * link's limit notwithstanding: a vCPU waits for it) or the reader stops.
+ */
+static void wait_for_turn(struct source *s, uint64_t delay_ns)
+{
+	struct timespec until;
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	uint64_t ns = (uint64_t)until.tv_nsec + delay_ns;
+	until.tv_sec += (time_t)(ns / 1000000000u);
+	until.tv_nsec = (long)(ns % 1000000000u);
+	pthread_mutex_lock(&s->lock);
+	while (!s->len && !s->stop && pthread_cond_timedwait(&s->cond, &s->lock, &until) != ETIMEDOUT)
+		;
+	pthread_mutex_unlock(&s->lock);
+}
+
+/*
+ * Serves every waiting request; then one background chunk, until none is left. The push keeps
+ * every byte post-copy sends, requests included, at or below bandwidth_mbps on average.
+ */
 static int push(struct source *s, const struct dirty_pages *pending, struct postcopy_source_stats *st, char *err,
 		size_t errlen)
 {
 	uint64_t cursor = 0, gpa = 0, left = 0;
+	uint64_t start_ns = monotonic_ns(), start_bytes = mig_conn_bytes_sent(s->link.conn);
 	for (;;) {
 		struct mig_rec_page_request q;
 		int got = next_request(s, &q);
@@ -199,6 +223,12 @@ static int push(struct source *s, const struct dirty_pages *pending, struct post
 		}
 		if (!left && !dirty_pages_next_run(s->mem, pending, &cursor, &gpa, &left))
 			return 0;
+		uint64_t delay = precopy_pace_delay_ns(s->bandwidth_mbps, mig_conn_bytes_sent(s->link.conn) - start_bytes,
+						       monotonic_ns() - start_ns);
+		if (delay) {
+			wait_for_turn(s, delay);
+			continue;
+		}
 		uint64_t n = 0;
 		while (left && was_sent(s, gpa)) { /* a request brought it already */
 			gpa += MIG_PAGE_SIZE;
@@ -218,13 +248,14 @@ static int push(struct source *s, const struct dirty_pages *pending, struct post
 }
 
 int postcopy_source_run(const struct guest_mem *mem, struct mig_conn *conn, const struct dirty_pages *pending,
-			struct postcopy_source_stats *stats, char *err, size_t errlen)
+			uint32_t bandwidth_mbps, struct postcopy_source_stats *stats, char *err, size_t errlen)
 {
 	struct postcopy_source_stats st = { 0 };
 	struct source *s = calloc(1, sizeof(*s));
 	if (!s)
 		return mig_fail(err, errlen, -ENOMEM, "post-copy: out of memory for the source's state");
 	s->mem = mem;
+	s->bandwidth_mbps = bandwidth_mbps;
 	s->sent = calloc((pc_pages(mem) + 63) / 64, sizeof(uint64_t));
 	if (!s->sent) {
 		free(s);
@@ -232,7 +263,11 @@ int postcopy_source_run(const struct guest_mem *mem, struct mig_conn *conn, cons
 	}
 	pc_link_init(&s->link, conn, "the destination");
 	pthread_mutex_init(&s->lock, NULL);
-	pthread_cond_init(&s->cond, NULL);
+	pthread_condattr_t ca; /* the push's waits are timed: on the monotonic clock, which no one sets */
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&s->cond, &ca);
+	pthread_condattr_destroy(&ca);
 	pthread_t t;
 	int rc = -pthread_create(&t, NULL, reader, s);
 	if (rc) {

@@ -39,8 +39,9 @@ struct postcopy_source_stats {
  * destination said the guest runs there (stats->started); before that (a refusal is -EPERM with
  * the destination's reason) the guest is whole here and may resume. Cancel through the
  * connection's mig_cancel. The reader thread runs with the caller's confinement (the api role).
+ * bandwidth_mbps (0 = unlimited) paces the background push; a requested page is sent at once.
  */
 int postcopy_source_run(const struct guest_mem *mem, struct mig_conn *conn, const struct dirty_pages *pending,
-			struct postcopy_source_stats *stats, char *err, size_t errlen);
+			uint32_t bandwidth_mbps, struct postcopy_source_stats *stats, char *err, size_t errlen);
 
 #endif

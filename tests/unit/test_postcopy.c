@@ -75,6 +75,8 @@ struct source {
 	struct guest_mem mem;
 	struct dirty_pages pending;
 	bool die; /* close the connection at the first page request instead of serving post-copy */
+	uint32_t mbps; /* post-copy's bandwidth limit */
+	uint64_t postcopy_bytes, postcopy_ns; /* what post-copy sent, and how long it took */
 	int rc;
 	char err[512];
 	struct postcopy_source_stats st;
@@ -134,8 +136,11 @@ static void *source_thread(void *arg)
 		s->conn = NULL;
 		return NULL;
 	}
+	uint64_t bytes = mig_conn_bytes_sent(s->conn), t0 = now_ns();
 	if (!s->rc)
-		s->rc = postcopy_source_run(&s->mem, s->conn, &s->pending, &s->st, s->err, sizeof(s->err));
+		s->rc = postcopy_source_run(&s->mem, s->conn, &s->pending, s->mbps, &s->st, s->err, sizeof(s->err));
+	s->postcopy_ns = now_ns() - t0;
+	s->postcopy_bytes = mig_conn_bytes_sent(s->conn) - bytes;
 	return NULL;
 }
 
@@ -148,6 +153,7 @@ static void expected(uint8_t *p, uint64_t i)
 struct vcpu {
 	struct guest_mem *mem;
 	unsigned int seed;
+	unsigned int want; /* reads to make: READS_PER_VCPU when 0 */
 	uint64_t lat_ns[READS_PER_VCPU];
 	unsigned int reads, wrong;
 	bool faulted; /* woken by SIGBUS/SIGSEGV: the page was lost */
@@ -178,7 +184,7 @@ static void *vcpu_thread(void *arg)
 		free(want);
 		return NULL;
 	}
-	for (; v->reads < READS_PER_VCPU; v->reads++) {
+	for (; v->reads < (v->want ? v->want : READS_PER_VCPU); v->reads++) {
 		uint64_t i = (uint64_t)rand_r(&v->seed) % PAGES;
 		const volatile uint8_t *p = gpa_to_host(v->mem, i * MIG_PAGE_SIZE, MIG_PAGE_SIZE);
 		uint64_t t0 = now_ns();
@@ -209,8 +215,11 @@ struct rig {
 	struct postcopy_dest *d;
 };
 
-/* Source and destination connected, pre-copy's round received, post-copy started on the destination. */
-static void start(struct rig *g, bool die, enum guest_mem_backing backing)
+/*
+ * Source and destination connected, pre-copy's round received, post-copy started on the
+ * destination; the source's push limited to mbps (0: none).
+ */
+static void start_paced(struct rig *g, bool die, enum guest_mem_backing backing, uint32_t mbps)
 {
 	memset(g, 0, sizeof(*g));
 	char err[512] = "";
@@ -225,6 +234,7 @@ static void start(struct rig *g, bool die, enum guest_mem_backing backing)
 	assert_int_equal(mig_conn_wrap(&g->dconn, g->sv[1], "test source", false, &o), 0);
 	source_ram(&g->src);
 	g->src.die = die;
+	g->src.mbps = mbps;
 	assert_int_equal(pthread_create(&g->src_thread, NULL, source_thread, &g->src), 0);
 
 	struct mig_io io = mig_conn_io(g->dconn);
@@ -245,6 +255,11 @@ static void start(struct rig *g, bool die, enum guest_mem_backing backing)
 	 * cases that complete prove it arrived (the source ends only after the verdict and every page).
 	 */
 	postcopy_dest_tell(g->d, NULL, err, sizeof(err));
+}
+
+static void start(struct rig *g, bool die, enum guest_mem_backing backing)
+{
+	start_paced(g, die, backing, 0);
 }
 
 static void stop(struct rig *g)
@@ -376,6 +391,89 @@ static void a_dead_source_wakes_the_faulting_threads_and_loses_the_vm(void **sta
 	sigaction(SIGSEGV, &old_segv, NULL);
 }
 
+/*
+ * With bandwidth_mbps set, the push keeps post-copy's average at the limit: 20 MiB of pending
+ * data at 400 Mbit/s take at least 0.4 s, where unpaced they take a small part of that.
+ */
+static void the_push_keeps_to_the_bandwidth_limit(void **state)
+{
+	(void)state;
+	const uint32_t mbps = 400;
+	struct rig g;
+	start_paced(&g, false, GUEST_MEM_MEMFD, mbps);
+	char err[512] = "";
+	int rc = postcopy_dest_wait(g.d, 20000, err, sizeof(err));
+	if (rc)
+		print_error("%s\n", err);
+	assert_int_equal(rc, 0);
+	pthread_join(g.src_thread, NULL);
+	g.joined = true;
+	assert_int_equal(g.src.rc, 0);
+	assert_memory_equal(g.dst.regions[0].host, g.src.mem.regions[0].host, RAM);
+	double secs = g.src.postcopy_ns / 1e9, mbit = g.src.postcopy_bytes * 8 / 1e6;
+	printf("post-copy paced to %u Mbit/s: %.1f MiB in %.3f s, %.0f Mbit/s\n", mbps, g.src.postcopy_bytes / (double)MiB,
+	       secs, mbit / secs);
+	assert_true(g.src.postcopy_bytes > 16 * MiB); /* the pending pages' data went through post-copy */
+	/* At most one chunk ahead of the limit (128 KiB is 2.6 ms at 400 Mbit/s). */
+	assert_true(secs >= mbit / mbps - 0.003);
+	stop(&g);
+}
+
+/*
+ * A limit slows the push, never a fault: at 2 Mbit/s a 128 KiB chunk may go every half second
+ * and each 4 KiB page "costs" 16 ms, yet a page a vCPU asks for is sent at once. When the link then closes, the held-back push ends at once.
+ */
+static void a_slow_push_still_answers_faults_at_once(void **state)
+{
+	(void)state;
+	const uint32_t mbps = 2;
+	struct rig g;
+	start_paced(&g, false, GUEST_MEM_MEMFD, mbps);
+	enum { READS = 60 };
+	uint64_t t0 = now_ns();
+	struct vcpu v[VCPUS];
+	pthread_t t[VCPUS];
+	for (int i = 0; i < VCPUS; i++) {
+		v[i] = (struct vcpu){ .mem = &g.dst, .seed = 4321u + (unsigned int)i, .want = READS };
+		assert_int_equal(pthread_create(&t[i], NULL, vcpu_thread, &v[i]), 0);
+	}
+	static uint64_t lat[VCPUS * READS];
+	size_t n = 0;
+	for (int i = 0; i < VCPUS; i++) {
+		pthread_join(t[i], NULL);
+		assert_false(v[i].faulted);
+		assert_int_equal(v[i].wrong, 0);
+		memcpy(lat + n, v[i].lat_ns, READS * sizeof(lat[0]));
+		n += READS;
+	}
+	double secs = (now_ns() - t0) / 1e9;
+	struct postcopy_dest_stats st;
+	postcopy_dest_get_stats(g.d, &st);
+	qsort(lat, n, sizeof(lat[0]), cmp_u64);
+	size_t slow = 0;
+	while (slow < n && lat[n - 1 - slow] > 20000)
+		slow++;
+	assert_true(slow > n / 4); /* most pending pages were still at the source: reads faulted */
+	uint64_t median = lat[n - slow + slow / 2];
+	printf("post-copy paced to %u Mbit/s: %zu of %zu reads faulted, served in %.2f ms (median), %llu pages arrived in "
+	       "%.2f s\n",
+	       mbps, slow, n, median / 1e6, (unsigned long long)(st.pages + st.zero_pages), secs);
+	/* A request held back with the push would wait for the limit too: 16 ms a page. */
+	assert_true(median < 15000000ull);
+	/* The push kept to the limit: what arrived beyond the requests fits it, plus two chunks. */
+	uint64_t pushed_bytes = (st.pages > st.requests ? st.pages - st.requests : 0) * MIG_PAGE_SIZE;
+	assert_true(pushed_bytes <= (uint64_t)(secs * mbps * 1e6 / 8) + 2 * POSTCOPY_PUSH_PAGES * MIG_PAGE_SIZE);
+	/* The destination gives up: the source, waiting for its next turn, ends at once. */
+	uint64_t t1 = now_ns();
+	postcopy_dest_free(g.d);
+	g.d = NULL;
+	pthread_join(g.src_thread, NULL);
+	g.joined = true;
+	assert_int_not_equal(g.src.rc, 0);
+	assert_true(now_ns() - t1 < 2000000000ull);
+	stop(&g);
+}
+
 /* One record as a peer would frame it, its checksums right unless damaged. */
 static void send_record(int fd, uint32_t type, const void *payload, uint32_t len, bool damage)
 {
@@ -489,6 +587,8 @@ int main(void)
 		cmocka_unit_test(vcpus_read_the_sources_bytes_while_the_push_runs),
 		cmocka_unit_test(the_same_with_private_anonymous_ram),
 		cmocka_unit_test(a_dead_source_wakes_the_faulting_threads_and_loses_the_vm),
+		cmocka_unit_test(the_push_keeps_to_the_bandwidth_limit),
+		cmocka_unit_test(a_slow_push_still_answers_faults_at_once),
 		cmocka_unit_test(damaged_page_requests_are_refused_with_a_sentence),
 		cmocka_unit_test(post_copy_records_before_the_switch_are_refused),
 		cmocka_unit_test(hugepage_ram_is_refused_with_its_reason),

@@ -1584,7 +1584,7 @@ static void *pc_source(void *arg)
 {
 	struct pc_run *p = arg;
 	sandbox_enter(SANDBOX_API);
-	p->rc = postcopy_source_run(&p->src, p->sconn, &p->pending, NULL, p->err, sizeof(p->err));
+	p->rc = postcopy_source_run(&p->src, p->sconn, &p->pending, 0, NULL, p->err, sizeof(p->err));
 	return NULL;
 }
 
