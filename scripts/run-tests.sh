@@ -21,7 +21,9 @@
 #                (VMON_SNAPSHOT_LINUX=0 skips it)
 #   clone        vmon clone and vmon restore --clone/--clock: every command-line mistake refused (no KVM needed)
 #   migrate      vmon receive's command-line mistakes (no KVM needed); a counting test guest migrated
-#                over loopback; a destination that is not vmon, killed, or a cancel keep it on the source
+#                (pre-copy, post-copy) between two network namespaces over a veth pair (loopback when
+#                not root); a destination that is not vmon, killed, a cancel or the link going down
+#                keep it on the source; auto-converge throttles a guest that dirties too fast
 #   fuzz         libFuzzer targets (clang), each for VMON_FUZZ_SECONDS (default 8)
 #   jail         vmon jail (root only): bad input, the jail's layout, vmon run started inside it as
 #                the jail's user and pid 1 of its PID namespace; with KVM a guest in the jail, its
