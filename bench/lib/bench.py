@@ -14,6 +14,7 @@ import fig_boot
 import fig_density
 import fig_exits
 import fig_memory
+import fig_migrate
 import fig_snapshot
 import proc
 import report
@@ -27,7 +28,7 @@ def parse_args():
     p.add_argument("--debian-kernel", action="store_true",
                    help="also boot Debian's stock cloud kernel once (slow where KVM is software-virtualized)")
     p.add_argument("--cpus", type=int, default=1, help="vCPUs of the default guest (default 1)")
-    p.add_argument("--only", default="", help="comma-separated figures to run: boot,exits,blk,density,snapshot")
+    p.add_argument("--only", default="", help="comma-separated figures to run: boot,exits,blk,density,snapshot,migrate")
     p.add_argument("--root", required=True, help=argparse.SUPPRESS)
     p.add_argument("--vmon", required=True, help=argparse.SUPPRESS)
     p.add_argument("--guest-env", default="", help=argparse.SUPPRESS)
@@ -136,6 +137,21 @@ def build_table(ctx, res):
             t.row("restore: spawn -> guest answers (s)", {"vmon": snap["restore_s"]})
             t.row("snapshot: vmon ctl snapshot (s)", {"vmon": snap["snapshot_s"]})
             t.row("snapshot size on disk (MiB), 128 MiB guest", {"vmon": snap["size_mib"]})
+    mig = res.get("migrate")
+    if mig:
+        ms = fig_migrate.summary(ctx, mig)
+        res["migrate_summary"] = ms
+        t.section(f"7. Live migration on loopback, downtime target {mig['target_ms']} ms (median of "
+                  f"{mig['reps']}; rounds: as each VMM counts them)")
+        for (guest, mem), row in ms.items():
+            name = f"{fig_migrate.GUEST_LABEL[guest]}, {mem} MiB"
+            t.row(f"{name}: downtime (ms)", {n: v["downtime_ms"] for n, v in row.items()},
+                  other=mig["target_ms"], other_label="target")
+            t.row(f"{name}: total (ms)", {n: v["total_ms"] for n, v in row.items()})
+            t.row(f"{name}: rounds", {n: v["rounds"] for n, v in row.items()})
+            t.row(f"{name}: runs on at destination (of {mig['reps']})", {n: v["ran_on"] for n, v in row.items()})
+        if ctx.quick:
+            t.row("1 GiB guests", {"vmon": not_run("not run with --quick")})
     return t
 
 
@@ -160,7 +176,7 @@ def main():
     for s in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(s, lambda *_: sys.exit(1))
 
-    only = set(x for x in a.only.split(",") if x) or {"boot", "exits", "blk", "density", "snapshot"}
+    only = set(x for x in a.only.split(",") if x) or {"boot", "exits", "blk", "density", "snapshot", "migrate"}
     res = {"meta": {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "host": platform.node(), "kernel": platform.release(), "cpus": os.cpu_count(),
@@ -187,6 +203,8 @@ def main():
         res["density"] = fig_density.run(ctx)
     if "snapshot" in only:
         res["snapshot"] = fig_snapshot.run(ctx)
+    if "migrate" in only:
+        res["migrate"] = fig_migrate.run(ctx)
 
     table = build_table(ctx, res)
     text = table.render()
@@ -195,7 +213,7 @@ def main():
     title = (f"vmon vs QEMU {qver or '(missing)'} on {res['meta']['kvm_module']}, "
              f"{res['meta']['date']}{' (--quick)' if a.quick else ''}")
     png = os.path.join(out_dir, "latest.png")
-    why = None
+    why = "no boot or exit figures in this run"
     if res.get("boot_summary") or res.get("exits_summary"):
         bs = res.get("boot_summary", {})
         boot_labels = {n: lab for n, lab in [("vmon", "vmon"), ("qemu-microvm", "QEMU microvm"),

@@ -93,6 +93,11 @@ class Proc:
             except ProcessLookupError:
                 pass
 
+    def ask_to_stop(self):
+        """SIGTERM at watch()'s next look, SIGKILL 3 s later if it is still there."""
+        if self._stop_at is None or self._stop_at > self.elapsed():
+            self._stop_at = self.elapsed()
+
     # -- output ----------------------------------------------------------------------------
     def feed(self, stream, data, t):
         if stream not in self.first_byte and data:
