@@ -23,7 +23,9 @@
 #   migrate      vmon receive's command-line mistakes (no KVM needed); a counting test guest migrated
 #                (pre-copy, post-copy) between two network namespaces over a veth pair (loopback when
 #                not root); a destination that is not vmon, killed, a cancel or the link going down
-#                keep it on the source; auto-converge throttles a guest that dirties too fast
+#                keep it on the source; auto-converge throttles a guest that dirties too fast; the
+#                default Linux guest, checking 64 MiB and writing to its disk, moved there and back
+#                (pre-copy, post-copy): no wrong word, clock kept, disk clean (VMON_MIGRATE_LINUX=0 skips it)
 #   fuzz         libFuzzer targets (clang), each for VMON_FUZZ_SECONDS (default 8)
 #   jail         vmon jail (root only): bad input, the jail's layout, vmon run started inside it as
 #                the jail's user and pid 1 of its PID namespace; with KVM a guest in the jail, its
@@ -118,7 +120,10 @@ for s in "${suites[@]}"; do
 	memory) run_script_suite tests/integration/test_memory.sh ;;
 	snapshot) run_script_suite tests/integration/test_snapshot.sh ;;
 	clone) run_script_suite tests/integration/test_clone.sh ;;
-	migrate) run_script_suite tests/integration/test_migrate.sh ;;
+	migrate)
+		run_script_suite tests/integration/test_migrate.sh
+		run_script_suite tests/integration/test_migrate_linux.sh
+		;;
 	unprivileged) run_script_suite tests/integration/test_unprivileged.sh ;;
 	fuzz) run_script_suite tests/fuzz/run-fuzz.sh ;;
 	fresh) run_script_suite tests/fresh/check-fresh-machine.sh ;;
