@@ -20,17 +20,20 @@ class Vmm:
 
 
 class Vmon(Vmm):
-    name = "vmon"
-    label = "vmon"
+    """vmon run; `extra` options after the common ones (the confinement figure's unconfined
+    variant: --seccomp off --landlock off), under another name and label."""
 
-    def __init__(self, binary):
+    def __init__(self, binary, extra=(), name="vmon", label="vmon"):
         self.binary = binary
+        self.extra = list(extra)
+        self.name = name
+        self.label = label
 
     def cmd(self, kernel, initrd=None, cmdline="", cpus=1, mem_mb=128):
         c = [self.binary, "run", "--kernel", kernel]
         if initrd:
             c += ["--initrd", initrd]
-        return c + ["--cmdline", cmdline, "--cpus", cpus, "--memory", f"{mem_mb}M"]
+        return c + ["--cmdline", cmdline, "--cpus", cpus, "--memory", f"{mem_mb}M"] + self.extra
 
     def ram_match(self, mem_mb):
         return lambda path, size_kb: "vmon-guest-ram" in path
