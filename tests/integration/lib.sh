@@ -44,6 +44,22 @@ wait_for() {
 
 have_kvm() { [ -r /dev/kvm ] && [ -w /dev/kvm ]; }
 
+# wait_exit PID SECONDS: the exit status of the caller's child PID, or 124 (and killed) if it was
+# still running after SECONDS.
+wait_exit() {
+	local i
+	for ((i = 0; i < $2 * 10; i++)); do
+		kill -0 "$1" 2>/dev/null || { wait "$1"; return $?; }
+		sleep 0.1
+	done
+	kill -KILL "$1" 2>/dev/null
+	wait "$1" 2>/dev/null
+	return 124
+}
+
+# free_port: a TCP port nothing listens on now.
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
 # start NAME ARGS...: runs vmon in the background (stdin closed); sets PID, OUT, ERR and adds
 # PID to the caller's PIDS array (killed by its cleanup).
 start() {

@@ -42,19 +42,6 @@ if ! have_kvm; then
 	exit 0
 fi
 
-# wait_exit PID SECONDS: its exit status, or 124 (and killed) if it was still running.
-wait_exit() {
-	local i
-	for ((i = 0; i < $2 * 10; i++)); do
-		kill -0 "$1" 2>/dev/null || { wait "$1"; return $?; }
-		sleep 0.1
-	done
-	kill -KILL "$1" 2>/dev/null
-	wait "$1" 2>/dev/null
-	return 124
-}
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 ctl() { "$VMON" ctl --sock "$@"; }
 G=$GUESTS/snapcount.elf
 

@@ -97,18 +97,6 @@ else
 	NSA="" NSB="" ADDR_A=127.0.0.1 ADDR_B=127.0.0.1
 fi
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-# wait_exit PID SECONDS: its exit status, or 124 (and killed) if it was still running.
-wait_exit() {
-	local i
-	for ((i = 0; i < $2 * 10; i++)); do
-		kill -0 "$1" 2>/dev/null || { wait "$1"; return $?; }
-		sleep 0.1
-	done
-	kill -KILL "$1" 2>/dev/null
-	wait "$1" 2>/dev/null
-	return 124
-}
 passes() { tr -d '\r' <"$1" | grep -ac '^MEMCHECK pass'; }
 # clock_offset FILE: waits for the next "MEMCHECK pass N ok time=T" line in FILE and prints T
 # minus this host's wall-clock time when the line appeared, in seconds.
@@ -148,30 +136,40 @@ if ! wait_for "$A_OUT" '^MIGTEST ready' "$BOOT_TIMEOUT" || ! wait_for "$A_OUT" '
 	fail migrate-linux/boot "the guest did not start its checks: $(tail -c 400 "$A_OUT" | tr '\r\n' '  '); $(tail -c 300 "$A_ERR")"
 	exit 0
 fi
-off_a=$(clock_offset "$A_OUT")
+OFFSET=$(clock_offset "$A_OUT")
+declare -A PID_OF=([a]=$A_PID) OUT_OF=([a]=$A_OUT) ERR_OF=([a]=$A_ERR)
+
+# move KIND FROM TO ADDR PORT OPTIONS...: vmon ctl migrate OPTIONS moves the guest from vmon FROM
+# to vmon TO, waiting at ADDR:PORT; then what a user sees is checked: ctl's report, the source's
+# exit, the checker running on at TO without a wrong word, the clock's offset kept (OFFSET).
+move() {
+	local kind=$1 from=$2 to=$3 addr=$4 port=$5 rc before=$OFFSET
+	shift 5
+	timeout "$MIGRATE_TIMEOUT" "$VMON" ctl --sock "$TEST_TMP/$from.sock" migrate tcp:$addr:$port "$@" \
+		>"$TEST_TMP/$kind.out" 2>"$TEST_TMP/$kind.err"
+	rc=$?
+	RC=$rc OUT=$TEST_TMP/$kind.out ERR=$TEST_TMP/$kind.err
+	expect migrate-linux/$kind "the working Linux guest migrates $LINK with $kind: $(tail -1 "$TEST_TMP/$kind.out")" \
+		sh -c "[ $rc -eq 0 ] && grep -q 'downtime [0-9]* ms' '$TEST_TMP/$kind.out'"
+	wait_exit "${PID_OF[$from]}" 120
+	rc=$?
+	RC=$rc OUT=${OUT_OF[$from]} ERR=${ERR_OF[$from]}
+	expect migrate-linux/$kind-source-exits "the source exits 0 once the guest runs at the destination" \
+		sh -c "[ $rc -eq 0 ] && grep -q 'migrated to' '${ERR_OF[$from]}'"
+	OUT=${OUT_OF[$to]} ERR=${ERR_OF[$to]}
+	expect migrate-linux/$kind-memory "after $kind the guest's checker runs on and finds every word of its 64 MiB right" \
+		runs_on "${OUT_OF[$to]}" "${OUT_OF[@]}"
+	OFFSET=$(clock_offset "${OUT_OF[$to]}")
+	expect migrate-linux/$kind-clock "the guest's wall clock keeps its offset to the host's (before ${before:-?} s, after ${OFFSET:-?} s)" \
+		same_clock "$before" "$OFFSET"
+}
 
 # ---- pre-copy, A to B ----
 PORT=$(free_port)
 start_in "$NSB" b receive --listen tcp:$ADDR_B:$PORT --api-sock "$TEST_TMP/b.sock"
-B_PID=$PID B_OUT=$OUT B_ERR=$ERR
-wait_for "$B_ERR" 'waiting for a migration' 60
-timeout "$MIGRATE_TIMEOUT" "$VMON" ctl --sock "$TEST_TMP/a.sock" migrate tcp:$ADDR_B:$PORT --max-downtime 300 \
-	>"$TEST_TMP/pre.out" 2>"$TEST_TMP/pre.err"
-RC=$?
-OUT=$TEST_TMP/pre.out ERR=$TEST_TMP/pre.err
-expect migrate-linux/precopy "the working Linux guest migrates $LINK with pre-copy: $(tail -1 "$TEST_TMP/pre.out")" \
-	sh -c "[ $RC -eq 0 ] && grep -q 'downtime [0-9]* ms' '$TEST_TMP/pre.out'"
-wait_exit $A_PID 60
-RC=$?
-OUT=$A_OUT ERR=$A_ERR
-expect migrate-linux/precopy-source-exits "the source exits 0 once the guest runs at the destination" \
-	sh -c "[ $RC -eq 0 ] && grep -q 'migrated to' '$A_ERR'"
-OUT=$B_OUT ERR=$B_ERR
-expect migrate-linux/precopy-memory "after pre-copy the guest's checker runs on and finds every word of its 64 MiB right" \
-	runs_on "$B_OUT" "$A_OUT"
-off_b=$(clock_offset "$B_OUT")
-expect migrate-linux/precopy-clock "the guest's wall clock keeps its offset to the host's (before ${off_a:-?} s, after ${off_b:-?} s)" \
-	same_clock "$off_a" "$off_b"
+PID_OF[b]=$PID OUT_OF[b]=$OUT ERR_OF[b]=$ERR
+wait_for "$ERR" 'waiting for a migration' 60
+move pre-copy a b $ADDR_B $PORT --max-downtime 300
 
 # ---- post-copy, B to a new vmon in A, whose console the test can type on ----
 PORT=$(free_port)
@@ -182,24 +180,11 @@ ${NSA:+ip netns exec $NSA} "$VMON" receive --listen tcp:$ADDR_A:$PORT --api-sock
 	<&7 >"$C_OUT" 2>"$C_ERR" &
 C_PID=$!
 PIDS+=("$C_PID")
+PID_OF[c]=$C_PID OUT_OF[c]=$C_OUT ERR_OF[c]=$C_ERR
 wait_for "$C_ERR" 'waiting for a migration' 60
-timeout "$MIGRATE_TIMEOUT" "$VMON" ctl --sock "$TEST_TMP/b.sock" migrate tcp:$ADDR_A:$PORT --postcopy --max-downtime 1 \
-	>"$TEST_TMP/post.out" 2>"$TEST_TMP/post.err"
-RC=$?
-OUT=$TEST_TMP/post.out ERR=$TEST_TMP/post.err
-expect migrate-linux/postcopy "the guest migrates back with post-copy: $(tail -1 "$TEST_TMP/post.out")" \
-	sh -c "[ $RC -eq 0 ] && grep -q 'downtime [0-9]* ms' '$TEST_TMP/post.out' && grep -q 'switching to post-copy' '$B_ERR'"
-wait_exit $B_PID 120
-RC=$?
-OUT=$B_OUT ERR=$B_ERR
-expect migrate-linux/postcopy-source-exits "the post-copy source exits 0 once every page arrived" \
-	sh -c "[ $RC -eq 0 ] && grep -q 'migrated to' '$B_ERR'"
-OUT=$C_OUT ERR=$C_ERR
-expect migrate-linux/postcopy-memory "after post-copy the checker runs on and finds every word right" \
-	runs_on "$C_OUT" "$B_OUT" "$A_OUT"
-off_c=$(clock_offset "$C_OUT")
-expect migrate-linux/postcopy-clock "the guest's wall clock keeps its offset to the host's (before ${off_b:-?} s, after ${off_c:-?} s)" \
-	same_clock "$off_b" "$off_c"
+move post-copy b c $ADDR_A $PORT --postcopy --max-downtime 1
+OUT=${OUT_OF[b]} ERR=${ERR_OF[b]}
+expect migrate-linux/post-copy-switched "the second move switched to post-copy" grep -q 'switching to post-copy' "${ERR_OF[b]}"
 
 # ---- the end: the guest stops its work, unmounts the disk and powers off ----
 echo stop >&7
@@ -214,12 +199,12 @@ OUT=$TEST_TMP/fsck.out ERR=$TEST_TMP/fsck.out
 expect migrate-linux/fsck "e2fsck finds the shared disk clean after two migrations" [ $RC -eq 0 ]
 debugfs -R "cat /log" "$DISK" 2>/dev/null >"$TEST_TMP/log"
 lines=$(wc -l <"$TEST_TMP/log")
-OUT=$TEST_TMP/log
+OUT=$TEST_TMP/log ERR=$TEST_TMP/log
 expect migrate-linux/disk-lines "the file written through both migrations has all its $lines lines, in order" \
 	sh -c "[ $lines -gt 5 ] && awk '\$0 != \"line \" NR { exit 1 }' '$TEST_TMP/log'"
 ERR=$C_ERR
 expect migrate-linux/no-sanitizer-report "no AddressSanitizer/UBSan report from the three vmon processes" \
-	clean_stderr "$A_ERR" "$B_ERR" "$C_ERR"
+	clean_stderr "${ERR_OF[@]}"
 for f in a b c; do
 	cp "$TEST_TMP/$f.out" "build/test-logs/migrate-linux-$f.console" 2>/dev/null
 	cp "$TEST_TMP/$f.err" "build/test-logs/migrate-linux-$f.stderr" 2>/dev/null

@@ -23,7 +23,6 @@ BOOT_TIMEOUT=${VMON_LINUX_BOOT_TIMEOUT:-1800}
 BULK_MIB=${VMON_NET_BULK_MIB:-2}
 CMDLINE="$(cat guest/cmdline 2>/dev/null || echo console=ttyS0)"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # The probe /init: what it does depends on nettest= on the kernel command line.
 mkdir -p "$TEST_TMP/probe"
