@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "memory/present_pages.h"
 #include "memory/write_track.h"
 
 int dirty_log_start(struct dirty_log *dl, struct guest_mem *mem, const struct dirty_log_ops *ops, void *ctx,
@@ -75,8 +76,12 @@ int dirty_log_fetch(struct dirty_log *dl, const struct dirty_pages **out, char *
 			return rc;
 		}
 		write_track_take(mem, i, bits);
+		/*
+		 * After the logs were fetched: a page written before logging started is backed by now,
+		 * one written after it is in a log, this time or next.
+		 */
 		if (dl->first)
-			memset(bits, 0xff, words * sizeof(uint64_t));
+			present_pages_mark(mem, i, bits);
 		if (pages % 64)
 			bits[words - 1] &= (1ull << (pages % 64)) - 1;
 		for (uint64_t w = 0; w < words; w++)

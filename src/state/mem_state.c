@@ -15,10 +15,11 @@
 #include "lib/log.h"
 #include "lib/util.h"
 #include "memory/kvm_slots.h"
+#include "memory/present_pages.h"
 #include "vm/vm.h"
 
 #define PAGE 4096u
-#define CHUNK_PAGES 512u /* 2 MiB per pass */
+#define CHUNK_PAGES PRESENT_PAGES_CHUNK /* 2 MiB per pass */
 #define MEM_MAGIC "VMONMEM1"
 #define MEM_VERSION 1u
 #define PROGRESS_STEP (256 * MiB)
@@ -90,70 +91,6 @@ static bool page_is_zero(const uint8_t *p)
 	return true;
 }
 
-/*
- * Which pages of RAM may hold data, so untouched RAM is neither read (reading a memfd hole or an
- * untouched hugepage would allocate it) nor written.
- *  - memfd RAM: the memfd's data extents (SEEK_DATA/SEEK_HOLE).
- *  - RAM mapped privately from a snapshot file: pages the guest wrote since (anonymous pages in
- *    /proc/self/pagemap) and the file's own data extents.
- *  - private anonymous RAM (merge=on) and hugetlb RAM: the pages present or swapped out in
- *    /proc/self/pagemap; hugetlbfs answers SEEK_DATA with "all of it is data", which says nothing.
- *  - without the page map: every page.
- */
-struct page_source {
-	const struct guest_mem *mem;
-	int pagemap_fd;
-	off_t data_start, data_end; /* current data extent of mem->fd, [start, end) */
-};
-
-/* The memfd's extents tell which pages hold data: not for hugetlbfs, nor without a memfd. */
-static bool has_fd_extents(const struct guest_mem *mem)
-{
-	return mem->fd >= 0 && mem->backing != GUEST_MEM_HUGETLB;
-}
-
-#define PM_PRESENT(e) (((e) >> 63) & 1)
-#define PM_SWAPPED(e) (((e) >> 62) & 1)
-#define PM_FILE(e) (((e) >> 61) & 1) /* a file page or shared memory, not a private copy */
-
-static bool in_fd_data(struct page_source *ps, off_t off)
-{
-	if (off >= ps->data_start && off < ps->data_end)
-		return true;
-	if (off < ps->data_start)
-		return false;
-	off_t s = lseek(ps->mem->fd, off, SEEK_DATA);
-	if (s < 0) { /* ENXIO: no data after off */
-		ps->data_start = ps->data_end = (off_t)INT64_MAX;
-		return false;
-	}
-	off_t e = lseek(ps->mem->fd, s, SEEK_HOLE);
-	ps->data_start = s;
-	ps->data_end = e < 0 ? (off_t)INT64_MAX : e;
-	return off >= ps->data_start && off < ps->data_end;
-}
-
-/* Marks in want[] the pages of [host, host + n pages) at file offset off that may hold data. */
-static void pages_to_read(struct page_source *ps, const uint8_t *host, uint64_t off, unsigned int n, bool *want)
-{
-	const struct guest_mem *mem = ps->mem;
-	uint64_t pm[CHUNK_PAGES];
-	bool have_pm = false;
-	if (ps->pagemap_fd >= 0) {
-		off_t at = (off_t)((uintptr_t)host / PAGE * sizeof(uint64_t));
-		have_pm = pread(ps->pagemap_fd, pm, n * sizeof(uint64_t), at) == (ssize_t)(n * sizeof(uint64_t));
-	}
-	for (unsigned int i = 0; i < n; i++) {
-		bool in_use = !have_pm || PM_PRESENT(pm[i]) || PM_SWAPPED(pm[i]); /* unknown: read it */
-		if (!has_fd_extents(mem))
-			want[i] = in_use;
-		else if (in_fd_data(ps, (off_t)(off + (uint64_t)i * PAGE)))
-			want[i] = true;
-		else /* Present or swapped and not a file page: the guest wrote it since the restore. */
-			want[i] = mem->file_backed && in_use && !(have_pm && PM_FILE(pm[i]));
-	}
-}
-
 static int write_all(int fd, const uint8_t *p, size_t len, off_t off)
 {
 	while (len) {
@@ -195,9 +132,9 @@ int mem_state_write(const struct guest_mem *mem, int fd, uint64_t snapshot_id, c
 		return brc;
 	if (ftruncate(fd, (off_t)(total + MEM_TRAILER_SIZE)) < 0)
 		return err_fail(err, errlen, -errno, "cannot size the memory file: %s", strerror(errno));
-	struct page_source ps = { .mem = mem, .pagemap_fd = -1, .data_start = 0, .data_end = 0 };
-	if (mem->file_backed || !has_fd_extents(mem))
-		ps.pagemap_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	/* Untouched RAM is neither read (which would allocate it) nor written (present_pages.h). */
+	struct present_pages ps;
+	present_pages_open(&ps, mem);
 	uint64_t written = 0, next_report = PROGRESS_STEP;
 	bool report = total >= 2 * PROGRESS_STEP;
 	int rc = 0;
@@ -210,7 +147,7 @@ int mem_state_write(const struct guest_mem *mem, int fd, uint64_t snapshot_id, c
 			unsigned int n = (unsigned int)MIN((uint64_t)CHUNK_PAGES, (reg->size - o) / PAGE);
 			const uint8_t *host = reg->host + o;
 			uint64_t file_off = reg->fd_offset + o;
-			pages_to_read(&ps, host, file_off, n, want);
+			present_pages_scan(&ps, reg, o, n, want);
 			/* Runs of non-zero pages go out in one write each; the checksum follows the file. */
 			unsigned int i = 0;
 			while (i < n && !rc) {
@@ -239,8 +176,7 @@ int mem_state_write(const struct guest_mem *mem, int fd, uint64_t snapshot_id, c
 			}
 		}
 	}
-	if (ps.pagemap_fd >= 0)
-		close(ps.pagemap_fd);
+	present_pages_close(&ps);
 	if (rc)
 		return err_fail(err, errlen, rc, "cannot write the memory file: %s", strerror(-rc));
 
