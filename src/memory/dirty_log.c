@@ -77,11 +77,15 @@ int dirty_log_fetch(struct dirty_log *dl, const struct dirty_pages **out, char *
 		}
 		write_track_take(mem, i, bits);
 		/*
-		 * After the logs were fetched: a page written before logging started is backed by now,
-		 * one written after it is in a log, this time or next.
+		 * The first round: the pages that may hold data, instead of what the logs said (KVM
+		 * with KVM_DIRTY_LOG_INITIALLY_SET reports every page, backed or not). Found after the
+		 * logs were fetched and re-armed: a page written before is backed by now, one written
+		 * after is in a log next time.
 		 */
-		if (dl->first)
+		if (dl->first) {
+			memset(bits, 0, words * sizeof(uint64_t));
 			present_pages_mark(mem, i, bits);
+		}
 		if (pages % 64)
 			bits[words - 1] &= (1ull << (pages % 64)) - 1;
 		for (uint64_t w = 0; w < words; w++)

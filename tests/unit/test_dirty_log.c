@@ -34,6 +34,8 @@ struct fake_kvm {
 	bool logging[GUEST_MEM_MAX_REGIONS];
 	int set_logging_calls;
 	int fail_fetch; /* -errno to return from fetch, or 0 */
+	bool initially_set; /* the first fetch reports every page, as KVM_DIRTY_LOG_INITIALLY_SET does */
+	int fetches;
 };
 
 static int fake_set_logging(void *ctx, const struct guest_mem *mem, int slot, bool on)
@@ -54,6 +56,8 @@ static int fake_fetch(void *ctx, const struct guest_mem *mem, int slot, uint64_t
 	pthread_mutex_lock(&k->lock);
 	memcpy(bits, k->vcpu_bits[slot], words * sizeof(uint64_t));
 	memset(k->vcpu_bits[slot], 0, words * sizeof(uint64_t));
+	if (k->initially_set && k->fetches++ == 0)
+		memset(bits, 0xff, words * sizeof(uint64_t));
 	pthread_mutex_unlock(&k->lock);
 	return 0;
 }
@@ -150,10 +154,10 @@ static uint64_t backed_pages(const struct guest_mem *mem)
  * migration, not the untouched rest (nor a page the balloon gave back), and finding them backs
  * no page on the host; then KVM's log takes over.
  */
-static void the_first_fetch_reports_the_pages_in_use_and_turns_kvm_logging_on(void **state)
+static void first_fetch_reports_the_pages_in_use(bool initially_set)
 {
-	(void)state;
 	struct rig *r = rig_new(16 * MiB);
+	r->kvm.initially_set = initially_set;
 	memset(r->mem.regions[0].host + 0 * PAGE, 1, PAGE);   /* written before the migration */
 	memset(r->mem.regions[0].host + 5 * PAGE, 2, 2 * PAGE);
 	memset(r->mem.regions[0].host + 9 * PAGE, 3, PAGE);
@@ -168,6 +172,19 @@ static void the_first_fetch_reports_the_pages_in_use_and_turns_kvm_logging_on(vo
 	dirty_log_stop(&r->dl);
 	assert_false(r->kvm.logging[0]);
 	rig_free(r);
+}
+
+static void the_first_fetch_reports_the_pages_in_use_and_turns_kvm_logging_on(void **state)
+{
+	(void)state;
+	first_fetch_reports_the_pages_in_use(false);
+}
+
+/* KVM_DIRTY_LOG_INITIALLY_SET (with manual protection) reports every page at first: the same. */
+static void the_same_where_kvm_reports_every_page_at_first(void **state)
+{
+	(void)state;
+	first_fetch_reports_the_pages_in_use(true);
 }
 
 /* RAM in private anonymous memory (merge=on) is found through the page map the same way. */
@@ -457,6 +474,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(the_first_fetch_reports_the_pages_in_use_and_turns_kvm_logging_on),
+		cmocka_unit_test(the_same_where_kvm_reports_every_page_at_first),
 		cmocka_unit_test(the_first_fetch_of_private_ram_reports_the_pages_in_use),
 		cmocka_unit_test(a_write_crossing_a_page_boundary_marks_both_pages_and_no_other),
 		cmocka_unit_test(the_last_page_of_each_region_and_ram_above_4gib_are_marked),

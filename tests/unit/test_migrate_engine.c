@@ -51,6 +51,8 @@ struct source {
 	uint64_t writes;
 	pthread_t writer;
 
+	uint32_t throttle_pct; /* auto-converge's share of time the "vCPU" is held (under write_lock) */
+	uint32_t max_throttle_pct;
 	int pauses, resumes, flushes, migrated, lost;
 	unsigned int state_delay_ms; /* a slow state build: the switch lasts that long */
 	struct mig_config cfg;
@@ -128,9 +130,20 @@ static void src_lost(void *ctx, const char *why)
 	((struct source *)ctx)->lost++;
 }
 
+/* Auto-converge holds the writer off pct % of the time, as vm_set_throttle() does the vCPUs. */
+static void src_throttle(void *ctx, uint32_t pct)
+{
+	struct source *s = ctx;
+	pthread_mutex_lock(&s->write_lock);
+	s->throttle_pct = pct;
+	s->max_throttle_pct = MAX(s->max_throttle_pct, pct);
+	pthread_mutex_unlock(&s->write_lock);
+}
+
 static const struct migrate_vm_ops src_ops = {
 	.pause = src_pause, .resume = src_resume, .flush_disks = src_flush,
 	.build_state = src_state, .migrated = src_migrated, .lost = src_lost,
+	.set_throttle = src_throttle,
 };
 
 /* Writes 64 random bytes to a random page, as vmon (tracked) or as a vCPU (the fake KVM log). */
@@ -161,8 +174,9 @@ static void *writer_thread(void *arg)
 			s->writes++;
 			s->writes_left--;
 		}
+		uint32_t pct = s->throttle_pct < 100 ? s->throttle_pct : 99;
 		pthread_mutex_unlock(&s->write_lock);
-		struct timespec ts = { 0, 100 * 1000 };
+		struct timespec ts = { 0, 100 * 1000 * 100 / (long)(100 - pct) };
 		nanosleep(&ts, NULL);
 	}
 	return NULL;
@@ -444,9 +458,10 @@ static void a_guest_writing_all_along_arrives_byte_for_byte_after_several_rounds
 	assert_memory_equal(d.md.mem.regions[0].host, s.mem.regions[0].host, RAM);
 	assert_true(d.md.bytes > RAM / 2);
 	dest_cleanup(&d);
-	print_message("%u rounds, %llu KiB, downtime %llu ms, total %llu ms, %llu writes\n", pr.round,
-		      (unsigned long long)pr.bytes_sent / 1024, (unsigned long long)pr.downtime_ms,
-		      (unsigned long long)pr.total_ms, (unsigned long long)s.writes);
+	print_message("%u rounds, %llu KiB, downtime %llu ms, total %llu ms, %llu writes, throttled to %u%% at most\n",
+		      pr.round, (unsigned long long)pr.bytes_sent / 1024, (unsigned long long)pr.downtime_ms,
+		      (unsigned long long)pr.total_ms, (unsigned long long)s.writes, s.max_throttle_pct);
+	assert_int_equal(s.throttle_pct, 0); /* lifted once the guest is paused for the switch */
 	migrate_source_free(m);
 	source_destroy(&s);
 }
