@@ -11,6 +11,7 @@ import sys
 
 import fig_blk
 import fig_boot
+import fig_clone
 import fig_density
 import fig_exits
 import fig_memory
@@ -28,7 +29,7 @@ def parse_args():
     p.add_argument("--debian-kernel", action="store_true",
                    help="also boot Debian's stock cloud kernel once (slow where KVM is software-virtualized)")
     p.add_argument("--cpus", type=int, default=1, help="vCPUs of the default guest (default 1)")
-    p.add_argument("--only", default="", help="comma-separated figures to run: boot,exits,blk,density,snapshot,migrate")
+    p.add_argument("--only", default="", help="comma-separated figures to run: boot,exits,blk,density,snapshot,migrate,clone")
     p.add_argument("--root", required=True, help=argparse.SUPPRESS)
     p.add_argument("--vmon", required=True, help=argparse.SUPPRESS)
     p.add_argument("--guest-env", default="", help=argparse.SUPPRESS)
@@ -152,6 +153,14 @@ def build_table(ctx, res):
             t.row(f"{name}: runs on at destination (of {mig['reps']})", {n: v["ran_on"] for n, v in row.items()})
         if ctx.quick:
             t.row("1 GiB guests", {"vmon": not_run("not run with --quick")})
+    cl = res.get("clone")
+    if cl:
+        t.section("8. Clones of one snapshot, N at once (vmon only; s from spawning the first; median)")
+        if not cl["available"]:
+            t.row("clones", {"vmon": not_available(cl["reason"])})
+        else:
+            for label, v, other, other_label in fig_clone.rows(ctx, cl):
+                t.row(label, {"vmon": v}, other=other, other_label=other_label)
     return t
 
 
@@ -176,7 +185,7 @@ def main():
     for s in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(s, lambda *_: sys.exit(1))
 
-    only = set(x for x in a.only.split(",") if x) or {"boot", "exits", "blk", "density", "snapshot", "migrate"}
+    only = set(x for x in a.only.split(",") if x) or {"boot", "exits", "blk", "density", "snapshot", "migrate", "clone"}
     res = {"meta": {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "host": platform.node(), "kernel": platform.release(), "cpus": os.cpu_count(),
@@ -205,6 +214,8 @@ def main():
         res["snapshot"] = fig_snapshot.run(ctx)
     if "migrate" in only:
         res["migrate"] = fig_migrate.run(ctx)
+    if "clone" in only:
+        res["clone"] = fig_clone.run(ctx)
 
     table = build_table(ctx, res)
     text = table.render()
