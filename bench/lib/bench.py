@@ -11,6 +11,7 @@ import sys
 
 import fig_blk
 import fig_boot
+import fig_clone
 import fig_confinement
 import fig_density
 import fig_exits
@@ -29,7 +30,7 @@ def parse_args():
     p.add_argument("--debian-kernel", action="store_true",
                    help="also boot Debian's stock cloud kernel once (slow where KVM is software-virtualized)")
     p.add_argument("--cpus", type=int, default=1, help="vCPUs of the default guest (default 1)")
-    p.add_argument("--only", default="", help="comma-separated figures to run: boot,exits,blk,density,snapshot,migrate,confinement")
+    p.add_argument("--only", default="", help="comma-separated figures to run: boot,exits,blk,density,snapshot,migrate,clone,confinement")
     p.add_argument("--root", required=True, help=argparse.SUPPRESS)
     p.add_argument("--vmon", required=True, help=argparse.SUPPRESS)
     p.add_argument("--guest-env", default="", help=argparse.SUPPRESS)
@@ -153,6 +154,14 @@ def build_table(ctx, res):
             t.row(f"{name}: runs on at destination (of {mig['reps']})", {n: v["ran_on"] for n, v in row.items()})
         if ctx.quick:
             t.row("1 GiB guests", {"vmon": not_run("not run with --quick")})
+    cl = res.get("clone")
+    if cl:
+        t.section("8. Clones of one snapshot, N at once (vmon only; s from spawning the first; median)")
+        if not cl["available"]:
+            t.row("clones", {"vmon": not_available(cl["reason"])})
+        else:
+            for label, v, other, other_label in fig_clone.rows(ctx, cl):
+                t.row(label, {"vmon": v}, other=other, other_label=other_label)
     if res.get("confinement"):
         fig_confinement.table(t, ctx, res["confinement"])
     return t
@@ -179,7 +188,7 @@ def main():
     for s in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(s, lambda *_: sys.exit(1))
 
-    only = set(x for x in a.only.split(",") if x) or {"boot", "exits", "blk", "density", "snapshot", "migrate",
+    only = set(x for x in a.only.split(",") if x) or {"boot", "exits", "blk", "density", "snapshot", "migrate", "clone",
                                                            "confinement"}
     res = {"meta": {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
@@ -209,6 +218,8 @@ def main():
         res["snapshot"] = fig_snapshot.run(ctx)
     if "migrate" in only:
         res["migrate"] = fig_migrate.run(ctx)
+    if "clone" in only:
+        res["clone"] = fig_clone.run(ctx)
     if "confinement" in only:
         res["confinement"] = fig_confinement.run(ctx)
 
