@@ -41,8 +41,10 @@ def one(ctx, rep):
     os.makedirs(work)
     sock, snap = os.path.join(work, "api.sock"), os.path.join(work, "snap")
     guest = os.path.join(ctx.root, "build", "guests", "echo.elf")
+    # The snapshot goes beneath build/bench: vmon's Landlock lets it write there only when told.
     pr = proc.Proc("vmon-snap", [ctx.vmon.binary, "run", "--kernel", guest, "--memory", "128M",
-                                 "--api-sock", sock], markers={"ready": "echo ready"}, timeout=60,
+                                 "--api-sock", sock, "--snapshot-dir", work],
+                   markers={"ready": "echo ready"}, timeout=60,
                    log_path=ctx.log_path("snapshot", "run", rep)).start()
     r = {"rep": rep}
     try:
