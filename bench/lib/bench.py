@@ -16,6 +16,7 @@ import fig_density
 import fig_exits
 import fig_memory
 import fig_migrate
+import fig_overcommit
 import fig_snapshot
 import proc
 import report
@@ -29,7 +30,7 @@ def parse_args():
     p.add_argument("--debian-kernel", action="store_true",
                    help="also boot Debian's stock cloud kernel once (slow where KVM is software-virtualized)")
     p.add_argument("--cpus", type=int, default=1, help="vCPUs of the default guest (default 1)")
-    p.add_argument("--only", default="", help="comma-separated figures to run: boot,exits,blk,density,snapshot,migrate,confinement")
+    p.add_argument("--only", default="", help="comma-separated figures to run: boot,exits,blk,density,snapshot,migrate,overcommit,confinement")
     p.add_argument("--root", required=True, help=argparse.SUPPRESS)
     p.add_argument("--vmon", required=True, help=argparse.SUPPRESS)
     p.add_argument("--guest-env", default="", help=argparse.SUPPRESS)
@@ -153,6 +154,8 @@ def build_table(ctx, res):
             t.row(f"{name}: runs on at destination (of {mig['reps']})", {n: v["ran_on"] for n, v in row.items()})
         if ctx.quick:
             t.row("1 GiB guests", {"vmon": not_run("not run with --quick")})
+    if res.get("overcommit"):
+        fig_overcommit.table(t, ctx, res["overcommit"])
     if res.get("confinement"):
         fig_confinement.table(t, ctx, res["confinement"])
     return t
@@ -180,7 +183,7 @@ def main():
         signal.signal(s, lambda *_: sys.exit(1))
 
     only = set(x for x in a.only.split(",") if x) or {"boot", "exits", "blk", "density", "snapshot", "migrate",
-                                                           "confinement"}
+                                                           "overcommit", "confinement"}
     res = {"meta": {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "host": platform.node(), "kernel": platform.release(), "cpus": os.cpu_count(),
@@ -209,6 +212,8 @@ def main():
         res["snapshot"] = fig_snapshot.run(ctx)
     if "migrate" in only:
         res["migrate"] = fig_migrate.run(ctx)
+    if "overcommit" in only:
+        res["overcommit"] = fig_overcommit.run(ctx)
     if "confinement" in only:
         res["confinement"] = fig_confinement.run(ctx)
 
