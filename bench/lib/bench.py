@@ -30,7 +30,8 @@ def parse_args():
     p.add_argument("--debian-kernel", action="store_true",
                    help="also boot Debian's stock cloud kernel once (slow where KVM is software-virtualized)")
     p.add_argument("--cpus", type=int, default=1, help="vCPUs of the default guest (default 1)")
-    p.add_argument("--only", default="", help="comma-separated figures to run: boot,exits,blk,density,snapshot,migrate,overcommit,confinement")
+    p.add_argument("--only", default="", help="comma-separated figures to run: "
+                   "boot,exits,blk,density,snapshot,migrate,overcommit,confinement")
     p.add_argument("--root", required=True, help=argparse.SUPPRESS)
     p.add_argument("--vmon", required=True, help=argparse.SUPPRESS)
     p.add_argument("--guest-env", default="", help=argparse.SUPPRESS)
