@@ -268,6 +268,8 @@ def run(ctx):
     out = {"available": True, "n": n, "mem_mb": MEM_MB, "touch_mb": TOUCH_MB, "window_s": WINDOW_S,
            "settle_max_s": SETTLE_S, "ksm_scans": KSM_SCANS, "quick": ctx.quick, "runs": [], "skipped": [],
            "qemu": qemu.name if qemu else None}
+    if qemu and qemu.accel == "tcg":
+        out["qemu_kvm_failure"] = ctx.linux_failures["qemu-pc"]
     qemu_missing = qemu_options(qemu) if qemu else None
 
     def skip(vmm, cfg, cell):
