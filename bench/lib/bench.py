@@ -17,6 +17,7 @@ import fig_density
 import fig_exits
 import fig_memory
 import fig_migrate
+import fig_overcommit
 import fig_snapshot
 import proc
 import report
@@ -30,7 +31,8 @@ def parse_args():
     p.add_argument("--debian-kernel", action="store_true",
                    help="also boot Debian's stock cloud kernel once (slow where KVM is software-virtualized)")
     p.add_argument("--cpus", type=int, default=1, help="vCPUs of the default guest (default 1)")
-    p.add_argument("--only", default="", help="comma-separated figures to run: boot,exits,blk,density,snapshot,migrate,clone,confinement")
+    p.add_argument("--only", default="", help="comma-separated figures to run: "
+                   "boot,exits,blk,density,snapshot,migrate,clone,overcommit,confinement")
     p.add_argument("--root", required=True, help=argparse.SUPPRESS)
     p.add_argument("--vmon", required=True, help=argparse.SUPPRESS)
     p.add_argument("--guest-env", default="", help=argparse.SUPPRESS)
@@ -162,6 +164,8 @@ def build_table(ctx, res):
         else:
             for label, v, other, other_label in fig_clone.rows(ctx, cl):
                 t.row(label, {"vmon": v}, other=other, other_label=other_label)
+    if res.get("overcommit"):
+        fig_overcommit.table(t, ctx, res["overcommit"])
     if res.get("confinement"):
         fig_confinement.table(t, ctx, res["confinement"])
     return t
@@ -188,8 +192,8 @@ def main():
     for s in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(s, lambda *_: sys.exit(1))
 
-    only = set(x for x in a.only.split(",") if x) or {"boot", "exits", "blk", "density", "snapshot", "migrate", "clone",
-                                                           "confinement"}
+    only = set(x for x in a.only.split(",") if x) or {"boot", "exits", "blk", "density", "snapshot", "migrate",
+                                                           "clone", "overcommit", "confinement"}
     res = {"meta": {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "host": platform.node(), "kernel": platform.release(), "cpus": os.cpu_count(),
@@ -220,6 +224,8 @@ def main():
         res["migrate"] = fig_migrate.run(ctx)
     if "clone" in only:
         res["clone"] = fig_clone.run(ctx)
+    if "overcommit" in only:
+        res["overcommit"] = fig_overcommit.run(ctx)
     if "confinement" in only:
         res["confinement"] = fig_confinement.run(ctx)
 
