@@ -25,6 +25,12 @@ import vmms
 from common import Context, fails, not_available, not_run, say
 
 
+# Figures after the boot figure (which also boots Debian's kernel when asked), in the order they run.
+FIGURES = [("exits", fig_exits), ("blk", fig_blk), ("density", fig_density), ("snapshot", fig_snapshot),
+           ("migrate", fig_migrate), ("clone", fig_clone), ("overcommit", fig_overcommit),
+           ("confinement", fig_confinement)]
+
+
 def parse_args():
     p = argparse.ArgumentParser(prog="bench/run", description="Benchmarks vmon against QEMU.")
     p.add_argument("--quick", action="store_true", help="one repetition, fewer VMs (under 5 minutes)")
@@ -192,8 +198,7 @@ def main():
     for s in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(s, lambda *_: sys.exit(1))
 
-    only = set(x for x in a.only.split(",") if x) or {"boot", "exits", "blk", "density", "snapshot", "migrate",
-                                                           "clone", "overcommit", "confinement"}
+    only = set(x for x in a.only.split(",") if x) or {"boot"} | {name for name, _ in FIGURES}
     res = {"meta": {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "host": platform.node(), "kernel": platform.release(), "cpus": os.cpu_count(),
@@ -212,22 +217,9 @@ def main():
         res["boot"] = fig_boot.run(ctx)
         if a.debian_kernel and a.debian_kernel_path:
             res["debian"] = debian_kernel(ctx, a.debian_kernel_path)
-    if "exits" in only:
-        res["exits"] = fig_exits.run(ctx)
-    if "blk" in only:
-        res["blk"] = fig_blk.run(ctx)
-    if "density" in only:
-        res["density"] = fig_density.run(ctx)
-    if "snapshot" in only:
-        res["snapshot"] = fig_snapshot.run(ctx)
-    if "migrate" in only:
-        res["migrate"] = fig_migrate.run(ctx)
-    if "clone" in only:
-        res["clone"] = fig_clone.run(ctx)
-    if "overcommit" in only:
-        res["overcommit"] = fig_overcommit.run(ctx)
-    if "confinement" in only:
-        res["confinement"] = fig_confinement.run(ctx)
+    for name, fig in FIGURES:
+        if name in only:
+            res[name] = fig.run(ctx)
 
     table = build_table(ctx, res)
     text = table.render()

@@ -423,6 +423,21 @@ static void wait_done(struct migrate_source *m, struct migrate_progress *p)
 	migrate_source_progress(m, p);
 }
 
+/* Migrates source s to vmon's destination d with p, both ends until they are done. */
+static struct migrate_source *migrate_to_vmon(struct source *s, struct dest *d, struct migrate_params *p,
+					      struct migrate_progress *pr)
+{
+	pthread_t t;
+	dest_start(d, DEST_RUN, 1, p->destination, sizeof(p->destination), &t);
+	struct migrate_source_vm vm = source_vm(s);
+	struct migrate_source *m;
+	char err[512] = "";
+	assert_int_equal(migrate_source_start(&m, p, &vm, err, sizeof(err)), 0);
+	wait_done(m, pr);
+	pthread_join(t, NULL);
+	return m;
+}
+
 /* ---- the cases ---- */
 
 static void a_guest_writing_all_along_arrives_byte_for_byte_after_several_rounds(void **state)
@@ -431,16 +446,9 @@ static void a_guest_writing_all_along_arrives_byte_for_byte_after_several_rounds
 	struct source s;
 	source_init(&s, 4000);
 	struct dest d;
-	pthread_t t;
 	struct migrate_params p = { .max_downtime_ms = 5, .bandwidth_mbps = 400 };
-	dest_start(&d, DEST_RUN, 1, p.destination, sizeof(p.destination), &t);
-	struct migrate_source_vm vm = source_vm(&s);
-	struct migrate_source *m;
-	char err[512] = "";
-	assert_int_equal(migrate_source_start(&m, &p, &vm, err, sizeof(err)), 0);
 	struct migrate_progress pr;
-	wait_done(m, &pr);
-	pthread_join(t, NULL);
+	struct migrate_source *m = migrate_to_vmon(&s, &d, &p, &pr);
 	assert_string_equal(pr.reason, "");
 	assert_int_equal(pr.state, MIGRATE_COMPLETED);
 	assert_int_equal(d.rc, 0);
@@ -486,16 +494,9 @@ static void untouched_ram_is_backed_on_neither_host(void **state)
 	uint64_t before = backed_pages(&s.mem);
 	assert_true(before <= RAM / PAGE / 2 + 1);
 	struct dest d;
-	pthread_t t;
 	struct migrate_params p = { .max_downtime_ms = 300 };
-	dest_start(&d, DEST_RUN, 1, p.destination, sizeof(p.destination), &t);
-	struct migrate_source_vm vm = source_vm(&s);
-	struct migrate_source *m;
-	char err[512] = "";
-	assert_int_equal(migrate_source_start(&m, &p, &vm, err, sizeof(err)), 0);
 	struct migrate_progress pr;
-	wait_done(m, &pr);
-	pthread_join(t, NULL);
+	struct migrate_source *m = migrate_to_vmon(&s, &d, &p, &pr);
 	assert_int_equal(pr.state, MIGRATE_COMPLETED);
 	uint64_t source_after = backed_pages(&s.mem), dest_after = backed_pages(&d.md.mem);
 	print_message("pages backed: source %llu before, %llu after; destination %llu (of %llu)\n",
