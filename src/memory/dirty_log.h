@@ -46,16 +46,17 @@ struct dirty_log {
  * Starts both logs: KVM's for every slot, and vmon's own. The first fetch then reports every
  * page of RAM that may hold data (nothing has been sent yet; present_pages.h: pages never
  * touched, or given back by the balloon, are holes that read as zeros, and reading them would
- * make the host back them); each later one, the pages written since the one before. Returns 0 or -errno with one sentence in err; nothing is left on after a failure.
+ * make the host back them); each later one, the pages written since the one before. Returns 0
+ * or -errno with one sentence in err; nothing is left on after a failure.
  */
 int dirty_log_start(struct dirty_log *dl, struct guest_mem *mem, const struct dirty_log_ops *ops, void *ctx,
 		    char *err, size_t errlen);
 
 /*
- * The pages written since the last fetch (every page that may hold data, the first time), from the vCPUs and
- * from vmon, in one bitmap per region; both logs are reset for them. Copy a page only after
- * this returns: a page written at any moment during or after the fetch is then either in this
- * result with the write included in the copy, or in the next result. *out points into dl and
+ * The pages written since the last fetch (every page that may hold data, the first time), from
+ * the vCPUs and from vmon, in one bitmap per region; both logs are reset for them. Copy a page
+ * only after this returns: a page written at any moment during or after the fetch is then either
+ * in this result with the write included in the copy, or in the next result. *out points into dl and
  * stays valid until the next fetch or dirty_log_stop(). 0 or -errno with a sentence in err.
  */
 int dirty_log_fetch(struct dirty_log *dl, const struct dirty_pages **out, char *err, size_t errlen);

@@ -421,7 +421,8 @@ static void the_push_keeps_to_the_bandwidth_limit(void **state)
 
 /*
  * A limit slows the push, never a fault: at 2 Mbit/s a 128 KiB chunk may go every half second
- * and each 4 KiB page "costs" 16 ms, yet a page a vCPU asks for is sent at once. When the link then closes, the held-back push ends at once.
+ * and each 4 KiB page "costs" 16 ms, yet a page a vCPU asks for is sent at once. When the link
+ * then closes, the held-back push ends at once.
  */
 static void a_slow_push_still_answers_faults_at_once(void **state)
 {
