@@ -110,12 +110,9 @@ def snapshot_source(ctx, guest, work):
         m = pss_kb(pr.p.pid, "/memfd:vmon-guest-ram")
         if m:
             r["one_vm_pss_mib"], r["one_vm_guest_pss_mib"] = m[0] / 1024, m[1] / 1024
-        t = time.monotonic()
-        c = subprocess.run([ctx.vmon.binary, "ctl", "--sock", sock, "snapshot", snap, "--keep-running=false"],
-                           capture_output=True, text=True, timeout=600)
-        r["snapshot_s"] = time.monotonic() - t
-        if c.returncode != 0:
-            r["failure"] = f"vmon ctl snapshot: {(c.stderr or c.stdout).strip()[:120]}"
+        r["snapshot_s"], failure = ctx.vmon.snapshot(sock, snap, 600)
+        if failure:
+            r["failure"] = failure
     finally:
         pr.terminate()
         proc.watch([pr])

@@ -11,7 +11,6 @@ import os
 import re
 import shutil
 import subprocess
-import time
 
 import proc
 from common import fails, median, say
@@ -53,12 +52,9 @@ def one(ctx, rep):
         if "ready" not in pr.marks:
             r["failure"] = "the echo guest did not start"
             return r
-        t = time.monotonic()
-        c = subprocess.run([ctx.vmon.binary, "ctl", "--sock", sock, "snapshot", snap, "--keep-running=false"],
-                           capture_output=True, text=True, timeout=120)
-        r["snapshot_s"] = time.monotonic() - t
-        if c.returncode != 0:
-            r["failure"] = f"vmon ctl snapshot: {(c.stderr or c.stdout).strip()[:120]}"
+        r["snapshot_s"], failure = ctx.vmon.snapshot(sock, snap, 120)
+        if failure:
+            r["failure"] = failure
             return r
         r["size_mib"] = dir_size_mib(snap)
     finally:

@@ -3,6 +3,7 @@ memory and vCPUs."""
 import re
 import shutil
 import subprocess
+import time
 
 QEMU = "qemu-system-x86_64"
 
@@ -37,6 +38,17 @@ class Vmon(Vmm):
 
     def ram_match(self, mem_mb):
         return lambda path, size_kb: "vmon-guest-ram" in path
+
+    def snapshot(self, sock, snap_dir, timeout):
+        """`vmon ctl snapshot DIR --keep-running=false` on the VM at sock: (seconds, None) or
+        (seconds, why it failed)."""
+        t = time.monotonic()
+        c = subprocess.run([self.binary, "ctl", "--sock", sock, "snapshot", snap_dir, "--keep-running=false"],
+                           capture_output=True, text=True, timeout=timeout)
+        took = time.monotonic() - t
+        if c.returncode != 0:
+            return took, f"vmon ctl snapshot: {(c.stderr or c.stdout).strip()[:120]}"
+        return took, None
 
     def help_text(self):
         try:
