@@ -62,13 +62,7 @@ static void *watchdog(void *arg)
 	pthread_mutex_lock(&g->lock);
 	while (!g->stopping) {
 		cut_overdue(g, monotonic_ns());
-		struct timespec ts;
-		clock_gettime(CLOCK_MONOTONIC, &ts);
-		ts.tv_nsec += TICK_MS * 1000000L;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
+		struct timespec ts = ns_to_timespec(monotonic_ns() + TICK_MS * 1000000ull);
 		pthread_cond_timedwait(&g->wake, &g->lock, &ts);
 	}
 	pthread_mutex_unlock(&g->lock);
@@ -82,11 +76,7 @@ int api_conn_guard_start(struct api_conn_guard **out, const struct api_conn_limi
 	if (!g)
 		return -ENOMEM;
 	g->limits = *limits;
-	pthread_condattr_t ca;
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&g->wake, &ca);
-	pthread_condattr_destroy(&ca);
+	cond_init_monotonic(&g->wake);
 	pthread_mutex_init(&g->lock, NULL);
 	int rc = pthread_create(&g->thread, NULL, watchdog, g);
 	if (rc) {

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "lib/log.h"
+#include "lib/util.h"
 #include "sandbox/sandbox.h"
 
 #define COMP "event-loop"
@@ -361,14 +362,9 @@ static void timer_fired(void *opaque, uint32_t events)
 	t->fn(t->opaque);
 }
 
-static struct timespec ns_to_ts(uint64_t ns)
-{
-	return (struct timespec){ .tv_sec = (time_t)(ns / 1000000000ull), .tv_nsec = (long)(ns % 1000000000ull) };
-}
-
 int event_timer_set(struct event_timer *t, uint64_t first_ns, uint64_t period_ns)
 {
-	struct itimerspec its = { .it_value = ns_to_ts(first_ns), .it_interval = ns_to_ts(period_ns) };
+	struct itimerspec its = { .it_value = ns_to_timespec(first_ns), .it_interval = ns_to_timespec(period_ns) };
 	return timerfd_settime(t->fd, 0, &its, NULL) < 0 ? -errno : 0;
 }
 

@@ -2,8 +2,10 @@
 #ifndef VMON_LIB_UTIL_H
 #define VMON_LIB_UTIL_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
@@ -31,6 +33,13 @@ int read_file(const char *path, size_t max, uint8_t **data, size_t *len);
 
 /* Monotonic clock in nanoseconds. */
 uint64_t monotonic_ns(void);
+/* ns (a time on one of the clocks in nanoseconds, or a duration) as a struct timespec. */
+struct timespec ns_to_timespec(uint64_t ns);
+/*
+ * A condition variable whose timed waits run on CLOCK_MONOTONIC, which no one sets: pass it
+ * ns_to_timespec(monotonic_ns() + ...). 0 or -errno.
+ */
+int cond_init_monotonic(pthread_cond_t *c);
 /*
  * Writes one sentence into err (errlen bytes) and returns rc: the way functions that know why
  * they fail hand the reason to their caller, as in `return err_fail(err, errlen, -EINVAL, "...")`.

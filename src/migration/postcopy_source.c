@@ -6,7 +6,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "lib/util.h"
 #include "migration/handshake.h"
@@ -189,11 +188,7 @@ static int next_request(struct source *s, struct mig_rec_page_request *q)
  */
 static void wait_for_turn(struct source *s, uint64_t delay_ns)
 {
-	struct timespec until;
-	clock_gettime(CLOCK_MONOTONIC, &until);
-	uint64_t ns = (uint64_t)until.tv_nsec + delay_ns;
-	until.tv_sec += (time_t)(ns / 1000000000u);
-	until.tv_nsec = (long)(ns % 1000000000u);
+	struct timespec until = ns_to_timespec(monotonic_ns() + delay_ns);
 	pthread_mutex_lock(&s->lock);
 	while (!s->len && !s->stop && pthread_cond_timedwait(&s->cond, &s->lock, &until) != ETIMEDOUT)
 		;
@@ -263,11 +258,7 @@ int postcopy_source_run(const struct guest_mem *mem, struct mig_conn *conn, cons
 	}
 	pc_link_init(&s->link, conn, "the destination");
 	pthread_mutex_init(&s->lock, NULL);
-	pthread_condattr_t ca; /* the push's waits are timed: on the monotonic clock, which no one sets */
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&s->cond, &ca);
-	pthread_condattr_destroy(&ca);
+	cond_init_monotonic(&s->cond); /* the push's waits for its turn are timed */
 	pthread_t t;
 	int rc = -pthread_create(&t, NULL, reader, s);
 	if (rc) {

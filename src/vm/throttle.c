@@ -17,13 +17,9 @@ int throttle_init(struct throttle *t, uint64_t period_ns)
 {
 	memset(t, 0, sizeof(*t));
 	t->period_ns = period_ns;
-	pthread_condattr_t a;
-	pthread_condattr_init(&a);
-	pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-	int rc = pthread_cond_init(&t->cond, &a);
-	pthread_condattr_destroy(&a);
+	int rc = cond_init_monotonic(&t->cond);
 	if (rc)
-		return -rc;
+		return rc;
 	pthread_mutex_init(&t->lock, NULL);
 	return 0;
 }
@@ -54,11 +50,6 @@ void throttle_wake(struct throttle *t)
 	pthread_mutex_unlock(&t->lock);
 }
 
-static struct timespec to_timespec(uint64_t ns)
-{
-	return (struct timespec){ .tv_sec = (time_t)(ns / 1000000000ULL), .tv_nsec = (long)(ns % 1000000000ULL) };
-}
-
 static int arm(struct vcpu_throttle *v, struct throttle *t, uint64_t origin, int signo)
 {
 	if (!v->have_timer) {
@@ -73,8 +64,8 @@ static int arm(struct vcpu_throttle *v, struct throttle *t, uint64_t origin, int
 	}
 	uint64_t now = monotonic_ns();
 	uint64_t since = now > origin ? now - origin : 0;
-	struct itimerspec its = { .it_interval = to_timespec(t->period_ns),
-				  .it_value = to_timespec(origin + throttle_next_tick_ns(t->period_ns, since)) };
+	struct itimerspec its = { .it_interval = ns_to_timespec(t->period_ns),
+				  .it_value = ns_to_timespec(origin + throttle_next_tick_ns(t->period_ns, since)) };
 	if (timer_settime(v->timer, TIMER_ABSTIME, &its, NULL) < 0)
 		return -errno;
 	v->armed_origin = origin;
@@ -96,7 +87,7 @@ static void hold(struct vcpu_throttle *v, struct throttle *t, uint32_t pct, uint
 	uint64_t ns = throttle_hold_ns(pct, t->period_ns, start > origin ? start - origin : 0);
 	if (!ns)
 		return;
-	struct timespec deadline = to_timespec(start + ns);
+	struct timespec deadline = ns_to_timespec(start + ns);
 	pthread_mutex_lock(&t->lock);
 	while (!must_leave(opaque) && atomic_load(&t->pct) == pct && atomic_load(&t->origin_ns) == origin &&
 	       pthread_cond_timedwait(&t->cond, &t->lock, &deadline) != ETIMEDOUT)
