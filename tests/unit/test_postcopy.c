@@ -275,26 +275,48 @@ static void stop(struct rig *g)
 	guest_mem_destroy(&g->dst);
 }
 
+/*
+ * VCPUS threads each read `reads` random pages of the destination's RAM (seeds from seed); every
+ * read must return the source's bytes without a lost page. Their latencies go into lat (VCPUS *
+ * reads entries), sorted.
+ */
+static void vcpus_read(struct rig *g, unsigned int seed, unsigned int reads, uint64_t *lat)
+{
+	struct vcpu v[VCPUS];
+	pthread_t t[VCPUS];
+	for (int i = 0; i < VCPUS; i++) {
+		v[i] = (struct vcpu){ .mem = &g->dst, .seed = seed + (unsigned int)i, .want = reads };
+		assert_int_equal(pthread_create(&t[i], NULL, vcpu_thread, &v[i]), 0);
+	}
+	for (int i = 0; i < VCPUS; i++) {
+		pthread_join(t[i], NULL);
+		assert_false(v[i].faulted);
+		assert_int_equal(v[i].reads, reads);
+		assert_int_equal(v[i].wrong, 0);
+		memcpy(lat + (size_t)i * reads, v[i].lat_ns, reads * sizeof(lat[0]));
+	}
+	qsort(lat, (size_t)VCPUS * reads, sizeof(lat[0]), cmp_u64);
+}
+
+/*
+ * How many of n sorted read latencies are of pages that faulted: slower than 20 us (a page
+ * present is read in well under that).
+ */
+static size_t faulted_reads(const uint64_t *lat, size_t n)
+{
+	size_t slow = 0;
+	while (slow < n && lat[n - 1 - slow] > 20000)
+		slow++;
+	return slow;
+}
+
 static void vcpus_read_the_sources_bytes_as(enum guest_mem_backing backing)
 {
 	struct rig g;
 	start(&g, false, backing);
-	struct vcpu v[VCPUS];
-	pthread_t t[VCPUS];
-	for (int i = 0; i < VCPUS; i++) {
-		v[i] = (struct vcpu){ .mem = &g.dst, .seed = 1234u + (unsigned int)i };
-		assert_int_equal(pthread_create(&t[i], NULL, vcpu_thread, &v[i]), 0);
-	}
 	static uint64_t lat[VCPUS * READS_PER_VCPU];
-	size_t n = 0;
-	for (int i = 0; i < VCPUS; i++) {
-		pthread_join(t[i], NULL);
-		assert_false(v[i].faulted);
-		assert_int_equal(v[i].reads, READS_PER_VCPU);
-		assert_int_equal(v[i].wrong, 0);
-		memcpy(lat + n, v[i].lat_ns, sizeof(v[i].lat_ns));
-		n += READS_PER_VCPU;
-	}
+	size_t n = VCPUS * READS_PER_VCPU;
+	vcpus_read(&g, 1234u, READS_PER_VCPU, lat);
 	char err[512] = "";
 	int rc = postcopy_dest_wait(g.d, 10000, err, sizeof(err));
 	if (rc)
@@ -327,11 +349,7 @@ static void vcpus_read_the_sources_bytes_as(enum guest_mem_backing backing)
 	/* The push skips what requests brought: pages sent twice are only requests racing the push. */
 	assert_true(g.src.st.pushed < g.src.pending.count);
 
-	/* Reads of pages that faulted (slower than 20 us: a page present is read in well under that). */
-	qsort(lat, n, sizeof(lat[0]), cmp_u64);
-	size_t slow = 0;
-	while (slow < n && lat[n - 1 - slow] > 20000)
-		slow++;
+	size_t slow = faulted_reads(lat, n);
 	uint64_t *f = lat + n - slow;
 	printf("post-copy (%s RAM): %zu of %zu reads faulted; pending %llu pages, requested %llu, pushed %llu, duplicates "
 	       "%llu; served fault latency median %.1f us, max %.1f us\n",
@@ -432,28 +450,13 @@ static void a_slow_push_still_answers_faults_at_once(void **state)
 	start_paced(&g, false, GUEST_MEM_MEMFD, mbps);
 	enum { READS = 60 };
 	uint64_t t0 = now_ns();
-	struct vcpu v[VCPUS];
-	pthread_t t[VCPUS];
-	for (int i = 0; i < VCPUS; i++) {
-		v[i] = (struct vcpu){ .mem = &g.dst, .seed = 4321u + (unsigned int)i, .want = READS };
-		assert_int_equal(pthread_create(&t[i], NULL, vcpu_thread, &v[i]), 0);
-	}
 	static uint64_t lat[VCPUS * READS];
-	size_t n = 0;
-	for (int i = 0; i < VCPUS; i++) {
-		pthread_join(t[i], NULL);
-		assert_false(v[i].faulted);
-		assert_int_equal(v[i].wrong, 0);
-		memcpy(lat + n, v[i].lat_ns, READS * sizeof(lat[0]));
-		n += READS;
-	}
+	size_t n = VCPUS * READS;
+	vcpus_read(&g, 4321u, READS, lat);
 	double secs = (now_ns() - t0) / 1e9;
 	struct postcopy_dest_stats st;
 	postcopy_dest_get_stats(g.d, &st);
-	qsort(lat, n, sizeof(lat[0]), cmp_u64);
-	size_t slow = 0;
-	while (slow < n && lat[n - 1 - slow] > 20000)
-		slow++;
+	size_t slow = faulted_reads(lat, n);
 	assert_true(slow > n / 4); /* most pending pages were still at the source: reads faulted */
 	uint64_t median = lat[n - slow + slow / 2];
 	printf("post-copy paced to %u Mbit/s: %zu of %zu reads faulted, served in %.2f ms (median), %llu pages arrived in "
