@@ -12,9 +12,24 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "memory/hugepages.h"
+
+/*
+ * Bytes of host memory or disk the file behind fd holds (its allocated blocks): the holes of a
+ * memfd or a sparse file cost none. A failing fstat ends the test run.
+ */
+static inline uint64_t fd_allocated_bytes(int fd)
+{
+	struct stat st;
+	if (fstat(fd, &st) != 0) {
+		perror("fstat");
+		abort();
+	}
+	return (uint64_t)st.st_blocks * 512;
+}
 
 #define NR_HUGEPAGES_PATH "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages"
 

@@ -16,13 +16,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "lib/util.h"
 #include "memory/dirty_log.h"
 #include "memory/guest_mem.h"
 #include "memory/write_track.h"
+
+#include "host_memory.h"
 
 #define PAGE 4096ull
 
@@ -71,13 +72,27 @@ struct rig {
 	char err[256];
 };
 
-static struct rig *rig_new(uint64_t ram)
+/* A rig on RAM of the given backing, or NULL where the host cannot make it (no KSM for merge=on). */
+static struct rig *rig_new_backed(uint64_t ram, enum guest_mem_backing backing)
 {
 	struct rig *r = calloc(1, sizeof(*r));
-	assert_int_equal(guest_mem_init(&r->mem, ram), 0);
+	char why[256];
+	int made = guest_mem_init_backed(&r->mem, ram, backing, why, sizeof(why));
+	if (made == -EOPNOTSUPP) {
+		free(r);
+		return NULL;
+	}
+	assert_int_equal(made, 0);
 	pthread_mutex_init(&r->kvm.lock, NULL);
 	for (int i = 0; i < r->mem.nregions; i++)
 		r->kvm.vcpu_bits[i] = calloc(write_track_words(&r->mem.regions[i]), sizeof(uint64_t));
+	return r;
+}
+
+static struct rig *rig_new(uint64_t ram)
+{
+	struct rig *r = rig_new_backed(ram, GUEST_MEM_MEMFD);
+	assert_non_null(r);
 	return r;
 }
 
@@ -141,12 +156,10 @@ static void assert_runs(struct rig *r, const char *want)
 	assert_string_equal(got, want);
 }
 
-/* Host memory backing the guest's RAM (the memfd's allocated blocks), in pages. */
+/* Host memory backing a guest's RAM (its memfd's allocated blocks), in pages. */
 static uint64_t backed_pages(const struct guest_mem *mem)
 {
-	struct stat st;
-	assert_int_equal(fstat(mem->fd, &st), 0);
-	return (uint64_t)st.st_blocks * 512 / PAGE;
+	return fd_allocated_bytes(mem->fd) / PAGE;
 }
 
 /*
@@ -191,16 +204,9 @@ static void the_same_where_kvm_reports_every_page_at_first(void **state)
 static void the_first_fetch_of_private_ram_reports_the_pages_in_use(void **state)
 {
 	(void)state;
-	struct rig *r = calloc(1, sizeof(*r));
-	char why[256];
-	int made = guest_mem_init_backed(&r->mem, 16 * MiB, GUEST_MEM_MERGEABLE, why, sizeof(why));
-	if (made == -EOPNOTSUPP) { /* no KSM on this host */
-		free(r);
+	struct rig *r = rig_new_backed(16 * MiB, GUEST_MEM_MERGEABLE);
+	if (!r) /* no KSM on this host */
 		skip();
-	}
-	assert_int_equal(made, 0);
-	pthread_mutex_init(&r->kvm.lock, NULL);
-	r->kvm.vcpu_bits[0] = calloc(write_track_words(&r->mem.regions[0]), sizeof(uint64_t));
 	memset(r->mem.regions[0].host + 3 * PAGE, 1, PAGE);
 	memset(r->mem.regions[0].host + 4000 * PAGE, 1, PAGE);
 	assert_int_equal(dirty_log_start(&r->dl, &r->mem, &fake_ops, &r->kvm, r->err, sizeof(r->err)), 0);

@@ -155,21 +155,13 @@ static int snapshot_into(const struct guest_mem *mem, char *path)
 	return fd;
 }
 
-/* Bytes of the file on disk: RAM the guest never wrote stays a hole, as with a memfd. */
-static uint64_t allocated_bytes(int fd)
-{
-	struct stat st;
-	assert_int_equal(fstat(fd, &st), 0);
-	return (uint64_t)st.st_blocks * 512;
-}
-
 /*
  * The snapshot in fd (at path) of RAM holding about 1 MiB of data takes about that much room and
  * maps back as RAM with the very bytes of m; then both go.
  */
 static void assert_restores_then_drop(struct guest_mem *m, char *path, int fd)
 {
-	assert_true(allocated_bytes(fd) <= MiB + 64 * 1024);
+	assert_true(fd_allocated_bytes(fd) <= MiB + 64 * 1024); /* RAM never written stays a hole */
 	struct guest_mem back;
 	assert_int_equal(guest_mem_init_from_file(&back, m->ram_size, path), 0);
 	assert_memory_equal(gpa_to_host(&back, 0, m->ram_size), gpa_to_host(m, 0, m->ram_size), m->ram_size);

@@ -17,7 +17,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "api_fake_vm.h"
@@ -26,6 +25,8 @@
 #include "memory/dirty_log.h"
 #include "memory/guest_mem.h"
 #include "memory/write_track.h"
+
+#include "host_memory.h"
 #include "migration/handshake.h"
 #include "migration/migrate_dest.h"
 #include "migration/postcopy_dest.h"
@@ -477,9 +478,7 @@ static void a_guest_writing_all_along_arrives_byte_for_byte_after_several_rounds
 /* Host memory backing a guest's RAM (its memfd's allocated blocks), in pages. */
 static uint64_t backed_pages(const struct guest_mem *mem)
 {
-	struct stat st;
-	assert_int_equal(fstat(mem->fd, &st), 0);
-	return (uint64_t)st.st_blocks * 512 / PAGE;
+	return fd_allocated_bytes(mem->fd) / PAGE;
 }
 
 /*

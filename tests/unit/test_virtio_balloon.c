@@ -75,13 +75,6 @@ static void rig_free(struct rig *r)
 	vrig_free(&r->v);
 }
 
-static uint64_t memfd_bytes(struct rig *r)
-{
-	struct stat st;
-	assert_int_equal(fstat(r->v.mem.fd, &st), 0);
-	return (uint64_t)st.st_blocks * 512;
-}
-
 /* The guest writes n pages from PAGES_AT, so the host holds them. */
 static void touch_pages(struct rig *r, uint32_t n)
 {
@@ -166,11 +159,11 @@ static void inflated_pages_leave_the_memfd(void **state)
 	for (uint32_t i = 0; i < N; i++) /* out of order, as a driver may give them */
 		pfns[i] = PAGES_AT / PAGE + (i * 7) % N;
 	uint64_t a = put_pfns(&r, pfns, N);
-	uint64_t before = memfd_bytes(&r);
+	uint64_t before = fd_allocated_bytes(r.v.mem.fd);
 	assert_true(before >= N * PAGE);
 	add_buf(&r.v, INFLATEQ, a, N * 4, false);
 	assert_true(wait_used(&r.v, INFLATEQ, 1));
-	uint64_t after = memfd_bytes(&r);
+	uint64_t after = fd_allocated_bytes(r.v.mem.fd);
 	assert_true(before - after >= N * PAGE);
 	for (uint32_t i = 0; i < N * PAGE; i += PAGE)
 		assert_int_equal(r.v.ram[PAGES_AT + i], 0);
@@ -248,13 +241,13 @@ static void pfns_outside_ram_are_skipped_and_counted(void **state)
 	touch_pages(&r, 2);
 	uint32_t pfns[] = { RAM / PAGE, 0xffffffffu, PAGES_AT / PAGE + 1, 0x100000u };
 	uint64_t a = put_pfns(&r, pfns, 4);
-	uint64_t before = memfd_bytes(&r);
+	uint64_t before = fd_allocated_bytes(r.v.mem.fd);
 	add_buf(&r.v, INFLATEQ, a, sizeof(pfns), false);
 	assert_true(wait_used(&r.v, INFLATEQ, 1));
 	struct virtio_balloon_info in = info(&r);
 	assert_int_equal(in.invalid_pfns, 3);
 	assert_int_equal(in.inflated_pages, 1);
-	assert_int_equal(before - memfd_bytes(&r), PAGE);
+	assert_int_equal(before - fd_allocated_bytes(r.v.mem.fd), PAGE);
 	assert_int_equal(r.v.ram[PAGES_AT], 0xa5); /* the page next to it is untouched */
 	assert_false(rd(&r.v, STATUS, 1) & VIRTIO_STATUS_NEEDS_RESET);
 
@@ -280,7 +273,7 @@ static void reported_ranges_are_discarded(void **state)
 	rig_setup_cfg(&r, &cfg, 4, ALL_FEATURES);
 	touch_pages(&r, 64);
 	vrig_track_writes(&r.v);
-	uint64_t before = memfd_bytes(&r);
+	uint64_t before = fd_allocated_bytes(r.v.mem.fd);
 	struct seg s[] = {
 		{ PAGES_AT, 32 * PAGE, true },
 		{ PAGES_AT + 40 * PAGE + 100, 8 * PAGE, true }, /* unaligned: 7 whole pages inside */
@@ -289,7 +282,7 @@ static void reported_ranges_are_discarded(void **state)
 	assert_true(wait_used(&r.v, REPORTQ, 1));
 	struct virtio_balloon_info in = info(&r);
 	assert_int_equal(in.reported_bytes, 40 * PAGE);
-	assert_int_equal(before - memfd_bytes(&r), 39 * PAGE);
+	assert_int_equal(before - fd_allocated_bytes(r.v.mem.fd), 39 * PAGE);
 	assert_int_equal(r.v.ram[PAGES_AT], 0);
 	assert_int_equal(r.v.ram[PAGES_AT + 40 * PAGE + 99], 0xa5);  /* before the range */
 	assert_int_equal(r.v.ram[PAGES_AT + 48 * PAGE + 100], 0xa5); /* after it */
