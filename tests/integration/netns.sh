@@ -2,14 +2,17 @@
 # vmon processes talk over a network link instead of loopback (sourced by the tests that
 # migrate). Needs root and iproute2; without them netns_pair fails and the caller says why.
 #
-# netns_pair: creates NS_A (address ADDR_A) and NS_B (ADDR_B), each with its end of the pair
-# and its loopback up; 0, or 1 with NETNS_WHY set. netns_remove: deletes both (and so the pair).
-# start_in NS NAME ARGS...: lib.sh's start, with vmon in NS (run in this namespace when NS is
-# empty: the caller's fallback when netns_pair failed).
+# netns_pair: creates NS_A (address ADDR_A) and NS_B (ADDR_B, its end of the pair VETH_B),
+# each with its end of the pair and its loopback up; 0, or 1 with NETNS_WHY set.
+# netns_pair_or_loopback: the same, and where it fails, NS_A and NS_B empty and both addresses
+# 127.0.0.1 (the reason on stderr); LINK says which, for the checks' descriptions.
+# netns_remove: deletes both namespaces (and so the pair).
+# start_in NS NAME ARGS...: lib.sh's start, with vmon in NS (in this namespace when NS is empty).
 NS_A=vmon-mig-a-$$
 NS_B=vmon-mig-b-$$
 ADDR_A=10.231.0.1
 ADDR_B=10.231.0.2
+VETH_B=vmb$$
 NETNS_WHY=""
 
 netns_pair() {
@@ -21,7 +24,7 @@ netns_pair() {
 		NETNS_WHY="ip (iproute2) is not installed"
 		return 1
 	fi
-	local a=vma$$ b=vmb$$ log
+	local a=vma$$ b=$VETH_B log
 	if ! log=$({ ip netns add "$NS_A" && ip netns add "$NS_B" &&
 		ip link add "$a" type veth peer name "$b" &&
 		ip link set "$a" netns "$NS_A" && ip link set "$b" netns "$NS_B" &&
@@ -34,9 +37,19 @@ netns_pair() {
 	fi
 }
 
+netns_pair_or_loopback() {
+	if netns_pair; then
+		LINK="over a veth pair between two network namespaces"
+		return
+	fi
+	echo "$NETNS_WHY: the guests move over loopback" >&2
+	NS_A="" NS_B="" ADDR_A=127.0.0.1 ADDR_B=127.0.0.1
+	LINK="over loopback ($NETNS_WHY)"
+}
+
 netns_remove() {
-	ip netns del "$NS_A" 2>/dev/null
-	ip netns del "$NS_B" 2>/dev/null
+	[ -n "$NS_A" ] && ip netns del "$NS_A" 2>/dev/null
+	[ -n "$NS_B" ] && ip netns del "$NS_B" 2>/dev/null
 	ip link del vma$$ 2>/dev/null
 	return 0
 }

@@ -3,8 +3,8 @@
 # (no KVM needed); a counting test guest moved with vmon ctl migrate, pre-copy and post-copy,
 # from one network namespace to another over a veth pair (loopback where namespaces cannot be
 # made), counts on at the destination without a gap and the source exits 0; a destination that
-# is not vmon, one killed mid-transfer and a cancelled migration each leave the guest counting
-# on the source with the reason in GET /vm/migration.
+# is not vmon, one killed mid-transfer, a cancelled migration and a link that goes down each
+# leave the guest counting on the source with the reason in GET /vm/migration.
 cd "$(dirname "$0")/../.."
 . tests/integration/lib.sh
 . tests/integration/netns.sh
@@ -45,24 +45,19 @@ fi
 ctl() { "$VMON" ctl --sock "$@"; }
 G=$GUESTS/snapcount.elf
 
-# The source runs in SRC_NS, the destination listens at DST_ADDR in DST_NS: two namespaces
-# joined by a veth pair, or both here on loopback where they cannot be made.
-if netns_pair; then
-	SRC_NS=$NS_A DST_NS=$NS_B DST_ADDR=$ADDR_B LINK="over a veth pair between two network namespaces"
-else
-	SRC_NS="" DST_NS="" DST_ADDR=127.0.0.1 LINK="over loopback ($NETNS_WHY)"
-	echo "migrate: $NETNS_WHY: the guests move over loopback" >&2
-fi
+# Sources run in NS_A, destinations listen at ADDR_B in NS_B: two namespaces joined by a veth
+# pair, or both here on loopback where they cannot be made.
+netns_pair_or_loopback
 
 # ---- a counting guest moves and counts on ----
-start_in "$SRC_NS" src run --kernel $G --memory 128M --api-sock $TEST_TMP/src.sock
+start_in "$NS_A" src run --kernel $G --memory 128M --api-sock $TEST_TMP/src.sock
 SRC_PID=$PID SRC_OUT=$OUT SRC_ERR=$ERR
 wait_for $SRC_OUT '^count: 3$' 120
 PORT=$(free_port)
-start_in "$DST_NS" dst receive --listen tcp:$DST_ADDR:$PORT --api-sock $TEST_TMP/dst.sock
+start_in "$NS_B" dst receive --listen tcp:$ADDR_B:$PORT --api-sock $TEST_TMP/dst.sock
 DST_PID=$PID DST_OUT=$OUT DST_ERR=$ERR
 wait_for $DST_ERR 'waiting for a migration' 60
-ctl $TEST_TMP/src.sock migrate tcp:$DST_ADDR:$PORT --max-downtime 300 >$TEST_TMP/migrate.out 2>$TEST_TMP/migrate.err
+ctl $TEST_TMP/src.sock migrate tcp:$ADDR_B:$PORT --max-downtime 300 >$TEST_TMP/migrate.out 2>$TEST_TMP/migrate.err
 RC=$?
 OUT=$TEST_TMP/migrate.out ERR=$TEST_TMP/migrate.err
 expect migrate/ctl-reports "vmon ctl migrate $LINK exits 0 with the downtime and total time" \
@@ -71,7 +66,7 @@ wait_exit $SRC_PID 30
 RC=$?
 OUT=$SRC_OUT ERR=$SRC_ERR
 expect migrate/source-exits "the source vmon exits 0 after the switch, saying where the guest runs" \
-	sh -c "[ $RC -eq 0 ] && grep -q 'migrated to tcp:$DST_ADDR:$PORT' $SRC_ERR"
+	sh -c "[ $RC -eq 0 ] && grep -q 'migrated to tcp:$ADDR_B:$PORT' $SRC_ERR"
 n=$(last_count $SRC_OUT)
 wait_for $DST_OUT "^count: $((n + 3))\$" 60
 OUT=$DST_OUT ERR=$DST_ERR
@@ -82,14 +77,14 @@ expect migrate/dest-api "the destination's API answers and shows the guest runni
 kill -TERM $DST_PID; wait_exit $DST_PID 30
 
 # ---- post-copy: the guest starts on the destination while the rest of its RAM follows ----
-start_in "$SRC_NS" pcsrc run --kernel $G --memory 128M --api-sock $TEST_TMP/pcsrc.sock
+start_in "$NS_A" pcsrc run --kernel $G --memory 128M --api-sock $TEST_TMP/pcsrc.sock
 PS_PID=$PID PS_OUT=$OUT PS_ERR=$ERR
 wait_for $PS_OUT '^count: 3$' 120
 PORT=$(free_port)
-start_in "$DST_NS" pcdst receive --listen tcp:$DST_ADDR:$PORT
+start_in "$NS_B" pcdst receive --listen tcp:$ADDR_B:$PORT
 PD_PID=$PID PD_OUT=$OUT PD_ERR=$ERR
 wait_for $PD_ERR 'waiting for a migration' 60
-ctl $TEST_TMP/pcsrc.sock migrate tcp:$DST_ADDR:$PORT --postcopy --max-downtime 1 >$TEST_TMP/pc.out 2>$TEST_TMP/pc.err
+ctl $TEST_TMP/pcsrc.sock migrate tcp:$ADDR_B:$PORT --postcopy --max-downtime 1 >$TEST_TMP/pc.out 2>$TEST_TMP/pc.err
 RC=$?
 wait_exit $PS_PID 30
 n=$(last_count $PS_OUT)
@@ -101,7 +96,7 @@ expect migrate/postcopy-consecutive "the counts across the two hosts have no gap
 kill -TERM $PD_PID; wait_exit $PD_PID 30
 
 # ---- failures leave the guest counting on the source ----
-start_in "$SRC_NS" src2 run --kernel $G --memory 128M --api-sock $TEST_TMP/src2.sock
+start_in "$NS_A" src2 run --kernel $G --memory 128M --api-sock $TEST_TMP/src2.sock
 S2_PID=$PID S2_OUT=$OUT S2_ERR=$ERR
 wait_for $S2_OUT '^count: 3$' 120
 
@@ -113,14 +108,14 @@ counting_on() {
 }
 
 NOTVMON_PORT=$(free_port)
-${DST_NS:+ip netns exec $DST_NS} python3 -c '
+${NS_B:+ip netns exec $NS_B} python3 -c '
 import socket, sys
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(1)
-c, _ = s.accept(); c.close()' $DST_ADDR $NOTVMON_PORT &
+c, _ = s.accept(); c.close()' $ADDR_B $NOTVMON_PORT &
 PIDS+=($!)
 sleep 0.5
-ctl $TEST_TMP/src2.sock migrate tcp:$DST_ADDR:$NOTVMON_PORT >$TEST_TMP/notvmon.out 2>$TEST_TMP/notvmon.err
+ctl $TEST_TMP/src2.sock migrate tcp:$ADDR_B:$NOTVMON_PORT >$TEST_TMP/notvmon.out 2>$TEST_TMP/notvmon.err
 RC=$?
 OUT=$TEST_TMP/notvmon.out ERR=$TEST_TMP/notvmon.err
 expect migrate/not-vmon "a destination that is not vmon fails the migration with a reason and the guest counts on" \
@@ -133,17 +128,17 @@ expect migrate/not-vmon-runs "after it the source's guest still counts" counting
 interrupted() {
 	local port ctl_pid
 	port=$(free_port)
-	start_in "$DST_NS" "$1-dst" receive --listen tcp:$DST_ADDR:$port
+	start_in "$NS_B" "$1-dst" receive --listen tcp:$ADDR_B:$port
 	DPID=$PID DERR=$ERR
 	wait_for $DERR 'waiting for a migration' 60
-	ctl $TEST_TMP/src2.sock migrate tcp:$DST_ADDR:$port --bandwidth 1 >$TEST_TMP/$1.out 2>$TEST_TMP/$1.err &
+	ctl $TEST_TMP/src2.sock migrate tcp:$ADDR_B:$port --bandwidth 1 >$TEST_TMP/$1.out 2>$TEST_TMP/$1.err &
 	ctl_pid=$!
 	wait_for $DERR 'receiving a guest' 30
 	sleep 1
 	case $2 in
 	kill) kill -KILL $DPID ;;
 	cancel) curl -s -X DELETE --unix-socket $TEST_TMP/src2.sock http://vmon/vm/migration >/dev/null ;;
-	cut) ip -n "$DST_NS" link set vmb$$ down ;;
+	cut) ip -n "$NS_B" link set "$VETH_B" down ;;
 	esac
 	wait_exit $ctl_pid 60
 	RC=$?
@@ -165,13 +160,13 @@ kill -TERM $DPID
 
 # The network between the hosts fails: nothing arrives any more, and the step's deadline (10 s)
 # ends the migration on the source, whose guest counts on.
-if [ -n "$DST_NS" ]; then
+if [ -n "$NS_B" ]; then
 	interrupted cut cut
 	expect migrate/link-down "a link that goes down mid-transfer fails the migration within its deadline and the guest counts on the source" \
 		sh -c "[ $RC -ne 0 ] && [ $RC -ne 124 ] && grep -q 'keeps running here' $TEST_TMP/cut.err"
 	expect migrate/link-down-runs "after it the source's guest still counts" counting_on
 	kill -KILL $DPID
-	ip -n "$DST_NS" link set vmb$$ up
+	ip -n "$NS_B" link set "$VETH_B" up
 else
 	skip migrate/link-down "$NETNS_WHY"
 fi

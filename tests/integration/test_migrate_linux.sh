@@ -89,13 +89,7 @@ DISK=$TEST_TMP/disk.img
 truncate -s 64M "$DISK"
 mkfs.ext4 -q -F "$DISK"
 
-if netns_pair; then
-	LINK="over a veth pair between two network namespaces"
-	NSA=$NS_A NSB=$NS_B
-else
-	LINK="over loopback ($NETNS_WHY)"
-	NSA="" NSB="" ADDR_A=127.0.0.1 ADDR_B=127.0.0.1
-fi
+netns_pair_or_loopback
 
 passes() { tr -d '\r' <"$1" | grep -ac '^MEMCHECK pass'; }
 # clock_offset FILE: waits for the next "MEMCHECK pass N ok time=T" line in FILE and prints T
@@ -129,7 +123,7 @@ same_clock() { [ -n "$1" ] && [ -n "$2" ] && awk -v a="$1" -v b="$2" 'BEGIN { d 
 clean_stderr() { ! cat "$@" | grep -qE 'Sanitizer|runtime error'; }
 
 # ---- boot in A ----
-start_in "$NSA" a run --kernel "$GUEST_KERNEL" --initrd "$TEST_TMP/initrd.cpio" --memory 256M --disk "$DISK" \
+start_in "$NS_A" a run --kernel "$GUEST_KERNEL" --initrd "$TEST_TMP/initrd.cpio" --memory 256M --disk "$DISK" \
 	--api-sock "$TEST_TMP/a.sock" --cmdline "$CMDLINE"
 A_PID=$PID A_OUT=$OUT A_ERR=$ERR
 if ! wait_for "$A_OUT" '^MIGTEST ready' "$BOOT_TIMEOUT" || ! wait_for "$A_OUT" '^MEMCHECK pass' 300; then
@@ -166,7 +160,7 @@ move() {
 
 # ---- pre-copy, A to B ----
 PORT=$(free_port)
-start_in "$NSB" b receive --listen tcp:$ADDR_B:$PORT --api-sock "$TEST_TMP/b.sock"
+start_in "$NS_B" b receive --listen tcp:$ADDR_B:$PORT --api-sock "$TEST_TMP/b.sock"
 PID_OF[b]=$PID OUT_OF[b]=$OUT ERR_OF[b]=$ERR
 wait_for "$ERR" 'waiting for a migration' 60
 move pre-copy a b $ADDR_B $PORT --max-downtime 300
@@ -176,7 +170,7 @@ PORT=$(free_port)
 mkfifo "$TEST_TMP/c.in"
 exec 7<>"$TEST_TMP/c.in"
 C_OUT=$TEST_TMP/c.out C_ERR=$TEST_TMP/c.err
-${NSA:+ip netns exec $NSA} "$VMON" receive --listen tcp:$ADDR_A:$PORT --api-sock "$TEST_TMP/c.sock" \
+${NS_A:+ip netns exec $NS_A} "$VMON" receive --listen tcp:$ADDR_A:$PORT --api-sock "$TEST_TMP/c.sock" \
 	<&7 >"$C_OUT" 2>"$C_ERR" &
 C_PID=$!
 PIDS+=("$C_PID")
