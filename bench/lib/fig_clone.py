@@ -32,6 +32,7 @@ import time
 import fig_boot
 import fig_density
 import proc
+import report
 import vmms
 from common import fails, median, not_available, not_run, say
 
@@ -57,9 +58,10 @@ def supported(ctx, sub, option):
 
 def pss_kb(pid, prefix):
     """(Pss of the process, Pss of its mappings whose path starts with prefix) in KiB, or None."""
+    total = proc.pss_kb(pid)
+    if total is None:
+        return None
     try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
-            total = int(re.search(r"^Pss:\s+(\d+) kB", f.read(), re.M).group(1))
         part, path = 0, ""
         with open(f"/proc/{pid}/smaps") as f:
             for line in f:
@@ -68,13 +70,13 @@ def pss_kb(pid, prefix):
                     path = fields[5].strip() if len(fields) > 5 else ""
                 elif line.startswith("Pss:") and path.startswith(prefix):
                     part += int(line.split()[1])
-    except (OSError, AttributeError):
+    except OSError:
         return None
     return total, part
 
 
 def why(pr):
-    return vmms.describe_failure(pr) or " / ".join(pr.stderr_tail(2))[:160] or f"exit status {pr.rc}"
+    return vmms.failure_reason(pr, 160)
 
 
 def no_answer(procs, limit):
@@ -335,11 +337,6 @@ def run(ctx):
     return res
 
 
-def num(v):
-    """A figure for the "other" column; None for a Cell (its note is on the vmon cell already)."""
-    return v if isinstance(v, (int, float)) else None
-
-
 def rows(ctx, res):
     """The table's rows: (label, vmon's value or Cell, other value or None, other's label)."""
     out = []
@@ -358,7 +355,7 @@ def rows(ctx, res):
         for n, row in g["by_n"].items():
             p = f"{what}, {n} clone{'s' if n > 1 else ''}"
             out += [(f"{p}: clones/s (N / last answer)", row["rate_per_s"], None, ""),
-                    (f"{p}: answer, median (s)", row["median_s"], num(row["max_s"]), "max"),
+                    (f"{p}: answer, median (s)", row["median_s"], report.num(row["max_s"]), "max"),
                     (f"{p}: memory per clone (Pss MiB)", row["pss_per_clone_mib"], one, "one booted VM"),
                     (f"{p}: of it, the memory file (MiB)", row["guest_pss_per_clone_mib"], one_guest_ram,
                      "its guest RAM")]

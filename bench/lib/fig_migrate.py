@@ -54,8 +54,7 @@ class Failed(Exception):
 
 
 def why(pr):
-    return (vmms.describe_failure(pr) or " / ".join(pr.stderr_tail(2))[:200]
-            or f"exit status {pr.rc}")
+    return vmms.failure_reason(pr, 200)
 
 
 def host_tsc_khz():

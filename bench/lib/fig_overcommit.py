@@ -152,17 +152,6 @@ def command(ctx, vmm, cfg, mode, initrd_path):
     return c
 
 
-def pss_kb(pid):
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
-            for line in f:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
 def wait_ready(procs, marker, seconds):
     end = time.monotonic() + seconds
     while time.monotonic() < end:
@@ -181,7 +170,7 @@ def settle(procs, ksm, r):
     samples = []
     while True:
         pump(procs, 1.0)
-        each = [pss_kb(pr.p.pid) for pr in procs]
+        each = [proc.pss_kb(pr.p.pid) for pr in procs]
         if None in each:
             return False
         t = time.monotonic() - t0

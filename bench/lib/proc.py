@@ -292,6 +292,19 @@ def read_memory(pid, ram_match):
     return out
 
 
+def pss_kb(pid):
+    """The process's proportional set size (shared pages split between their users) in KiB, from
+    /proc/PID/smaps_rollup; None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
 def mem_available_kb():
     with open("/proc/meminfo") as f:
         m = re.search(r"^MemAvailable:\s+(\d+) kB", f.read(), re.M)

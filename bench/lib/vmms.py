@@ -116,6 +116,12 @@ KNOWN_INSNS = {
 }
 
 
+def failure_reason(pr, limit):
+    """Why a VMM run failed, in at most about limit characters: the emulation failure behind it,
+    else its last lines on stderr, else its exit status."""
+    return describe_failure(pr) or " / ".join(pr.stderr_tail(2))[:limit] or f"exit status {pr.rc}"
+
+
 def describe_failure(pr):
     """One phrase saying why a VMM did not get the guest where it should, or None."""
     if pr.failure == "emulation":
