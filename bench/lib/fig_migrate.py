@@ -88,27 +88,6 @@ def free_port():
         return s.getsockname()[1]
 
 
-def pump(procs, seconds):
-    """Reads what the running processes print for `seconds`."""
-    end = time.monotonic() + seconds
-    while True:
-        alive = [pr for pr in procs if pr.p.poll() is None]
-        for pr in alive:
-            proc.watch_once(pr, poll=0.01)
-        left = end - time.monotonic()
-        if left <= 0:
-            return
-        if not alive:
-            time.sleep(min(left, 0.05))
-
-
-def wait_until(procs, cond, seconds):
-    end = time.monotonic() + seconds
-    while not cond() and time.monotonic() < end:
-        pump(procs, 0.05)
-    return cond()
-
-
 def drain(pr):
     """Reads what an exited process left in its pipes."""
     for f, stream in ((pr.p.stdout, "out"), (pr.p.stderr, "err")):
@@ -180,21 +159,21 @@ def vmon_migrate(ctx, guest, mem, cmdline, rep, work, procs, r):
                     log_path=ctx.log_path("migrate", "vmon", guest, mem, rep, "dst"))
     procs.append(src.start())
     procs.append(dst.start())
-    if not wait_until(procs, lambda: "ready" in src.marks or src.p.poll() is not None, START_S) \
+    if not proc.wait_until(procs, lambda: "ready" in src.marks or src.p.poll() is not None, START_S) \
             or "ready" not in src.marks:
         raise Failed("the source did not start the guest", src)
-    if not wait_until(procs, lambda: "listening" in dst.marks or dst.p.poll() is not None, START_S) \
+    if not proc.wait_until(procs, lambda: "listening" in dst.marks or dst.p.poll() is not None, START_S) \
             or "listening" not in dst.marks:
         raise Failed("vmon receive did not listen", dst)
-    pump(procs, SETTLE_S)
+    proc.pump(procs, SETTLE_S)
     ctl = proc.Proc("vmon-ctl", [binary, "ctl", "--sock", src_sock, "migrate", addr, "--max-downtime", TARGET_MS],
                     timeout=LONG, log_path=ctx.log_path("migrate", "vmon", guest, mem, rep, "ctl"))
     procs.append(ctl.start())
-    if not wait_until(procs, lambda: ctl.p.poll() is not None, MIGRATE_S):
+    if not proc.wait_until(procs, lambda: ctl.p.poll() is not None, MIGRATE_S):
         raise Failed(f"vmon ctl migrate had no outcome within {MIGRATE_S} s")
     # The source stops after the switch: its exit status, and its last log lines.
     if ctl.p.poll() == 0:
-        wait_until(procs, lambda: src.p.poll() is not None, DEST_S)
+        proc.wait_until(procs, lambda: src.p.poll() is not None, DEST_S)
     r["source_exit"] = src.p.poll()
     if r["source_exit"] is not None:
         drain(src)
@@ -226,7 +205,7 @@ def vmon_migrate(ctx, guest, mem, cmdline, rep, work, procs, r):
         except (OSError, subprocess.TimeoutExpired, ValueError):
             return False
     r["dest_state_running"] = dest_runs()
-    r["dest_console"] = guest != "dirty" or wait_until(procs, lambda: console_has(dst, "count: "), DEST_S)
+    r["dest_console"] = guest != "dirty" or proc.wait_until(procs, lambda: console_has(dst, "count: "), DEST_S)
     if not (r["dest_state_running"] and r["dest_console"]):
         raise Failed("the guest did not run on at the destination"
                      + ("" if r["dest_console"] else " (no count: line there)"),
@@ -248,7 +227,7 @@ def qemu_migrate(ctx, vmm, guest, mem, cmdline, rep, work, procs, r):
     procs.append(dst.start())
     qmps = []
     try:
-        if not wait_until(procs, lambda: "ready" in src.marks or src.p.poll() is not None, START_S) \
+        if not proc.wait_until(procs, lambda: "ready" in src.marks or src.p.poll() is not None, START_S) \
                 or "ready" not in src.marks:
             raise Failed("the source did not start the guest", src)
         qs = Qmp(src_q, src)
@@ -257,7 +236,7 @@ def qemu_migrate(ctx, vmm, guest, mem, cmdline, rep, work, procs, r):
         qmps.append(qd)
         if qd.cmd("query-status")["status"] != "inmigrate":
             raise Failed("the destination QEMU does not wait for a migration", dst)
-        pump(procs, SETTLE_S)
+        proc.pump(procs, SETTLE_S)
         qs.cmd("migrate-set-parameters", **{"downtime-limit": TARGET_MS, "max-bandwidth": QEMU_MAX_BANDWIDTH})
         qs.cmd("migrate", uri=f"tcp:127.0.0.1:{port}")
         end = time.monotonic() + MIGRATE_S
@@ -265,7 +244,7 @@ def qemu_migrate(ctx, vmm, guest, mem, cmdline, rep, work, procs, r):
             info = qs.cmd("query-migrate")
             if info.get("status") in ("completed", "failed", "cancelled") or time.monotonic() > end:
                 break
-            pump(procs, 0.05)
+            proc.pump(procs, 0.05)
         if info.get("status") not in ("completed", "failed", "cancelled"):
             raise Failed(f"QEMU's migration did not end within {MIGRATE_S} s (status {info.get('status')})")
         if info.get("status") != "completed":
@@ -277,8 +256,8 @@ def qemu_migrate(ctx, vmm, guest, mem, cmdline, rep, work, procs, r):
 
         def running():
             return dst.p.poll() is None and qd.cmd("query-status")["status"] == "running"
-        r["dest_state_running"] = wait_until(procs, running, DEST_S)
-        r["dest_console"] = guest != "dirty" or wait_until(procs, lambda: console_has(dst, "count: "), DEST_S)
+        r["dest_state_running"] = proc.wait_until(procs, running, DEST_S)
+        r["dest_console"] = guest != "dirty" or proc.wait_until(procs, lambda: console_has(dst, "count: "), DEST_S)
         if not (r["dest_state_running"] and r["dest_console"]):
             raise Failed("the guest did not run on at the destination"
                          + ("" if r["dest_console"] else " (no count: line there)"),

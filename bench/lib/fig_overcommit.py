@@ -32,7 +32,6 @@ import fig_boot
 import proc
 import vmms
 from common import fails, not_available, not_run, say
-from fig_migrate import pump
 
 MEM_MB = 256
 TOUCH_MB = 150
@@ -155,7 +154,7 @@ def command(ctx, vmm, cfg, mode, initrd_path):
 def wait_ready(procs, marker, seconds):
     end = time.monotonic() + seconds
     while time.monotonic() < end:
-        pump(procs, 0.2)
+        proc.pump(procs, 0.2)
         if all(marker in pr.marks for pr in procs):
             return True
         if any(pr.failure or (pr.p.poll() is not None and marker not in pr.marks) for pr in procs):
@@ -169,7 +168,7 @@ def settle(procs, ksm, r):
     scans0 = ksm.full_scans() if ksm else 0
     samples = []
     while True:
-        pump(procs, 1.0)
+        proc.pump(procs, 1.0)
         each = [proc.pss_kb(pr.p.pid) for pr in procs]
         if None in each:
             return False

@@ -237,6 +237,28 @@ def watch_once(pr, poll=0.05):
     sel.close()
 
 
+def pump(procs, seconds):
+    """Reads what the running processes print for `seconds`."""
+    end = time.monotonic() + seconds
+    while True:
+        alive = [pr for pr in procs if pr.p.poll() is None]
+        for pr in alive:
+            watch_once(pr, poll=0.01)
+        left = end - time.monotonic()
+        if left <= 0:
+            return
+        if not alive:
+            time.sleep(min(left, 0.05))
+
+
+def wait_until(procs, cond, seconds):
+    """Reads what the processes print until cond() holds (True) or `seconds` pass (False)."""
+    end = time.monotonic() + seconds
+    while not cond() and time.monotonic() < end:
+        pump(procs, 0.05)
+    return cond()
+
+
 def run(*args, **kwargs):
     return run_proc(Proc(*args, **kwargs))
 
